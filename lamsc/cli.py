@@ -1,0 +1,60 @@
+"""The ``lamsc`` command: one subcommand per user job, each a plain function in lamsc.commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from lamsc import __version__
+from lamsc.commands.demo import demo
+from lamsc.commands.segment import segment
+from lamsc.errors import UserError
+
+app = typer.Typer(
+    name="lamsc",
+    help="Large-AI-model-based semantic communication of images, compressed and run on the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(segment)
+app.command()(demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lamsc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Large-AI-model-based semantic communication of images, compressed and run on the edge."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``lamsc`` with ``argv`` (default: the process arguments); return the exit status.
+
+    A UserError is printed as one line, without a traceback, and gives status 2.
+    """
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="lamsc", standalone_mode=False)
+    except UserError as e:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
+        return 2
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The SAM knowledge base (SKB): one ``Segmenter`` interface over SAM, MobileSAM and a weight-free fallback."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from lamsc.errors import UserError
+from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.sam_checkpoint import SamArchitecture, load_sam, mobile_sam
+from lamsc.semcom.segments import Segments
+
+
+class Segmenter(Protocol):
+    """Anything that turns an RGB uint8 (H, W, 3) image into its segments."""
+
+    name: str
+
+    def segment(self, image: np.ndarray) -> Segments: ...
+
+
+@dataclass(frozen=True)
+class MaskGenerationOptions:
+    """Settings of SAM's "segment everything" mode (segment_anything's automatic mask generator).
+
+    The defaults are SAM's own; LAM-SC's authors used points_per_side=32, pred_iou_thresh=0.86,
+    stability_score_thresh=0.92, crop_n_layers=1, min_mask_region_area=400 and kept the 5 largest.
+    """
+
+    points_per_side: int = 32
+    points_per_batch: int = 64          # prompts decoded together; memory grows with it
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
+    min_mask_region_area: int = 0       # > 0 removes holes and islands smaller than this (needs OpenCV)
+    crop_n_layers: int = 0
+    max_segments: int | None = None     # keep only the largest this many
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MaskGenerationOptions":
+        return cls(**d)
+
+
+class SamSegmenter:
+    """Segment everything with a SAM or MobileSAM model, through its own package's mask generator."""
+
+    def __init__(self, model: torch.nn.Module, arch: SamArchitecture, source: str = "",
+                 options: MaskGenerationOptions | None = None, device: str = "auto"):
+        self.options = options or MaskGenerationOptions()
+        self.device = _device(device)
+        self.model = model.to(self.device)
+        self.arch = arch
+        self.name = f"{arch.describe()}" + (f" from {source}" if source else "")
+        if arch.family == "mobilesam":
+            SamAutomaticMaskGenerator = mobile_sam().SamAutomaticMaskGenerator
+        else:
+            from segment_anything import SamAutomaticMaskGenerator
+        o = self.options
+        self._generator = SamAutomaticMaskGenerator(
+            self.model, points_per_side=o.points_per_side, points_per_batch=o.points_per_batch,
+            pred_iou_thresh=o.pred_iou_thresh, stability_score_thresh=o.stability_score_thresh,
+            box_nms_thresh=o.box_nms_thresh, min_mask_region_area=o.min_mask_region_area,
+            crop_n_layers=o.crop_n_layers, output_mode="binary_mask")
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray) -> Segments:
+        records = self._generator.generate(image)
+        h, w = image.shape[:2]
+        if not records:
+            return Segments(np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros((0, 4), np.int64),
+                            np.zeros(0, np.int64), self.name)
+        masks = np.stack([r["segmentation"] for r in records]).astype(bool)
+        areas = np.array([r["area"] for r in records], np.int64)
+        # SAM's boxes are XYWH with w = last column - first column; ours are XYXY with exclusive ends.
+        xywh = np.array([r["bbox"] for r in records], np.int64).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] + 1], axis=1)
+        boxes[areas == 0] = 0
+        scores = np.array([r["predicted_iou"] for r in records], np.float32)
+        segments = Segments(masks, scores, boxes, areas, self.name)
+        return segments.largest(self.options.max_segments)
+
+
+def build_segmenter(checkpoint: str | Path | None = None, model_type: str = "auto",
+                    options: MaskGenerationOptions | None = None, device: str = "auto") -> Segmenter:
+    """SAM/MobileSAM from ``checkpoint`` when one is named, otherwise the weight-free fallback."""
+    if checkpoint is None:
+        if model_type not in ("auto", None):
+            raise UserError(f"--model-type {model_type} needs a --checkpoint file to load it from")
+        return FallbackSegmenter()
+    model, arch = load_sam(checkpoint, model_type)
+    return SamSegmenter(model, arch, Path(checkpoint).name, options, device)
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for, but CUDA is not available here; use --device cpu")
+    return torch.device(device)

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny SAM-family checkpoints built with the official builders and random weights,
+saved in the official formats (a plain state dict through torch.save), and real photographs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory):
+    """A SAM-architecture model (ViT, dim 32, depth 2, one global block) from segment_anything's builder."""
+    from segment_anything.build_sam import _build_sam
+
+    torch.manual_seed(0)
+    model = _build_sam(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
+                       encoder_global_attn_indexes=[1], checkpoint=None)
+    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mobilesam_checkpoint(tmp_path_factory):
+    """MobileSAM (vit_t) from mobile_sam's builder, random weights, saved like the official mobile_sam.pt."""
+    from lamsc.semcom.sam_checkpoint import mobile_sam
+
+    torch.manual_seed(0)
+    model = mobile_sam().build_sam_vit_t(checkpoint=None)
+    path = tmp_path_factory.mktemp("ckpt") / "mobile_sam.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """A real photograph (scikit-image's coffee, 400x600 RGB)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.coffee())

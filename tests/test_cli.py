@@ -1,0 +1,52 @@
+"""The lamsc command: help, version, the demo, and the one-namespace layout."""
+
+import subprocess
+import sys
+
+from PIL import Image
+
+from lamsc import __version__
+from lamsc.cli import app, main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lamsc {__version__}"
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert names and all(name in out for name in names)
+
+
+def test_demo_writes_overlays_and_overview(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--json"]) == 0
+    overview = Image.open(tmp_path / "overview.png")
+    assert overview.width >= 320 and overview.height >= 320
+    assert len(list((tmp_path / "segments").glob("*_segments.png"))) == 10
+    assert '"segmenter": "fallback' in capsys.readouterr().out
+
+
+def test_stage_folders_import_only_under_lamsc(tmp_path):
+    code = ("import importlib\n"
+            "for bare in ('semcom', 'compress', 'export', 'runtime', 'kernels'):\n"
+            "    try:\n"
+            "        importlib.import_module(bare)\n"
+            "    except ModuleNotFoundError:\n"
+            "        pass\n"
+            "    else:\n"
+            "        raise SystemExit(f'{bare} is importable under a bare name')\n"
+            "for stage in ('semcom', 'compress', 'export', 'runtime'):\n"
+            "    importlib.import_module('lamsc.' + stage)\n")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme_commands = root.joinpath("README.md").read_text().split("```")[1].splitlines()[1:3]
+    assert "lamsc demo" in readme_commands[0] and "pytest" in readme_commands[1]
+    assert readme_commands[1] in root.joinpath(".ci", "run").read_text().splitlines()

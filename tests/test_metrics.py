@@ -1,0 +1,49 @@
+"""Metrics against closed forms and scikit-image's independent implementations."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from lamsc.semcom.metrics import bits, bits_per_pixel, ms_ssim, psnr, ssim
+
+
+@pytest.fixture
+def pair(photo):
+    rng = np.random.default_rng(0)
+    noisy = np.clip(photo.astype(np.int16) + rng.normal(0, 12, photo.shape).round(), 0, 255).astype(np.uint8)
+    return photo, noisy
+
+
+def test_psnr_closed_form():
+    x = torch.zeros(1, 3, 8, 8)
+    y = x + 0.1  # MSE = 0.01 -> 20 dB exactly
+    assert psnr(x, y).item() == pytest.approx(20.0, abs=1e-6)  # 0.1 is inexact in float32
+    assert torch.isinf(psnr(x, x)).all()
+
+
+def test_psnr_matches_scikit_image(pair):
+    a, b = pair
+    assert psnr(a, b).item() == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-6)
+
+
+def test_ssim_matches_scikit_image(pair):
+    a, b = pair
+    ref = structural_similarity(a, b, channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False, data_range=255)
+    assert ssim(a, b).item() == pytest.approx(ref, abs=5e-3)  # borders are handled differently
+
+
+def test_ms_ssim_orders_quality(pair, photo):
+    a, b = pair
+    assert ms_ssim(a, a).item() == pytest.approx(1.0, abs=1e-6)
+    worse = np.clip(b.astype(int) + (b.astype(int) - a), 0, 255).astype(np.uint8)
+    assert 0 < ms_ssim(a, worse).item() < ms_ssim(a, b).item() < 1
+    small = photo[:64, :64]  # too small for five scales: not a number rather than a different metric
+    assert torch.isnan(ms_ssim(small, pair[1][:64, :64])).all()
+
+
+def test_bits_are_the_payload_length():
+    payload = bytes(range(37))
+    assert bits(payload) == 296
+    assert bits_per_pixel(payload, 4, 2) == 37.0
