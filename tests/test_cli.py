@@ -31,7 +31,7 @@ def test_demo_writes_overlays_and_overview(tmp_path, capsys):
 
 def test_stage_folders_import_only_under_lamsc(tmp_path):
     code = ("import importlib\n"
-            "for bare in ('semcom', 'compress', 'export', 'runtime', 'kernels'):\n"
+            "for bare in ('semcom', 'compress', 'export', 'runtime'):\n"
             "    try:\n"
             "        importlib.import_module(bare)\n"
             "    except ModuleNotFoundError:\n"
