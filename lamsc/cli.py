@@ -12,6 +12,8 @@ from rich.markup import escape
 from lamsc import __version__
 from lamsc.commands.demo import demo
 from lamsc.commands.segment import segment
+from lamsc.commands.train import train
+from lamsc.commands.transmit import transmit
 from lamsc.errors import UserError
 
 app = typer.Typer(
@@ -22,6 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(segment)
+app.command()(train)
+app.command()(transmit)
 app.command()(demo)
 
 

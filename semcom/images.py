@@ -36,6 +36,7 @@ class NamedImage:
     name: str
     pixels: np.ndarray
     label: np.ndarray | None = None  # (H, W) class indices, 255 = void, where the data carries one
+    category: int | None = None      # image class index, where the data carries one
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -77,11 +78,13 @@ def image_files(folder: str | Path) -> list[Path]:
 
 
 def iter_images(sources: Iterable[str | Path]) -> Iterator[NamedImage]:
-    """Yield every image named by ``sources``: image files, image folders or VOC-layout folders."""
+    """Yield every image named by ``sources``: image files, image folders, class folders or VOC layouts."""
     for source in sources:
         source = Path(source)
         if source.is_dir() and (source / "JPEGImages").is_dir():
             yield from load_voc(source)
+        elif source.is_dir() and not image_files(source) and class_names(source):
+            yield from load_class_folders(source)
         elif source.is_dir():
             files = image_files(source)
             if not files:
@@ -90,6 +93,18 @@ def iter_images(sources: Iterable[str | Path]) -> Iterator[NamedImage]:
                 yield NamedImage(f.stem, load_image(f))
         else:
             yield NamedImage(source.stem, load_image(source))
+
+
+def class_names(root: str | Path) -> list[str]:
+    """Subfolders of ``root`` that hold images: an image-classification layout, one folder per class."""
+    return sorted(d.name for d in Path(root).iterdir() if d.is_dir() and image_files(d))
+
+
+def load_class_folders(root: str | Path) -> Iterator[NamedImage]:
+    """Images of ``root/<class>/*``, each with the index of its class in sorted class order."""
+    for index, name in enumerate(class_names(root)):
+        for f in image_files(Path(root) / name):
+            yield NamedImage(f"{name}/{f.stem}", load_image(f), category=index)
 
 
 def load_voc(root: str | Path, split: str | None = None) -> Iterator[NamedImage]:

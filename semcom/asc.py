@@ -1,0 +1,67 @@
+"""Adaptive semantic compression (ASC): a learnable mask network that decides which features are sent.
+
+The mask is binary and structured: at each feature position it keeps the first ``k`` of the C channels,
+with k one of L depth levels (C/L, 2C/L, ..., C). The decoder is trained with random depths (nested
+dropout), so the first channels carry the most; the mask network then learns, per image and position,
+how deep to go. Side information is one level per position (log2 L bits), not one bit per feature.
+
+Unlike the LAM-SC authors' hard threshold (which has no gradient, so their mask network never learns),
+the forward pass uses the hard binary mask and the backward pass the gradient of a sigmoid relaxation
+(straight-through), and a rate term on the kept fraction makes the depth adapt to the content.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lamsc.semcom.codec import FiLM
+
+
+class MaskNetwork(nn.Module):
+    """Features (B, C, h, w) + importance (B, 1, h, w) + SNR -> depth in (0, 1) per position (B, 1, h, w)."""
+
+    def __init__(self, channels: int = 16, hidden: int = 32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels + 1, hidden, 3, padding=1)
+        self.film = FiLM(hidden)
+        self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
+        nn.init.constant_(self.conv2.bias, 2.0)  # start by keeping nearly everything
+
+    def forward(self, z: torch.Tensor, importance: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        x = self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr_db)
+        return torch.sigmoid(self.conv2(x))
+
+
+def depth_levels(depth: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """Continuous depth in (0, 1) -> integer level in 1..L (B, h, w): the smallest level covering it."""
+    return torch.clamp(torch.ceil(depth.squeeze(1) * num_levels), 1, num_levels).long()
+
+
+def levels_to_mask(levels: torch.Tensor, channels: int, num_levels: int) -> torch.Tensor:
+    """Levels (B, h, w) -> binary mask (B, C, h, w): channel c kept where c < level * C / L."""
+    c = torch.arange(channels, device=levels.device).view(1, -1, 1, 1)
+    return (c < (levels * (channels // num_levels)).unsqueeze(1)).float()
+
+
+def straight_through_mask(depth: torch.Tensor, channels: int, num_levels: int,
+                          temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard mask forward, sigmoid-relaxed gradient backward. Returns (mask, levels)."""
+    levels = depth_levels(depth, num_levels)
+    hard = levels_to_mask(levels, channels, num_levels)
+    per_level = channels // num_levels
+    c = torch.arange(channels, device=depth.device).view(1, -1, 1, 1).float()
+    # Soft mask: 1 well below the kept depth, 0 well above it, about one level wide in between.
+    soft = torch.sigmoid((depth * channels - c - 0.5) / (temperature * per_level))
+    return hard + soft - soft.detach(), levels
+
+
+def random_levels(shape: tuple[int, int, int], num_levels: int, keep_all: float = 0.5,
+                  device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Nested dropout for training the codec: each image keeps everything with probability ``keep_all``,
+    otherwise each position gets a uniformly random level."""
+    b = shape[0]
+    levels = torch.randint(1, num_levels + 1, shape, device=device, generator=generator)
+    full = torch.rand(b, device=device, generator=generator) < keep_all
+    levels[full] = num_levels
+    return levels

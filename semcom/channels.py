@@ -1,0 +1,130 @@
+"""Channels: analog (AWGN, Rayleigh block fading) on symbols in torch, and digital on the payload's bits.
+
+Analog symbols follow the textbook model: the transmitter normalises its complex symbols to unit average
+power and the channel adds circular complex Gaussian noise of variance 10^(-SNR/10) (half per real
+dimension). Real feature values are paired into complex symbols, so a real vector with unit mean square
+becomes symbols of unit average power and sees noise of variance 10^(-SNR/10) per real value.
+
+The digital mode maps the payload bits onto BPSK/QPSK/16-QAM with Sionna's Gray-coded mapper, passes
+them through AWGN or Rayleigh block fading (perfect CSI at the receiver) and hard-demaps them: the bit
+errors are whatever that link makes, and the payload's CRC then decides if the image arrived.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lamsc.errors import UserError
+
+MODULATION_BITS = {"bpsk": 1, "qpsk": 2, "16qam": 4}
+ANALOG = ("awgn", "rayleigh", "rayleigh-noeq")
+DIGITAL = tuple(f"digital-{m}{f}" for m in MODULATION_BITS for f in ("", "-rayleigh"))
+CHANNELS = ANALOG + DIGITAL
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel by name (see CHANNELS) at an SNR in dB (Es/N0 per complex symbol)."""
+
+    name: str
+    snr_db: float
+    block_len: int | None = None  # Rayleigh coherence block in symbols; None = one block per transmission
+
+    def __post_init__(self) -> None:
+        if self.name not in CHANNELS:
+            raise UserError(f"unknown channel {self.name!r}; choose one of {', '.join(CHANNELS)}")
+
+    @property
+    def digital(self) -> bool:
+        return self.name.startswith("digital-")
+
+    @property
+    def fading(self) -> bool:
+        return "rayleigh" in self.name
+
+    @property
+    def bits_per_symbol(self) -> int:
+        return MODULATION_BITS[self.name.split("-")[1]] if self.digital else 0
+
+    @property
+    def noise_variance(self) -> float:
+        return 10.0 ** (-self.snr_db / 10.0)
+
+
+def to_symbols(x: torch.Tensor) -> torch.Tensor:
+    """Real (B, N) -> complex (B, ceil(N/2)); unit mean-square reals give unit-power symbols."""
+    if x.shape[1] % 2:
+        x = torch.nn.functional.pad(x, (0, 1))
+    pairs = x.reshape(x.shape[0], -1, 2)
+    return torch.complex(pairs[..., 0], pairs[..., 1]) / math.sqrt(2.0)
+
+
+def from_symbols(s: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of to_symbols, keeping the first n reals."""
+    return (torch.stack([s.real, s.imag], -1).reshape(s.shape[0], -1) * math.sqrt(2.0))[:, :n]
+
+
+def analog(symbols: torch.Tensor, channel: Channel, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pass complex symbols (B, N) through AWGN or Rayleigh block fading; differentiable in the symbols.
+
+    The symbols are the modulated bits on a digital channel, the paired feature values on an analog one.
+    """
+    b, n = symbols.shape
+    noise = _complex_normal((b, n), channel.noise_variance, symbols.device, generator)
+    if not channel.fading:
+        return symbols + noise
+    block = channel.block_len or n
+    gains = _complex_normal((b, math.ceil(n / block)), 1.0, symbols.device, generator)
+    h = gains.repeat_interleave(block, dim=1)[:, :n]
+    received = h * symbols + noise
+    if channel.name == "rayleigh-noeq":
+        return received
+    return received / h  # zero-forcing with perfect channel knowledge: noise grows where |h| is small
+
+
+def analog_real(x: torch.Tensor, channel: Channel, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``analog`` for real values (B, N) with unit mean square, as pairs of reals in complex symbols."""
+    return from_symbols(analog(to_symbols(x), channel, generator), x.shape[1])
+
+
+def _complex_normal(shape, variance: float, device, generator) -> torch.Tensor:
+    std = math.sqrt(variance / 2.0)
+    re = torch.randn(shape, device=device, generator=generator) * std
+    im = torch.randn(shape, device=device, generator=generator) * std
+    return torch.complex(re, im)
+
+
+def transmit_bits(payload: bytes, channel: Channel, seed: int | None = None) -> tuple[bytes, int]:
+    """Send ``payload`` over a digital channel; return the bytes the receiver decides and the bit errors."""
+    if not channel.digital:
+        raise ValueError("an analog channel carries symbols: use analog")
+    from sionna.phy.mapping import Demapper, Mapper
+
+    k = channel.bits_per_symbol
+    kind = "pam" if k == 1 else "qam"
+    bits = np.unpackbits(np.frombuffer(payload, np.uint8))
+    pad = (-len(bits)) % k
+    tx_bits = torch.from_numpy(np.concatenate([bits, np.zeros(pad, np.uint8)]).astype(np.float32))[None]
+    x = Mapper(kind, k)(tx_bits)  # unit average energy constellation, Gray coded
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    y = analog(x.to(torch.complex64), channel, g)  # Rayleigh: already equalised with perfect CSI
+    # Hard decisions are minimum-distance decisions: the noise level given to the demapper cannot change them.
+    rx_bits = Demapper("maxlog", kind, k, hard_out=True)(y, torch.tensor(channel.noise_variance))
+    rx = rx_bits.reshape(-1)[: len(bits)].to(torch.uint8).numpy()
+    errors = int((rx != bits).sum())
+    return np.packbits(rx).tobytes(), errors
+
+
+def channel_uses(channel: Channel, payload_bits: int, analog_values: int = 0, side_bits: int = 0) -> int:
+    """Complex channel uses of one transmission.
+
+    Digital: every payload bit on the modulation. Analog: the kept feature values two per use, plus the
+    side information (header, depth map, CRC) sent digitally with QPSK.
+    """
+    if channel.digital:
+        return math.ceil(payload_bits / channel.bits_per_symbol)
+    return math.ceil(analog_values / 2) + math.ceil(side_bits / 2)

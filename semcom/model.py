@@ -1,0 +1,173 @@
+"""The LAM-SC model: ASI -> encoder -> ASC mask -> (channel) -> decoder -> heads, and its checkpoint files.
+
+A checkpoint is a directory-free pair: ``NAME.safetensors`` (weights) and ``NAME.json`` (the config,
+including how it was trained), so it loads without pickles and without the code that trained it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from lamsc.errors import UserError
+from lamsc.semcom.asc import MaskNetwork, levels_to_mask, straight_through_mask
+from lamsc.semcom.asi import ASI
+from lamsc.semcom.codec import Decoder, Encoder
+from lamsc.semcom.heads import ClassificationHead, SegmentationHead
+
+CONFIG_VERSION = 1
+DOWNSAMPLING = 8  # the encoder's three stride-2 stages
+DEFAULT_MODEL = Path(__file__).parent / "default_model" / "lamsc-default"
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; round-trips through JSON."""
+
+    channels: int = 16          # feature maps at 1/8 resolution; CBR with everything sent = channels / 384
+    width: int = 96
+    num_levels: int = 8         # ASC depth levels per position
+    segments: int = 8           # K: the largest K SKB segments enter ASI
+    value_bits: int = 8         # payload quantisation of the kept features
+    classes: list[str] = field(default_factory=list)  # classification head, if any
+    seg_classes: int = 0        # segmentation head classes (0 = none)
+    snr_range: tuple[float, float] = (0.0, 20.0)
+    trained: dict = field(default_factory=dict)  # provenance: data, steps, segmenter, recipe
+    version: int = CONFIG_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        d = json.loads(text)
+        if d.get("version") != CONFIG_VERSION:
+            raise UserError(f"model config version {d.get('version')} is not {CONFIG_VERSION}; "
+                            "retrain it or use the lamsc version that wrote it")
+        d["snr_range"] = tuple(d["snr_range"])
+        return cls(**d)
+
+
+class LamscModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.channels % config.num_levels:
+            raise ValueError("channels must be a multiple of num_levels")
+        self.config = config
+        self.asi = ASI()
+        self.encoder = Encoder(config.channels, config.width)
+        self.mask_net = MaskNetwork(config.channels)
+        self.decoder = Decoder(config.channels, config.width)
+        self.classifier = ClassificationHead(config.width, len(config.classes)) if config.classes else None
+        self.segmenter_head = SegmentationHead(config.width // 2, config.seg_classes) if config.seg_classes else None
+
+    # -- transmitter side -------------------------------------------------------------------------
+    def encode(self, image: torch.Tensor, masks: torch.Tensor, snr_db: torch.Tensor, asc: bool = True,
+               levels: torch.Tensor | None = None) -> dict:
+        """Image (B, 3, H, W) in [0, 1] with H, W multiples of 8, SKB masks (B, K, H, W), SNR (B,) ->
+        power-normalised kept features, the mask, levels and the ASI maps.
+
+        ``levels`` forces the depths (nested-dropout training); otherwise ASC decides, or with asc=False
+        everything is kept.
+        """
+        weights, integrated, importance = self.asi(image, masks)
+        z = self.encoder(torch.cat([image, importance], 1), snr_db)
+        c, L = self.config.channels, self.config.num_levels
+        depth = None
+        if levels is not None:
+            mask = levels_to_mask(levels, c, L)
+        elif asc:
+            depth = self.mask_net(z, F.adaptive_avg_pool2d(importance, z.shape[-2:]), snr_db)
+            mask, levels = straight_through_mask(depth, c, L)
+        else:
+            levels = torch.full((z.shape[0], *z.shape[-2:]), L, dtype=torch.long, device=z.device)
+            mask = torch.ones_like(z)
+        return {"z": power_normalise(z, mask), "mask": mask, "levels": levels, "depth": depth,
+                "weights": weights, "integrated": integrated, "importance": importance}
+
+    # -- receiver side ----------------------------------------------------------------------------
+    def decode(self, z: torch.Tensor, levels: torch.Tensor, snr_db: torch.Tensor) -> dict:
+        """Received features (zeros where nothing was sent) and levels -> image and task outputs."""
+        depth = (levels.float() / self.config.num_levels).unsqueeze(1)
+        image, bottleneck, hidden = self.decoder(z, depth, snr_db)
+        out = {"image": image}
+        if self.classifier is not None:
+            out["class_logits"] = self.classifier(bottleneck)
+        if self.segmenter_head is not None:
+            out["seg_logits"] = self.segmenter_head(hidden)
+        return out
+
+    # -- files ------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write PATH.safetensors and PATH.json (PATH without suffix)."""
+        base = Path(path).with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                  str(base.with_suffix(".safetensors")), metadata={"format": "pt", "lamsc": str(CONFIG_VERSION)})
+        base.with_suffix(".json").write_text(self.config.to_json())
+        return base.with_suffix(".safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LamscModel":
+        base = Path(path).with_suffix("")
+        weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        for f in (weights, config):
+            if not f.is_file():
+                raise UserError(f"model file not found: {f}; a lamsc model is a .safetensors file with its "
+                                ".json config beside it")
+        model = cls(ModelConfig.from_json(config.read_text()))
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise UserError(f"{weights} is not a readable safetensors file ({e}); copy it again") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError:
+            raise UserError(f"{weights} does not match its config {config.name}; keep the pair that was "
+                            "saved together") from None
+        return model.eval()
+
+
+def load_model(path: str | Path | None = None) -> LamscModel:
+    """A saved model, or the shipped default when ``path`` is None."""
+    if path is None:
+        if not DEFAULT_MODEL.with_suffix(".safetensors").is_file():
+            raise UserError("the shipped default model is missing from this install; reinstall lamsc, or train "
+                            "one with `lamsc train --preset default` and pass --model")
+        path = DEFAULT_MODEL
+    return LamscModel.load(path)
+
+
+def power_normalise(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale each image's kept values to unit mean square (so paired symbols have unit power); zero the rest."""
+    kept = z * mask
+    n = mask.flatten(1).sum(1).clamp(min=1.0)
+    power = kept.pow(2).flatten(1).sum(1) / n
+    return kept / torch.sqrt(power + 1e-12).view(-1, 1, 1, 1)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING, mode: str = "reflect") -> torch.Tensor:
+    """Pad H and W up to a multiple (reflect for images, zeros for masks)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"  # reflection needs more pixels than the pad
+    return F.pad(x, (0, pw, 0, ph), mode=mode) if mode != "constant" else F.pad(x, (0, pw, 0, ph))
+
+
+def cbr(channel_uses: int, height: int, width: int) -> float:
+    """Channel bandwidth ratio: complex channel uses per source dimension (3 H W)."""
+    return channel_uses / (3 * height * width)
+
+
+def full_cbr(config: ModelConfig) -> float:
+    """CBR when every feature is sent (ASC off), without side information."""
+    return config.channels / (2 * 3 * DOWNSAMPLING**2)

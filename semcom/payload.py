@@ -1,0 +1,179 @@
+"""The payload: the bytes that really cross the link, and the reference pack/unpack of the kept features.
+
+Layout (version 1, big-endian):
+
+    offset  size  field
+    0       3     magic b"LSC"
+    3       1     version (1)
+    4       1     flags: bit 0 = ASC on (a depth map follows); bit 1 = SNR field valid
+    5       2     image height        7  2  image width
+    9       1     feature channels C  10 1  depth levels L (C divisible by L)
+    11      2     feature height h    13 2  feature width w
+    15      1     value bits b (2..16)
+    16      4     quantiser scale (float32): values are q * scale / (2^(b-1) - 1)
+    20      1     SNR the transmitter assumed (int8 dB)
+    21      ...   depth map, if flags bit 0: per position (raster order) its level - 1 in ceil(log2 L) bits
+    ...     ...   values: per position, its first k = level * C / L channels, b bits each (offset binary)
+    end-4   4     CRC-32 of everything before it
+
+Bit fields are packed MSB first and padded with zeros to a whole byte. Every part of the payload is
+covered by the CRC, so any single flipped bit (and any burst up to 32 bits) is detected.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from lamsc.errors import UserError
+
+MAGIC = b"LSC"
+VERSION = 1
+_HEADER = struct.Struct(">3sBBHHBBHHBfb")
+FLAG_ASC = 1
+FLAG_SNR = 2
+
+
+class PayloadError(UserError):
+    """A payload that is damaged, truncated or not a lamsc payload at all."""
+
+
+@dataclass
+class Features:
+    """What the transmitter's encoder and mask decided: features (C, h, w) and a depth level per position.
+
+    levels (h, w) int in 1..L: position p keeps its first levels[p] * C / L channels; L everywhere = all kept.
+    """
+
+    values: np.ndarray
+    levels: np.ndarray
+    num_levels: int
+
+    @property
+    def kept_mask(self) -> np.ndarray:
+        c = self.values.shape[0]
+        depth = self.levels * (c // self.num_levels)
+        return np.arange(c)[:, None, None] < depth[None]
+
+    @property
+    def kept_count(self) -> int:
+        return int(self.levels.sum()) * (self.values.shape[0] // self.num_levels)
+
+
+@dataclass
+class Unpacked:
+    """A payload read back: the image size, the dequantised features with zeros where nothing was sent."""
+
+    height: int
+    width: int
+    features: Features
+    asc: bool
+    snr_db: float | None
+    value_bits: int
+
+
+def pack(features: Features, height: int, width: int, value_bits: int = 8, asc: bool = True,
+         snr_db: float | None = None) -> bytes:
+    """Quantise the kept features to ``value_bits`` and write the payload."""
+    c, h, w = features.values.shape
+    L = features.num_levels
+    if c % L or not 2 <= value_bits <= 16:
+        raise ValueError(f"channels {c} must divide into {L} levels, and value bits must be 2..16")
+    levels = np.asarray(features.levels, np.int64)
+    if levels.shape != (h, w) or levels.min(initial=1) < 1 or levels.max(initial=1) > L:
+        raise ValueError(f"levels must be ({h}, {w}) integers in 1..{L}")
+    if not asc and (levels != L).any():
+        raise ValueError("a payload without ASC keeps every feature: all levels must be L")
+    kept = _kept_values(features.values, levels, c // L)
+    qmax = (1 << (value_bits - 1)) - 1
+    scale = float(np.abs(kept).max(initial=0.0)) or 1.0
+    scale = float(np.float32(scale))  # the header stores float32: quantise with exactly what the receiver reads
+    q = np.clip(np.rint(kept / scale * qmax), -qmax, qmax).astype(np.int64) + qmax + 1
+    flags = (FLAG_ASC if asc else 0) | (FLAG_SNR if snr_db is not None else 0)
+    snr_field = int(np.clip(round(snr_db), -128, 127)) if snr_db is not None else 0
+    parts = [_HEADER.pack(MAGIC, VERSION, flags, height, width, c, L, h, w, value_bits, scale, snr_field)]
+    if asc:
+        parts.append(pack_bits(levels.ravel() - 1, _level_bits(L)))
+    parts.append(pack_bits(q, value_bits))
+    body = b"".join(parts)
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def unpack(payload: bytes) -> Unpacked:
+    """Read a payload back; a damaged, truncated or foreign one raises PayloadError saying which."""
+    if len(payload) < _HEADER.size + 4:
+        raise PayloadError(f"payload of {len(payload)} bytes is shorter than a lamsc header; it was truncated")
+    if payload[:3] != MAGIC:
+        raise PayloadError("not a lamsc payload (bad magic); check what is sending to this receiver")
+    body, (crc,) = payload[:-4], struct.unpack(">I", payload[-4:])
+    if zlib.crc32(body) != crc:
+        raise PayloadError("payload damaged in transit (CRC mismatch); it is counted as lost")
+    (_, version, flags, height, width, c, L, h, w, value_bits, scale, snr_field) = _HEADER.unpack_from(body)
+    if version != VERSION:
+        raise PayloadError(f"payload version {version} is not supported (this lamsc reads {VERSION}); "
+                           "use the same lamsc version at both ends")
+    if L == 0 or c % L or not 2 <= value_bits <= 16:
+        raise PayloadError("payload header is inconsistent (channels, levels or value bits)")
+    asc = bool(flags & FLAG_ASC)
+    offset = _HEADER.size
+    if asc:
+        lb = _level_bits(L)
+        n = math.ceil(h * w * lb / 8)
+        levels = unpack_bits(body[offset:offset + n], lb, h * w).reshape(h, w) + 1
+        offset += n
+        if levels.max(initial=1) > L:
+            raise PayloadError("payload depth map names a level beyond its header; it is not a valid payload")
+    else:
+        levels = np.full((h, w), L, np.int64)
+    per_level = c // L
+    count = int(levels.sum()) * per_level
+    if len(body) - offset != math.ceil(count * value_bits / 8):
+        raise PayloadError(f"payload holds {len(body) - offset} value bytes where its header implies "
+                           f"{math.ceil(count * value_bits / 8)}; it is not a valid payload")
+    q = unpack_bits(body[offset:], value_bits, count)
+    qmax = (1 << (value_bits - 1)) - 1
+    kept = (q - (qmax + 1)).astype(np.float32) * np.float32(scale / qmax)
+    values = _scatter_values(kept, levels, per_level, c)
+    snr = float(snr_field) if flags & FLAG_SNR else None
+    return Unpacked(height, width, Features(values, levels, L), asc, snr, value_bits)
+
+
+def _kept_values(values: np.ndarray, levels: np.ndarray, per_level: int) -> np.ndarray:
+    """Kept values in payload order: positions in raster order, each its first k channels."""
+    c, h, w = values.shape
+    flat = values.reshape(c, h * w).T  # (positions, channels)
+    depth = levels.ravel() * per_level
+    return flat[np.arange(c)[None, :] < depth[:, None]].astype(np.float64)
+
+
+def _scatter_values(kept: np.ndarray, levels: np.ndarray, per_level: int, c: int) -> np.ndarray:
+    h, w = levels.shape
+    flat = np.zeros((h * w, c), np.float32)
+    depth = levels.ravel() * per_level
+    flat[np.arange(c)[None, :] < depth[:, None]] = kept
+    return np.ascontiguousarray(flat.T.reshape(c, h, w))
+
+
+def _level_bits(num_levels: int) -> int:
+    return max(1, math.ceil(math.log2(num_levels)))
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers (< 2**bits) as a big-endian bit stream, zero-padded to a byte."""
+    values = np.asarray(values, np.int64).ravel()
+    shifts = np.arange(bits - 1, -1, -1)
+    stream = ((values[:, None] >> shifts) & 1).astype(np.uint8).ravel()
+    return np.packbits(stream).tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of pack_bits: ``count`` unsigned integers of ``bits`` bits each."""
+    stream = np.unpackbits(np.frombuffer(data, np.uint8))[: count * bits]
+    if stream.size < count * bits:
+        raise PayloadError("payload ends early; it was truncated")
+    weights = 1 << np.arange(bits - 1, -1, -1)
+    return (stream.reshape(count, bits).astype(np.int64) * weights).sum(1)

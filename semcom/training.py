@@ -1,0 +1,277 @@
+"""Training in the paper's three steps, resumable:
+
+1. ``asi``   — the ASI attention learns segment importance from experience (MSE to per-segment targets);
+2. ``codec`` — encoder, decoder (and task heads) across SNRs, with random ASC depths (nested dropout),
+               so that one model serves the whole SNR range and truncated features;
+3. ``asc``   — the mask network jointly with the codec, under a rate term on the fraction sent.
+
+Every ``checkpoint_every`` steps the model (safetensors + JSON) and the trainer state (stage, step,
+optimiser, RNG, history) are written to the output folder; running again with the same folder resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lamsc.errors import UserError
+from lamsc.semcom import metrics
+from lamsc.semcom.asc import random_levels
+from lamsc.semcom.asi import default_targets, importance_targets, integrate, read_importance_map
+from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.images import NamedImage
+from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.transmission import segment_masks
+
+STAGES = ("asi", "codec", "asc")
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe; presets below, every field settable."""
+
+    steps: dict = field(default_factory=lambda: {"asi": 200, "codec": 1200, "asc": 600})
+    crop: int = 128
+    batch: int = 8
+    lr: float = 1e-3
+    rate_target: float = 0.5    # mean fraction of features ASC should keep; per image and position it varies
+    rate_weight: float = 0.002  # initial lambda of the rate term, adapted so the mean kept fraction meets the target
+    importance_weight: float = 1.0  # distortion weight of important pixels: 1 + this * ASI map
+    channel: str = "awgn"       # the training channel; the SNR is drawn per image from the model's range
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+PRESETS = {
+    # The shipped default: real photographs, CPU-sized (about 30 minutes on 2 idle cores).
+    "default": TrainConfig(),
+    # Seconds on a CPU: for tests and smoke runs, not for quality.
+    "tiny": TrainConfig(steps={"asi": 5, "codec": 10, "asc": 10}, crop=64, batch=4, checkpoint_every=5),
+}
+
+
+@dataclass
+class TrainingImage:
+    pixels: np.ndarray          # (H, W, 3) uint8
+    masks: np.ndarray           # (H, W) uint8 bit field: bit k set where segment k covers the pixel
+    importance: np.ndarray | None = None  # (H, W) float experience map
+    category: int = -1
+    label: np.ndarray | None = None
+
+
+def prepare(images: list[NamedImage], segmenter: Segmenter, k: int, importance_dir: Path | None = None,
+            progress=None) -> list[TrainingImage]:
+    """Segment every image once (the SKB is the slow part) and keep its k largest masks as a bit field."""
+    if k > 8:
+        raise ValueError("the training cache packs at most 8 segments per image")
+    out = []
+    for item in images:
+        masks = segment_masks(segmenter.segment(item.pixels), k).astype(bool)
+        bitfield = np.zeros(masks.shape[1:], np.uint8)
+        for i, m in enumerate(masks):
+            bitfield |= m.astype(np.uint8) << i
+        imp = None
+        if importance_dir is not None and (importance_dir / f"{item.name}.png").is_file():
+            imp = read_importance_map(importance_dir / f"{item.name}.png", item.pixels.shape[:2])
+        out.append(TrainingImage(item.pixels, bitfield, imp, -1 if item.category is None else item.category,
+                                 item.label))
+        if progress is not None:
+            progress()
+    return out
+
+
+class Batches:
+    """Random crops (with flips) of the prepared images, as tensors."""
+
+    def __init__(self, images: list[TrainingImage], k: int, crop: int, batch: int, seed: int):
+        if not images:
+            raise UserError("no training images; pass --data with image folders, --bundled or --synthetic N")
+        self.images, self.k, self.crop, self.batch = images, k, crop, batch
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> dict:
+        xs, ms, imps, cats, labels = [], [], [], [], []
+        for _ in range(self.batch):
+            item = self.images[self.rng.integers(len(self.images))]
+            h, w = item.masks.shape
+            s = self.crop
+            pad_h, pad_w = max(0, s - h), max(0, s - w)
+            y, x = self.rng.integers(0, max(h - s, 0) + 1), self.rng.integers(0, max(w - s, 0) + 1)
+
+            def cut(a, fill=0):
+                a = a[y:y + s, x:x + s]
+                if pad_h or pad_w:
+                    a = np.pad(a, [(0, pad_h), (0, pad_w)] + [(0, 0)] * (a.ndim - 2), constant_values=fill)
+                return a
+
+            flip = self.rng.random() < 0.5
+            f = (lambda a: a[:, ::-1]) if flip else (lambda a: a)
+            xs.append(f(cut(item.pixels)))
+            ms.append(f(cut(item.masks)))
+            imps.append(f(cut(item.importance)) if item.importance is not None else None)
+            labels.append(f(cut(item.label, 255)) if item.label is not None else np.full((s, s), 255, np.uint8))
+            cats.append(item.category)
+        x = torch.from_numpy(np.stack(xs).copy()).permute(0, 3, 1, 2).float() / 255.0
+        bits = torch.from_numpy(np.stack(ms).copy()).long()
+        masks = ((bits[:, None] >> torch.arange(self.k).view(1, -1, 1, 1)) & 1).float()
+        has_imp = torch.tensor([i is not None for i in imps])
+        imp = torch.stack([torch.from_numpy(i.copy()) if i is not None else torch.zeros(s, s) for i in imps])[:, None]
+        return {"x": x, "masks": masks, "importance": imp, "has_importance": has_imp,
+                "category": torch.tensor(cats), "label": torch.from_numpy(np.stack(labels).copy()).long()}
+
+
+def stage_parameters(model: LamscModel, stage: str):
+    if stage == "asi":
+        return list(model.asi.stem.parameters()) + list(model.asi.mlp.parameters())
+    rest = [p for n, p in model.named_parameters() if not n.startswith(("asi.stem", "asi.mlp", "mask_net"))]
+    return rest + (list(model.mask_net.parameters()) if stage == "asc" else [])
+
+
+def asi_loss(model: LamscModel, batch: dict) -> tuple[torch.Tensor, dict]:
+    weights = model.asi.segment_weights(batch["x"], batch["masks"])
+    targets = default_targets(batch["x"], batch["masks"])
+    given = batch["has_importance"]
+    if given.any():  # experience, where the data carries it, overrides the default rule
+        targets[given] = importance_targets(batch["importance"][given], batch["masks"][given])
+    valid = batch["masks"].flatten(2).amax(2) > 0
+    loss = F.mse_loss(weights[valid], targets[valid])
+    return loss, {"loss": float(loss.detach())}
+
+
+def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen: torch.Generator,
+              rate_weight: float = 0.0):
+    x, masks = batch["x"], batch["masks"]
+    b = x.shape[0]
+    lo, hi = model.config.snr_range
+    snr = lo + (hi - lo) * torch.rand(b, generator=gen)
+    levels = None
+    if stage == "codec":
+        h, w = x.shape[-2] // 8, x.shape[-1] // 8
+        levels = random_levels((b, h, w), model.config.num_levels, generator=gen)
+    enc = model.encode(x, masks, snr, asc=stage == "asc", levels=levels)
+    z, mask = enc["z"], enc["mask"]
+    noisy = torch.stack([analog_real(z[i].reshape(1, -1), Channel(cfg.channel, float(snr[i])), gen)[0]
+                         for i in range(b)]).view_as(z) * mask
+    out = model.decode(noisy, enc["levels"], snr)
+    with torch.no_grad():  # weight by the segment map, not the refined one, so ASI cannot game the loss
+        weight = 1.0 + cfg.importance_weight * integrate(model.asi.segment_weights(x, masks), masks)
+    distortion = ((out["image"] - x).pow(2) * weight).mean() / weight.mean()
+    loss = distortion
+    kept = mask.mean()
+    if stage == "asc":
+        loss = loss + rate_weight * kept
+    if "class_logits" in out and (batch["category"] >= 0).any():
+        sel = batch["category"] >= 0
+        loss = loss + 0.01 * F.cross_entropy(out["class_logits"][sel], batch["category"][sel])
+    if "seg_logits" in out and (batch["label"] != 255).any():
+        loss = loss + 0.01 * F.cross_entropy(out["seg_logits"], batch["label"], ignore_index=255)
+    psnr = float(metrics.psnr(out["image"].detach(), x).mean())
+    return loss, {"loss": float(loss.detach()), "psnr": psnr, "kept": float(kept.detach())}
+
+
+def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out: Path, progress=None) -> dict:
+    """Run (or resume) the three stages; write the model, state and curves into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / "trainer_state.pt"
+    state = {"stage": STAGES[0], "step": 0, "history": [], "optimizer": None, "rng": None,
+             "rate_weight": cfg.rate_weight}
+    if state_file.is_file():
+        model.load_state_dict(LamscModel.load(out / "model").state_dict())
+        state = torch.load(state_file, weights_only=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if state["rng"] is not None:
+        gen.set_state(state["rng"])
+    batches = Batches(images, model.config.segments, cfg.crop, cfg.batch, cfg.seed + len(state["history"]))
+    start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
+    for index in range(start, len(STAGES)):
+        stage = STAGES[index]
+        total = cfg.steps.get(stage, 0)
+        opt = torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr)
+        if state["optimizer"] is not None:
+            opt.load_state_dict(state["optimizer"])
+        model.train()
+        while state["step"] < total:
+            for group in opt.param_groups:  # cosine decay within each stage
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * state["step"] / total))
+            batch = batches.next()
+            if stage == "asi":
+                loss, logs = asi_loss(model, batch)
+            else:
+                loss, logs = link_loss(model, batch, stage, cfg, gen, state["rate_weight"])
+            if stage == "asc":  # dual ascent on lambda: the mean kept fraction settles at the target
+                state["rate_weight"] *= math.exp(0.2 * (logs["kept"] - cfg.rate_target))
+                logs["lambda"] = state["rate_weight"]
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            state["step"] += 1
+            state["history"].append({"stage": stage, "step": state["step"], **logs})
+            if progress is not None:
+                progress(stage, state["step"], total, logs)
+            if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total:
+                state.update(optimizer=opt.state_dict(), rng=gen.get_state())
+                _checkpoint(model, state, out)
+        state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0, optimizer=None,
+                     rng=gen.get_state())
+        _checkpoint(model, state, out)
+    model.eval()
+    plot_curves(state["history"], out / "curves.png")
+    (out / "history.json").write_text(json.dumps(state["history"]))
+    return state
+
+
+def _checkpoint(model: LamscModel, state: dict, out: Path) -> None:
+    model.save(out / "model")
+    tmp = out / "trainer_state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "trainer_state.pt")  # never leave a half-written state to resume from
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    offset = 0
+    for stage in STAGES:
+        rows = [h for h in history if h["stage"] == stage]
+        if not rows:
+            continue
+        steps = np.arange(len(rows)) + offset
+        ax1.plot(steps, _smooth([r["loss"] for r in rows]), label=stage)
+        if "psnr" in rows[0]:
+            ax2.plot(steps, _smooth([r["psnr"] for r in rows]), label=stage)
+        offset += len(rows)
+    ax1.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    ax2.set(xlabel="step", ylabel="PSNR (dB)", title="training PSNR (random SNR)")
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _smooth(values: list[float], window: int = 25) -> np.ndarray:
+    v = np.asarray(values, float)
+    if len(v) < window:
+        return v
+    return np.convolve(v, np.ones(window) / window, mode="valid")
+
+
+def save_recipe(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(json.dumps(asdict(cfg), indent=2))
+
+
+def new_model(config: ModelConfig, seed: int = 0) -> LamscModel:
+    torch.manual_seed(seed)
+    return LamscModel(config)

@@ -1,0 +1,184 @@
+"""One image across the link: ``Transmitter.send(image) -> payload`` and ``Receiver.receive(...)``.
+
+On an analog channel the payload's kept values travel as analog symbols (two per channel use) and its
+side information (header, depth map, CRC) as a digital control message, taken as received intact. On a
+digital channel every payload bit is modulated, and a payload the CRC rejects is a reported loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lamsc.semcom import metrics
+from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
+from lamsc.semcom.model import LamscModel, cbr, pad_to_multiple
+from lamsc.semcom.payload import Features, PayloadError, Unpacked, pack, unpack
+from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.segments import Segments
+
+DIGITAL_DECODER_SNR = 20.0  # a payload that passed its CRC is noise-free: decode as at the top of the range
+
+
+def segment_masks(segments: Segments, k: int) -> np.ndarray:
+    """The k largest segments as float masks (k, H, W), zero-padded when there are fewer."""
+    top = segments.largest(k)
+    out = np.zeros((k, *segments.image_size), np.float32)
+    out[: len(top)] = top.masks
+    return out
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)[None]
+
+
+def to_image(x: torch.Tensor) -> np.ndarray:
+    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+
+
+@dataclass
+class Sent:
+    payload: bytes
+    segments: Segments
+    importance: np.ndarray      # (H, W) the ASI map the encoder saw
+    kept_ratio: float           # fraction of feature values sent
+    value_count: int            # feature values in the payload
+    value_bits: int             # payload bits that are feature values
+    seconds: dict
+
+    @property
+    def side_bits(self) -> int:
+        """Header, depth map, padding and CRC: what an analog link sends digitally."""
+        return 8 * len(self.payload) - self.value_bits
+
+
+class Transmitter:
+    """Segment, integrate, encode, mask and pack one image."""
+
+    def __init__(self, model: LamscModel, segmenter: Segmenter, asc: bool = True, snr_db: float = 10.0):
+        self.model, self.segmenter, self.asc, self.snr_db = model.eval(), segmenter, asc, snr_db
+
+    @torch.inference_mode()
+    def send(self, image: np.ndarray) -> Sent:
+        t0 = time.perf_counter()
+        segments = self.segmenter.segment(image)
+        t1 = time.perf_counter()
+        h, w = image.shape[:2]
+        x = pad_to_multiple(to_tensor(image))
+        masks = pad_to_multiple(torch.from_numpy(segment_masks(segments, self.model.config.segments))[None],
+                                mode="constant")
+        enc = self.model.encode(x, masks, torch.tensor([self.snr_db]), asc=self.asc)
+        t2 = time.perf_counter()
+        levels = enc["levels"][0].numpy()
+        features = Features(enc["z"][0].numpy(), levels, self.model.config.num_levels)
+        bits = self.model.config.value_bits
+        payload = pack(features, h, w, bits, asc=self.asc, snr_db=self.snr_db)
+        t3 = time.perf_counter()
+        count = features.kept_count
+        return Sent(payload, segments, enc["importance"][0, 0, :h, :w].numpy(), count / features.values.size,
+                    count, count * bits, {"segment": t1 - t0, "encode": t2 - t1, "pack": t3 - t2})
+
+
+@dataclass
+class Reconstruction:
+    image: np.ndarray            # (H, W, 3) uint8; mid-grey when the payload was lost
+    lost: bool = False
+    reason: str = ""
+    class_probs: np.ndarray | None = None
+    seg_map: np.ndarray | None = None
+
+
+class Receiver:
+    """Unpack (or take the analog link's features), decode, run the heads."""
+
+    def __init__(self, model: LamscModel):
+        self.model = model.eval()
+
+    def receive(self, payload: bytes, height: int | None = None, width: int | None = None) -> Reconstruction:
+        """A digital payload; damaged or foreign ones come back as a loss, never an exception."""
+        try:
+            unpacked = unpack(payload)
+        except PayloadError as e:
+            return lost_image(height or 1, width or 1, str(e))
+        return self.receive_features(unpacked, DIGITAL_DECODER_SNR)
+
+    @torch.inference_mode()
+    def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
+        h, w = unpacked.height, unpacked.width
+        z = torch.from_numpy(unpacked.features.values)[None]
+        levels = torch.from_numpy(unpacked.features.levels)[None]
+        out = self.model.decode(z, levels, torch.tensor([float(snr_db)]))
+        rec = Reconstruction(to_image(out["image"][..., :h, :w]))
+        if "class_logits" in out:
+            rec.class_probs = out["class_logits"].softmax(1)[0].numpy()
+        if "seg_logits" in out:
+            rec.seg_map = out["seg_logits"][0, :, :h, :w].argmax(0).numpy().astype(np.uint8)
+        return rec
+
+
+def lost_image(height: int, width: int, reason: str) -> Reconstruction:
+    return Reconstruction(np.full((height, width, 3), 128, np.uint8), lost=True, reason=reason)
+
+
+def analog_link(payload: bytes, channel: Channel, seed: int | None = None) -> Unpacked:
+    """The payload's values through an analog channel as paired symbols; its side information intact."""
+    unpacked = unpack(payload)
+    f = unpacked.features
+    mask = f.kept_mask
+    kept = torch.from_numpy(f.values[mask])[None]
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    noisy = analog_real(kept, channel, g)[0].numpy()
+    values = np.zeros_like(f.values)
+    values[mask] = noisy
+    unpacked.features = Features(values, f.levels, f.num_levels)
+    return unpacked
+
+
+@dataclass
+class LinkResult:
+    name: str                    # the link: "lamsc", "lamsc-no-asc", "jpeg+16qam-1/2", ...
+    reconstruction: Reconstruction
+    bits: int
+    channel_uses: int
+    cbr: float
+    kept_ratio: float
+    psnr: float
+    ssim: float
+    ms_ssim: float
+    bit_errors: int = 0
+    seconds: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        d = {k: getattr(self, k) for k in ("name", "bits", "channel_uses", "cbr", "kept_ratio", "psnr", "ssim",
+                                           "ms_ssim", "bit_errors")}
+        d["lost"] = self.reconstruction.lost
+        d = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
+        if self.reconstruction.class_probs is not None:
+            d["class_probs"] = [round(float(p), 4) for p in self.reconstruction.class_probs]
+        d["seconds"] = {k: round(v, 4) for k, v in self.seconds.items()}
+        return d
+
+
+def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, channel: Channel,
+             seed: int | None = None) -> LinkResult:
+    """Send one image over ``channel`` and measure what arrived against what was sent."""
+    name = "lamsc" if transmitter.asc else "lamsc-no-asc"
+    sent = transmitter.send(image)
+    h, w = image.shape[:2]
+    t0 = time.perf_counter()
+    errors = 0
+    if channel.digital:
+        received, errors = transmit_bits(sent.payload, channel, seed)
+        rec = receiver.receive(received, h, w)
+    else:
+        rec = receiver.receive_features(analog_link(sent.payload, channel, seed), channel.snr_db)
+    decode_s = time.perf_counter() - t0
+    bits = metrics.bits(sent.payload)
+    uses = channel_uses(channel, bits, sent.value_count, sent.side_bits)
+    return LinkResult(name, rec, bits, uses, cbr(uses, h, w), sent.kept_ratio,
+                      float(metrics.psnr(image, rec.image)), float(metrics.ssim(image, rec.image)),
+                      float(metrics.ms_ssim(image, rec.image)), errors, {**sent.seconds, "receive": decode_s})

@@ -1,0 +1,82 @@
+"""Channels against closed forms: measured SNR, BER of BPSK/QPSK on AWGN and BPSK on Rayleigh."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import erfc
+
+from lamsc.errors import UserError
+from lamsc.semcom.channels import Channel, analog, analog_real, channel_uses, from_symbols, to_symbols, transmit_bits
+
+
+def q(x):
+    return 0.5 * erfc(x / math.sqrt(2))
+
+
+@pytest.mark.parametrize("snr", [0.0, 10.0, 20.0])
+def test_awgn_measured_snr_matches_requested(snr):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 100_000, generator=g)
+    x = x / x.pow(2).mean(1, keepdim=True).sqrt()  # unit mean square, as the transmitter normalises
+    s = to_symbols(x)
+    y = analog(s, Channel("awgn", snr), g)
+    measured = 10 * math.log10(s.abs().pow(2).mean() / (y - s).abs().pow(2).mean())
+    assert measured == pytest.approx(snr, abs=0.05)
+    assert s.abs().pow(2).mean().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_real_pairs_round_trip():
+    x = torch.randn(3, 11)
+    assert torch.allclose(from_symbols(to_symbols(x), 11), x, atol=1e-6)
+
+
+def test_rayleigh_equalised_noise_follows_the_fade():
+    g = torch.Generator().manual_seed(1)
+    s = to_symbols(torch.ones(1, 400_000))
+    y = analog(s, Channel("rayleigh", 10.0, block_len=1), g)
+    # Error power after zero-forcing is |n|^2 / |h|^2, a ratio of two independent exponentials
+    # (means 0.1 and 1) whose CDF is x / (x + 0.1): its median is the noise variance, 0.1.
+    err = (y - s).abs().pow(2)
+    assert float(err.median()) == pytest.approx(0.1, rel=0.03)
+    noeq = analog(s, Channel("rayleigh-noeq", 10.0, block_len=1), g)
+    assert float((noeq - s).abs().pow(2).mean()) > 1.0  # unequalised phase rotation destroys the symbols
+
+
+@pytest.mark.parametrize("name,snr,ber", [
+    ("digital-bpsk", 4.0, lambda g: q(math.sqrt(2 * g))),
+    ("digital-qpsk", 7.0, lambda g: q(math.sqrt(g))),
+    ("digital-bpsk-rayleigh", 6.0, lambda g: 0.5 * (1 - math.sqrt(g / (1 + g)))),
+])
+def test_digital_ber_matches_closed_form(name, snr, ber):
+    payload = os.urandom(40_000)
+    channel = Channel(name, snr, block_len=1 if "rayleigh" in name else None)
+    received, errors = transmit_bits(payload, channel, seed=3)
+    expected = ber(10 ** (snr / 10))
+    measured = errors / (8 * len(payload))
+    assert measured == pytest.approx(expected, rel=0.1)
+    flips = np.unpackbits(np.frombuffer(payload, np.uint8) ^ np.frombuffer(received, np.uint8)).sum()
+    assert flips == errors
+
+
+def test_clean_digital_link_is_exact():
+    payload = os.urandom(2000)
+    assert transmit_bits(payload, Channel("digital-16qam", 40.0), seed=0) == (payload, 0)
+
+
+def test_channel_uses():
+    assert channel_uses(Channel("digital-16qam", 10), 1000) == 250
+    assert channel_uses(Channel("awgn", 10), 8000, analog_values=101, side_bits=30) == 51 + 15
+
+
+def test_unknown_channel_is_a_user_error():
+    with pytest.raises(UserError, match="unknown channel"):
+        Channel("wifi", 10)
+
+
+def test_analog_real_is_differentiable():
+    x = torch.randn(2, 20, requires_grad=True)
+    analog_real(x, Channel("rayleigh", 5.0)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

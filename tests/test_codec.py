@@ -1,0 +1,108 @@
+"""The codec: ASI integration, a mask network that really learns, power normalisation, model files."""
+
+import numpy as np
+import pytest
+import torch
+
+from lamsc.errors import UserError
+from lamsc.semcom.asc import MaskNetwork, levels_to_mask, straight_through_mask
+from lamsc.semcom.asi import default_targets, importance_targets, integrate
+from lamsc.semcom.model import LamscModel, ModelConfig, power_normalise
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LamscModel(ModelConfig(width=16, classes=["a", "b"], seg_classes=3)).eval()
+
+
+def test_integration_is_a_float_mean_where_masks_overlap():
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0, :, :3] = 1
+    masks[0, 1, :, 1:] = 1  # columns 1-2 are covered by both
+    w = torch.tensor([[0.9, 0.8]])
+    out = integrate(w, masks)[0, 0]
+    assert torch.allclose(out[:, 0], torch.tensor(0.9)) and torch.allclose(out[:, 3], torch.tensor(0.8))
+    assert torch.allclose(out[:, 1:3], torch.tensor(0.85))  # no uint8 overflow, stays in [0, 1]
+
+
+def test_targets_from_an_importance_map_are_its_mean_per_segment():
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0, :2] = 1
+    masks[0, 1, 2:] = 1
+    imp = torch.zeros(1, 1, 4, 4)
+    imp[0, 0, 0] = 1.0  # half of segment 0
+    assert torch.allclose(importance_targets(imp, masks), torch.tensor([[0.5, 0.0]]))
+
+
+def test_default_targets_prefer_a_contrasting_object_over_background():
+    image = torch.full((1, 3, 32, 32), 0.2)
+    image[..., 10:20, 10:20] = 0.9
+    masks = torch.zeros(1, 3, 32, 32)
+    masks[0, 0] = 1
+    masks[0, 0, 10:20, 10:20] = 0  # background ring touches every border
+    masks[0, 1, 10:20, 10:20] = 1  # bright object in the middle
+    t = default_targets(image, masks)
+    assert t[0, 1] > t[0, 0] and t[0, 2] == 0  # the empty slot scores nothing
+    assert ((t >= 0) & (t <= 1)).all()
+
+
+def test_levels_to_mask_keeps_the_first_channels():
+    levels = torch.tensor([[[1, 4], [8, 2]]])
+    mask = levels_to_mask(levels, 16, 8)
+    assert mask.shape == (1, 16, 2, 2)
+    assert torch.equal(mask.sum(1), (levels * 2).float())
+    assert torch.equal(mask[0, :, 0, 1], torch.tensor([1.0] * 8 + [0.0] * 8))
+
+
+def test_mask_network_gets_gradients_and_learns_to_send_less():
+    # The authors' hard threshold has no gradient, so their mask network never learns: ours must.
+    torch.manual_seed(0)
+    net = MaskNetwork(16)
+    z, imp, snr = torch.randn(2, 16, 6, 6), torch.rand(2, 1, 6, 6), torch.tensor([5.0, 15.0])
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    kept = []
+    for step in range(30):
+        mask, _ = straight_through_mask(net(z, imp, snr), 16, 8)
+        loss = mask.mean()  # a pure rate term
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert net.conv2.weight.grad.abs().sum() > 0
+        opt.step()
+        kept.append(float(mask.detach().mean()))
+    assert kept[0] > 0.8 and kept[-1] < 0.3
+    assert set(np.unique(mask.detach().numpy())) <= {0.0, 1.0}  # forward pass stays binary
+
+
+def test_power_normalisation_over_kept_values():
+    z = torch.randn(3, 16, 5, 5) * 7
+    mask = levels_to_mask(torch.randint(1, 9, (3, 5, 5)), 16, 8)
+    out = power_normalise(z, mask)
+    for i in range(3):
+        kept = out[i][mask[i] > 0]
+        assert kept.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+    assert (out[mask == 0] == 0).all()
+
+
+def test_model_round_trips_through_its_files(model, tmp_path):
+    path = model.save(tmp_path / "m")
+    again = LamscModel.load(path)
+    x, masks = torch.rand(1, 3, 32, 40), torch.zeros(1, 8, 32, 40)
+    masks[0, 0, :16] = 1
+    snr = torch.tensor([10.0])
+    a, b = model.encode(x, masks, snr), again.encode(x, masks, snr)
+    assert torch.equal(a["z"], b["z"]) and torch.equal(a["levels"], b["levels"])
+    da, db = model.decode(a["z"], a["levels"], snr), again.decode(b["z"], b["levels"], snr)
+    assert torch.equal(da["image"], db["image"]) and torch.equal(da["seg_logits"], db["seg_logits"])
+    assert da["image"].shape == x.shape and da["class_logits"].shape == (1, 2)
+    assert again.config == model.config
+
+
+def test_mismatched_or_missing_model_files_are_user_errors(model, tmp_path):
+    model.save(tmp_path / "m")
+    (tmp_path / "m.json").write_text(ModelConfig(width=24).to_json())
+    with pytest.raises(UserError, match="does not match its config"):
+        LamscModel.load(tmp_path / "m")
+    with pytest.raises(UserError, match="model file not found"):
+        LamscModel.load(tmp_path / "other")

@@ -1,0 +1,84 @@
+"""Training (three stages, resumable) and transmission through the command line, on tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lamsc.cli import main
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.model import LamscModel, ModelConfig, cbr
+from lamsc.semcom.payload import unpack
+from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
+from lamsc.semcom.training import PRESETS, TrainConfig, prepare, train
+from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    status = main(["train", "--preset", "tiny", "--synthetic", "12", "--width", "16", "--out", str(out)])
+    assert status == 0
+    return out
+
+
+def test_training_writes_model_curves_and_a_finished_state(trained):
+    assert (trained / "model.safetensors").is_file() and (trained / "curves.png").is_file()
+    state = torch.load(trained / "trainer_state.pt", weights_only=True)
+    assert state["stage"] == "done"
+    steps = PRESETS["tiny"].steps
+    assert [h["stage"] for h in state["history"]] == sum(([s] * n for s, n in steps.items()), [])
+    config = json.loads((trained / "model.json").read_text())
+    assert config["classes"] == list(SHAPE_CLASSES) and config["seg_classes"] == 4
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    images = prepare(make_shapes(6), FallbackSegmenter(), 8)
+    cfg = TrainConfig(steps={"asi": 2, "codec": 4, "asc": 2}, crop=32, batch=2, checkpoint_every=2)
+
+    def stop_at_codec_3(stage, step, total, logs):
+        if stage == "codec" and step == 3:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(LamscModel(ModelConfig(width=16)), images, cfg, tmp_path, stop_at_codec_3)
+    saved = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
+    assert (saved["stage"], saved["step"]) == ("codec", 2)
+    state = train(LamscModel(ModelConfig(width=16)), images, cfg, tmp_path)
+    assert state["stage"] == "done"
+    assert [(h["stage"], h["step"]) for h in state["history"]] == \
+        [("asi", 1), ("asi", 2), ("codec", 1), ("codec", 2), ("codec", 3), ("codec", 4), ("asc", 1), ("asc", 2)]
+
+
+def test_transmit_reports_the_real_payload(trained):
+    model = LamscModel.load(trained / "model")
+    image = make_shapes(1, size=64, seed=9)[0].pixels
+    tx, rx = Transmitter(model, FallbackSegmenter()), Receiver(model)
+    sent = tx.send(image)
+    assert unpack(sent.payload).height == 64
+    result = transmit(image, tx, rx, Channel("awgn", 10.0), seed=0)
+    assert result.bits == 8 * len(sent.payload)
+    assert result.cbr == pytest.approx(cbr(result.channel_uses, 64, 64))
+    assert result.reconstruction.image.shape == image.shape
+    assert result.reconstruction.class_probs.shape == (3,)
+    assert result.reconstruction.seg_map.shape == (64, 64)
+    assert np.isfinite(result.psnr)
+
+
+@pytest.mark.parametrize("channel", ["awgn", "rayleigh", "digital-qpsk"])
+def test_transmit_command(trained, tmp_path, capsys, channel):
+    from PIL import Image
+
+    Image.fromarray(make_shapes(1, size=64, seed=3)[0].pixels).save(tmp_path / "s.png")
+    status = main(["transmit", str(tmp_path / "s.png"), "--model", str(trained / "model"), "--channel", channel,
+                   "--snr", "30", "--baseline", "webp", "--out", str(tmp_path / "o"), "--json"])
+    assert status == 0
+    doc = json.loads(capsys.readouterr().out)["results"]
+    (row,) = doc["images"]
+    assert row["lamsc"]["bits"] > 0 and not row["lamsc"]["lost"]  # 30 dB: even uncoded QPSK is clean
+    assert row["class"] in SHAPE_CLASSES
+    assert row["baseline"]["name"].startswith("webp+")
+    assert (tmp_path / "o" / "s_link.png").is_file()
