@@ -33,6 +33,8 @@ class ResBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
                                   nn.Conv2d(channels, channels, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)  # each block starts as the identity: stable at higher rates
+        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

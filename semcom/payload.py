@@ -88,23 +88,62 @@ def pack(features: Features, height: int, width: int, value_bits: int = 8, asc: 
         raise ValueError(f"levels must be ({h}, {w}) integers in 1..{L}")
     if not asc and (levels != L).any():
         raise ValueError("a payload without ASC keeps every feature: all levels must be L")
-    kept = _kept_values(features.values, levels, c // L)
+    value_bytes, scale, _ = quantise_and_pack(features.values, levels, c // L, value_bits)
+    level_bytes = pack_bits(levels.ravel() - 1, level_bits(L)) if asc else b""
+    return assemble(height, width, (c, h, w), L, value_bits, scale, snr_db, level_bytes, value_bytes)
+
+
+def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int, value_bits: int) -> tuple[bytes, float, int]:
+    """The reference ASC pack of the kept values: (value bytes, quantiser scale, kept count).
+
+    Symmetric uniform quantisation in float64 to ``value_bits`` bits, stored offset-binary, MSB first.
+    """
+    kept = _kept_values(values, np.asarray(levels, np.int64), per_level)
     qmax = (1 << (value_bits - 1)) - 1
     scale = float(np.abs(kept).max(initial=0.0)) or 1.0
     scale = float(np.float32(scale))  # the header stores float32: quantise with exactly what the receiver reads
     q = np.clip(np.rint(kept / scale * qmax), -qmax, qmax).astype(np.int64) + qmax + 1
-    flags = (FLAG_ASC if asc else 0) | (FLAG_SNR if snr_db is not None else 0)
+    return pack_bits(q, value_bits), scale, kept.size
+
+
+def assemble(height: int, width: int, shape: tuple[int, int, int], num_levels: int, value_bits: int, scale: float,
+             snr_db: float | None, level_bytes: bytes, value_bytes: bytes) -> bytes:
+    """Header + depth map (empty without ASC) + values + CRC: the payload around already-packed parts."""
+    c, h, w = shape
+    flags = (FLAG_ASC if level_bytes else 0) | (FLAG_SNR if snr_db is not None else 0)
     snr_field = int(np.clip(round(snr_db), -128, 127)) if snr_db is not None else 0
-    parts = [_HEADER.pack(MAGIC, VERSION, flags, height, width, c, L, h, w, value_bits, scale, snr_field)]
-    if asc:
-        parts.append(pack_bits(levels.ravel() - 1, _level_bits(L)))
-    parts.append(pack_bits(q, value_bits))
-    body = b"".join(parts)
+    body = _HEADER.pack(MAGIC, VERSION, flags, height, width, c, num_levels, h, w, value_bits, scale, snr_field)
+    body += level_bytes + value_bytes
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def unpack(payload: bytes) -> Unpacked:
-    """Read a payload back; a damaged, truncated or foreign one raises PayloadError saying which."""
+@dataclass(frozen=True)
+class Parsed:
+    """A checked payload, its parts located but its values not yet decoded (the GPU unpack starts here)."""
+
+    height: int
+    width: int
+    shape: tuple[int, int, int]  # features (C, h, w)
+    num_levels: int
+    value_bits: int
+    scale: float
+    snr_db: float | None
+    levels: np.ndarray           # (h, w) in 1..L
+    level_bytes: bytes           # empty without ASC
+    value_bytes: bytes
+
+    @property
+    def asc(self) -> bool:
+        return bool(self.level_bytes)
+
+    @property
+    def step(self) -> np.float32:
+        """Dequantisation step, float32 as every decoder (NumPy or CUDA) must use it."""
+        return np.float32(self.scale / ((1 << (self.value_bits - 1)) - 1))
+
+
+def parse(payload: bytes) -> Parsed:
+    """Check a payload and locate its parts; a damaged, truncated or foreign one raises PayloadError."""
     if len(payload) < _HEADER.size + 4:
         raise PayloadError(f"payload of {len(payload)} bytes is shorter than a lamsc header; it was truncated")
     if payload[:3] != MAGIC:
@@ -118,28 +157,33 @@ def unpack(payload: bytes) -> Unpacked:
                            "use the same lamsc version at both ends")
     if L == 0 or c % L or not 2 <= value_bits <= 16:
         raise PayloadError("payload header is inconsistent (channels, levels or value bits)")
-    asc = bool(flags & FLAG_ASC)
-    offset = _HEADER.size
-    if asc:
-        lb = _level_bits(L)
-        n = math.ceil(h * w * lb / 8)
-        levels = unpack_bits(body[offset:offset + n], lb, h * w).reshape(h, w) + 1
-        offset += n
+    offset, level_bytes = _HEADER.size, b""
+    if flags & FLAG_ASC:
+        lb = level_bits(L)
+        level_bytes = body[offset:offset + math.ceil(h * w * lb / 8)]
+        levels = unpack_bits(level_bytes, lb, h * w).reshape(h, w) + 1
+        offset += len(level_bytes)
         if levels.max(initial=1) > L:
             raise PayloadError("payload depth map names a level beyond its header; it is not a valid payload")
     else:
         levels = np.full((h, w), L, np.int64)
-    per_level = c // L
-    count = int(levels.sum()) * per_level
+    count = int(levels.sum()) * (c // L)
     if len(body) - offset != math.ceil(count * value_bits / 8):
         raise PayloadError(f"payload holds {len(body) - offset} value bytes where its header implies "
                            f"{math.ceil(count * value_bits / 8)}; it is not a valid payload")
-    q = unpack_bits(body[offset:], value_bits, count)
-    qmax = (1 << (value_bits - 1)) - 1
-    kept = (q - (qmax + 1)).astype(np.float32) * np.float32(scale / qmax)
-    values = _scatter_values(kept, levels, per_level, c)
     snr = float(snr_field) if flags & FLAG_SNR else None
-    return Unpacked(height, width, Features(values, levels, L), asc, snr, value_bits)
+    return Parsed(height, width, (c, h, w), L, value_bits, scale, snr, levels, level_bytes, body[offset:])
+
+
+def unpack(payload: bytes) -> Unpacked:
+    """Read a payload back; a damaged, truncated or foreign one raises PayloadError saying which."""
+    p = parse(payload)
+    c = p.shape[0]
+    per_level = c // p.num_levels
+    q = unpack_bits(p.value_bytes, p.value_bits, int(p.levels.sum()) * per_level)
+    kept = (q - (1 << (p.value_bits - 1))).astype(np.float32) * p.step
+    values = _scatter_values(kept, p.levels, per_level, c)
+    return Unpacked(p.height, p.width, Features(values, p.levels, p.num_levels), p.asc, p.snr_db, p.value_bits)
 
 
 def _kept_values(values: np.ndarray, levels: np.ndarray, per_level: int) -> np.ndarray:
@@ -158,7 +202,8 @@ def _scatter_values(kept: np.ndarray, levels: np.ndarray, per_level: int, c: int
     return np.ascontiguousarray(flat.T.reshape(c, h, w))
 
 
-def _level_bits(num_levels: int) -> int:
+def level_bits(num_levels: int) -> int:
+    """Bits per position in the depth map."""
     return max(1, math.ceil(math.log2(num_levels)))
 
 

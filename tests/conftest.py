@@ -39,3 +39,20 @@ def photo():
     from skimage import data
 
     return np.ascontiguousarray(data.coffee())
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip, saying why, where there is no CUDA device or no built kernel library."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    from lamsc.kernels import library
+
+    reason = None
+    if not torch.cuda.is_available():
+        reason = "needs a CUDA device (none here)"
+    elif library() is None:
+        reason = "needs build/liblamsc_kernels.so: cmake -S . -B build && cmake --build build"
+    if reason:
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

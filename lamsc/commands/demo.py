@@ -5,26 +5,54 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from PIL import Image
+from rich.console import Console
+from rich.table import Table
 
-from lamsc.commands.output import console
-from lamsc.commands.segment import report, segment_images
+from lamsc.commands.output import console, emit_json
+from lamsc.commands.segment import report as report_segments, segment_images
+from lamsc.commands.transmit import run_link
+from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import load_model
 from lamsc.semcom.overlay import contact_sheet
 from lamsc.semcom.segmenter import build_segmenter
+
+DEMO_SNRS = (0.0, 10.0, 20.0)
 
 
 def demo(
     out: Path = typer.Option(Path("lamsc-out/demo"), help="Folder for everything the demo writes."),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB; "
                                               "default: the weight-free fallback."),
+    model: Optional[Path] = typer.Option(None, help="lamsc model; default: the shipped one."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
-    """Segment the bundled photographs with the SKB and write their overlays and an overview PNG."""
+    """Segment the bundled photographs, then transmit them over AWGN at 0, 10 and 20 dB."""
     segmenter = build_segmenter(checkpoint)
-    results = segment_images(segmenter, bundled_photos(), out / "segments")
-    sheet = contact_sheet([Image.open(r["overlay"]) for r in results],
-                          [f"{r['image']}: {r['count']} segments" for r in results], out / "overview.png")
-    report(segmenter, None, results, json_out, title="SKB segments of the bundled photographs")
-    console.print(f"overview: {sheet}")
+    photos = bundled_photos()
+    segmented = segment_images(segmenter, photos, out / "segments")
+    sheet = contact_sheet([Image.open(r["overlay"]) for r in segmented],
+                          [f"{r['image']}: {r['count']} segments" for r in segmented], out / "overview.png")
+    net = load_model(model)
+    links = {snr: run_link(photos, net, segmenter, Channel("awgn", snr), True, None, None, 0,
+                           out / f"awgn_{snr:g}dB") for snr in DEMO_SNRS}
+    if json_out:
+        emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,
+                           "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()}})
+        return
+    report_segments(segmenter, None, segmented, False, title="SKB segments of the bundled photographs")
+    table = Table(title="LAM-SC over AWGN at 0, 10 and 20 dB (ASC on; @N = at N dB)")
+    for col in ("image", "bits@10", "CBR@10", *(f"PSNR@{s:g}" for s in DEMO_SNRS),
+                *(f"SSIM@{s:g}" for s in DEMO_SNRS)):
+        table.add_column(col, justify="left" if col == "image" else "right")
+    for i, photo in enumerate(photos):
+        r = {snr: links[snr][i]["lamsc"] for snr in DEMO_SNRS}
+        table.add_row(photo.name, str(r[10.0]["bits"]), f"{r[10.0]['cbr']:.4f}",
+                      *(f"{r[s]['psnr']:.2f}" for s in DEMO_SNRS), *(f"{r[s]['ssim']:.3f}" for s in DEMO_SNRS))
+    means = [np.mean([links[s][i]["lamsc"]["psnr"] for i in range(len(photos))]) for s in DEMO_SNRS]
+    Console().print(table)
+    console.print("mean PSNR " + ", ".join(f"{s:g} dB: {m:.2f}" for s, m in zip(DEMO_SNRS, means)))
+    console.print(f"overview: {sheet}; side-by-side pictures under {out}/awgn_*dB/")

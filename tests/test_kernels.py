@@ -1,0 +1,105 @@
+"""Kernels: references against independent checks everywhere; CUDA against the references on a GPU;
+the CMake build wherever nvcc is installed."""
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
+
+from lamsc.kernels import asc_pack, asc_unpack, mask_postprocess
+from lamsc.kernels.mask import mask_postprocess_ref
+from lamsc.semcom.payload import Features, assemble, pack, parse, unpack
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [(16, 1, 1), (16, 3, 5), (16, 17, 29), (8, 64, 64), (32, 33, 47), (16, 128, 128)]
+
+
+def _inputs(c, h, w, seed, depth_kind="random"):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(c, h, w, generator=g) * 2
+    depth = {"random": torch.rand(h, w, generator=g), "all": torch.ones(h, w),
+             "least": torch.full((h, w), 1e-3)}[depth_kind]
+    return values, depth
+
+
+def _logits(n, h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, h, w, generator=g) * 3 + torch.linspace(-4, 4, n).view(n, 1, 1)
+    x[0] = -5.0  # an empty mask
+    x[-1] = 5.0  # a full one
+    return x
+
+
+@pytest.mark.parametrize("n,h,w", [(5, 1, 1), (7, 13, 300), (4, 256, 256)])
+def test_mask_reference_matches_segment_anything(n, h, w):
+    logits = _logits(n, h, w, seed=h)
+    stats = mask_postprocess_ref(logits, 0.0, 1.0)
+    assert torch.equal(stats.masks, logits > 0)
+    # 0/0 for a mask empty at both thresholds is NaN in segment_anything too
+    assert torch.allclose(stats.stability, calculate_stability_score(logits, 0.0, 1.0), equal_nan=True)
+    assert torch.equal(stats.boxes.long(), batched_mask_to_box(logits > 0))
+    assert torch.equal(stats.areas.long(), (logits > 0).flatten(1).sum(1))
+
+
+@pytest.mark.parametrize("c,h,w", SIZES)
+@pytest.mark.parametrize("depth_kind", ["random", "all", "least"])
+def test_asc_reference_is_the_payload_writer(c, h, w, depth_kind):
+    values, depth = _inputs(c, h, w, seed=h * w, depth_kind=depth_kind)
+    packed = asc_pack(values, depth, 8, 8)
+    assert packed.backend == "reference"
+    features = Features(values.numpy(), packed.levels, 8)
+    payload = assemble(h * 8, w * 8, (c, h, w), 8, 8, packed.scale, None, packed.level_bytes, packed.value_bytes)
+    assert payload == pack(features, h * 8, w * 8, 8)
+    restored, backend = asc_unpack(parse(payload))
+    assert backend == "reference"
+    assert np.array_equal(restored.numpy(), unpack(payload).features.values)
+    assert packed.count == features.kept_count
+
+
+def test_cmake_builds_the_kernels(tmp_path):
+    if shutil.which("nvcc") is None or shutil.which("cmake") is None:
+        pytest.skip("needs nvcc and cmake on PATH (CI has both)")
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build)], check=True, capture_output=True)
+    done = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lib = ctypes.CDLL(str(build / "liblamsc_kernels.so"))  # loads without a GPU: CUDA starts on first call
+    for symbol in ("lamsc_asc_pack", "lamsc_asc_unpack", "lamsc_mask_postprocess"):
+        assert hasattr(lib, symbol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("c,h,w", SIZES + [(16, 1, 1000), (16, 128, 192)])
+@pytest.mark.parametrize("depth_kind", ["random", "all", "least"])
+@pytest.mark.parametrize("bits", [4, 8, 12])
+def test_asc_kernels_are_bit_identical_to_the_reference(c, h, w, depth_kind, bits):
+    for seed in range(3):  # fresh random inputs each time
+        values, depth = _inputs(c, h, w, seed * 7919 + h, depth_kind)
+        ref = asc_pack(values, depth, 8, bits)
+        got = asc_pack(values.cuda(), depth.cuda(), 8, bits)
+        assert got.backend == "cuda"
+        assert np.array_equal(got.levels, ref.levels)
+        assert got.scale == ref.scale and got.count == ref.count
+        assert got.level_bytes == ref.level_bytes and got.value_bytes == ref.value_bytes
+        payload = assemble(h * 8, w * 8, (c, h, w), 8, bits, ref.scale, None, ref.level_bytes, ref.value_bytes)
+        restored, backend = asc_unpack(parse(payload), "cuda")
+        assert backend == "cuda"
+        assert torch.equal(restored.cpu(), asc_unpack(parse(payload))[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,h,w", [(1, 1, 1), (3, 7, 5), (9, 255, 257), (64, 256, 256), (2, 1024, 1024)])
+def test_mask_kernel_matches_the_reference(n, h, w):
+    for seed in range(3):
+        logits = _logits(n, h, w, seed + n)
+        ref = mask_postprocess_ref(logits)
+        got = mask_postprocess(logits.cuda())
+        assert got.backend == "cuda"
+        assert torch.equal(got.masks.cpu(), ref.masks) and torch.equal(got.areas.cpu(), ref.areas)
+        assert torch.equal(got.boxes.cpu(), ref.boxes)
+        torch.testing.assert_close(got.stability.cpu(), ref.stability, rtol=0, atol=0, equal_nan=True)
