@@ -43,18 +43,40 @@ def asc_pack(values: torch.Tensor, depth: torch.Tensor, num_levels: int, bits: i
     values = values.detach().float().contiguous()
     depth = depth.detach().float().contiguous().to(dev)
     levels, counts, offsets = (torch.empty(hw, dtype=torch.int32, device=dev) for _ in range(3))
-    max_bits = torch.zeros(1, dtype=torch.int32, device=dev)
+    max_bits, count_t = (torch.zeros(1, dtype=torch.int32, device=dev) for _ in range(2))
     level_words = torch.zeros(max(1, math.ceil(hw * lb / 32)), dtype=torch.int32, device=dev)
     value_words = torch.zeros(max(1, math.ceil(c * hw * bits / 32)), dtype=torch.int32, device=dev)
     check(lib.lamsc_asc_pack(values.data_ptr(), depth.data_ptr(), c, hw, num_levels, bits, lb, levels.data_ptr(),
                              counts.data_ptr(), offsets.data_ptr(), max_bits.data_ptr(), level_words.data_ptr(),
-                             value_words.data_ptr(), stream_of(values)), "lamsc_asc_pack")
-    count = int(offsets[-1] + counts[-1]) if hw else 0
+                             value_words.data_ptr(), count_t.data_ptr(), stream_of(values)), "lamsc_asc_pack")
+    count = int(count_t.item())
     scale = float(max_bits.view(torch.float32).item()) or 1.0
     return Packed(levels.view(h, w).cpu().numpy().astype(np.int64),
                   level_words.view(torch.uint8)[: math.ceil(hw * lb / 8)].cpu().numpy().tobytes(),
                   value_words.view(torch.uint8)[: math.ceil(count * bits / 8)].cpu().numpy().tobytes(),
                   scale, count, "cuda")
+
+
+def asc_pack_torch(values: torch.Tensor, depth: torch.Tensor, num_levels: int, bits: int = 8):
+    """The same pack as composed torch operations on any device: the path the CUDA kernel replaces.
+
+    Returns (level bit tensor, value bit tensor as uint8 bytes, scale); used by the kernel benchmark.
+    """
+    c, h, w = values.shape
+    levels = depth_to_levels(depth, num_levels).view(-1)
+    keep = torch.arange(c, device=values.device).view(1, -1) < (levels * (c // num_levels)).view(-1, 1)
+    kept = values.reshape(c, -1).t()[keep].double()  # boolean indexing: the stream compaction
+    qmax = (1 << (bits - 1)) - 1
+    scale = kept.abs().amax().float().double() if kept.numel() else torch.tensor(1.0, device=values.device)
+    q = torch.clamp(torch.round(kept / scale * qmax), -qmax, qmax).long() + qmax + 1
+    return _pack_bits_torch(levels - 1, level_bits(num_levels)), _pack_bits_torch(q, bits), float(scale)
+
+
+def _pack_bits_torch(v: torch.Tensor, bits: int) -> torch.Tensor:
+    shifts = torch.arange(bits - 1, -1, -1, device=v.device)
+    stream = ((v.view(-1, 1) >> shifts) & 1).view(-1)
+    stream = torch.nn.functional.pad(stream, (0, (-stream.numel()) % 8)).view(-1, 8)
+    return (stream * (1 << torch.arange(7, -1, -1, device=v.device))).sum(1).to(torch.uint8)
 
 
 def asc_unpack(parsed: Parsed, device: str | torch.device = "cpu") -> tuple[torch.Tensor, str]:

@@ -108,6 +108,11 @@ __global__ void dequantise_and_scatter(const uint8_t* __restrict__ value_bytes, 
   }
 }
 
+__global__ void write_count(const int32_t* __restrict__ offsets, const int32_t* __restrict__ counts, int hw,
+                            int32_t* __restrict__ count) {
+  *count = offsets[hw - 1] + counts[hw - 1];
+}
+
 int blocks_for(int n) { return max(1, min((n + kThreads - 1) / kThreads, 65535)); }
 
 cudaError_t exclusive_scan(const int32_t* counts, int32_t* offsets, int n, cudaStream_t stream) {
@@ -126,8 +131,8 @@ cudaError_t exclusive_scan(const int32_t* counts, int32_t* offsets, int n, cudaS
 extern "C" int lamsc_asc_pack(const float* values, const float* depth, int channels, int hw, int num_levels,
                               int bits, int level_bits, int32_t* levels, int32_t* counts, int32_t* offsets,
                               unsigned int* max_bits, uint32_t* level_words, uint32_t* value_words,
-                              cudaStream_t stream) {
-  if (hw <= 0) return cudaSuccess;
+                              int32_t* count, cudaStream_t stream) {
+  if (hw <= 0) return cudaMemsetAsync(count, 0, sizeof(int32_t), stream);
   // The caller zeroes max_bits and both word buffers (the writers OR into them).
   levels_and_counts<<<blocks_for(hw), kThreads, 0, stream>>>(values, depth, channels, hw, num_levels, levels, counts,
                                                             max_bits);
@@ -136,6 +141,7 @@ extern "C" int lamsc_asc_pack(const float* values, const float* depth, int chann
   if ((err = exclusive_scan(counts, offsets, hw, stream)) != cudaSuccess) return err;
   quantise_and_write<<<blocks_for(hw), kThreads, 0, stream>>>(values, levels, offsets, channels, hw, num_levels, bits,
                                                              level_bits, max_bits, level_words, value_words);
+  write_count<<<1, 1, 0, stream>>>(offsets, counts, hw, count);
   return cudaGetLastError();
 }
 

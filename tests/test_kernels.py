@@ -103,3 +103,14 @@ def test_mask_kernel_matches_the_reference(n, h, w):
         assert torch.equal(got.masks.cpu(), ref.masks) and torch.equal(got.areas.cpu(), ref.areas)
         assert torch.equal(got.boxes.cpu(), ref.boxes)
         torch.testing.assert_close(got.stability.cpu(), ref.stability, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("c,h,w", SIZES[:4])
+def test_torch_pack_path_matches_the_reference(c, h, w):
+    from lamsc.kernels.asc import asc_pack_torch
+
+    values, depth = _inputs(c, h, w, seed=c + h)
+    level_bits_t, value_bytes_t, scale = asc_pack_torch(values, depth, 8, 8)
+    ref = asc_pack(values, depth, 8, 8)
+    assert bytes(value_bytes_t.numpy()) == ref.value_bytes and bytes(level_bits_t.numpy()) == ref.level_bytes
+    assert scale == ref.scale
