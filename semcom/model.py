@@ -104,11 +104,15 @@ class LamscModel(nn.Module):
         return out
 
     # -- files ------------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write PATH.safetensors and PATH.json (PATH without suffix)."""
+    def save(self, path: str | Path, half: bool = False) -> Path:
+        """Write PATH.safetensors and PATH.json (PATH without suffix).
+
+        ``half`` stores the weights as float16 (half the bytes, for shipping); loading casts them back.
+        """
         base = Path(path).with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+        cast = (lambda t: t.half() if t.is_floating_point() else t) if half else (lambda t: t)
+        save_file({k: cast(v.detach()).contiguous().cpu() for k, v in self.state_dict().items()},
                   str(base.with_suffix(".safetensors")), metadata={"format": "pt", "lamsc": str(CONFIG_VERSION)})
         base.with_suffix(".json").write_text(self.config.to_json())
         return base.with_suffix(".safetensors")

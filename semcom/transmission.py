@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lamsc.kernels.asc import asc_pack
 from lamsc.semcom import metrics
 from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
 from lamsc.semcom.model import LamscModel, cbr, pad_to_multiple
-from lamsc.semcom.payload import Features, PayloadError, Unpacked, pack, unpack
+from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, unpack
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
 
@@ -57,10 +58,17 @@ class Sent:
 
 
 class Transmitter:
-    """Segment, integrate, encode, mask and pack one image."""
+    """Segment, integrate, encode, mask and pack one image.
 
-    def __init__(self, model: LamscModel, segmenter: Segmenter, asc: bool = True, snr_db: float = 10.0):
-        self.model, self.segmenter, self.asc, self.snr_db = model.eval(), segmenter, asc, snr_db
+    On a CUDA device the pack step runs lamsc.kernels' CUDA kernel (bit-identical to the NumPy reference
+    used elsewhere); ``pack_backend`` says which ran last.
+    """
+
+    def __init__(self, model: LamscModel, segmenter: Segmenter, asc: bool = True, snr_db: float = 10.0,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model, self.segmenter, self.asc, self.snr_db = model.eval().to(self.device), segmenter, asc, snr_db
+        self.pack_backend = ""
 
     @torch.inference_mode()
     def send(self, image: np.ndarray) -> Sent:
@@ -68,19 +76,21 @@ class Transmitter:
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
         h, w = image.shape[:2]
-        x = pad_to_multiple(to_tensor(image))
+        x = pad_to_multiple(to_tensor(image)).to(self.device)
         masks = pad_to_multiple(torch.from_numpy(segment_masks(segments, self.model.config.segments))[None],
-                                mode="constant")
-        enc = self.model.encode(x, masks, torch.tensor([self.snr_db]), asc=self.asc)
+                                mode="constant").to(self.device)
+        enc = self.model.encode(x, masks, torch.tensor([self.snr_db], device=self.device), asc=self.asc)
         t2 = time.perf_counter()
-        levels = enc["levels"][0].numpy()
-        features = Features(enc["z"][0].numpy(), levels, self.model.config.num_levels)
-        bits = self.model.config.value_bits
-        payload = pack(features, h, w, bits, asc=self.asc, snr_db=self.snr_db)
+        z = enc["z"][0]
+        depth = enc["depth"][0, 0] if enc["depth"] is not None else torch.ones(z.shape[1:], device=self.device)
+        c = self.model.config
+        packed = asc_pack(z, depth, c.num_levels, c.value_bits)
+        payload = assemble(h, w, tuple(z.shape), c.num_levels, c.value_bits, packed.scale, self.snr_db,
+                           packed.level_bytes if self.asc else b"", packed.value_bytes)
+        self.pack_backend = packed.backend
         t3 = time.perf_counter()
-        count = features.kept_count
-        return Sent(payload, segments, enc["importance"][0, 0, :h, :w].numpy(), count / features.values.size,
-                    count, count * bits, {"segment": t1 - t0, "encode": t2 - t1, "pack": t3 - t2})
+        return Sent(payload, segments, enc["importance"][0, 0, :h, :w].cpu().numpy(), packed.count / z.numel(),
+                    packed.count, packed.count * c.value_bits, {"segment": t1 - t0, "encode": t2 - t1, "pack": t3 - t2})
 
 
 @dataclass

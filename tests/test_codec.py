@@ -106,3 +106,11 @@ def test_mismatched_or_missing_model_files_are_user_errors(model, tmp_path):
         LamscModel.load(tmp_path / "m")
     with pytest.raises(UserError, match="model file not found"):
         LamscModel.load(tmp_path / "other")
+
+
+def test_half_precision_files_load_back_close(model, tmp_path):
+    again = LamscModel.load(model.save(tmp_path / "h", half=True))
+    assert (tmp_path / "h.safetensors").stat().st_size < 0.6 * model.save(tmp_path / "f").stat().st_size
+    for name, tensor in model.state_dict().items():
+        assert again.state_dict()[name].dtype == tensor.dtype
+        assert torch.allclose(again.state_dict()[name], tensor, rtol=1e-3, atol=1e-4), name

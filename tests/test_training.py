@@ -82,3 +82,22 @@ def test_transmit_command(trained, tmp_path, capsys, channel):
     assert row["class"] in SHAPE_CLASSES
     assert row["baseline"]["name"].startswith("webp+")
     assert (tmp_path / "o" / "s_link.png").is_file()
+
+
+def test_transmitter_payload_is_the_reference_payload(trained):
+    from lamsc.semcom.model import pad_to_multiple
+    from lamsc.semcom.payload import Features, pack
+    from lamsc.semcom.transmission import segment_masks, to_tensor
+
+    model = LamscModel.load(trained / "model")
+    image = make_shapes(1, size=72, seed=5)[0].pixels
+    masks = segment_masks(FallbackSegmenter().segment(image), model.config.segments)
+    for asc in (True, False):
+        tx = Transmitter(model, FallbackSegmenter(), asc=asc, snr_db=7.0)
+        sent = tx.send(image)
+        assert tx.pack_backend == "reference"  # no GPU here; on one, the CUDA kernel must give the same bytes
+        # Encode again and write the payload with the payload module's own packer
+        enc = model.encode(pad_to_multiple(to_tensor(image)), torch.from_numpy(masks)[None], torch.tensor([7.0]),
+                           asc=asc)
+        features = Features(enc["z"][0].detach().numpy(), enc["levels"][0].numpy(), 8)
+        assert pack(features, 72, 72, 8, asc=asc, snr_db=7.0) == sent.payload
