@@ -101,3 +101,14 @@ def test_transmitter_payload_is_the_reference_payload(trained):
                            asc=asc)
         features = Features(enc["z"][0].detach().numpy(), enc["levels"][0].numpy(), 8)
         assert pack(features, 72, 72, 8, asc=asc, snr_db=7.0) == sent.payload
+
+
+def test_fine_tuning_starts_from_the_given_weights(trained, tmp_path):
+    out = tmp_path / "ft"
+    status = main(["train", "--synthetic", "12", "--preset", "tiny", "--steps", "asi=0,codec=1,asc=0",
+                   "--init", str(trained / "model"), "--out", str(out)])
+    assert status == 0
+    start, tuned = LamscModel.load(trained / "model"), LamscModel.load(out / "model")
+    assert tuned.config.trained["init"] == str(trained / "model")
+    assert torch.equal(start.asi.mlp[0].weight, tuned.asi.mlp[0].weight)  # ASI had no steps: untouched
+    assert not torch.equal(start.decoder.out.weight, tuned.decoder.out.weight)  # one codec step moved it

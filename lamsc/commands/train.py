@@ -12,7 +12,7 @@ import typer
 from lamsc.commands.output import console, emit_json, progress
 from lamsc.errors import UserError
 from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.model import ModelConfig
+from lamsc.semcom.model import LamscModel, ModelConfig
 from lamsc.semcom.segmenter import build_segmenter
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.training import PRESETS, new_model, prepare, save_recipe, train as run_training
@@ -28,6 +28,7 @@ def train(
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: fallback)."),
     importance: Optional[Path] = typer.Option(None, help="Folder of experience maps <image>.png (see docs)."),
     steps: Optional[str] = typer.Option(None, help="Override steps per stage, e.g. asi=100,codec=500,asc=300."),
+    init: Optional[Path] = typer.Option(None, help="Start from this lamsc model's weights and config (fine-tune)."),
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
@@ -61,7 +62,17 @@ def train(
     with progress() as bar:
         task = bar.add_task("SKB segments", total=len(images))
         prepared = prepare(images, segmenter, config.segments, importance, lambda: bar.advance(task))
-    model = new_model(config, cfg.seed)
+    if init is not None:
+        start = LamscModel.load(init)
+        if (start.config.classes, start.config.seg_classes) != (classes, seg_classes):
+            raise UserError(f"{init} has heads for {start.config.classes or 'no'} classes / {start.config.seg_classes} "
+                            "segmentation classes, unlike this data; fine-tune on data with the same labels")
+        config = dataclasses.replace(start.config, trained={**config.trained, "init": str(init),
+                                                            "init_trained": start.config.trained})
+        model = new_model(config, cfg.seed)
+        model.load_state_dict(start.state_dict())
+    else:
+        model = new_model(config, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     save_recipe(cfg, out / "recipe.json")
     with progress() as bar:

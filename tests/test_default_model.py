@@ -1,0 +1,65 @@
+"""The shipped default model on photographs it was never trained on (scikit-image's bundled set):
+the claims of the codec issue, measured in one run."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lamsc.semcom import metrics
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import load_model
+from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+
+
+@pytest.fixture(scope="module")
+def runs():
+    model, seg = load_model(), FallbackSegmenter()
+    photos = bundled_photos()
+    out = {}
+    for snr in (0.0, 10.0, 20.0):
+        for asc in ((True, False) if snr == 10.0 else (True,)):
+            tx, rx = Transmitter(model, seg, asc=asc, snr_db=snr), Receiver(model)
+            out[snr, asc] = [transmit(p.pixels, tx, rx, Channel("awgn", snr), seed=k) for k, p in enumerate(photos)]
+    return photos, out
+
+
+def _guesses(photos):
+    """PSNR of a mean-colour guess and of a blurred one (a 1/16-scale thumbnail, bicubic back up)."""
+    mean_c, blur = [], []
+    for p in photos:
+        h, w = p.pixels.shape[:2]
+        flat = np.broadcast_to(p.pixels.reshape(-1, 3).mean(0).round().astype(np.uint8), p.pixels.shape)
+        mean_c.append(float(metrics.psnr(p.pixels, np.ascontiguousarray(flat))))
+        small = Image.fromarray(p.pixels).resize((max(1, w // 16), max(1, h // 16)), Image.BICUBIC)
+        blur.append(float(metrics.psnr(p.pixels, np.asarray(small.resize((w, h), Image.BICUBIC)))))
+    return float(np.mean(mean_c)), float(np.mean(blur))
+
+
+def test_reconstruction_is_well_above_a_blurred_or_mean_colour_guess(runs):
+    photos, out = runs
+    mean_colour, blurred = _guesses(photos)
+    ours = float(np.mean([r.psnr for r in out[10.0, True]]))
+    assert ours > mean_colour + 8.0 and ours > blurred + 1.0, (ours, mean_colour, blurred)
+
+
+def test_asc_cuts_bits_by_40_percent_for_at_most_1_db(runs):
+    _, out = runs
+    on, off = out[10.0, True], out[10.0, False]
+    assert sum(r.bits for r in on) <= 0.6 * sum(r.bits for r in off)
+    assert np.mean([r.psnr for r in off]) - np.mean([r.psnr for r in on]) <= 1.0
+
+
+def test_the_mask_ratio_adapts_to_the_image(runs):
+    _, out = runs
+    kept = np.array([r.kept_ratio for r in out[10.0, True]])
+    assert kept.max() - kept.min() > 0.05, kept
+
+
+def test_quality_degrades_gracefully_with_snr(runs):
+    _, out = runs
+    psnr = {snr: np.mean([r.psnr for r in out[snr, True]]) for snr in (0.0, 10.0, 20.0)}
+    assert psnr[0.0] < psnr[10.0] < psnr[20.0] + 0.5
+    assert psnr[10.0] - psnr[0.0] < 6.0  # no cliff: 0 dB costs a few dB, not the picture
+    assert not any(r.reconstruction.lost for rs in out.values() for r in rs)
