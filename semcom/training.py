@@ -247,10 +247,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
         rows = [h for h in history if h["stage"] == stage]
         if not rows:
             continue
-        steps = np.arange(len(rows)) + offset
-        ax1.plot(steps, _smooth([r["loss"] for r in rows]), label=stage)
-        if "psnr" in rows[0]:
-            ax2.plot(steps, _smooth([r["psnr"] for r in rows]), label=stage)
+        for ax, key in ((ax1, "loss"), (ax2, "psnr")):
+            if key in rows[0]:
+                values = _smooth([r[key] for r in rows])
+                ax.plot(offset + len(rows) - len(values) + np.arange(len(values)), values, label=stage,
+                        color=f"C{STAGES.index(stage)}")
         offset += len(rows)
     ax1.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
     ax2.set(xlabel="step", ylabel="PSNR (dB)", title="training PSNR (random SNR)")

@@ -112,3 +112,13 @@ def test_fine_tuning_starts_from_the_given_weights(trained, tmp_path):
     assert tuned.config.trained["init"] == str(trained / "model")
     assert torch.equal(start.asi.mlp[0].weight, tuned.asi.mlp[0].weight)  # ASI had no steps: untouched
     assert not torch.equal(start.decoder.out.weight, tuned.decoder.out.weight)  # one codec step moved it
+
+
+def test_curves_plot_long_histories(tmp_path):
+    from lamsc.semcom.training import plot_curves
+
+    history = [{"stage": "asi", "step": i, "loss": 1.0 / i} for i in range(1, 40)]
+    history += [{"stage": s, "step": i, "loss": 1.0 / i, "psnr": 10 + i / 10, "kept": 0.5}
+                for s in ("codec", "asc") for i in range(1, 80)]
+    plot_curves(history, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 10_000
