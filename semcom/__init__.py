@@ -1,29 +1,48 @@
 """lamsc.semcom: the model, what happens to one image.
 
-So far: images in (files, folders, VOC layout, bundled photographs), the SAM knowledge base (SKB)
-segmenters, overlays, and the quality/rate metrics.
+Images in (files, folders, class folders, VOC layout, bundled photographs); the SAM knowledge base (SKB)
+segmenters; ASI attention, the SNR-conditioned codec and the ASC mask (``LamscModel``); the payload;
+channels; ``Transmitter`` / ``Receiver``; training; the separation baseline; metrics.
 """
 
+from lamsc.semcom.baseline import separation_baseline
+from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.fallback import FallbackOptions, FallbackSegmenter
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images, load_image, load_voc
+from lamsc.semcom.model import LamscModel, ModelConfig, load_model
+from lamsc.semcom.payload import PayloadError, pack, unpack
 from lamsc.semcom.sam_checkpoint import MODEL_TYPES, SamArchitecture, load_sam
 from lamsc.semcom.segmenter import MaskGenerationOptions, SamSegmenter, Segmenter, build_segmenter
 from lamsc.semcom.segments import Segments
+from lamsc.semcom.transmission import Receiver, Reconstruction, Transmitter, transmit
 
 __all__ = [
+    "CHANNELS",
     "MODEL_TYPES",
+    "Channel",
     "FallbackOptions",
     "FallbackSegmenter",
+    "LamscModel",
     "MaskGenerationOptions",
+    "ModelConfig",
     "NamedImage",
+    "PayloadError",
+    "Receiver",
+    "Reconstruction",
     "SamArchitecture",
     "SamSegmenter",
     "Segmenter",
     "Segments",
+    "Transmitter",
     "build_segmenter",
     "bundled_photos",
     "iter_images",
     "load_image",
+    "load_model",
     "load_sam",
     "load_voc",
+    "pack",
+    "separation_baseline",
+    "transmit",
+    "unpack",
 ]

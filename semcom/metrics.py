@@ -15,7 +15,7 @@ def as_batch(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise TypeError("numpy images must be uint8 (H, W, 3); pass float images as torch tensors in [0, 1]")
-        t = torch.from_numpy(np.ascontiguousarray(x)).float().div(255.0)
+        t = torch.from_numpy(np.require(x, requirements=["C", "W"])).float().div(255.0)  # copies read-only arrays
         t = t[None] if t.ndim == 3 else t
         return t.permute(0, 3, 1, 2)
     return x[None] if x.ndim == 3 else x
