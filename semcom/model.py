@@ -83,7 +83,7 @@ class LamscModel(nn.Module):
         if levels is not None:
             mask = levels_to_mask(levels, c, L)
         elif asc:
-            depth = self.mask_net(z, F.adaptive_avg_pool2d(importance, z.shape[-2:]), snr_db)
+            depth = self.mask_net(z, F.avg_pool2d(importance, DOWNSAMPLING), snr_db)  # H, W are multiples of 8
             mask, levels = straight_through_mask(depth, c, L)
         else:
             levels = torch.full((z.shape[0], *z.shape[-2:]), L, dtype=torch.long, device=z.device)
