@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from lamsc.kernels.loader import check, library, stream_of
-from lamsc.semcom.payload import Parsed, _scatter_values, level_bits, pack_bits, quantise_and_pack, unpack_bits
+from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.payload import Parsed, decode_values, level_bits, pack_bits, quantise_and_pack
 
 
 @dataclass
@@ -22,11 +23,6 @@ class Packed:
     backend: str              # "cuda" or "reference"
 
 
-def depth_to_levels(depth: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """The threshold, exactly as the kernel does it: ceil(depth * L) in float32, clamped to 1..L."""
-    return torch.clamp(torch.ceil(depth.float() * num_levels), 1, num_levels).to(torch.int64)
-
-
 def asc_pack(values: torch.Tensor, depth: torch.Tensor, num_levels: int, bits: int = 8) -> Packed:
     """Threshold ``depth`` (h, w) into levels, quantise the kept ``values`` (C, h, w) and compact them."""
     c, h, w = values.shape
@@ -34,7 +30,7 @@ def asc_pack(values: torch.Tensor, depth: torch.Tensor, num_levels: int, bits: i
         raise ValueError(f"{c} channels do not divide into {num_levels} levels")
     lib = library() if values.is_cuda else None
     if lib is None:
-        levels = depth_to_levels(depth.cpu(), num_levels).numpy()
+        levels = depth_levels(depth.cpu(), num_levels).numpy()
         value_bytes, scale, count = quantise_and_pack(values.detach().cpu().numpy(), levels, c // num_levels, bits)
         return Packed(levels, pack_bits(levels.ravel() - 1, level_bits(num_levels)), value_bytes, scale, count,
                       "reference")
@@ -63,7 +59,7 @@ def asc_pack_torch(values: torch.Tensor, depth: torch.Tensor, num_levels: int, b
     Returns (level bit tensor, value bit tensor as uint8 bytes, scale); used by the kernel benchmark.
     """
     c, h, w = values.shape
-    levels = depth_to_levels(depth, num_levels).view(-1)
+    levels = depth_levels(depth, num_levels).view(-1)
     keep = torch.arange(c, device=values.device).view(1, -1) < (levels * (c // num_levels)).view(-1, 1)
     kept = values.reshape(c, -1).t()[keep].double()  # boolean indexing: the stream compaction
     qmax = (1 << (bits - 1)) - 1
@@ -86,14 +82,11 @@ def asc_unpack(parsed: Parsed, device: str | torch.device = "cpu") -> tuple[torc
     device = torch.device(device)
     lib = library() if device.type == "cuda" else None
     if lib is None:
-        per_level = c // L
-        q = unpack_bits(parsed.value_bytes, bits, int(parsed.levels.sum()) * per_level)
-        kept = (q - (1 << (bits - 1))).astype(np.float32) * parsed.step
-        return torch.from_numpy(_scatter_values(kept, parsed.levels, per_level, c)).to(device), "reference"
+        return torch.from_numpy(decode_values(parsed)).to(device), "reference"
     hw = h * w
     # Without ASC there is no depth map on the wire: hand the kernel one saying "all levels".
     level_bytes = parsed.level_bytes or pack_bits(np.full(hw, L - 1), level_bits(L))
-    lvl = torch.frombuffer(bytearray(level_bytes or b"\0"), dtype=torch.uint8).to(device)
+    lvl = torch.frombuffer(bytearray(level_bytes or b"\0"), dtype=torch.uint8).to(device)  # no empty buffers
     val = torch.frombuffer(bytearray(parsed.value_bytes or b"\0"), dtype=torch.uint8).to(device)
     levels, counts, offsets = (torch.empty(hw, dtype=torch.int32, device=device) for _ in range(3))
     out = torch.empty(c, hw, dtype=torch.float32, device=device)

@@ -34,8 +34,11 @@ class MaskNetwork(nn.Module):
 
 
 def depth_levels(depth: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """Continuous depth in (0, 1) -> integer level in 1..L (B, h, w): the smallest level covering it."""
-    return torch.clamp(torch.ceil(depth.squeeze(1) * num_levels), 1, num_levels).long()
+    """Continuous depth in (0, 1) -> integer level in 1..L, same shape: the smallest level covering it.
+
+    ceil(depth * L) in float32, exactly as the CUDA pack kernel thresholds it.
+    """
+    return torch.clamp(torch.ceil(depth.float() * num_levels), 1, num_levels).long()
 
 
 def levels_to_mask(levels: torch.Tensor, channels: int, num_levels: int) -> torch.Tensor:
@@ -47,7 +50,7 @@ def levels_to_mask(levels: torch.Tensor, channels: int, num_levels: int) -> torc
 def straight_through_mask(depth: torch.Tensor, channels: int, num_levels: int,
                           temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard mask forward, sigmoid-relaxed gradient backward. Returns (mask, levels)."""
-    levels = depth_levels(depth, num_levels)
+    levels = depth_levels(depth.squeeze(1), num_levels)
     hard = levels_to_mask(levels, channels, num_levels)
     per_level = channels // num_levels
     c = torch.arange(channels, device=depth.device).view(1, -1, 1, 1).float()

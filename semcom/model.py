@@ -164,14 +164,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING, mode: str = "
         return x
     if mode == "reflect" and (ph >= h or pw >= w):
         mode = "replicate"  # reflection needs more pixels than the pad
-    return F.pad(x, (0, pw, 0, ph), mode=mode) if mode != "constant" else F.pad(x, (0, pw, 0, ph))
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def cbr(channel_uses: int, height: int, width: int) -> float:
     """Channel bandwidth ratio: complex channel uses per source dimension (3 H W)."""
     return channel_uses / (3 * height * width)
-
-
-def full_cbr(config: ModelConfig) -> float:
-    """CBR when every feature is sent (ASC off), without side information."""
-    return config.channels / (2 * 3 * DOWNSAMPLING**2)

@@ -178,12 +178,17 @@ def parse(payload: bytes) -> Parsed:
 def unpack(payload: bytes) -> Unpacked:
     """Read a payload back; a damaged, truncated or foreign one raises PayloadError saying which."""
     p = parse(payload)
+    return Unpacked(p.height, p.width, Features(decode_values(p), p.levels, p.num_levels), p.asc, p.snr_db,
+                    p.value_bits)
+
+
+def decode_values(p: Parsed) -> np.ndarray:
+    """The reference ASC unpack: dequantised values (C, h, w), zeros where nothing was sent."""
     c = p.shape[0]
     per_level = c // p.num_levels
     q = unpack_bits(p.value_bytes, p.value_bits, int(p.levels.sum()) * per_level)
     kept = (q - (1 << (p.value_bits - 1))).astype(np.float32) * p.step
-    values = _scatter_values(kept, p.levels, per_level, c)
-    return Unpacked(p.height, p.width, Features(values, p.levels, p.num_levels), p.asc, p.snr_db, p.value_bits)
+    return _scatter_values(kept, p.levels, per_level, c)
 
 
 def _kept_values(values: np.ndarray, levels: np.ndarray, per_level: int) -> np.ndarray:
