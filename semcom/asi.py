@@ -43,8 +43,8 @@ class ASI(nn.Module):
         Empty mask slots (padding) get weight 0.
         """
         b, k = masks.shape[:2]
-        small_img = F.adaptive_avg_pool2d(image, _DESCRIPTOR_SIDE)
-        small_masks = F.adaptive_avg_pool2d(masks, _DESCRIPTOR_SIDE)
+        small_img = adaptive_avg_pool(image, _DESCRIPTOR_SIDE)
+        small_masks = adaptive_avg_pool(masks, _DESCRIPTOR_SIDE)
         stacked = torch.cat([small_img.unsqueeze(1) * small_masks.unsqueeze(2), small_masks.unsqueeze(2)], 2)
         feats = self.stem(stacked.flatten(0, 1))  # (B*K, hidden, 16, 16)
         avg, mx = feats.mean((2, 3)), feats.amax((2, 3))
@@ -62,6 +62,27 @@ class ASI(nn.Module):
         return weights, integrated, refined
 
 
+def adaptive_avg_pool(x: torch.Tensor, side: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, side)`` written as two matrix products.
+
+    The same bins as PyTorch's (start floor(i n / side), end ceil((i + 1) n / side)), but the bins are
+    computed from the input's shape inside the graph, so ONNX exports it with dynamic H and W, which
+    ONNX's own pooling cannot express for arbitrary sizes.
+    """
+    h, w = x.shape[-2:]
+    return _bin_matrix(h, side, x) @ x @ _bin_matrix(w, side, x).transpose(0, 1)
+
+
+def _bin_matrix(n, side: int, like: torch.Tensor) -> torch.Tensor:
+    """(side, n) averaging matrix of adaptive pooling along one axis."""
+    i = torch.arange(side, device=like.device)
+    start = torch.div(i * n, side, rounding_mode="floor")
+    end = torch.div((i + 1) * n + side - 1, side, rounding_mode="floor")
+    j = torch.arange(n, device=like.device)
+    inside = ((j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])).to(like.dtype)
+    return inside / inside.sum(1, keepdim=True)
+
+
 def integrate(weights: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per pixel, the mean weight of the segments covering it (0 where none does): (B, 1, H, W)."""
     cover = masks.sum(1, keepdim=True)
@@ -71,15 +92,16 @@ def integrate(weights: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def segment_geometry(masks: torch.Tensor) -> torch.Tensor:
     """Per segment: area fraction, centroid distance from the centre (0..1), fraction of border pixels."""
     b, k, h, w = masks.shape
-    area = masks.sum((2, 3))
+    # Means, not sums, over the image: pixel counts pass float16's 65504 on large images.
+    area = masks.mean((2, 3))
     ys = torch.linspace(-1, 1, h, device=masks.device).view(1, 1, h, 1)
     xs = torch.linspace(-1, 1, w, device=masks.device).view(1, 1, 1, w)
-    safe = area.clamp(min=1.0)
-    cy, cx = (masks * ys).sum((2, 3)) / safe, (masks * xs).sum((2, 3)) / safe
+    safe = area.clamp(min=1.0 / (h * w))
+    cy, cx = (masks * ys).mean((2, 3)) / safe, (masks * xs).mean((2, 3)) / safe
     border = torch.zeros_like(masks[0, 0])
     border[0, :], border[-1, :], border[:, 0], border[:, -1] = 1, 1, 1, 1
     on_border = (masks * border).sum((2, 3)) / border.sum()
-    return torch.stack([area / (h * w), torch.sqrt((cx**2 + cy**2) / 2), on_border], -1)
+    return torch.stack([area, torch.sqrt((cx**2 + cy**2) / 2), on_border], -1)
 
 
 def default_targets(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -151,8 +151,9 @@ def load_model(path: str | Path | None = None) -> LamscModel:
 def power_normalise(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Scale each image's kept values to unit mean square (so paired symbols have unit power); zero the rest."""
     kept = z * mask
-    n = mask.flatten(1).sum(1).clamp(min=1.0)
-    power = kept.pow(2).flatten(1).sum(1) / n
+    # Means rather than sums over the map: a count of kept values passes float16's 65504 on large images.
+    kept_fraction = mask.flatten(1).mean(1).clamp(min=1.0 / mask[0].numel())
+    power = kept.pow(2).flatten(1).mean(1) / kept_fraction
     return kept / torch.sqrt(power + 1e-12).view(-1, 1, 1, 1)
 
 

@@ -50,6 +50,7 @@ class Sent:
     value_count: int            # feature values in the payload
     value_bits: int             # payload bits that are feature values
     seconds: dict
+    pack_backend: str = ""      # which ASC pack ran: "cuda" or "reference"
 
     @property
     def side_bits(self) -> int:
@@ -75,22 +76,38 @@ class Transmitter:
         t0 = time.perf_counter()
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
-        h, w = image.shape[:2]
-        x = pad_to_multiple(to_tensor(image)).to(self.device)
-        masks = pad_to_multiple(torch.from_numpy(segment_masks(segments, self.model.config.segments))[None],
-                                mode="constant").to(self.device)
-        enc = self.model.encode(x, masks, torch.tensor([self.snr_db], device=self.device), asc=self.asc)
+        x, masks = model_inputs(image, segments, self.model.config.segments)
+        enc = self.model.encode(x.to(self.device), masks.to(self.device), torch.tensor([self.snr_db], device=self.device),
+                                asc=self.asc)
         t2 = time.perf_counter()
-        z = enc["z"][0]
-        depth = enc["depth"][0, 0] if enc["depth"] is not None else torch.ones(z.shape[1:], device=self.device)
-        c = self.model.config
-        packed = asc_pack(z, depth, c.num_levels, c.value_bits)
-        payload = assemble(h, w, tuple(z.shape), c.num_levels, c.value_bits, packed.scale, self.snr_db,
-                           packed.level_bytes if self.asc else b"", packed.value_bytes)
-        self.pack_backend = packed.backend
-        t3 = time.perf_counter()
-        return Sent(payload, segments, enc["importance"][0, 0, :h, :w].cpu().numpy(), packed.count / z.numel(),
-                    packed.count, packed.count * c.value_bits, {"segment": t1 - t0, "encode": t2 - t1, "pack": t3 - t2})
+        depth = enc["depth"][0, 0] if enc["depth"] is not None else None
+        sent = pack_features(enc["z"][0], depth, self.model.config, image.shape[:2], self.snr_db, segments,
+                             enc["importance"][0, 0].cpu().numpy())
+        self.pack_backend = sent.pack_backend
+        sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
+        return sent
+
+
+def model_inputs(image: np.ndarray, segments: Segments, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transmitter's inputs for one image: the image (1, 3, H', W') in [0, 1] and its k largest segment
+    masks (1, k, H', W'), both padded to multiples of 8."""
+    x = pad_to_multiple(to_tensor(image))
+    masks = pad_to_multiple(torch.from_numpy(segment_masks(segments, k))[None], mode="constant")
+    return x, masks
+
+
+def pack_features(z: torch.Tensor, depth: torch.Tensor | None, config, size: tuple[int, int], snr_db: float,
+                  segments: Segments, importance: np.ndarray) -> Sent:
+    """The encoder's features (C, h, w) and ASC depth (h, w) (None: ASC off, keep all) -> the payload."""
+    h, w = size
+    asc = depth is not None
+    if depth is None:
+        depth = torch.ones(z.shape[1:], device=z.device)
+    packed = asc_pack(z, depth, config.num_levels, config.value_bits)
+    payload = assemble(h, w, tuple(z.shape), config.num_levels, config.value_bits, packed.scale, snr_db,
+                       packed.level_bytes if asc else b"", packed.value_bytes)
+    return Sent(payload, segments, importance[:h, :w], packed.count / z.numel(), packed.count,
+                packed.count * config.value_bits, {}, packed.backend)
 
 
 @dataclass
@@ -118,16 +135,21 @@ class Receiver:
 
     @torch.inference_mode()
     def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
-        h, w = unpacked.height, unpacked.width
         z = torch.from_numpy(unpacked.features.values)[None]
         levels = torch.from_numpy(unpacked.features.levels)[None]
         out = self.model.decode(z, levels, torch.tensor([float(snr_db)]))
-        rec = Reconstruction(to_image(out["image"][..., :h, :w]))
-        if "class_logits" in out:
-            rec.class_probs = out["class_logits"].softmax(1)[0].numpy()
-        if "seg_logits" in out:
-            rec.seg_map = out["seg_logits"][0, :, :h, :w].argmax(0).numpy().astype(np.uint8)
-        return rec
+        return reconstruction(out, unpacked.height, unpacked.width)
+
+
+def reconstruction(out: dict, height: int, width: int) -> Reconstruction:
+    """The receiver graph's outputs (tensors or arrays, batch of one) cropped to the image's size."""
+    out = {k: torch.as_tensor(v) for k, v in out.items()}
+    rec = Reconstruction(to_image(out["image"][..., :height, :width]))
+    if "class_logits" in out:
+        rec.class_probs = out["class_logits"].softmax(1)[0].numpy()
+    if "seg_logits" in out:
+        rec.seg_map = out["seg_logits"][0, :, :height, :width].argmax(0).numpy().astype(np.uint8)
+    return rec
 
 
 def lost_image(height: int, width: int, reason: str) -> Reconstruction:

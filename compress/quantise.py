@@ -1,0 +1,77 @@
+"""INT8 post-training quantisation with NNCF, calibrated on real photographs.
+
+ONNX models come out as QDQ graphs in the form TensorRT's explicit quantisation consumes: symmetric
+(``preset=PERFORMANCE``, zero points 0) int8 on weights and activations. ``model_type=TRANSFORMER``
+(for ViT encoders) would switch activations to asymmetric unless the preset is given, so it always is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from lamsc.export.graph_checks import count_qdq, qdq_problems
+
+
+def quantise_onnx(path: str | Path, out: str | Path, calibration: Iterable[dict], transformer: bool = False,
+                  subset_size: int = 300) -> Path:
+    """Quantise the ONNX graph at ``path`` with feeds ``calibration`` (dicts of input name -> array)."""
+    import nncf
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    samples = list(calibration)
+    if not samples:
+        raise ValueError("INT8 calibration needs at least one sample of real inputs")
+    model = onnx.load(str(path))
+    quantised = signed_int8(nncf.quantize(
+        model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
+        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+        subset_size=min(subset_size, len(samples))))
+    problems = qdq_problems(quantised)
+    if problems:  # NNCF changed its defaults: say so rather than ship a graph TensorRT refuses
+        raise RuntimeError("NNCF produced Q/DQ nodes TensorRT cannot take: " + "; ".join(problems[:3]))
+    if not count_qdq(quantised):
+        raise RuntimeError(f"NNCF inserted no quantisers into {path}; nothing in it was quantisable")
+    onnx.save(quantised, str(out))
+    return Path(out)
+
+
+def signed_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite NNCF's unsigned activation quantisers (uint8, zero point 0, for non-negative inputs such as
+    images and masks) as signed int8 ones covering the same range: TensorRT takes int8 Q/DQ only.
+
+    The grid {0, s, ..., 255 s} becomes {-128 s', ..., 127 s'} with s' = 255 s / 127: the same top of the
+    range at half the resolution, which is what an int8 tensor of a non-negative signal can do. (NNCF's
+    ``signedness_to_force`` would do this at calibration, but its CPU/GPU hardware configs refuse it.)
+    """
+    init = {t.name: t for t in model.graph.initializer}
+    done, outputs = set(), set()
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zp = init.get(node.input[2])
+        if zp is None or numpy_helper.to_array(zp).dtype != np.uint8:
+            continue
+        if node.op_type == "QuantizeLinear":
+            outputs.add(node.output[0])
+        for name in node.input[1:3]:  # scale and zero point, each rewritten once even where shared
+            if name in done:
+                continue
+            value = numpy_helper.to_array(init[name])
+            if name == node.input[2]:
+                if value.any():
+                    raise RuntimeError(f"{node.name} is asymmetric uint8; quantise with preset=PERFORMANCE")
+                value = value.astype(np.int8)
+            else:
+                value = (value * (255.0 / 127.0)).astype(value.dtype)
+            init[name].CopyFrom(numpy_helper.from_array(value, name))
+            done.add(name)
+    for info in model.graph.value_info:  # the quantised tensors' recorded types
+        if info.name in outputs:
+            info.type.tensor_type.elem_type = onnx.TensorProto.INT8
+    return model

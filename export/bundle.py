@@ -1,0 +1,230 @@
+"""The deploy bundle: a self-contained folder a Jetson needs, and nothing tied to this machine.
+
+    BUNDLE/
+      manifest.json        what is inside: hashes, input/output specs, precision, verification, versions
+      transmitter.onnx     ASI + encoder + ASC mask network
+      receiver.onnx        decoder + task heads
+      skb_encoder.onnx     SAM/MobileSAM image encoder       (when built with a SAM checkpoint)
+      skb_decoder.onnx     prompt encoder + mask decoder     (when built with a SAM checkpoint)
+      build_engines.sh     trtexec commands that build the TensorRT engines on the device
+      JETSON.md            the steps to run it there
+
+TensorRT engines are not shipped: they are tied to the GPU and the TensorRT version they were built with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import onnx
+import torch
+
+from lamsc import __version__
+from lamsc.errors import UserError
+from lamsc.export.graph_checks import tensorrt_problems
+from lamsc.export.graphs import GraphSpec, TensorSpec, model_graphs, skb_graphs
+from lamsc.export.onnx_export import MAX_RELATIVE, MIN_SQNR_DB, compare, export_onnx, to_fp16
+from lamsc.export.samples import model_samples, skb_samples
+from lamsc.export.tensorrt import trtexec_command
+from lamsc.semcom.images import NamedImage, bundled_photos
+from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
+
+FORMAT, FORMAT_VERSION = "lamsc-bundle", 1
+PRECISIONS = ("fp32", "fp16", "int8")
+LIBRARIES = ("torch", "onnx", "onnxruntime", "nncf", "numpy", "segment-anything", "mobilesam-mirror")
+
+
+class BundleError(UserError):
+    """A bundle that is incomplete, altered or from an incompatible lamsc."""
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: dict
+
+    @property
+    def graphs(self) -> list[str]:
+        return list(self.manifest["graphs"])
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_json(json.dumps(self.manifest["model"]))
+
+    @property
+    def skb(self) -> dict:
+        return self.manifest["skb"]
+
+    def path(self, graph: str) -> Path:
+        return self.root / self.manifest["graphs"][graph]["file"]
+
+    def spec(self, graph: str) -> GraphSpec:
+        g = self.manifest["graphs"][graph]
+        tensors = {k: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in g[k])
+                   for k in ("inputs", "outputs")}
+        return GraphSpec(graph, tensors["inputs"], tensors["outputs"])
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sam: torch.nn.Module | None = None,
+                 sam_name: str = "", segmenter: Segmenter | None = None, images: list[NamedImage] | None = None,
+                 mask_options: MaskGenerationOptions | None = None, budget: dict | None = None) -> Bundle:
+    """Export ``model`` (and ``sam``'s encoder/decoder when given) to a verified bundle in ``out``.
+
+    ``images`` (default: the bundled photographs) are what each graph is verified on against PyTorch and,
+    for int8, what NNCF calibrates on; ``segmenter`` (default: the fallback) gives their SKB masks.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / "manifest.json").is_file():
+            raise UserError(f"{out} exists and is not a lamsc bundle; choose an empty or new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = images or bundled_photos()
+    model = model.eval()
+    graphs = model_graphs(model)
+    samples = model_samples(model, segmenter or build_segmenter(None), images)
+    if sam is not None:
+        graphs.update(skb_graphs(sam))
+        samples.update(skb_samples(graphs["skb_encoder"], images[:2]))
+    entries = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module in graphs.items():
+            spec = module.spec()
+            fp32 = export_onnx(module, spec, module.example(), Path(tmp) / f"{name}.fp32.onnx")
+            final = out / f"{name}.onnx"
+            if precision == "fp32":
+                shutil.copy(fp32, final)
+            elif precision == "fp16":
+                to_fp16(fp32, final)
+            else:
+                from lamsc.compress.quantise import quantise_onnx
+
+                feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
+                quantise_onnx(fp32, final, feeds, transformer=name.startswith("skb"))
+            entries[name] = graph_entry(module, spec, final, samples[name], precision)
+    manifest = {
+        "format": FORMAT, "version": FORMAT_VERSION, "lamsc": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
+        "model": json.loads(model.config.to_json()),
+        "skb": ({"kind": "sam", "source": sam_name, "mask_generation": (mask_options or MaskGenerationOptions()).to_dict()}
+                if sam is not None else {"kind": "fallback"}),
+        "graphs": entries, "budget": budget, "libraries": library_versions(),
+        "verified_on": [i.name for i in images],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_device_steps(out, manifest)
+    return load_bundle(out)
+
+
+def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], precision: str) -> dict:
+    """Verify one exported graph against PyTorch on every sample and describe it for the manifest."""
+    worst: dict[str, dict] = {}
+    for s in samples:
+        for c in compare(module, spec, path, s):
+            d = c.to_dict()
+            if c.output in worst:  # over the samples: the largest error and the lowest SQNR
+                w = worst[c.output]
+                d = {**d, "max_abs": max(d["max_abs"], w["max_abs"]), "relative": max(d["relative"], w["relative"]),
+                     "sqnr_db": min(d["sqnr_db"], w["sqnr_db"]), "range": max(d["range"], w["range"])}
+            worst[c.output] = d
+    if precision in MIN_SQNR_DB:
+        tolerance = {"min_sqnr_db": MIN_SQNR_DB[precision]}
+        failed = [w for w in worst.values() if w["sqnr_db"] < MIN_SQNR_DB[precision]]
+    else:
+        tolerance = {"max_relative": MAX_RELATIVE[precision]}
+        failed = [w for w in worst.values() if w["relative"] > MAX_RELATIVE[precision]]
+    if failed:
+        w = failed[0]
+        raise UserError(f"{spec.name} output {w['output']} in {precision} is off PyTorch by {w['relative']:.3g} of its "
+                        f"range, SQNR {w['sqnr_db']:.1f} dB (tolerance {tolerance}); export in a higher precision")
+    problems = tensorrt_problems(onnx.load(str(path)))
+    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "opset": 17,
+            **spec.to_dict(), "verification": {"tolerance": tolerance, "samples": len(samples),
+                                               "worst": list(worst.values())},
+            "tensorrt_problems": problems}
+
+
+def write_device_steps(out: Path, manifest: dict) -> None:
+    """build_engines.sh (trtexec, TensorRT 10) and JETSON.md beside the graphs."""
+    bundle = Bundle(out, manifest)
+    lines = ["#!/bin/sh", "# Build the TensorRT engines on the device that will run them (JetPack 6: TensorRT 10.3).",
+             "# Pass the masking plugin built from lamsc's kernels/ as $1 to load it.", "set -e",
+             'cd "$(dirname "$0")"', "mkdir -p engines", 'PLUGIN=${1:+--dynamicPlugins=$1}']
+    for name in bundle.graphs:
+        cmd = trtexec_command(bundle.path(name).name, f"engines/{name}.engine", bundle.spec(name), bundle.precision,
+                              timing_cache="engines/timing.cache")
+        lines.append(cmd + " $PLUGIN")
+    script = out / "build_engines.sh"
+    script.write_text("\n".join(lines) + "\n")
+    script.chmod(0o755)
+    (out / "JETSON.md").write_text(f"""# Running this bundle on a Jetson
+
+Precision: {manifest['precision']}; graphs: {', '.join(bundle.graphs)}; made by lamsc {manifest['lamsc']}.
+
+1. On the Jetson (JetPack 6.x: CUDA 12.6, TensorRT 10.3), install lamsc with its Jetson extras:
+   `pip install "lamsc[export,gpu,jetson]"`.
+2. Optional: build the masking kernels and their TensorRT plugin from lamsc's source:
+   `cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=87 && cmake --build build -j`.
+3. Build the engines here, on this device: `sh build_engines.sh [build/liblamsc_asc_plugin.so]`
+   (or `python -m lamsc.export.tensorrt .` through TensorRT's Python API). Engines are tied to this GPU
+   and TensorRT version: never copy them to another device.
+4. Profile it: `lamsc profile . --backend tensorrt --energy jetson --radio wifi --images DIR`.
+   `--backend onnxruntime` runs the same graphs without TensorRT.
+
+`lamsc` checks every file against manifest.json before it runs; a changed file is refused.
+""")
+
+
+def load_bundle(root: str | Path) -> Bundle:
+    """Read and check a bundle: its manifest, and every graph's hash against it."""
+    root = Path(root)
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{root} is not a lamsc bundle (no manifest.json); make one with `lamsc export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON ({e}); export the bundle again") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise BundleError(f"{path} is not a version-{FORMAT_VERSION} lamsc bundle; export it again with this lamsc")
+    for name, g in manifest["graphs"].items():
+        f = root / g["file"]
+        if not f.is_file():
+            raise BundleError(f"bundle {root} lacks {g['file']} named in its manifest; copy the whole folder")
+        if sha256(f) != g["sha256"]:
+            raise BundleError(f"{f} does not match its manifest (sha256 differs): it was changed or damaged; "
+                              "copy the bundle again or re-export it")
+    return Bundle(root, manifest)

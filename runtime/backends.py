@@ -1,0 +1,159 @@
+"""One interface over PyTorch, ONNX Runtime and TensorRT: ``backend.run(graph, feeds) -> outputs``.
+
+Graphs and their tensors are named as in lamsc.export.graphs; feeds and outputs are NumPy arrays, so the
+endpoints above this file do not know which backend runs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from lamsc.errors import UserError
+from lamsc.export.bundle import Bundle
+from lamsc.export.graphs import GraphSpec, model_graphs, skb_graphs
+from lamsc.semcom.model import LamscModel
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+class Backend(Protocol):
+    name: str          # "torch (cuda)", "onnxruntime (CPUExecutionProvider)", ...
+    graphs: list[str]
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def synchronize(self) -> None: ...
+
+
+class TorchBackend:
+    """The PyTorch modules the graphs are exported from, eager, on CUDA when present."""
+
+    def __init__(self, model: LamscModel, sam: torch.nn.Module | None = None, device: str = "auto"):
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        self.modules = model_graphs(model.to(self.device))
+        if sam is not None:
+            self.modules.update(skb_graphs(sam.to(self.device)))
+        self.specs = {k: m.spec() for k, m in self.modules.items()}
+        self.graphs = list(self.modules)
+        self.name = f"torch ({self.device.type})"
+
+    @torch.inference_mode()
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.specs[graph]
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self.device) for t in spec.inputs]
+        out = self.modules[graph](*args)
+        out = out if isinstance(out, tuple) else (out,)
+        return {t.name: o.float().cpu().numpy() for t, o in zip(spec.outputs, out)}
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class OnnxRuntimeBackend:
+    """The bundle's ONNX graphs in ONNX Runtime (CUDA execution provider when present)."""
+
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None):
+        from lamsc.export.onnx_export import session
+
+        self.bundle = bundle
+        self.sessions = {g: session(bundle.path(g), providers, threads) for g in bundle.graphs}
+        self.graphs = bundle.graphs
+        self.name = f"onnxruntime ({next(iter(self.sessions.values())).get_providers()[0]}, {bundle.precision})"
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        s = self.sessions[graph]
+        names = [o.name for o in s.get_outputs()]
+        wanted = {i.name for i in s.get_inputs()}
+        return dict(zip(names, s.run(None, {k: v for k, v in feeds.items() if k in wanted})))
+
+    def synchronize(self) -> None:
+        pass  # InferenceSession.run returns when its outputs are on the host
+
+
+class TensorRTBackend:
+    """The bundle's engines (built on this device into BUNDLE/engines/), through TensorRT 10's
+    name-based I/O API, with pycuda device buffers. Imported lazily: TensorRT lives on the Jetson."""
+
+    def __init__(self, bundle: Bundle):
+        from lamsc.export.tensorrt import tensorrt
+
+        trt = tensorrt()
+        try:
+            import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
+            import pycuda.driver as cuda
+        except ImportError:
+            raise UserError("the TensorRT backend needs pycuda: pip install 'lamsc[gpu]'") from None
+        self.trt, self.cuda, self.bundle = trt, cuda, bundle
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engines, self.contexts = {}, {}
+        for g in bundle.graphs:
+            path = bundle.root / "engines" / f"{g}.engine"
+            if not path.is_file():
+                raise UserError(f"{path} not found: build the engines on this device first (sh build_engines.sh)")
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            self.engines[g], self.contexts[g] = engine, engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.graphs = bundle.graphs
+        self.name = f"tensorrt {trt.__version__} ({bundle.precision})"
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        trt, cuda = self.trt, self.cuda
+        engine, ctx = self.engines[graph], self.contexts[graph]
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        keep = []  # device buffers live until the stream is done with them
+        for n in inputs:
+            host = np.ascontiguousarray(feeds[n], dtype=trt.nptype(engine.get_tensor_dtype(n)))
+            ctx.set_input_shape(n, host.shape)
+            dev = cuda.mem_alloc(max(host.nbytes, 1))
+            cuda.memcpy_htod_async(dev, host, self.stream)
+            ctx.set_tensor_address(n, int(dev))
+            keep.append((dev, host))
+        outputs = {}
+        for n in names:
+            if n in inputs:
+                continue
+            host = np.empty(tuple(ctx.get_tensor_shape(n)), dtype=trt.nptype(engine.get_tensor_dtype(n)))
+            dev = cuda.mem_alloc(max(host.nbytes, 1))
+            ctx.set_tensor_address(n, int(dev))
+            outputs[n] = (host, dev)
+        if not ctx.execute_async_v3(self.stream.handle):
+            raise RuntimeError(f"TensorRT failed to run {graph}")
+        for host, dev in outputs.values():
+            cuda.memcpy_dtoh_async(host, dev, self.stream)
+        self.stream.synchronize()
+        return {n: host.astype(np.float32) if host.dtype == np.float16 else host for n, (host, _) in outputs.items()}
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+
+def open_backend(name: str, bundle: Bundle | None = None, model: LamscModel | None = None,
+                 sam: torch.nn.Module | None = None, device: str = "auto") -> Backend:
+    """A backend by name over a bundle (onnxruntime, tensorrt) or a PyTorch model (torch)."""
+    if name == "torch":
+        if model is None:
+            raise UserError("the torch backend runs a checkpoint, not a bundle: pass a model file, or choose "
+                            "--backend onnxruntime|tensorrt for a bundle")
+        return TorchBackend(model, sam, device)
+    if bundle is None:
+        raise UserError(f"the {name} backend runs an exported bundle: make one with `lamsc export`")
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(bundle)
+    if name == "tensorrt":
+        return TensorRTBackend(bundle)
+    raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def spec_of(backend: Backend, graph: str) -> GraphSpec:
+    return backend.specs[graph] if isinstance(backend, TorchBackend) else backend.bundle.spec(graph)
+
+
+def is_bundle(path: str | Path | None) -> bool:
+    return path is not None and (Path(path) / "manifest.json").is_file()

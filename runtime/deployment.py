@@ -1,0 +1,56 @@
+"""What a process needs to rebuild an endpoint on its own: a small, picklable description of the deployment.
+
+The link runs the transmitter and the receiver in separate processes (spawned, so that neither inherits
+the other's CUDA context or threads); each builds its side from this description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamsc.errors import UserError
+from lamsc.export.bundle import Bundle, load_bundle
+from lamsc.runtime.backends import Backend, is_bundle, open_backend
+from lamsc.semcom.model import ModelConfig, load_model
+from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
+
+
+@dataclass(frozen=True)
+class Deployment:
+    source: str | None = None        # a bundle folder, a model checkpoint (.safetensors), or None: the default
+    backend: str = "torch"           # torch | onnxruntime | tensorrt
+    sam_checkpoint: str | None = None  # SKB for a checkpoint (bundles carry their own SKB graphs)
+    device: str = "auto"
+
+    @property
+    def is_bundle(self) -> bool:
+        return is_bundle(self.source)
+
+    def open(self) -> tuple[Backend, ModelConfig, Segmenter]:
+        """Build the backend, the model config and the SKB segmenter this deployment runs."""
+        if self.is_bundle:
+            bundle = load_bundle(self.source)
+            if self.backend == "torch":
+                raise UserError(f"{self.source} is an exported bundle: run it with --backend onnxruntime or "
+                                "tensorrt, or pass the checkpoint it was exported from for torch")
+            backend = open_backend(self.backend, bundle=bundle)
+            return backend, bundle.config, bundle_segmenter(bundle, backend, self.sam_checkpoint)
+        if self.backend != "torch":
+            raise UserError(f"--backend {self.backend} runs an exported bundle; export one with "
+                            f"`lamsc export {self.source or ''} --out BUNDLE` and profile that")
+        model = load_model(self.source)
+        return open_backend("torch", model=model, device=self.device), model.config, build_segmenter(self.sam_checkpoint)
+
+
+def bundle_segmenter(bundle: Bundle, backend: Backend, sam_checkpoint: str | None) -> Segmenter:
+    if bundle.skb["kind"] == "sam":
+        from lamsc.runtime.skb import GraphSamSegmenter
+
+        options = MaskGenerationOptions.from_dict(bundle.skb["mask_generation"])
+        return GraphSamSegmenter(backend, options, bundle.skb.get("source", ""))
+    return build_segmenter(sam_checkpoint)
+
+
+def describe(source: str | Path | None) -> str:
+    return str(source) if source else "the shipped default model"

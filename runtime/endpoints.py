@@ -1,0 +1,66 @@
+"""The edge transmitter and receiver: the same steps as lamsc.semcom's, with the networks on a backend.
+
+``EdgeTransmitter.send`` and ``EdgeReceiver.receive``/``receive_features`` keep the interface of
+lamsc.semcom.transmission's Transmitter and Receiver, so ``transmit`` and the link run on either.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from lamsc.runtime.backends import Backend
+from lamsc.semcom.model import ModelConfig
+from lamsc.semcom.payload import PayloadError, Unpacked, unpack
+from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.transmission import (DIGITAL_DECODER_SNR, Reconstruction, Sent, lost_image, model_inputs,
+                                       pack_features, reconstruction)
+
+
+class EdgeTransmitter:
+    """Segment (SKB), run the transmitter graph, pack with the ASC kernel (CUDA when the features are on a
+    GPU, else the reference). ``seconds`` of each send: segment, encode, pack."""
+
+    def __init__(self, backend: Backend, config: ModelConfig, segmenter: Segmenter, snr_db: float = 10.0,
+                 asc: bool = True):
+        self.backend, self.config, self.segmenter, self.snr_db, self.asc = backend, config, segmenter, snr_db, asc
+        self.pack_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def send(self, image: np.ndarray) -> Sent:
+        t0 = time.perf_counter()
+        segments = self.segmenter.segment(image)
+        t1 = time.perf_counter()
+        x, masks = model_inputs(image, segments, self.config.segments)
+        out = self.backend.run("transmitter", {"image": x.numpy(), "masks": masks.numpy(),
+                                               "snr_db": np.array([self.snr_db], np.float32)})
+        self.backend.synchronize()
+        t2 = time.perf_counter()
+        z = torch.from_numpy(out["z"][0]).to(self.pack_device)
+        depth = torch.from_numpy(out["depth"][0, 0]).to(self.pack_device) if self.asc else None
+        sent = pack_features(z, depth, self.config, image.shape[:2], self.snr_db, segments,
+                             np.zeros(image.shape[:2], np.float32))
+        sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
+        return sent
+
+
+class EdgeReceiver:
+    """Unpack a payload (or take the analog link's features) and run the receiver graph."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def receive(self, payload: bytes, height: int | None = None, width: int | None = None) -> Reconstruction:
+        try:
+            unpacked = unpack(payload)
+        except PayloadError as e:
+            return lost_image(height or 1, width or 1, str(e))
+        return self.receive_features(unpacked, DIGITAL_DECODER_SNR)
+
+    def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
+        f = unpacked.features
+        out = self.backend.run("receiver", {"z": f.values[None], "levels": f.levels[None].astype(np.int64),
+                                            "snr_db": np.array([snr_db], np.float32)})
+        return reconstruction(out, unpacked.height, unpacked.width)
+
