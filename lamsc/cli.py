@@ -11,6 +11,8 @@ from rich.markup import escape
 
 from lamsc import __version__
 from lamsc.commands.demo import demo
+from lamsc.commands.export import export
+from lamsc.commands.profile import profile
 from lamsc.commands.segment import segment
 from lamsc.commands.train import train
 from lamsc.commands.transmit import transmit
@@ -26,6 +28,8 @@ app = typer.Typer(
 app.command()(segment)
 app.command()(train)
 app.command()(transmit)
+app.command()(export)
+app.command()(profile)
 app.command()(demo)
 
 

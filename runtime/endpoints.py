@@ -13,10 +13,9 @@ import torch
 
 from lamsc.runtime.backends import Backend
 from lamsc.semcom.model import ModelConfig
-from lamsc.semcom.payload import PayloadError, Unpacked, unpack
+from lamsc.semcom.payload import Unpacked
 from lamsc.semcom.segmenter import Segmenter
-from lamsc.semcom.transmission import (DIGITAL_DECODER_SNR, Reconstruction, Sent, lost_image, model_inputs,
-                                       pack_features, reconstruction)
+from lamsc.semcom.transmission import Receiver, Reconstruction, Sent, model_inputs, pack_features, reconstruction
 
 
 class EdgeTransmitter:
@@ -45,18 +44,12 @@ class EdgeTransmitter:
         return sent
 
 
-class EdgeReceiver:
-    """Unpack a payload (or take the analog link's features) and run the receiver graph."""
+class EdgeReceiver(Receiver):
+    """Unpack a payload (or take the analog link's features) and run the receiver graph; a damaged payload
+    is a reported loss, as in lamsc.semcom's Receiver, whose ``receive`` this inherits."""
 
     def __init__(self, backend: Backend):
         self.backend = backend
-
-    def receive(self, payload: bytes, height: int | None = None, width: int | None = None) -> Reconstruction:
-        try:
-            unpacked = unpack(payload)
-        except PayloadError as e:
-            return lost_image(height or 1, width or 1, str(e))
-        return self.receive_features(unpacked, DIGITAL_DECODER_SNR)
 
     def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
         f = unpacked.features

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn import functional as F
 
 from lamsc.errors import UserError
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json
+from lamsc.commands.profile import report as report_profile, run_profile
 from lamsc.commands.segment import report as report_segments, segment_images
 from lamsc.commands.transmit import run_link
 from lamsc.semcom.channels import Channel
@@ -30,7 +31,7 @@ def demo(
     model: Optional[Path] = typer.Option(None, help="lamsc model; default: the shipped one."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
-    """Segment the bundled photographs, then transmit them over AWGN at 0, 10 and 20 dB."""
+    """Segment the bundled photographs, transmit them over AWGN at 0, 10 and 20 dB, profile energy per image."""
     segmenter = build_segmenter(checkpoint)
     photos = bundled_photos()
     segmented = segment_images(segmenter, photos, out / "segments")
@@ -39,9 +40,13 @@ def demo(
     net = load_model(model)
     links = {snr: run_link(photos, net, segmenter, Channel("awgn", snr), True, None, None, 0,
                            out / f"awgn_{snr:g}dB") for snr in DEMO_SNRS}
+    # Energy per transmitted image on this machine, for three of the photographs (a Wi-Fi radio at 10 dB).
+    _, profiled = run_profile(str(model) if model else None, None, "torch", "auto", "wifi", "cpu", 10.0, "awgn",
+                              checkpoint, 2, out / "profile", photos=photos[:3])
     if json_out:
         emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,
-                           "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()}})
+                           "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()},
+                           "profile": profiled})
         return
     report_segments(segmenter, None, segmented, False, title="SKB segments of the bundled photographs")
     table = Table(title="LAM-SC over AWGN at 0, 10 and 20 dB (ASC on; @N = at N dB)")
@@ -55,3 +60,4 @@ def demo(
     Console().print(table)
     console.print("mean PSNR " + ", ".join(f"{s:g} dB: {m:.2f}" for s, m in zip(DEMO_SNRS, means)))
     console.print(f"overview: {sheet}; side-by-side pictures under {out}/awgn_*dB/")
+    report_profile(profiled)

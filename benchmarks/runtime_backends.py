@@ -1,0 +1,91 @@
+"""ONNX Runtime (fp32, fp16, int8 bundles) against PyTorch eager on the transmitter and receiver graphs.
+
+    python benchmarks/runtime_backends.py [--repeats 10] [--out benchmarks/results]
+
+Per bundled photograph: the transmitter graph (ASI + encoder + ASC mask) and the receiver graph (decoder)
+on each backend, after a warm-up, median over repeats; ratios against PyTorch eager measured in this one
+run. Writes runtime_backends.{csv,md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lamsc.export.bundle import write_bundle
+from lamsc.export.samples import model_samples
+from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import load_model
+from lamsc.semcom.segmenter import build_segmenter
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = p.parse_args(argv)
+    model, photos = load_model(), bundled_photos()
+    samples = model_samples(model, build_segmenter(None), photos)
+    backends = {"torch eager": TorchBackend(model, device="cpu")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "fp16", "int8"):
+            backends[f"onnxruntime {precision}"] = OnnxRuntimeBackend(
+                write_bundle(model, Path(tmp) / precision, precision, images=photos[:3]))
+        rows = []
+        for i, item in enumerate(photos):
+            for graph in ("transmitter", "receiver"):
+                spec = backends["torch eager"].specs[graph]
+                feeds = {t.name: x.numpy() for t, x in zip(spec.inputs, samples[graph][i])}
+                row = {"image": item.name, "size": "x".join(map(str, item.pixels.shape[:2])), "graph": graph}
+                for name, b in backends.items():
+                    row[name] = median_ms(lambda: b.run(graph, feeds), args.repeats)
+                rows.append(row)
+    names = list(backends)
+    totals = {n: sum(r[n] for r in rows) for n in names}
+    speedup = {n: totals["torch eager"] / totals[n] for n in names}
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"git": git, "device": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "repeats": args.repeats}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "runtime_backends.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["image", "size", "graph", *names])
+        w.writeheader()
+        w.writerows(rows)
+    (args.out / "runtime_backends.json").write_text(json.dumps({"meta": meta, "rows": rows, "total_ms": totals,
+                                                                 "speedup_vs_torch": speedup}, indent=2))
+    lines = [f"# Transmitter + receiver graphs: ONNX Runtime vs PyTorch eager ({meta['cpu_threads']} CPU threads, "
+             f"git {git})", "", "| image | size | graph | " + " | ".join(f"{n} ms" for n in names) + " |",
+             "|---|---|---|" + "---:|" * len(names)]
+    lines += [f"| {r['image']} | {r['size']} | {r['graph']} | " + " | ".join(f"{r[n]:.1f}" for n in names) + " |"
+              for r in rows]
+    lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
+              "| total ms | " + " | ".join(f"{totals[n]:.0f}" for n in names) + " |",
+              "| speed-up vs torch eager | " + " | ".join(f"{speedup[n]:.2f}x" for n in names) + " |"]
+    (args.out / "runtime_backends.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-4:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``lamsc export``: a model (and optionally its SAM knowledge base) to a verified deploy bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lamsc.commands.output import console, emit_json
+from lamsc.semcom.images import bundled_photos, iter_images
+from lamsc.semcom.model import load_model
+
+
+def export(
+    checkpoint: Optional[Path] = typer.Argument(None, help="lamsc model (.safetensors with its .json); "
+                                                "default: the shipped one."),
+    out: Path = typer.Option(Path("lamsc-out/bundle"), help="Bundle folder to write."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (NNCF, calibrated on --images)."),
+    sam_checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint: also export the SKB "
+                                                  "encoder and decoder graphs."),
+    images: Optional[list[Path]] = typer.Option(None, help="Photographs to verify (and calibrate) on; "
+                                                "default: the bundled ones."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
+) -> None:
+    """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
+    from lamsc.export.bundle import write_bundle
+
+    model = load_model(checkpoint)
+    sam, sam_name = None, ""
+    if sam_checkpoint is not None:
+        from lamsc.semcom.sam_checkpoint import load_sam
+
+        sam, arch = load_sam(sam_checkpoint)
+        sam_name = f"{arch.describe()} from {sam_checkpoint.name}"
+    photos = list(iter_images(images)) if images else bundled_photos()
+    with console.status(f"exporting and verifying ({precision}) on {len(photos)} photographs"):
+        bundle = write_bundle(model, out, precision, sam, sam_name, images=photos)
+    if json_out:
+        emit_json("export", bundle.manifest)
+        return
+    table = Table(title=f"bundle {out} ({precision})")
+    for col in ("graph", "file", "MB", "output", "max |err| / range", "SQNR dB", "TensorRT"):
+        table.add_column(col, justify="left" if col in ("graph", "file", "output", "TensorRT") else "right")
+    for name, g in bundle.manifest["graphs"].items():
+        for i, w in enumerate(g["verification"]["worst"]):
+            table.add_row(name if i == 0 else "", g["file"] if i == 0 else "", f"{g['bytes'] / 1e6:.2f}" if i == 0 else "",
+                          w["output"], f"{w['relative']:.2e}", f"{w['sqnr_db']:.1f}",
+                          ("ok" if not g["tensorrt_problems"] else "; ".join(g["tensorrt_problems"])) if i == 0 else "")
+    Console().print(table)
+    console.print(f"verified on {len(photos)} photographs; tolerance per precision in manifest.json. "
+                  f"On the device: {out}/JETSON.md")

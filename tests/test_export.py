@@ -1,0 +1,204 @@
+"""ONNX export: each graph against PyTorch on real photographs, the bundle's integrity, the forms
+TensorRT needs (symmetric int8 Q/DQ, no OneHot-fed Tile), and the TensorRT command line."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch.nn import functional as F
+
+from lamsc.errors import UserError
+from lamsc.export.bundle import BundleError, load_bundle, write_bundle
+from lamsc.export.graph_checks import count_qdq, onehot_shape_problems, qdq_problems, tensorrt_problems
+from lamsc.export.graphs import skb_graphs
+from lamsc.export.onnx_export import compare, export_onnx
+from lamsc.export.samples import skb_samples
+from lamsc.export.tensorrt import build_engine, shape_profile, trtexec_command
+from lamsc.semcom.asi import adaptive_avg_pool
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import load_model
+
+PHOTOS = ("chelsea", "coffee")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return bundled_photos(PHOTOS)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(tmp_path_factory, model, photos):
+    return write_bundle(model, tmp_path_factory.mktemp("b") / "fp32", "fp32", images=photos)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 256, 320), (1, 8, 37, 100), (1, 1, 64, 64), (1, 2, 500, 333)])
+def test_adaptive_pool_as_matrices_is_torchs_adaptive_pool(shape):
+    x = torch.rand(shape, dtype=torch.float64)
+    assert torch.allclose(adaptive_avg_pool(x, 64), F.adaptive_avg_pool2d(x, 64), atol=1e-12)
+
+
+def test_fp32_bundle_matches_pytorch_on_an_unseen_photograph(fp32_bundle, model):
+    from lamsc.export.graphs import model_graphs
+    from lamsc.export.samples import model_samples
+    from lamsc.semcom.segmenter import build_segmenter
+
+    m = fp32_bundle.manifest
+    assert set(m["graphs"]) == {"transmitter", "receiver"} and m["precision"] == "fp32"
+    for g in m["graphs"].values():
+        assert g["tensorrt_problems"] == [] and g["opset"] >= 17
+        assert all(w["relative"] <= 1e-4 for w in g["verification"]["worst"])
+    # a photograph of another size than those verified at export: H and W are dynamic
+    samples = model_samples(model, build_segmenter(None), bundled_photos(["astronaut"]))
+    graphs = model_graphs(model)
+    for name in ("transmitter", "receiver"):
+        for c in compare(graphs[name], graphs[name].spec(), fp32_bundle.path(name), samples[name][0]):
+            assert c.relative < 1e-4, c
+
+
+def test_a_changed_or_missing_graph_is_refused(fp32_bundle, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(fp32_bundle.root, tmp_path / "copy")
+    assert load_bundle(copy).graphs == fp32_bundle.graphs
+    data = bytearray((copy / "receiver.onnx").read_bytes())
+    data[-10] ^= 1
+    (copy / "receiver.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="receiver.onnx does not match its manifest"):
+        load_bundle(copy)
+    (copy / "receiver.onnx").unlink()
+    with pytest.raises(BundleError, match="lacks receiver.onnx"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="not a lamsc bundle"):
+        load_bundle(tmp_path)
+
+
+def test_bundle_writes_the_device_steps(fp32_bundle):
+    script = (fp32_bundle.root / "build_engines.sh").read_text()
+    assert "trtexec --onnx=transmitter.onnx --saveEngine=engines/transmitter.engine" in script
+    assert "--minShapes=image:1x3x64x64" in script
+    assert "Engines are tied to this GPU" in (fp32_bundle.root / "JETSON.md").read_text()
+    libs = fp32_bundle.manifest["libraries"]
+    assert libs["torch"] == torch.__version__.split("+")[0] or libs["torch"].startswith(torch.__version__[:4])
+
+
+def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos):
+    import onnxruntime  # noqa: F401
+
+    fp16 = write_bundle(model, tmp_path / "fp16", "fp16", images=photos)
+    for g in fp16.manifest["graphs"].values():
+        assert all(w["sqnr_db"] >= 25 for w in g["verification"]["worst"])
+    int8 = write_bundle(model, tmp_path / "int8", "int8", images=photos)
+    for name in int8.graphs:
+        graph = onnx.load(str(int8.path(name)))
+        assert count_qdq(graph) > 0
+        assert tensorrt_problems(graph) == []
+        zero_points = [numpy_helper.to_array(t) for t in graph.graph.initializer
+                       if any(t.name == n.input[2] for n in graph.graph.node
+                              if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2)]
+        assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+
+
+def _qdq_graph(zero_point: int, dtype) -> onnx.ModelProto:
+    zp = numpy_helper.from_array(np.array(zero_point, dtype), "zp")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [zp, scale])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_qdq_check_finds_asymmetric_and_unsigned_quantisers():
+    assert qdq_problems(_qdq_graph(0, np.int8)) == []
+    assert any("asymmetric" in p for p in qdq_problems(_qdq_graph(3, np.int8)))
+    assert any("uint8" in p for p in qdq_problems(_qdq_graph(0, np.uint8)))
+
+
+def test_nncf_unsigned_quantisers_become_signed_with_the_same_range():
+    from lamsc.compress.quantise import signed_int8
+
+    import onnxruntime as ort
+
+    x = np.linspace(0, 12.7, 4).astype(np.float32)
+    model = _qdq_graph(0, np.uint8)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    fixed = signed_int8(model)
+    after = ort.InferenceSession(fixed.SerializeToString()).run(None, {"x": x})[0]
+    assert qdq_problems(fixed) == []
+    step = 0.1 * 255 / 127
+    assert np.abs(after - x).max() <= step / 2 + 1e-6 and np.abs(before - x).max() <= 0.05 + 1e-6
+    assert after.max() == pytest.approx(before.max(), abs=step)  # the top of the range is kept
+
+
+def test_skb_decoder_graph_matches_sams_decoder_and_avoids_the_onehot_tile(tiny_sam_checkpoint, tmp_path):
+    """Our decoder graph equals segment_anything's own decoder on point prompts, and, unlike the graph
+    segment_anything's SamOnnxModel exports, has no Tile fed by a OneHot (TensorRT refuses it)."""
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    from lamsc.semcom.sam_checkpoint import load_sam
+
+    sam, _ = load_sam(tiny_sam_checkpoint)
+    graphs = skb_graphs(sam)
+    samples = skb_samples(graphs["skb_encoder"], bundled_photos(["chelsea"]), prompts=4)
+    emb, pts, labels = samples["skb_decoder"][0]
+    with torch.no_grad():
+        ours_masks, ours_iou = graphs["skb_decoder"](emb, pts, labels)
+        sparse, dense = sam.prompt_encoder(points=(pts, labels.int()), boxes=None, masks=None)
+        ref_masks, ref_iou = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
+    assert torch.allclose(ours_masks, ref_masks, atol=1e-4) and torch.allclose(ours_iou, ref_iou, atol=1e-5)
+    for name, module in graphs.items():
+        example = samples[name][0]
+        path = export_onnx(module, module.spec(), example, tmp_path / f"{name}.onnx")
+        assert tensorrt_problems(onnx.load(str(path))) == []
+        assert all(c.relative < 1e-3 for c in compare(module, module.spec(), path, example))
+    theirs = tmp_path / "sam_onnx_model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SamOnnxModel(sam, return_single_mask=False),
+                          (emb, pts.transpose(0, 1), labels.transpose(0, 1), torch.zeros(1, 1, 256, 256),
+                           torch.tensor([0.0]), torch.tensor([300.0, 451.0])), str(theirs),
+                          input_names=["e", "pc", "pl", "mi", "hm", "os"], dynamic_axes={"pc": {1: "n"}, "pl": {1: "n"}},
+                          opset_version=17, dynamo=False)
+    assert onehot_shape_problems(onnx.load(str(theirs)))
+
+
+def test_tensorrt_command_and_profiles(fp32_bundle):
+    spec = fp32_bundle.spec("receiver")
+    prof = shape_profile(spec)
+    assert prof["z"] == ((1, 16, 8, 8), (1, 16, 64, 64), (4, 16, 136, 240))
+    assert prof["levels"][2] == (4, 136, 240) and prof["snr_db"][0] == (1,)
+    cmd = trtexec_command("receiver.onnx", "r.engine", spec, "int8", plugin="libp.so")
+    assert "--int8 --fp16" in cmd and "--dynamicPlugins=libp.so" in cmd
+    assert "--optShapes=z:1x16x64x64,levels:1x64x64,snr_db:1" in cmd
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="TensorRT is not installed"):
+            build_engine(fp32_bundle.path("receiver"), "/tmp/x.engine", spec, "fp32")
+
+
+def test_export_command_writes_a_bundle_and_profile_runs_it(tmp_path, photo):
+    from PIL import Image
+
+    from lamsc.cli import main
+
+    img = tmp_path / "coffee.png"
+    Image.fromarray(photo).save(img)
+    out = tmp_path / "bundle"
+    assert main(["export", "--out", str(out), "--images", str(img)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["verified_on"] == ["coffee"]
+    assert main(["profile", str(out), "--images", str(img), "--repeats", "1", "--out", str(tmp_path / "p")]) == 0
+    result = json.loads((tmp_path / "p" / "profile.json").read_text())
+    assert result["backend"].startswith("onnxruntime")
+    assert main(["profile", str(out), "--backend", "torch", "--images", str(img)]) == 2

@@ -1,0 +1,137 @@
+"""Runtime: the exported bundle end to end against PyTorch, the two-process link, energy meters (against
+closed forms on sysfs-shaped trees), radio airtime, and the profile command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lamsc.errors import UserError
+from lamsc.export.bundle import write_bundle
+from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from lamsc.runtime.deployment import Deployment
+from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
+from lamsc.runtime.energy import JetsonMeter, ModelMeter, RaplMeter, energy_meter, parse_tegrastats
+from lamsc.runtime.latency import Latency
+from lamsc.runtime.link import run_link
+from lamsc.runtime.radio import radio
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import load_model
+from lamsc.semcom.transmission import transmit
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return write_bundle(load_model(), tmp_path_factory.mktemp("b") / "bundle", "fp32",
+                        images=bundled_photos(["chelsea"]))
+
+
+def test_bundle_end_to_end_psnr_is_pytorchs(bundle):
+    model, seg = load_model(), FallbackSegmenter()
+    ends = {name: (EdgeTransmitter(b, model.config, seg, 10.0), EdgeReceiver(b))
+            for name, b in (("torch", TorchBackend(model, device="cpu")), ("ort", OnnxRuntimeBackend(bundle)))}
+    for k, item in enumerate(bundled_photos(["astronaut", "coffee", "rocket"])):
+        r = {name: transmit(item.pixels, tx, rx, Channel("awgn", 10.0), seed=k) for name, (tx, rx) in ends.items()}
+        assert abs(r["torch"].psnr - r["ort"].psnr) < 0.1
+        assert abs(r["torch"].bits - r["ort"].bits) <= 0.01 * r["torch"].bits  # a level may flip at a boundary
+
+
+def test_loopback_link_delivers_everything_clean_and_reports_damage(bundle):
+    images = [p.pixels for p in bundled_photos(["chelsea", "coffee"])]
+    clean = run_link(Deployment(str(bundle.root), "onnxruntime"), images, Channel("digital-qpsk", 25.0))
+    assert clean.errors == [] and clean.delivered == [0, 1] and clean.damaged == [] and clean.missing == []
+    assert all(r["bit_errors"] == 0 for r in clean.received.values())
+    noisy = run_link(Deployment(None, "torch"), images, Channel("digital-qpsk", 4.0))
+    assert noisy.errors == [] and noisy.damaged == [0, 1] and noisy.missing == []
+    assert all(r["bit_errors"] > 0 and r["reason"] for r in noisy.received.values())
+
+
+def _rapl_tree(root, energies, max_range):
+    for i, e in enumerate(energies):
+        z = root / f"intel-rapl:{i}"
+        z.mkdir(parents=True)
+        (z / "energy_uj").write_text(str(e))
+        (z / "max_energy_range_uj").write_text(str(max_range))
+        (root / f"intel-rapl:{i}:0").mkdir()  # a subzone: must not be counted twice
+
+
+def test_rapl_counts_across_wraparound(tmp_path):
+    _rapl_tree(tmp_path, [999_000_000, 5_000_000], 1_000_000_000)
+    meter = RaplMeter(tmp_path)
+    with meter.measure() as w:
+        (tmp_path / "intel-rapl:0" / "energy_uj").write_text("500000")        # wrapped: +1.5 J
+        (tmp_path / "intel-rapl:1" / "energy_uj").write_text("7000000")       # +2 J
+    assert w.reading.joules == pytest.approx(3.5) and not w.reading.estimate
+    assert "rapl (2 packages)" == w.reading.source
+
+
+def test_jetson_rails_integrate_power(tmp_path):
+    hw = tmp_path / "hwmon3"
+    hw.mkdir()
+    (hw / "name").write_text("ina3221\n")
+    for n, label, mv, ma in ((1, "VDD_IN", 5000, 1000), (2, "VDD_CPU_GPU_CV", 1000, 500)):
+        (hw / f"in{n}_label").write_text(label)
+        (hw / f"in{n}_input").write_text(str(mv))
+        (hw / f"curr{n}_input").write_text(str(ma))
+    meter = JetsonMeter(tmp_path, period_s=0.002)
+    assert meter.power_w() == pytest.approx(5.0)  # VDD_IN alone: it already includes the other rails
+    import time
+
+    with meter.measure() as w:
+        time.sleep(0.2)
+    assert w.reading.watts == pytest.approx(5.0, rel=0.02)
+    assert parse_tegrastats("RAM 2/7 VDD_IN 5012mW/4980mW VDD_CPU_GPU_CV 602mW/600mW") == {
+        "VDD_IN": 5.012, "VDD_CPU_GPU_CV": 0.602}
+
+
+def test_meters_say_what_they_are():
+    assert isinstance(energy_meter("auto"), ModelMeter)  # no counter on this machine
+    m = ModelMeter("orin-nano")
+    assert m.estimate and "estimate" in m.source and m.watts == 15.0
+    with pytest.raises(UserError, match="not available|needs nvidia-ml-py"):
+        energy_meter("nvml")
+    with pytest.raises(UserError, match="unknown energy meter"):
+        energy_meter("joulemeter")
+
+
+def test_radio_airtime_and_energy_closed_forms():
+    wifi, lora, lte = radio("wifi"), radio("lora"), radio("lte")
+    assert wifi.airtime_s(10.0, channel_uses=13_000_000) == pytest.approx(1.0)
+    assert wifi.energy_j(10.0, channel_uses=1_300_000) == pytest.approx(0.1 * 0.18 * 3.3)
+    assert lora.airtime_s(10.0, bits=5469) == pytest.approx(1.0)
+    # 16-QAM 1/2 is the best MCS at 10 dB: 2 bits per channel use
+    assert wifi.airtime_s(10.0, bits=26_000_000) == pytest.approx(1.0)
+    t = lte.airtime_s(10.0, bits=14_400_000)
+    assert t == pytest.approx(1.0) and lte.energy_j(10.0, bits=14_400_000) == pytest.approx(1.28804 + 0.43839 * 14.4)
+    assert radio("nbiot").bits_per_use(30.0) == pytest.approx(4 / 3)  # capped at QPSK 2/3
+    assert wifi.airtime_s(-5.0, bits=100) == float("inf")  # below the most robust MCS nothing gets through
+
+
+def test_latency_percentiles_are_numpys():
+    s = [0.001 * i for i in range(1, 101)]
+    lat = Latency.of(s)
+    assert lat.median_ms == pytest.approx(np.median(s) * 1e3) and lat.p99_ms == pytest.approx(np.percentile(s, 99) * 1e3)
+
+
+def test_profile_command_reports_energy_with_its_source(tmp_path, photo):
+    from PIL import Image
+
+    from lamsc.cli import main
+
+    img = tmp_path / "coffee.png"
+    Image.fromarray(photo).save(img)
+    assert main(["profile", "--images", str(img), "--repeats", "2", "--radio", "lte", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "profile.json").read_text())
+    row = result["images"][0]
+    assert result["energy_meter"]["estimate"] and result["energy_meter"]["source"].startswith("model")
+    e = row["lamsc"]["energy"]
+    assert e["total_j"] == pytest.approx(e["compute_j"] + e["radio_j"]) and e["radio_j"] > 0
+    assert sum(e["stages_j"].values()) == pytest.approx(e["compute_j"])
+    assert set(row["lamsc"]["latency"]) >= {"segment", "encode", "pack", "total", "receive"}
+    assert row["jpeg"]["psnr"] >= row["lamsc"]["psnr"] or row["jpeg"]["quality"] == 95
+    assert row["lamsc"]["bits"] > 0 and 15 < row["lamsc"]["psnr"] < 40
+    assert (tmp_path / "energy.png").stat().st_size > 10_000
