@@ -135,3 +135,23 @@ def test_profile_command_reports_energy_with_its_source(tmp_path, photo):
     assert row["jpeg"]["psnr"] >= row["lamsc"]["psnr"] or row["jpeg"]["quality"] == 95
     assert row["lamsc"]["bits"] > 0 and 15 < row["lamsc"]["psnr"] < 40
     assert (tmp_path / "energy.png").stat().st_size > 10_000
+
+
+def test_segment_everything_on_the_exported_skb_graphs(tiny_sam_checkpoint, tmp_path):
+    """A bundle with SAM graphs segments through them; masks, boxes and areas agree with each other."""
+    from lamsc.runtime.skb import GraphSamSegmenter
+    from lamsc.semcom.sam_checkpoint import load_sam
+    from lamsc.semcom.segmenter import MaskGenerationOptions
+    from lamsc.semcom.segments import Segments
+
+    sam, arch = load_sam(tiny_sam_checkpoint)
+    photos = bundled_photos(["chelsea"])
+    b = write_bundle(load_model(), tmp_path / "b", "fp32", sam=sam, sam_name="tiny", images=photos)
+    assert set(b.graphs) == {"transmitter", "receiver", "skb_encoder", "skb_decoder"}
+    # random weights: no mask would pass SAM's default quality filters, so open them
+    options = MaskGenerationOptions(points_per_side=4, pred_iou_thresh=-10.0, stability_score_thresh=0.0)
+    seg = GraphSamSegmenter(OnnxRuntimeBackend(b), options).segment(photos[0].pixels)
+    assert len(seg.masks) > 0 and seg.masks.shape[1:] == photos[0].pixels.shape[:2]
+    ref = Segments.from_masks(seg.masks, seg.scores, "ref")
+    nonempty = seg.areas > 0
+    assert (seg.boxes[nonempty] == ref.boxes[nonempty]).all() and (seg.areas == ref.areas).all()
