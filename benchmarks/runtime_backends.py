@@ -43,9 +43,10 @@ def median_ms(fn, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--photos", type=int, default=10, help="how many of the bundled photographs")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)
-    model, photos = load_model(), bundled_photos()
+    model, photos = load_model(), bundled_photos()[: args.photos]
     samples = model_samples(model, build_segmenter(None), photos)
     backends = {"torch eager": TorchBackend(model, device="cpu")}
     with tempfile.TemporaryDirectory() as tmp:
