@@ -19,25 +19,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lamsc.export.bundle import write_bundle
 from lamsc.export.samples import model_samples
 from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from lamsc.runtime.latency import Latency
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.segmenter import build_segmenter
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
+    fn()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return Latency.of(times).median_ms
 
 
 def main(argv: list[str] | None = None) -> int:

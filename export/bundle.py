@@ -170,11 +170,12 @@ def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], preci
         w = failed[0]
         raise UserError(f"{spec.name} output {w['output']} in {precision} is off PyTorch by {w['relative']:.3g} of its "
                         f"range, SQNR {w['sqnr_db']:.1f} dB (tolerance {tolerance}); export in a higher precision")
-    problems = tensorrt_problems(onnx.load(str(path)))
-    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "opset": 17,
+    graph = onnx.load(str(path))
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "opset": opset,
             **spec.to_dict(), "verification": {"tolerance": tolerance, "samples": len(samples),
                                                "worst": list(worst.values())},
-            "tensorrt_problems": problems}
+            "tensorrt_problems": tensorrt_problems(graph)}
 
 
 def write_device_steps(out: Path, manifest: dict) -> None:

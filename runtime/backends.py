@@ -16,6 +16,7 @@ from lamsc.errors import UserError
 from lamsc.export.bundle import Bundle
 from lamsc.export.graphs import GraphSpec, model_graphs, skb_graphs
 from lamsc.semcom.model import LamscModel
+from lamsc.semcom.segmenter import torch_device
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -33,8 +34,7 @@ class TorchBackend:
     """The PyTorch modules the graphs are exported from, eager, on CUDA when present."""
 
     def __init__(self, model: LamscModel, sam: torch.nn.Module | None = None, device: str = "auto"):
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
+        self.device = torch_device(device)
         self.modules = model_graphs(model.to(self.device))
         if sam is not None:
             self.modules.update(skb_graphs(sam.to(self.device)))

@@ -54,7 +54,7 @@ class SamSegmenter:
     def __init__(self, model: torch.nn.Module, arch: SamArchitecture, source: str = "",
                  options: MaskGenerationOptions | None = None, device: str = "auto"):
         self.options = options or MaskGenerationOptions()
-        self.device = _device(device)
+        self.device = torch_device(device)
         self.model = model.to(self.device)
         self.arch = arch
         self.name = f"{arch.describe()}" + (f" from {source}" if source else "")
@@ -98,7 +98,7 @@ def build_segmenter(checkpoint: str | Path | None = None, model_type: str = "aut
     return SamSegmenter(model, arch, Path(checkpoint).name, options, device)
 
 
-def _device(device: str) -> torch.device:
+def torch_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

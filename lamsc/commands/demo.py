@@ -41,7 +41,7 @@ def demo(
     links = {snr: run_link(photos, net, segmenter, Channel("awgn", snr), True, None, None, 0,
                            out / f"awgn_{snr:g}dB") for snr in DEMO_SNRS}
     # Energy per transmitted image on this machine, for three of the photographs (a Wi-Fi radio at 10 dB).
-    _, profiled = run_profile(str(model) if model else None, None, "torch", "auto", "wifi", "cpu", 10.0, "awgn",
+    profiled = run_profile(str(model) if model else None, None, "torch", "auto", "wifi", "cpu", 10.0, "awgn",
                               checkpoint, 2, out / "profile", photos=photos[:3])
     if json_out:
         emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,

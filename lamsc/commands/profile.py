@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, progress
+from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment, describe
 from lamsc.runtime.energy import METERS, energy_meter
 from lamsc.runtime.radio import RADIOS, radio as radio_preset
@@ -37,7 +38,7 @@ def profile(
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
     """Profile bits, quality, per-stage latency (median/p90/p99) and energy per transmitted image."""
-    rows, result = run_profile(source, images, backend, energy, radio, device_profile, snr, channel, sam_checkpoint,
+    result = run_profile(source, images, backend, energy, radio, device_profile, snr, channel, sam_checkpoint,
                                repeats, out)
     if json_out:
         emit_json("profile", result)
@@ -54,8 +55,7 @@ def run_profile(source, images, backend, energy, radio, device_profile, snr, cha
 
     ch = Channel(channel, snr)
     rad = radio_preset(radio)
-    deployment = Deployment(str(source) if source else None, backend or ("onnxruntime" if source and
-                            (Path(source) / "manifest.json").is_file() else "torch"),
+    deployment = Deployment(str(source) if source else None, backend or ("onnxruntime" if is_bundle(source) else "torch"),
                             str(sam_checkpoint) if sam_checkpoint else None)
     backend_obj, config, segmenter = deployment.open()
     meter = energy_meter(energy, device_profile, cores=torch.get_num_threads() if device_profile == "cpu" else 1)
@@ -75,7 +75,7 @@ def run_profile(source, images, backend, energy, radio, device_profile, snr, cha
     title = (f"{result['backend']}, {ch.name} {snr:g} dB, {rad.name}; compute energy: {meter.source}")
     plot_energy(rows, out / "energy.png", title)
     result["files"] = {"json": str(out / "profile.json"), "png": str(out / "energy.png")}
-    return rows, result
+    return result
 
 
 def report(result: dict) -> None:
