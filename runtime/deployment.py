@@ -29,7 +29,7 @@ class Deployment:
 
     def open(self) -> tuple[Backend, ModelConfig, Segmenter]:
         """Build the backend, the model config and the SKB segmenter this deployment runs."""
-        if self.is_bundle:
+        if self.source and Path(self.source).is_dir():  # a folder can only be a bundle; load_bundle says what is missing
             bundle = load_bundle(self.source)
             if self.backend == "torch":
                 raise UserError(f"{self.source} is an exported bundle: run it with --backend onnxruntime or "
