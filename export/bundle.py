@@ -98,11 +98,14 @@ def library_versions() -> dict:
 
 def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sam: torch.nn.Module | None = None,
                  sam_name: str = "", segmenter: Segmenter | None = None, images: list[NamedImage] | None = None,
-                 mask_options: MaskGenerationOptions | None = None, budget: dict | None = None) -> Bundle:
+                 mask_options: MaskGenerationOptions | None = None, budget: dict | None = None,
+                 int8_for: str = "tensorrt") -> Bundle:
     """Export ``model`` (and ``sam``'s encoder/decoder when given) to a verified bundle in ``out``.
 
     ``images`` (default: the bundled photographs) are what each graph is verified on against PyTorch and,
     for int8, what NNCF calibrates on; ``segmenter`` (default: the fallback) gives their SKB masks.
+    ``int8_for`` is "tensorrt" (signed int8 Q/DQ only) or "onnxruntime" (uint8 activations where NNCF
+    chose them, faster in ONNX Runtime on x86 CPUs).
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -133,11 +136,12 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
                 from lamsc.compress.quantise import quantise_onnx
 
                 feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
-                quantise_onnx(fp32, final, feeds, transformer=name.startswith("skb"))
+                quantise_onnx(fp32, final, feeds, transformer=name.startswith("skb"), tensorrt=int8_for == "tensorrt")
             entries[name] = graph_entry(module, spec, final, samples[name], precision)
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "lamsc": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
+        "int8_for": int8_for if precision == "int8" else None,
         "model": json.loads(model.config.to_json()),
         "skb": ({"kind": "sam", "source": sam_name, "mask_generation": (mask_options or MaskGenerationOptions()).to_dict()}
                 if sam is not None else {"kind": "fallback"}),

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lamsc import __version__
+from lamsc.commands.compress import compress
 from lamsc.commands.demo import demo
 from lamsc.commands.export import export
 from lamsc.commands.profile import profile
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.command()(segment)
 app.command()(train)
 app.command()(transmit)
+app.command()(compress)
 app.command()(export)
 app.command()(profile)
 app.command()(demo)

@@ -40,6 +40,16 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+class SubPixelUpsample(nn.Sequential):
+    """conv to 4 x cout channels, then PixelShuffle(2): (B, cin, h, w) -> (B, cout, 2h, 2w).
+
+    Its own type so that pruning (lamsc.compress.prune) knows output channel c is conv channels 4c..4c+3.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2))
+
+
 class _Stage(nn.Module):
     """conv (strided down or pixel-shuffled up) -> GELU -> residual block -> FiLM(SNR)."""
 
@@ -48,7 +58,7 @@ class _Stage(nn.Module):
         if direction == "down":
             self.resample = nn.Conv2d(cin, cout, 5, stride=2, padding=2)
         else:
-            self.resample = nn.Sequential(nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2))
+            self.resample = SubPixelUpsample(cin, cout)
         self.act = nn.GELU()
         self.res = ResBlock(cout)
         self.film = FiLM(cout)

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lamsc.errors import UserError
+from lamsc.semcom.architecture import apply as apply_architecture
 from lamsc.semcom.asc import MaskNetwork, levels_to_mask, straight_through_mask
 from lamsc.semcom.asi import ASI
 from lamsc.semcom.codec import Decoder, Encoder
@@ -39,6 +40,7 @@ class ModelConfig:
     seg_classes: int = 0        # segmentation head classes (0 = none)
     snr_range: tuple[float, float] = (0.0, 20.0)
     trained: dict = field(default_factory=dict)  # provenance: data, steps, segmenter, recipe
+    architecture: dict = field(default_factory=dict)  # pruned widths (semcom.architecture); {} = as built
     version: int = CONFIG_VERSION
 
     def to_json(self) -> str:
@@ -130,6 +132,8 @@ class LamscModel(nn.Module):
             state = load_file(str(weights))
         except Exception as e:  # safetensors raises its own error types for damaged headers
             raise UserError(f"{weights} is not a readable safetensors file ({e}); copy it again") from None
+        if model.config.architecture:  # a pruned model: reshape the built one to the saved widths
+            apply_architecture(model, model.config.architecture, state)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError:

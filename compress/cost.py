@@ -1,0 +1,117 @@
+"""What a model costs per image on a target: measured where the target is at hand, else the cost model.
+
+Targets:
+- ``cpu``: this machine's CPU, measured with ONNX Runtime on the exported graphs (the deployed runtime);
+- ``gpu``: ONNX Runtime's CUDA provider, measured, when a GPU is present;
+- a named device profile (lamsc.runtime.devices: orin-nano, orin-nx, agx-orin, xavier-nx): estimated.
+
+The cost model is a roofline: time = max(2 x MACs / (peak x efficiency), weight bytes / bandwidth) per
+image, energy = time x the module's active power. ``EFFICIENCY`` is the fraction of datasheet peak a
+compiled vision network reaches; it is a stated assumption, not fitted. ``lamsc compress --target cpu``
+evaluates the same model on the "cpu" profile beside the measurement, so its error is printed every run.
+MACs count every multiply-accumulate PyTorch dispatches (torch.utils.flop_counter), attention included.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lamsc.compress.budget import Cost
+from lamsc.errors import UserError
+from lamsc.runtime.devices import DEVICES, device_profile
+from lamsc.runtime.energy import energy_meter
+
+MEASURED_TARGETS = ("cpu", "gpu")
+EFFICIENCY = 0.3  # of datasheet peak: typical of TensorRT/ORT on convolutional and ViT encoders
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+
+    def __post_init__(self):
+        if self.name not in MEASURED_TARGETS and self.name not in DEVICES:
+            raise UserError(f"unknown target {self.name!r}; choose cpu, gpu or one of "
+                            f"{', '.join(d for d in DEVICES if d != 'cpu')}")
+        if self.name == "gpu":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise UserError("--target gpu needs ONNX Runtime's CUDA provider and a GPU, neither found here; "
+                                "use --target cpu or a device profile such as orin-nano")
+
+    @property
+    def measured(self) -> bool:
+        return self.name in MEASURED_TARGETS
+
+    def profile_name(self) -> str:
+        """The device profile whose power (and, for the cost model, rates) describes this target."""
+        return "cpu" if self.name in MEASURED_TARGETS else self.name
+
+    def providers(self) -> list[str]:
+        return ["CUDAExecutionProvider"] if self.name == "gpu" else ["CPUExecutionProvider"]
+
+
+def count_macs(module: torch.nn.Module, inputs: tuple) -> int:
+    """Multiply-accumulates of one forward pass (FLOPs / 2, as torch's flop counter counts 2 per MAC)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return int(counter.get_total_flops() // 2)
+
+
+def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], target: Target,
+                 repeats: int = 7, warmup: int = 2) -> list[tuple[float, float, str]]:
+    """Median latency (ms) and energy (mJ) per image of each model, and the energy source.
+
+    A model is its graph files, run in turn on their feeds. The models are timed round-robin, one image
+    each per round, so that whatever else loads the machine meanwhile weighs on all of them alike and
+    their ratios hold even when the absolute figures drift.
+    """
+    from lamsc.export.onnx_export import session
+
+    runs = [[(session(f, target.providers()), feed) for f, feed in zip(files, feeds)] for files, feeds in models]
+    meter = energy_meter("auto", target.profile_name(), os.cpu_count() or 1)
+    seconds = [[] for _ in runs]
+    joules = [[] for _ in runs]
+    for round_ in range(warmup + repeats):
+        for i, graphs in enumerate(runs):
+            with meter.measure() as window:
+                t0 = time.perf_counter()
+                for s, feed in graphs:
+                    s.run(None, feed)
+                elapsed = time.perf_counter() - t0
+            if round_ >= warmup:
+                seconds[i].append(elapsed)
+                joules[i].append(window.reading.joules)
+    return [(float(np.median(s) * 1e3), float(np.median(j) * 1e3), meter.source) for s, j in zip(seconds, joules)]
+
+
+def estimate(macs: int, params: int, precision: str, profile: str, cores: int = 1) -> tuple[float, float]:
+    """Cost-model latency (ms) and energy (mJ) of one image on a named device profile."""
+    p = device_profile(profile)
+    scale = cores if profile == "cpu" else 1  # the "cpu" profile is one core
+    compute_s = 2 * macs / (p.peak_tflops(precision) * 1e12 * scale * EFFICIENCY)
+    memory_s = params * BYTES_PER_WEIGHT[precision] / (p.memory_gbps * 1e9)
+    seconds = max(compute_s, memory_s)
+    return seconds * 1e3, seconds * p.active_w * scale * 1e3
+
+
+def cost_of(files: list[Path], macs: int, params: int, precision: str, target: Target,
+            measured: tuple[float, float, str] | None = None) -> tuple[Cost, dict]:
+    """The candidate's cost on ``target`` (``measured`` from ``measure_onnx`` on measured targets) and, for
+    those, the cost model's estimate beside the measurement."""
+    size = sum(Path(f).stat().st_size for f in files)
+    est_ms, est_mj = estimate(macs, params, precision, target.profile_name(), os.cpu_count() or 1)
+    if not target.measured:
+        return Cost(est_ms, est_mj, params, size, macs, f"cost model ({target.name}, estimate)"), {}
+    ms, mj, source = measured
+    check = {"estimated_ms": round(est_ms, 3), "measured_ms": round(ms, 3), "error": round(est_ms / ms - 1, 4)}
+    return Cost(ms, mj, params, size, macs, f"measured on {target.name} (ONNX Runtime); energy: {source}"), check

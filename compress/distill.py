@@ -1,0 +1,167 @@
+"""Distillation: the uncompressed model teaches its compressed copy, on real photographs; resumable.
+
+- ``distil_codec``: output distillation of the codec and heads. Teacher and student see the same crop,
+  segments, SNR and channel noise, and the student is held to the teacher's ASC levels, so the payload
+  size stays the teacher's; the loss is the student's image against the teacher's image and the photo,
+  its depth map against the teacher's, and its task logits against the teacher's.
+- ``distil_encoder``: feature distillation of the SKB image encoder (MobileSAM's and NanoSAM's recipe):
+  mean squared error between the student's and the teacher's 256 x 64 x 64 image embeddings. Teacher
+  embeddings are computed once per photograph and cached, because the teacher is the slow part.
+
+Every ``checkpoint_every`` steps the student and the trainer state are written to ``out``; running again
+with the same folder resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.model import LamscModel
+from lamsc.semcom.training import Batches, TrainingImage
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 300
+    crop: int = 128
+    batch: int = 8
+    lr: float = 3e-4
+    teacher_weight: float = 1.0   # student image vs teacher image, beside student image vs photo
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+class _Resumable:
+    """Step, optimiser and RNG state beside the student, written atomically."""
+
+    def __init__(self, out: Path, opt: torch.optim.Optimizer, gen: torch.Generator):
+        self.file, self.opt, self.gen = out / "distill_state.pt", opt, gen
+        self.state = {"step": 0, "history": []}
+        if self.file.is_file():
+            saved = torch.load(self.file, weights_only=True)
+            opt.load_state_dict(saved.pop("optimizer"))
+            gen.set_state(saved.pop("rng"))
+            self.state = saved
+
+    def save(self) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        torch.save({**self.state, "optimizer": self.opt.state_dict(), "rng": self.gen.get_state()}, tmp)
+        tmp.replace(self.file)
+
+
+def _cosine_lr(opt, lr: float, step: int, total: int) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def distil_codec(teacher: LamscModel, student: LamscModel, images: list[TrainingImage], cfg: DistillConfig,
+                 out: Path, progress=None) -> LamscModel:
+    """Train ``student`` (a pruned copy of ``teacher``) to reproduce it; writes ``out/model.*``."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "distill_state.pt").is_file():
+        student.load_state_dict(LamscModel.load(out / "model").state_dict())
+    teacher.eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    run = _Resumable(out, opt, gen)
+    batches = Batches(images, student.config.segments, cfg.crop, cfg.batch, cfg.seed + run.state["step"])
+    lo, hi = student.config.snr_range
+    student.train()
+    while run.state["step"] < cfg.steps:
+        _cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
+        batch = batches.next()
+        x, masks = batch["x"], batch["masks"]
+        snr = lo + (hi - lo) * torch.rand(x.shape[0], generator=gen)
+        with torch.no_grad():
+            t_enc = teacher.encode(x, masks, snr)
+        s_enc = student.encode(x, masks, snr, levels=t_enc["levels"])
+        depth = student.mask_net(s_enc["z"], F.avg_pool2d(s_enc["importance"], 8), snr)
+        noise_state = gen.get_state()
+        t_rx, s_rx = (_through_channel(e["z"], e["mask"], snr, gen, noise_state) for e in (t_enc, s_enc))
+        with torch.no_grad():
+            t_out = teacher.decode(t_rx, t_enc["levels"], snr)
+        s_out = student.decode(s_rx, t_enc["levels"], snr)
+        loss = F.mse_loss(s_out["image"], x) + cfg.teacher_weight * F.mse_loss(s_out["image"], t_out["image"])
+        loss = loss + 0.01 * F.mse_loss(depth, t_enc["depth"])
+        for key in ("class_logits", "seg_logits"):
+            if key in t_out:
+                loss = loss + 0.01 * F.mse_loss(s_out[key], t_out[key])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        run.state["step"] += 1
+        with torch.no_grad():
+            gap = float(10 * torch.log10(F.mse_loss(s_out["image"], x) / F.mse_loss(t_out["image"], x)))
+        run.state["history"].append({"step": run.state["step"], "loss": float(loss), "psnr_gap_db": gap})
+        if progress is not None:
+            progress(run.state["step"], cfg.steps, run.state["history"][-1])
+        if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
+            student.save(out / "model")
+            run.save()
+    return student.eval()
+
+
+def _through_channel(z, mask, snr, gen, noise_state):
+    """AWGN on each image's features; the same noise draw for teacher and student."""
+    gen.set_state(noise_state)
+    return torch.stack([analog_real(z[i].reshape(1, -1), Channel("awgn", float(snr[i])), gen)[0]
+                        for i in range(z.shape[0])]).view_as(z) * mask
+
+
+def distil_encoder(teacher: torch.nn.Module, student: torch.nn.Module, inputs: list[torch.Tensor],
+                   cfg: DistillConfig, out: Path, save, progress=None) -> torch.nn.Module:
+    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024)).
+
+    ``save(student, path_without_suffix)`` writes the student in its own format (lamsc.semcom.skb_files).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    teacher.eval().requires_grad_(False)
+    with torch.no_grad():
+        targets = [teacher(x) for x in inputs]
+    if (out / "distill_state.pt").is_file():
+        from safetensors.torch import load_file
+
+        student.load_state_dict(load_file(str(out / "student_weights.safetensors")))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
+    run = _Resumable(out, opt, gen)
+    student.train()
+    while run.state["step"] < cfg.steps:
+        _cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
+        pick = torch.randint(len(inputs), (cfg.batch,), generator=gen).tolist()
+        x, y = torch.cat([inputs[i] for i in pick]), torch.cat([targets[i] for i in pick])
+        pred = student(x)
+        loss = F.mse_loss(pred, y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        run.state["step"] += 1
+        with torch.no_grad():
+            cos = float(F.cosine_similarity(pred.flatten(2), y.flatten(2), dim=1).mean())
+        run.state["history"].append({"step": run.state["step"], "loss": float(loss), "cosine": cos})
+        if progress is not None:
+            progress(run.state["step"], cfg.steps, run.state["history"][-1])
+        if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()},
+                      str(out / "student_weights.safetensors"))
+            run.save()
+    student.eval()
+    save(student, out / "student")
+    return student
+
+
+def embedding_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over positions of the cosine between two (B, C, h, w) embeddings along C."""
+    return float(F.cosine_similarity(a.flatten(2), b.flatten(2), dim=1).mean())
+
+

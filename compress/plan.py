@@ -1,0 +1,190 @@
+"""Planning: search prune ratios and precisions, cost and score every candidate, pick the best in budget.
+
+Each codec candidate is the model pruned at one ratio (lamsc.compress.prune), distilled from the
+uncompressed teacher (lamsc.compress.distill), exported to a verified bundle at one precision
+(lamsc.export.bundle; int8 through NNCF), then
+- costed on the target (lamsc.compress.cost: ONNX Runtime measured here, or the cost model), and
+- scored end to end, as deployed: the bundle's graphs in ONNX Runtime, the payload through AWGN at
+  ``snr_db``, PSNR and SSIM of the reconstruction against the photograph.
+The teacher itself is candidate ``prune-0.00-fp32``, costed and scored in the same run. The chosen
+candidate is the highest PSNR among those within budget; with none within budget, the plan says which
+came closest (the smallest largest cost/limit ratio).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lamsc.compress.budget import Budget, Cost
+from lamsc.compress.cost import Target, cost_of, count_macs, measure_onnx
+from lamsc.compress.distill import DistillConfig, distil_codec
+from lamsc.compress.prune import count_parameters, prune_codec
+from lamsc.errors import UserError
+from lamsc.semcom.images import NamedImage
+from lamsc.semcom.model import LamscModel
+from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.training import TrainingImage
+
+
+@dataclass
+class PlanConfig:
+    ratios: tuple[float, ...] = (0.0, 0.25, 0.4, 0.55)
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    snr_db: float = 10.0
+    size: int = 512             # latency is measured on a size x size image
+    repeats: int = 7
+
+
+@dataclass
+class Candidate:
+    name: str
+    ratio: float
+    precision: str
+    cost: Cost | None = None
+    quality: dict = field(default_factory=dict)   # psnr, ssim (dB, 0..1), per-image lists
+    cost_model_check: dict = field(default_factory=dict)
+    bundle: Path | None = None
+    model: Path | None = None
+    rejected: str = ""          # why it could not be built (e.g. int8 verification failed)
+    workload: dict = field(default_factory=dict, repr=False)  # files, feeds, MACs, params: what is costed
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "ratio": self.ratio, "precision": self.precision,
+                "cost": self.cost.to_dict() if self.cost else None, "quality": self.quality,
+                "cost_model_check": self.cost_model_check, "bundle": str(self.bundle) if self.bundle else None,
+                "model": str(self.model) if self.model else None, "rejected": self.rejected}
+
+
+@dataclass
+class Plan:
+    budget: Budget
+    target: Target
+    candidates: list[Candidate]
+    chosen: Candidate | None
+    closest: Candidate | None
+
+    @property
+    def teacher(self) -> Candidate:
+        return self.candidates[0]
+
+    def pareto(self) -> list[Candidate]:
+        """Candidates no other beats on both latency and PSNR."""
+        ok = [c for c in self.candidates if c.cost is not None]
+        return [c for c in ok if not any(
+            o.cost.latency_ms <= c.cost.latency_ms and o.quality["psnr"] >= c.quality["psnr"]
+            and (o.cost.latency_ms < c.cost.latency_ms or o.quality["psnr"] > c.quality["psnr"]) for o in ok)]
+
+
+def candidate_precisions(cfg: PlanConfig, target: Target) -> tuple[str, ...]:
+    """fp16 only where the target runs it natively (GPUs and Jetsons, not this CPU's ONNX Runtime)."""
+    extra = ("fp16",) if target.name != "cpu" and "fp16" not in cfg.precisions else ()
+    return tuple(cfg.precisions) + extra
+
+
+def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[TrainingImage],
+               evaluation: list[NamedImage], segmenter: Segmenter, cfg: PlanConfig, work: Path,
+               progress=None) -> Plan:
+    """Build, cost and score every candidate under ``work``; choose one."""
+    say = progress or (lambda *a, **k: None)
+    if 0.0 not in cfg.ratios:
+        raise ValueError("the ratios must include 0.0: the teacher is costed and scored as a candidate")
+    segments = {item.name: segmenter.segment(item.pixels) for item in evaluation}
+    candidates = []
+    for ratio in sorted(cfg.ratios):
+        folder = work / f"prune-{ratio:.2f}"
+        student = teacher
+        if ratio > 0:
+            say(f"pruning {ratio:.0%} and distilling ({cfg.distill.steps} steps)")
+            student = prune_codec(teacher, ratio)
+            student = distil_codec(teacher, student, train, cfg.distill, folder / "distill",
+                                   progress=lambda s, n, logs: say(None, step=(s, n, logs)))
+        model_file = student.save(folder / "model")
+        for precision in candidate_precisions(cfg, target):
+            c = Candidate(f"prune-{ratio:.2f}-{precision}", ratio, precision, model=model_file)
+            say(f"{c.name}: export, verify, cost and score")
+            try:
+                evaluate(c, student, target, evaluation, segments, segmenter, cfg, folder / f"bundle-{precision}")
+            except UserError as e:  # an export the verification refuses is a rejected candidate, not a crash
+                c.rejected = str(e)
+            candidates.append(c)
+    if candidates[0].rejected:
+        raise UserError(f"the uncompressed model could not be exported: {candidates[0].rejected}")
+    built = [c for c in candidates if not c.rejected]
+    say(f"costing {len(built)} candidates on {target.name}")
+    cost_all(built, target, cfg.repeats)
+    budget = budget.resolve(candidates[0].cost)
+    within = [c for c in built if budget.meets(c.cost)]
+    chosen = max(within, key=lambda c: (c.quality["psnr"], -c.cost.latency_ms)) if within else None
+    closest = min(built, key=lambda c: budget.excess(c.cost))
+    return Plan(budget, target, candidates, chosen, closest)
+
+
+def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[NamedImage], segments: dict,
+             segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path) -> None:
+    """Export ``model`` at the candidate's precision, then cost and score it (fills ``c`` in)."""
+    import torch
+
+    from lamsc.export.bundle import write_bundle
+    from lamsc.export.graphs import model_graphs
+    from lamsc.runtime.backends import OnnxRuntimeBackend
+
+    bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation,
+                          int8_for="onnxruntime" if target.name == "cpu" else "tensorrt")
+    c.bundle = bundle_dir
+    graphs = model_graphs(model)
+    tx_in = graphs["transmitter"].example(cfg.size, cfg.size)
+    with torch.no_grad():
+        z, depth = graphs["transmitter"](*tx_in)
+    levels = torch.full(z.shape[:1] + z.shape[2:], model.config.num_levels, dtype=torch.long)
+    rx_in = (z, levels, tx_in[2])
+    c.workload = {"files": [bundle.path("transmitter"), bundle.path("receiver")],
+                  "feeds": [{t.name: x.numpy() for t, x in zip(graphs[g].spec().inputs, inputs)}
+                            for g, inputs in (("transmitter", tx_in), ("receiver", rx_in))],
+                  "macs": count_macs(graphs["transmitter"], tx_in) + count_macs(graphs["receiver"], rx_in),
+                  "params": count_parameters(model)}
+    c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), model, evaluation, segments,
+                             cfg.snr_db)
+
+
+def cost_all(candidates: list[Candidate], target: Target, repeats: int) -> None:
+    """Cost every candidate; on measured targets all are timed in one interleaved pass."""
+    measured = (measure_onnx([(c.workload["files"], c.workload["feeds"]) for c in candidates], target, repeats)
+                if target.measured else [None] * len(candidates))
+    for c, m in zip(candidates, measured):
+        w = c.workload
+        c.cost, c.cost_model_check = cost_of(w["files"], w["macs"], w["params"], c.precision, target, m)
+
+
+class _Segments:
+    """A segmenter that replays segments computed once (every candidate sees the same SKB output)."""
+
+    name = "segments computed once per photograph"
+    next = None
+
+    def segment(self, image):
+        return self.next
+
+
+def link_quality(backend, model: LamscModel, evaluation: list[NamedImage], segments: dict,
+                 snr_db: float) -> dict:
+    """Mean PSNR/SSIM of the whole link (transmitter graph, payload, AWGN, receiver graph) per photograph."""
+    from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
+    from lamsc.semcom.channels import Channel
+    from lamsc.semcom.transmission import transmit
+
+    replay = _Segments()
+    tx = EdgeTransmitter(backend, model.config, replay, snr_db)
+    rx = EdgeReceiver(backend)
+    psnr, ssim = [], []
+    for i, item in enumerate(evaluation):
+        replay.next = segments[item.name]
+        result = transmit(item.pixels, tx, rx, Channel("awgn", snr_db), seed=i)
+        psnr.append(result.psnr)
+        ssim.append(result.ssim)
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "snr_db": snr_db,
+            "per_image_psnr": [round(p, 3) for p in psnr], "images": [i.name for i in evaluation]}

@@ -1,0 +1,109 @@
+"""What a plan leaves behind: ``compress.json``, ``report.md`` (the table) and ``pareto.png``.
+
+The JSON is ``{"name": "compress", "results": {...}}`` with the budget, the target, the teacher's and the
+chosen candidate's cost and quality, every candidate, and the cost model's error on measured targets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+from lamsc.compress.plan import Plan
+
+
+def results(plan: Plan, extra: dict | None = None) -> dict:
+    checks = [c.cost_model_check["error"] for c in plan.candidates if c.cost_model_check]
+    return {
+        "budget": {k: v for k, v in plan.budget.to_dict().items()},
+        "target": plan.target.name,
+        "teacher": plan.teacher.to_dict(),
+        "chosen": plan.chosen.to_dict() if plan.chosen else None,
+        "closest": plan.closest.to_dict() if plan.closest else None,
+        "pareto": [c.name for c in plan.pareto()],
+        "cost_model_error": ({"median_abs": round(float(np.median(np.abs(checks))), 4),
+                              "max_abs": round(float(np.max(np.abs(checks))), 4), "n": len(checks)}
+                             if checks else None),
+        "candidates": [c.to_dict() for c in plan.candidates],
+        **(extra or {}),
+    }
+
+
+def table_rows(plan: Plan) -> list[list[str]]:
+    teacher = plan.teacher
+    pareto = {c.name for c in plan.pareto()}
+    rows = []
+    for c in plan.candidates:
+        if c.cost is None:
+            rows.append([c.name, "rejected"] + [""] * (len(HEADER) - 2))
+            continue
+        mark = "chosen" if plan.chosen is c else ("pareto" if c.name in pareto else "")
+        within = "yes" if plan.budget.meets(c.cost) else "no"
+        rows.append([c.name, f"{c.cost.latency_ms:.1f}", f"{c.cost.latency_ms / teacher.cost.latency_ms:.2f}",
+                     f"{c.cost.energy_mj:.1f}", f"{c.cost.params / 1e3:.0f}k", f"{c.cost.bytes / 1e6:.2f}",
+                     f"{c.cost.macs / 1e9:.2f}", f"{c.quality['psnr']:.2f}",
+                     f"{c.quality['psnr'] - teacher.quality['psnr']:+.2f}", f"{c.quality['ssim']:.3f}",
+                     within, mark])
+    return rows
+
+
+HEADER = ["candidate", "latency ms", "x teacher", "energy mJ", "params", "MB", "GMACs", "PSNR dB", "dPSNR",
+          "SSIM", "in budget", ""]
+
+
+def write(plan: Plan, out: Path, extra: dict | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    res = results(plan, extra)
+    (out / "compress.json").write_text(json.dumps({"name": "compress", "results": res}, indent=2))
+    lines = [f"# lamsc compress: {plan.budget.describe()} on {plan.target.name}", "",
+             f"Cost: {plan.teacher.cost.how}. Quality: whole link at {plan.teacher.quality['snr_db']:g} dB AWGN, "
+             f"mean over {', '.join(plan.teacher.quality['images'])}.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r + [""] * (len(HEADER) - len(r))) + " |" for r in table_rows(plan)]
+    if res["cost_model_error"]:
+        e = res["cost_model_error"]
+        lines += ["", f"Cost model against measurement: median |error| {e['median_abs']:.0%}, "
+                      f"worst {e['max_abs']:.0%} over {e['n']} candidates."]
+    lines += ["", f"Chosen: {plan.chosen.name}" if plan.chosen else
+              f"No candidate meets the budget; closest: {plan.closest.name} ({plan.closest.cost.describe()})"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    plot_pareto(plan, out / "pareto.png")
+    return res
+
+
+def plot_pareto(plan: Plan, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    built = [c for c in plan.candidates if c.cost is not None]
+    front = sorted(plan.pareto(), key=lambda c: c.cost.latency_ms)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for precision, marker in (("fp32", "o"), ("fp16", "s"), ("int8", "^")):
+        pts = [c for c in built if c.precision == precision]
+        if pts:
+            ax.scatter([c.cost.latency_ms for c in pts], [c.quality["psnr"] for c in pts], marker=marker,
+                       label=precision, zorder=3)
+    ax.plot([c.cost.latency_ms for c in front], [c.quality["psnr"] for c in front], "k--", lw=1,
+            label="Pareto front")
+    for c in built:
+        ax.annotate(f"{c.ratio:.2f}", (c.cost.latency_ms, c.quality["psnr"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    if "latency_ms" in plan.budget.limits:
+        ax.axvline(plan.budget.limits["latency_ms"], color="C3", lw=1, label="latency budget")
+    if plan.chosen:
+        ax.scatter([plan.chosen.cost.latency_ms], [plan.chosen.quality["psnr"]], s=160, facecolors="none",
+                   edgecolors="C3", label=f"chosen: {plan.chosen.name}", zorder=4)
+    ax.set(xlabel=f"latency per image (ms, {plan.target.name})", ylabel="PSNR (dB), whole link",
+           title="compressed candidates (labels: prune ratio)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+

@@ -1,0 +1,151 @@
+"""``lamsc compress``: a lamsc model to a budget on a target (prune, distil, quantise, plan)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lamsc.commands.output import console, emit_json, progress
+from lamsc.errors import UserError
+from lamsc.semcom.images import bundled_photos, iter_images
+from lamsc.semcom.model import load_model
+from lamsc.semcom.segmenter import build_segmenter
+
+
+def compress(
+    checkpoint: Optional[Path] = typer.Argument(None, help="lamsc model (.safetensors with its .json); "
+                                                "default: the shipped one."),
+    budget: str = typer.Option(..., help="Limits per image, e.g. latency-ms=60,params=400k,energy-mj=300,"
+                               "bytes=2M,macs=5G."),
+    target: str = typer.Option("cpu", help="cpu | gpu (measured here) | orin-nano | orin-nx | agx-orin | "
+                               "xavier-nx (cost model)."),
+    out: Path = typer.Option(Path("lamsc-out/compressed"), help="Folder for the chosen model, its bundle and "
+                             "the report."),
+    ratios: str = typer.Option("0,0.25,0.4,0.55", help="Prune ratios to try (0 = the teacher, always tried)."),
+    precisions: str = typer.Option("fp32,int8", help="Precisions to try; fp16 is added on GPU/Jetson targets."),
+    steps: int = typer.Option(300, help="Distillation steps per pruned candidate."),
+    data: Optional[list[Path]] = typer.Option(None, help="Photograph folders to distil on; default: the bundled "
+                                              "photographs."),
+    images: Optional[list[Path]] = typer.Option(None, help="Photographs to score on; default: the bundled ones."),
+    snr: float = typer.Option(10.0, help="AWGN SNR (dB) at which candidates are scored."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
+    score each over the link, and keep the best within budget (or exit 2 naming the closest)."""
+    results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr)
+    if json_out:
+        emit_json("compress", results)
+    else:
+        report(results, out)
+    if results["chosen"] is None:
+        c = results["closest"]
+        raise UserError(f"no candidate meets the budget ({results['budget_text']}); closest is {c['name']} at "
+                        f"{c['cost_text']}; relax the budget or try larger --ratios")
+
+
+def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = "0,0.25,0.4,0.55",
+                 precisions: str = "fp32,int8", steps: int = 300, data=None, images=None, snr: float = 10.0,
+                 progress_bar: bool = True) -> dict:
+    from lamsc.compress import report as compress_report
+    from lamsc.compress.budget import Budget
+    from lamsc.compress.cost import Target
+    from lamsc.compress.distill import DistillConfig
+    from lamsc.compress.plan import PlanConfig, plan_codec
+    from lamsc.semcom.training import prepare
+
+    limits, where = Budget.parse(budget), Target(target)
+    cfg = PlanConfig(ratios=_floats(ratios, "--ratios"), precisions=_words(precisions),
+                     distill=DistillConfig(steps=steps), snr_db=snr)
+    teacher = load_model(checkpoint)
+    segmenter = build_segmenter(None)
+    train_photos = list(iter_images(data)) if data else bundled_photos()
+    evaluation = list(iter_images(images)) if images else bundled_photos()
+    console.print(f"budget: {limits.describe()} on {where.name}; {len(cfg.ratios)} prune ratios x "
+                  f"{', '.join(cfg.precisions)}; distil on {len(train_photos)}, score on {len(evaluation)} photographs")
+    with progress() as bar:
+        task = bar.add_task("SKB segments for distillation", total=len(train_photos))
+        prepared = prepare(train_photos, segmenter, teacher.config.segments, None, lambda: bar.advance(task))
+        distil_task = None
+
+        def say(message, step=None):
+            nonlocal distil_task
+            if message is not None:
+                console.print(message)
+                if distil_task is not None:
+                    bar.remove_task(distil_task)
+                    distil_task = None
+                return
+            s, n, logs = step
+            if distil_task is None:
+                distil_task = bar.add_task("distil", total=n)
+            bar.update(distil_task, completed=s, description=f"distil loss={logs['loss']:.4g} "
+                                                             f"gap={logs['psnr_gap_db']:+.2f} dB")
+
+        plan = plan_codec(teacher, limits, where, prepared, evaluation, segmenter, cfg, out / "candidates", say)
+    extra = {"checkpoint": str(checkpoint) if checkpoint else "shipped default",
+             "distilled_on": [str(d) for d in data] if data else "bundled photographs",
+             "budget_text": plan.budget.describe(), "plan": {**dataclasses.asdict(cfg)}}
+    if plan.chosen is not None:
+        chosen = load_model(plan.chosen.model)
+        chosen.config = dataclasses.replace(chosen.config, trained={
+            **chosen.config.trained, "compressed": {"from": extra["checkpoint"], "candidate": plan.chosen.name,
+                                                    "budget": plan.budget.to_dict(), "target": where.name}})
+        extra["model"] = str(chosen.save(out / "model"))
+        if (out / "bundle").exists():
+            shutil.rmtree(out / "bundle")
+        shutil.copytree(plan.chosen.bundle, out / "bundle")
+        extra["bundle"] = str(out / "bundle")
+    results = compress_report.write(plan, out, extra)
+    if plan.closest is not None:
+        results["closest"]["cost_text"] = plan.closest.cost.describe()
+    (out / "compress.json").write_text(json.dumps({"name": "compress", "results": results}, indent=2))
+    return results
+
+
+def report(results: dict, out: Path) -> None:
+    from lamsc.compress.report import HEADER
+
+    table = Table(title=f"lamsc compress: {results['budget_text']} on {results['target']}")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("candidate", "") else "right")
+    for row in (out / "report.md").read_text().splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if row.startswith("| ") and cells[0] != "candidate":
+            table.add_row(*cells[:len(HEADER)])
+    Console(width=max(Console().width, 150)).print(table)
+    for c in results["candidates"]:
+        if c["rejected"]:
+            console.print(f"{c['name']} rejected: {c['rejected']}")
+    e = results["cost_model_error"]
+    if e:
+        console.print(f"cost model vs measured latency: median |error| {e['median_abs']:.0%}, worst {e['max_abs']:.0%}")
+    if results["chosen"]:
+        t, c = results["teacher"], results["chosen"]
+        console.print(f"chosen {c['name']}: {c['cost']['latency_ms']:.1f} ms vs {t['cost']['latency_ms']:.1f} ms, "
+                      f"PSNR {c['quality']['psnr']:.2f} vs {t['quality']['psnr']:.2f} dB -> {results['model']}")
+    console.print(f"report: {out / 'report.md'}, {out / 'pareto.png'}, {out / 'compress.json'}")
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted({0.0, *(float(v) for v in text.split(",") if v.strip())}))
+    except ValueError:
+        raise UserError(f"{flag} {text!r} is not a comma-separated list of numbers") from None
+    if any(not 0 <= v < 1 for v in values):
+        raise UserError(f"{flag}: prune ratios must be in [0, 1)")
+    return values
+
+
+def _words(text: str) -> tuple[str, ...]:
+    words = tuple(w.strip() for w in text.split(",") if w.strip())
+    bad = [w for w in words if w not in ("fp32", "fp16", "int8")]
+    if bad or not words:
+        raise UserError(f"--precisions {text!r}: choose from fp32, fp16, int8")
+    return words
