@@ -67,6 +67,7 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     if (out / "distill_state.pt").is_file():
         student.load_state_dict(LamscModel.load(out / "model").state_dict())
     teacher.eval().requires_grad_(False)
+    student.requires_grad_(True)  # a copy of the teacher may have been made after it was frozen
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     run = _Resumable(out, opt, gen)
@@ -99,7 +100,7 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
         run.state["step"] += 1
         with torch.no_grad():
             gap = float(10 * torch.log10(F.mse_loss(s_out["image"], x) / F.mse_loss(t_out["image"], x)))
-        run.state["history"].append({"step": run.state["step"], "loss": float(loss), "psnr_gap_db": gap})
+        run.state["history"].append({"step": run.state["step"], "loss": float(loss.detach()), "psnr_gap_db": gap})
         if progress is not None:
             progress(run.state["step"], cfg.steps, run.state["history"][-1])
         if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
@@ -116,13 +117,12 @@ def _through_channel(z, mask, snr, gen, noise_state):
 
 
 def distil_encoder(teacher: torch.nn.Module, student: torch.nn.Module, inputs: list[torch.Tensor],
-                   cfg: DistillConfig, out: Path, save, progress=None) -> torch.nn.Module:
-    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024)).
-
-    ``save(student, path_without_suffix)`` writes the student in its own format (lamsc.semcom.skb_files).
-    """
+                   cfg: DistillConfig, out: Path, progress=None) -> torch.nn.Module:
+    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024)); the
+    student's weights are checkpointed in ``out`` (the caller saves the finished SKB in its own format)."""
     out.mkdir(parents=True, exist_ok=True)
     teacher.eval().requires_grad_(False)
+    student.requires_grad_(True)
     with torch.no_grad():
         targets = [teacher(x) for x in inputs]
     if (out / "distill_state.pt").is_file():
@@ -146,7 +146,7 @@ def distil_encoder(teacher: torch.nn.Module, student: torch.nn.Module, inputs: l
         run.state["step"] += 1
         with torch.no_grad():
             cos = float(F.cosine_similarity(pred.flatten(2), y.flatten(2), dim=1).mean())
-        run.state["history"].append({"step": run.state["step"], "loss": float(loss), "cosine": cos})
+        run.state["history"].append({"step": run.state["step"], "loss": float(loss.detach()), "cosine": cos})
         if progress is not None:
             progress(run.state["step"], cfg.steps, run.state["history"][-1])
         if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
@@ -155,9 +155,7 @@ def distil_encoder(teacher: torch.nn.Module, student: torch.nn.Module, inputs: l
             save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()},
                       str(out / "student_weights.safetensors"))
             run.save()
-    student.eval()
-    save(student, out / "student")
-    return student
+    return student.eval()
 
 
 def embedding_cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -67,17 +67,18 @@ class Plan:
     candidates: list[Candidate]
     chosen: Candidate | None
     closest: Candidate | None
+    metric: str = "psnr"        # the quality figure the plan maximises (psnr for the codec, cosine for the SKB)
 
     @property
     def teacher(self) -> Candidate:
         return self.candidates[0]
 
     def pareto(self) -> list[Candidate]:
-        """Candidates no other beats on both latency and PSNR."""
-        ok = [c for c in self.candidates if c.cost is not None]
+        """Candidates no other beats on both latency and quality."""
+        ok, q = [c for c in self.candidates if c.cost is not None], self.metric
         return [c for c in ok if not any(
-            o.cost.latency_ms <= c.cost.latency_ms and o.quality["psnr"] >= c.quality["psnr"]
-            and (o.cost.latency_ms < c.cost.latency_ms or o.quality["psnr"] > c.quality["psnr"]) for o in ok)]
+            o.cost.latency_ms <= c.cost.latency_ms and o.quality[q] >= c.quality[q]
+            and (o.cost.latency_ms < c.cost.latency_ms or o.quality[q] > c.quality[q]) for o in ok)]
 
 
 def candidate_precisions(cfg: PlanConfig, target: Target) -> tuple[str, ...]:

@@ -32,8 +32,21 @@ def results(plan: Plan, extra: dict | None = None) -> dict:
     }
 
 
+def header(plan: Plan) -> list[str]:
+    quality = ["PSNR dB", "dPSNR", "SSIM"] if plan.metric == "psnr" else ["cosine", "dcosine", "mask IoU"]
+    return ["candidate", "latency ms", "x teacher", "energy mJ", "params", "MB", "GMACs", *quality, "in budget", ""]
+
+
+def _quality_cells(plan: Plan, c) -> list[str]:
+    t = plan.teacher.quality
+    if plan.metric == "psnr":
+        return [f"{c.quality['psnr']:.2f}", f"{c.quality['psnr'] - t['psnr']:+.2f}", f"{c.quality['ssim']:.3f}"]
+    return [f"{c.quality['cosine']:.4f}", f"{c.quality['cosine'] - t['cosine']:+.4f}", f"{c.quality['iou']:.3f}"]
+
+
 def table_rows(plan: Plan) -> list[list[str]]:
     teacher = plan.teacher
+    HEADER = header(plan)
     pareto = {c.name for c in plan.pareto()}
     rows = []
     for c in plan.candidates:
@@ -44,22 +57,19 @@ def table_rows(plan: Plan) -> list[list[str]]:
         within = "yes" if plan.budget.meets(c.cost) else "no"
         rows.append([c.name, f"{c.cost.latency_ms:.1f}", f"{c.cost.latency_ms / teacher.cost.latency_ms:.2f}",
                      f"{c.cost.energy_mj:.1f}", f"{c.cost.params / 1e3:.0f}k", f"{c.cost.bytes / 1e6:.2f}",
-                     f"{c.cost.macs / 1e9:.2f}", f"{c.quality['psnr']:.2f}",
-                     f"{c.quality['psnr'] - teacher.quality['psnr']:+.2f}", f"{c.quality['ssim']:.3f}",
-                     within, mark])
+                     f"{c.cost.macs / 1e9:.2f}", *_quality_cells(plan, c), within, mark])
     return rows
-
-
-HEADER = ["candidate", "latency ms", "x teacher", "energy mJ", "params", "MB", "GMACs", "PSNR dB", "dPSNR",
-          "SSIM", "in budget", ""]
 
 
 def write(plan: Plan, out: Path, extra: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     res = results(plan, extra)
     (out / "compress.json").write_text(json.dumps({"name": "compress", "results": res}, indent=2))
+    HEADER = header(plan)
+    what = (f"whole link at {plan.teacher.quality['snr_db']:g} dB AWGN" if plan.metric == "psnr" else
+            "SKB embedding cosine and mask IoU against the teacher")
     lines = [f"# lamsc compress: {plan.budget.describe()} on {plan.target.name}", "",
-             f"Cost: {plan.teacher.cost.how}. Quality: whole link at {plan.teacher.quality['snr_db']:g} dB AWGN, "
+             f"Cost: {plan.teacher.cost.how}. Quality: {what}, "
              f"mean over {', '.join(plan.teacher.quality['images'])}.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r + [""] * (len(HEADER) - len(r))) + " |" for r in table_rows(plan)]
@@ -80,26 +90,28 @@ def plot_pareto(plan: Plan, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    q = plan.metric
     built = [c for c in plan.candidates if c.cost is not None]
     front = sorted(plan.pareto(), key=lambda c: c.cost.latency_ms)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for precision, marker in (("fp32", "o"), ("fp16", "s"), ("int8", "^")):
         pts = [c for c in built if c.precision == precision]
         if pts:
-            ax.scatter([c.cost.latency_ms for c in pts], [c.quality["psnr"] for c in pts], marker=marker,
+            ax.scatter([c.cost.latency_ms for c in pts], [c.quality[q] for c in pts], marker=marker,
                        label=precision, zorder=3)
-    ax.plot([c.cost.latency_ms for c in front], [c.quality["psnr"] for c in front], "k--", lw=1,
+    ax.plot([c.cost.latency_ms for c in front], [c.quality[q] for c in front], "k--", lw=1,
             label="Pareto front")
     for c in built:
-        ax.annotate(f"{c.ratio:.2f}", (c.cost.latency_ms, c.quality["psnr"]), fontsize=7,
+        ax.annotate(c.name if q != "psnr" else f"{c.ratio:.2f}", (c.cost.latency_ms, c.quality[q]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     if "latency_ms" in plan.budget.limits:
         ax.axvline(plan.budget.limits["latency_ms"], color="C3", lw=1, label="latency budget")
     if plan.chosen:
-        ax.scatter([plan.chosen.cost.latency_ms], [plan.chosen.quality["psnr"]], s=160, facecolors="none",
+        ax.scatter([plan.chosen.cost.latency_ms], [plan.chosen.quality[q]], s=160, facecolors="none",
                    edgecolors="C3", label=f"chosen: {plan.chosen.name}", zorder=4)
-    ax.set(xlabel=f"latency per image (ms, {plan.target.name})", ylabel="PSNR (dB), whole link",
-           title="compressed candidates (labels: prune ratio)")
+    ax.set(xlabel=f"latency per image (ms, {plan.target.name})",
+           ylabel="PSNR (dB), whole link" if q == "psnr" else "embedding cosine vs teacher",
+           title="compressed candidates" + (" (labels: prune ratio)" if q == "psnr" else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

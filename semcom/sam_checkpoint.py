@@ -35,6 +35,7 @@ class SamArchitecture:
     depth: int = 0
     num_heads: int = 0
     global_attn_indexes: tuple[int, ...] = ()
+    variant: str = ""           # "" for an official-shape model; "pruned ...", "resnet18 student ..." otherwise
 
     @property
     def model_type(self) -> str:
@@ -48,9 +49,10 @@ class SamArchitecture:
 
     def describe(self) -> str:
         if self.family == "mobilesam":
-            return "MobileSAM vit_t (TinyViT)"
+            return "MobileSAM vit_t (TinyViT)" + (f", {self.variant}" if self.variant else "")
         what = self.model_type if self.model_type != "custom" else "custom ViT"
-        return f"SAM {what} (dim {self.embed_dim}, depth {self.depth}, {self.num_heads} heads)"
+        return (f"SAM {what} (dim {self.embed_dim}, depth {self.depth}, {self.num_heads} heads)"
+                + (f", {self.variant}" if self.variant else ""))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -108,6 +110,10 @@ def load_sam(path: str | Path, model_type: str = "auto") -> tuple[torch.nn.Modul
     """
     if model_type != "auto" and model_type not in MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}; choose auto or one of {', '.join(MODEL_TYPES)}")
+    from lamsc.semcom.skb_student import is_skb_file, load_skb
+
+    if is_skb_file(path):  # compressed by lamsc: safetensors + JSON, built from its base architecture
+        return load_skb(path, _build)
     state_dict = read_state_dict(path)
     arch = infer_architecture(state_dict, path)
     if model_type != "auto" and model_type != arch.model_type:

@@ -35,11 +35,17 @@ def compress(
                                               "photographs."),
     images: Optional[list[Path]] = typer.Option(None, help="Photographs to score on; default: the bundled ones."),
     snr: float = typer.Option(10.0, help="AWGN SNR (dB) at which candidates are scored."),
+    sam: Optional[Path] = typer.Option(None, "--sam", help="Compress this SAM/MobileSAM checkpoint's image encoder "
+                                       "(the SKB) instead of the codec: pruned and ResNet-18 student candidates."),
+    students: str = typer.Option("768", help="With --sam: ResNet-18 student input sizes to try ('' for none)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
     score each over the link, and keep the best within budget (or exit 2 naming the closest)."""
-    results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr)
+    if sam is not None:
+        results = run_compress_skb(sam, budget, target, out, ratios, students, steps, data, images)
+    else:
+        results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr)
     if json_out:
         emit_json("compress", results)
     else:
@@ -52,7 +58,8 @@ def compress(
 
 def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = "0,0.25,0.4,0.55",
                  precisions: str = "fp32,int8", steps: int = 300, data=None, images=None, snr: float = 10.0,
-                 progress_bar: bool = True) -> dict:
+                 photos=None) -> dict:
+    """The compress job; ``photos`` (NamedImages) replaces both --data and --images when given."""
     from lamsc.compress import report as compress_report
     from lamsc.compress.budget import Budget
     from lamsc.compress.cost import Target
@@ -65,29 +72,14 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
                      distill=DistillConfig(steps=steps), snr_db=snr)
     teacher = load_model(checkpoint)
     segmenter = build_segmenter(None)
-    train_photos = list(iter_images(data)) if data else bundled_photos()
-    evaluation = list(iter_images(images)) if images else bundled_photos()
+    train_photos = photos or (list(iter_images(data)) if data else bundled_photos())
+    evaluation = photos or (list(iter_images(images)) if images else bundled_photos())
     console.print(f"budget: {limits.describe()} on {where.name}; {len(cfg.ratios)} prune ratios x "
                   f"{', '.join(cfg.precisions)}; distil on {len(train_photos)}, score on {len(evaluation)} photographs")
     with progress() as bar:
         task = bar.add_task("SKB segments for distillation", total=len(train_photos))
         prepared = prepare(train_photos, segmenter, teacher.config.segments, None, lambda: bar.advance(task))
-        distil_task = None
-
-        def say(message, step=None):
-            nonlocal distil_task
-            if message is not None:
-                console.print(message)
-                if distil_task is not None:
-                    bar.remove_task(distil_task)
-                    distil_task = None
-                return
-            s, n, logs = step
-            if distil_task is None:
-                distil_task = bar.add_task("distil", total=n)
-            bar.update(distil_task, completed=s, description=f"distil loss={logs['loss']:.4g} "
-                                                             f"gap={logs['psnr_gap_db']:+.2f} dB")
-
+        say = _reporter(bar)
         plan = plan_codec(teacher, limits, where, prepared, evaluation, segmenter, cfg, out / "candidates", say)
     extra = {"checkpoint": str(checkpoint) if checkpoint else "shipped default",
              "distilled_on": [str(d) for d in data] if data else "bundled photographs",
@@ -109,16 +101,66 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
     return results
 
 
-def report(results: dict, out: Path) -> None:
-    from lamsc.compress.report import HEADER
+def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, ratios: str, students: str,
+                     steps: int, data=None, images=None) -> dict:
+    from lamsc.compress import report as compress_report
+    from lamsc.compress.budget import Budget
+    from lamsc.compress.cost import Target
+    from lamsc.compress.skb import SkbPlanConfig, plan_skb
+    from lamsc.semcom.sam_checkpoint import load_sam
 
+    limits, where = Budget.parse(budget), Target(target)
+    cfg = SkbPlanConfig(ratios=_floats(ratios, "--ratios"), students=tuple(int(v) for v in _floats_raw(students)))
+    cfg.distill.steps = steps
+    teacher, arch = load_sam(sam_checkpoint)
+    train_photos = list(iter_images(data)) if data else bundled_photos()
+    evaluation = list(iter_images(images)) if images else bundled_photos()
+    console.print(f"SKB {arch.describe()}: budget {limits.describe()} on {where.name}; distil on "
+                  f"{len(train_photos)}, score on {len(evaluation)} photographs")
+    with progress() as bar:
+        plan = plan_skb(teacher, arch, limits, where, train_photos, evaluation, cfg, out / "candidates",
+                        _reporter(bar, "cosine"))
+    extra = {"checkpoint": str(sam_checkpoint), "part": "skb", "budget_text": plan.budget.describe(),
+             "distilled_on": [str(d) for d in data] if data else "bundled photographs",
+             "plan": dataclasses.asdict(cfg)}
+    if plan.chosen is not None:
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(plan.chosen.model.with_suffix(suffix), (out / "skb").with_suffix(suffix))
+        extra["model"] = str((out / "skb").with_suffix(".safetensors"))
+    results = compress_report.write(plan, out, extra)
+    results["closest"]["cost_text"] = plan.closest.cost.describe()
+    (out / "compress.json").write_text(json.dumps({"name": "compress", "results": results}, indent=2))
+    return results
+
+
+def _reporter(bar, figure: str = "psnr_gap_db"):
+    """Messages as lines; distillation steps as one progress bar per candidate."""
+    task = None
+
+    def say(message, step=None):
+        nonlocal task
+        if message is not None:
+            console.print(message)
+            if task is not None:
+                bar.remove_task(task)
+                task = None
+            return
+        s, n, logs = step
+        if task is None:
+            task = bar.add_task("distil", total=n)
+        bar.update(task, completed=s, description=f"distil loss={logs['loss']:.4g} {figure}={logs[figure]:+.3f}")
+
+    return say
+
+
+def report(results: dict, out: Path) -> None:
     table = Table(title=f"lamsc compress: {results['budget_text']} on {results['target']}")
+    lines = [row for row in (out / "report.md").read_text().splitlines() if row.startswith("| ")]
+    HEADER = [c.strip() for c in lines[0].strip("|").split("|")]
     for col in HEADER:
         table.add_column(col, justify="left" if col in ("candidate", "") else "right")
-    for row in (out / "report.md").read_text().splitlines():
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if row.startswith("| ") and cells[0] != "candidate":
-            table.add_row(*cells[:len(HEADER)])
+    for row in lines[1:]:
+        table.add_row(*[c.strip() for c in row.strip("|").split("|")][:len(HEADER)])
     Console(width=max(Console().width, 150)).print(table)
     for c in results["candidates"]:
         if c["rejected"]:
@@ -126,7 +168,11 @@ def report(results: dict, out: Path) -> None:
     e = results["cost_model_error"]
     if e:
         console.print(f"cost model vs measured latency: median |error| {e['median_abs']:.0%}, worst {e['max_abs']:.0%}")
-    if results["chosen"]:
+    if results["chosen"] and results.get("part") == "skb":
+        t, c = results["teacher"], results["chosen"]
+        console.print(f"chosen {c['name']}: {c['cost']['latency_ms']:.1f} ms vs {t['cost']['latency_ms']:.1f} ms, "
+                      f"cosine {c['quality']['cosine']:.4f}, mask IoU {c['quality']['iou']:.3f} -> {results['model']}")
+    elif results["chosen"]:
         t, c = results["teacher"], results["chosen"]
         console.print(f"chosen {c['name']}: {c['cost']['latency_ms']:.1f} ms vs {t['cost']['latency_ms']:.1f} ms, "
                       f"PSNR {c['quality']['psnr']:.2f} vs {t['quality']['psnr']:.2f} dB -> {results['model']}")
@@ -141,6 +187,13 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     if any(not 0 <= v < 1 for v in values):
         raise UserError(f"{flag}: prune ratios must be in [0, 1)")
     return values
+
+
+def _floats_raw(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def _words(text: str) -> tuple[str, ...]:

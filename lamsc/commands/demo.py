@@ -11,6 +11,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from lamsc.commands.compress import report as report_compress, run_compress
 from lamsc.commands.output import console, emit_json
 from lamsc.commands.profile import report as report_profile, run_profile
 from lamsc.commands.segment import report as report_segments, segment_images
@@ -22,6 +23,9 @@ from lamsc.semcom.overlay import contact_sheet
 from lamsc.semcom.segmenter import build_segmenter
 
 DEMO_SNRS = (0.0, 10.0, 20.0)
+# The demo's compression: one pruned candidate, briefly distilled, so the whole job stays a few minutes.
+# `lamsc compress` defaults (and the README's figures) search more ratios with 300-800 steps.
+DEMO_BUDGET, DEMO_RATIOS, DEMO_STEPS = "latency-ms=60%", "0.5", 40
 
 
 def demo(
@@ -43,10 +47,13 @@ def demo(
     # Energy per transmitted image on this machine, for three of the photographs (a Wi-Fi radio at 10 dB).
     profiled = run_profile(str(model) if model else None, None, "torch", "auto", "wifi", "cpu", 10.0, "awgn",
                               checkpoint, 2, out / "profile", photos=photos[:3])
+    # Compress the model to a budget of 60% of its own latency on this CPU.
+    compressed = run_compress(model, DEMO_BUDGET, "cpu", out / "compressed", DEMO_RATIOS, "fp32", DEMO_STEPS,
+                              photos=photos[:4])
     if json_out:
         emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,
                            "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()},
-                           "profile": profiled})
+                           "profile": profiled, "compress": compressed})
         return
     report_segments(segmenter, None, segmented, False, title="SKB segments of the bundled photographs")
     table = Table(title="LAM-SC over AWGN at 0, 10 and 20 dB (ASC on; @N = at N dB)")
@@ -61,3 +68,7 @@ def demo(
     console.print("mean PSNR " + ", ".join(f"{s:g} dB: {m:.2f}" for s, m in zip(DEMO_SNRS, means)))
     console.print(f"overview: {sheet}; side-by-side pictures under {out}/awgn_*dB/")
     report_profile(profiled)
+    report_compress(compressed, out / "compressed")
+    if compressed["chosen"] is None:
+        console.print(f"no candidate met {compressed['budget_text']} this time; closest: "
+                      f"{compressed['closest']['name']} ({compressed['closest']['cost_text']})")

@@ -1,0 +1,143 @@
+"""Compressing the SKB image encoder: pruned and student candidates, distilled, costed and scored.
+
+Candidates: the teacher itself; the teacher pruned at each ratio (lamsc.compress.prune_sam); a ResNet-18
+student (NanoSAM's route, lamsc.semcom.skb_student) at each input size. Every compressed candidate is
+distilled from the teacher's embeddings on the photographs (lamsc.compress.distill), exported to ONNX
+(the ``skb_encoder`` graph, fixed 1024 x 1024) and timed in ONNX Runtime in one interleaved pass with the
+teacher. Quality against the teacher on the scoring photographs:
+- embedding cosine: mean over the 64 x 64 positions of the cosine along the 256 channels;
+- mask IoU: SAM's mask decoder on a grid of point prompts, once on the teacher's embedding and once on
+  the candidate's; the mask the teacher ranks best per prompt, IoU of the two binary masks, mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lamsc.compress.budget import Budget
+from lamsc.compress.cost import Target, cost_of, count_macs, measure_onnx
+from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosine
+from lamsc.compress.plan import Candidate, Plan
+from lamsc.compress.prune import count_parameters
+from lamsc.compress.prune_sam import prune_sam_encoder
+from lamsc.semcom.images import NamedImage
+from lamsc.semcom.sam_checkpoint import SamArchitecture
+from lamsc.semcom.skb_student import ResNetStudent, save_skb
+
+MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep against its teacher
+
+
+@dataclass
+class SkbPlanConfig:
+    ratios: tuple[float, ...] = (0.0, 0.5)
+    students: tuple[int, ...] = (768,)     # ResNet-18 students by input size; () for none
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(steps=300, batch=2, lr=1e-3))
+    prompts_per_side: int = 4
+    repeats: int = 5
+
+
+def sam_inputs(sam, photos: list[NamedImage]) -> list[torch.Tensor]:
+    from lamsc.export.samples import skb_image
+
+    mean, std = sam.pixel_mean.view(-1), sam.pixel_std.view(-1)
+    return [(skb_image(p.pixels, 1024, mean) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1) for p in photos]
+
+
+def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, train: list[NamedImage],
+             evaluation: list[NamedImage], cfg: SkbPlanConfig, work: Path, progress=None) -> Plan:
+    say = progress or (lambda *a, **k: None)
+    teacher = teacher.eval()
+    train_x, eval_x = sam_inputs(teacher, train), sam_inputs(teacher, evaluation)
+    with torch.no_grad():
+        teacher_emb = [teacher.image_encoder(x) for x in eval_x]
+    base = {k: v for k, v in dataclasses.asdict(arch).items() if k != "variant"}
+    models = [("teacher", 0.0, teacher, {"kind": "pruned", "architecture": {}})]
+    for ratio in sorted(r for r in cfg.ratios if r > 0):
+        name = f"prune-{ratio:.2f}"
+        say(f"{name}: pruning heads and MLP width, distilling ({cfg.distill.steps} steps)")
+        pruned = prune_sam_encoder(teacher, arch, ratio)
+        from lamsc.semcom.architecture import record
+        from lamsc.semcom.sam_checkpoint import _build
+
+        shape = record(pruned, _build(arch))
+        distil_encoder(teacher.image_encoder, pruned.image_encoder, train_x, cfg.distill, work / name,
+                       progress=lambda s, n, logs: say(None, step=(s, n, logs)))
+        models.append((name, ratio, pruned, {"kind": "pruned", "architecture": shape}))
+    for size in cfg.students:
+        name = f"resnet18-{size}"
+        say(f"{name}: distilling a ResNet-18 student ({cfg.distill.steps} steps)")
+        student = ResNetStudent("resnet18", size)
+        sam = _with_encoder(teacher, student)
+        distil_encoder(teacher.image_encoder, student, train_x, cfg.distill, work / name,
+                       progress=lambda s, n, logs: say(None, step=(s, n, logs)))
+        models.append((name, 0.0, sam, {"kind": "student", **student.settings()}))
+    candidates = []
+    for name, ratio, sam, encoder in models:
+        c = Candidate(name, ratio, "fp32")
+        say(f"{name}: export and score")
+        c.model = save_skb(sam, base, encoder, work / name / "skb", {"teacher": arch.describe(),
+                                                                     "distill": dataclasses.asdict(cfg.distill)})
+        c.quality = skb_quality(sam, teacher, eval_x, teacher_emb, cfg.prompts_per_side)
+        c.quality["images"] = [p.name for p in evaluation]
+        c.workload = _workload(sam, work / name / "skb_encoder.onnx")
+        candidates.append(c)
+    say(f"costing {len(candidates)} candidates on {target.name}")
+    measured = (measure_onnx([(c.workload["files"], c.workload["feeds"]) for c in candidates], target, cfg.repeats)
+                if target.measured else [None] * len(candidates))
+    for c, m in zip(candidates, measured):
+        w = c.workload
+        c.cost, c.cost_model_check = cost_of(w["files"], w["macs"], w["params"], "fp32", target, m)
+    budget = budget.resolve(candidates[0].cost)
+    within = [c for c in candidates if budget.meets(c.cost) and c.quality["cosine"] >= MIN_COSINE
+              and c.quality["iou"] >= MIN_IOU]
+    chosen = max(within, key=lambda c: (c.quality["cosine"], -c.cost.latency_ms)) if within else None
+    closest = min(candidates, key=lambda c: budget.excess(c.cost))
+    return Plan(budget, target, candidates, chosen, closest, metric="cosine")
+
+
+def _with_encoder(sam, encoder):
+    import copy
+
+    out = copy.deepcopy(sam)
+    out.image_encoder = encoder
+    return out
+
+
+def _workload(sam, path: Path) -> dict:
+    from lamsc.export.graphs import SkbEncoderGraph
+    from lamsc.export.onnx_export import export_onnx
+
+    graph = SkbEncoderGraph(sam).eval()
+    example = graph.example()
+    export_onnx(graph, graph.spec(), example, path)
+    feeds = [{t.name: x.numpy() for t, x in zip(graph.spec().inputs, example)}]
+    return {"files": [path], "feeds": feeds, "macs": count_macs(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),)),
+            "params": count_parameters(sam.image_encoder)}
+
+
+@torch.no_grad()
+def skb_quality(sam, teacher, inputs: list[torch.Tensor], teacher_emb: list[torch.Tensor], per_side: int) -> dict:
+    cosines, ious = [], []
+    points = (torch.arange(per_side) + 0.5) / per_side * 1024
+    grid = torch.stack(torch.meshgrid(points, points, indexing="xy"), -1).reshape(-1, 1, 2)
+    labels = torch.ones(grid.shape[0], 1, dtype=torch.long)
+    for x, t_emb in zip(inputs, teacher_emb):
+        emb = sam.image_encoder(x)
+        cosines.append(embedding_cosine(emb, t_emb))
+        sparse, dense = teacher.prompt_encoder(points=(grid, labels), boxes=None, masks=None)
+        pe = teacher.prompt_encoder.get_dense_pe()
+        t_masks, t_iou = teacher.mask_decoder(t_emb, pe, sparse, dense, multimask_output=True)
+        s_masks, _ = teacher.mask_decoder(emb, pe, sparse, dense, multimask_output=True)
+        best = t_iou.argmax(1)
+        rows = torch.arange(grid.shape[0])
+        a, b = t_masks[rows, best] > 0, s_masks[rows, best] > 0
+        union = (a | b).flatten(1).sum(1)
+        iou = torch.where(union > 0, (a & b).flatten(1).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
+        ious.append(float(iou.float().mean()))
+    return {"cosine": float(np.mean(cosines)), "iou": float(np.mean(ious)),
+            "per_image_cosine": [round(c, 4) for c in cosines]}

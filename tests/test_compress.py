@@ -1,0 +1,304 @@
+"""lamsc.compress: budgets, the cost model, pruning (codec, SAM ViT, TinyViT), distillation, the planner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lamsc.cli import main
+from lamsc.compress.budget import Budget, Cost
+from lamsc.compress.cost import count_macs, estimate
+from lamsc.compress.distill import DistillConfig, distil_codec, distil_encoder
+from lamsc.compress.prune import SubPixelPruner, prune_codec
+from lamsc.compress.prune_sam import prune_sam_encoder
+from lamsc.compress.skb import skb_quality
+from lamsc.errors import UserError
+from lamsc.runtime.devices import DEVICES
+from lamsc.semcom import LamscModel, ModelConfig, load_model
+from lamsc.semcom.codec import SubPixelUpsample
+from lamsc.semcom.sam_checkpoint import load_sam
+from lamsc.semcom.skb_student import ResNetStudent, save_skb
+from lamsc.semcom.training import TrainingImage
+
+
+def _codec_io(model, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, size, size, generator=g)
+    masks = (torch.rand(1, model.config.segments, size, size, generator=g) > 0.5).float()
+    snr = torch.tensor([10.0])
+    with torch.no_grad():
+        enc = model.encode(x, masks, snr)
+        return enc, model.decode(enc["z"], enc["levels"], snr)
+
+
+# -- budget ----------------------------------------------------------------------------------------------
+
+def test_budget_parses_units_and_relative_limits():
+    b = Budget.parse("latency-ms=120,params=400k,bytes=2M,macs=1.5G,energy-mj=50%")
+    assert b.limits == {"latency_ms": 120.0, "params": 4e5, "bytes": 2e6, "macs": 1.5e9}
+    assert b.relative == {"energy_mj": 0.5}
+    resolved = b.resolve(Cost(200.0, 80.0, 10, 10, 10))
+    assert resolved.limits["energy_mj"] == pytest.approx(40.0)
+    over = Cost(130.0, 30.0, 300_000, 1_000_000, 10**9)
+    assert resolved.violations(over) == {"latency_ms": pytest.approx(130 / 120)}
+    assert resolved.excess(over) == pytest.approx(130 / 120)
+    assert resolved.meets(Cost(100.0, 30.0, 300_000, 1_000_000, 10**9))
+
+
+@pytest.mark.parametrize("text", ["latency=5", "latency-ms", "params=abc", "params=-3", ""])
+def test_budget_rejects_malformed_terms(text):
+    with pytest.raises(UserError):
+        Budget.parse(text)
+
+
+# -- cost ------------------------------------------------------------------------------------------------
+
+def test_macs_of_a_convolution_match_the_closed_form():
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    assert count_macs(conv, (torch.zeros(1, 8, 20, 30),)) == 16 * 8 * 9 * 20 * 30
+
+
+def test_cost_model_is_the_stated_roofline():
+    p = DEVICES["orin-nano"]
+    ms, mj = estimate(10**9, 1000, "fp16", "orin-nano")
+    seconds = 2e9 / (p.fp16_tflops * 1e12 * 0.3)
+    assert ms == pytest.approx(seconds * 1e3)
+    assert mj == pytest.approx(seconds * p.active_w * 1e3)
+    # memory-bound when weights dominate: time is bytes over bandwidth
+    ms, _ = estimate(1, 10**9, "int8", "orin-nano")
+    assert ms == pytest.approx(1e9 / (p.memory_gbps * 1e9) * 1e3)
+
+
+# -- codec pruning ---------------------------------------------------------------------------------------
+
+def test_subpixel_pruner_removes_exactly_the_channels_named():
+    torch.manual_seed(0)
+    layer = SubPixelUpsample(6, 5).eval()
+    x = torch.randn(1, 6, 7, 9)
+    with torch.no_grad():
+        full = layer(x)
+    SubPixelPruner().prune_out_channels(layer, [1, 3])
+    with torch.no_grad():
+        assert torch.equal(layer(x), full[:, [0, 2, 4]])
+    SubPixelPruner().prune_in_channels(layer, [0])
+    assert layer[0].in_channels == 5 and SubPixelPruner().get_out_channels(layer) == 3
+
+
+def test_pruned_codec_keeps_its_interfaces_and_round_trips_through_files(tmp_path):
+    model = load_model()
+    pruned = prune_codec(model, 0.5)
+    assert sum(p.numel() for p in pruned.parameters()) < 0.4 * sum(p.numel() for p in model.parameters())
+    assert pruned.decoder.stages[2].resample[0].out_channels < model.decoder.stages[2].resample[0].out_channels
+    enc, out = _codec_io(pruned, 64)
+    t_enc, t_out = _codec_io(model, 64)
+    assert enc["z"].shape == t_enc["z"].shape and out["image"].shape == t_out["image"].shape
+    pruned.save(tmp_path / "m")
+    loaded = LamscModel.load(tmp_path / "m")
+    assert json.loads((tmp_path / "m.json").read_text())["architecture"]
+    _, again = _codec_io(loaded, 64)
+    assert torch.equal(again["image"], out["image"])
+
+
+def test_pruning_nothing_changes_nothing():
+    model = load_model()
+    _, a = _codec_io(model)
+    _, b = _codec_io(prune_codec(model, 0.0))
+    assert torch.equal(a["image"], b["image"])
+
+
+def _training_images(n=3, size=96):
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+        masks = np.zeros((size, size), np.uint8)
+        masks[: size // 2] |= 1
+        masks[:, : size // 3] |= 2
+        out.append(TrainingImage(pixels, masks))
+    return out
+
+
+def test_codec_distillation_resumes_exactly(tmp_path):
+    teacher = LamscModel(ModelConfig(channels=8, width=16, num_levels=4, segments=2))
+    cfg = DistillConfig(steps=4, crop=32, batch=2, checkpoint_every=2)
+    images = _training_images()
+    straight = distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "a")
+    first = distil_codec(teacher, prune_codec(teacher, 0.5), images, DistillConfig(**{**cfg.__dict__, "steps": 2}),
+                         tmp_path / "b")
+    assert first is not None
+    state = torch.load(tmp_path / "b" / "distill_state.pt", weights_only=True)
+    assert state["step"] == 2
+    resumed = distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "b")
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k, rtol=1e-5, atol=1e-6)
+
+
+# -- SKB encoders ----------------------------------------------------------------------------------------
+
+def test_sam_vit_loses_heads_and_mlp_width_and_loads_back(tiny_sam_checkpoint, tmp_path):
+    sam, arch = load_sam(tiny_sam_checkpoint)
+    pruned = prune_sam_encoder(sam, arch, 0.5)
+    for before, after in zip(sam.image_encoder.blocks, pruned.image_encoder.blocks):
+        assert after.attn.num_heads == before.attn.num_heads // 2
+        assert after.mlp.lin1.out_features == before.mlp.lin1.out_features // 2
+        assert after.attn.rel_pos_h.shape == before.attn.rel_pos_h.shape  # per head size, shared by heads
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        emb = pruned.image_encoder(x)
+    assert emb.shape == (1, 256, 64, 64)
+    from lamsc.semcom.architecture import record
+    from lamsc.semcom.sam_checkpoint import _build
+
+    base = {"family": "sam", "embed_dim": arch.embed_dim, "depth": arch.depth, "num_heads": arch.num_heads,
+            "global_attn_indexes": list(arch.global_attn_indexes)}
+    path = save_skb(pruned, base, {"kind": "pruned", "architecture": record(pruned, _build(arch))}, tmp_path / "skb")
+    loaded, loaded_arch = load_sam(path)
+    assert "pruned" in loaded_arch.describe()
+    with torch.no_grad():
+        assert torch.equal(loaded.image_encoder(x), emb)
+
+
+@pytest.mark.slow
+def test_tiny_vit_heads_are_removed_head_by_head(mobilesam_checkpoint, tmp_path):
+    sam, arch = load_sam(mobilesam_checkpoint)
+    pruned = prune_sam_encoder(sam, arch, 0.5)
+    attns = [m for m in pruned.image_encoder.modules() if hasattr(m, "attention_biases")]
+    originals = [m for m in sam.image_encoder.modules() if hasattr(m, "attention_biases")]
+    for a, o in zip(attns, originals):
+        assert a.num_heads == max(1, round(o.num_heads / 2))
+        assert a.attention_biases.shape[0] == a.num_heads and a.ab.shape[0] == a.num_heads
+        assert a.qkv.out_features == a.num_heads * (2 * a.key_dim + a.d)
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        emb = pruned.image_encoder(x)
+    from lamsc.semcom.architecture import record
+    from lamsc.semcom.sam_checkpoint import _build
+
+    path = save_skb(pruned, {"family": "mobilesam"}, {"kind": "pruned", "architecture": record(pruned, _build(arch))},
+                    tmp_path / "skb")
+    loaded, _ = load_sam(path)
+    with torch.no_grad():
+        assert torch.equal(loaded.image_encoder(x), emb)
+
+
+def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself(tiny_sam_checkpoint, tmp_path):
+    sam, arch = load_sam(tiny_sam_checkpoint)
+    x = [torch.randn(1, 3, 1024, 1024)]
+    with torch.no_grad():
+        t = [sam.image_encoder(x[0])]
+    q = skb_quality(sam, sam, x, t, 3)
+    assert q["cosine"] == pytest.approx(1.0, abs=1e-6) and q["iou"] == pytest.approx(1.0)
+    import copy
+
+    student_sam = copy.deepcopy(sam)
+    student_sam.image_encoder = ResNetStudent("resnet18", 256)
+    distil_encoder(sam.image_encoder, student_sam.image_encoder, x, DistillConfig(steps=2, batch=1), tmp_path / "d")
+    base = {"family": "sam", "embed_dim": arch.embed_dim, "depth": arch.depth, "num_heads": arch.num_heads,
+            "global_attn_indexes": list(arch.global_attn_indexes)}
+    path = save_skb(student_sam, base, {"kind": "student", **student_sam.image_encoder.settings()}, tmp_path / "s")
+    loaded, loaded_arch = load_sam(path)
+    assert "resnet18 student" in loaded_arch.describe()
+    with torch.no_grad():
+        assert torch.equal(loaded.image_encoder(x[0]), student_sam.image_encoder.eval()(x[0]))
+    assert skb_quality(loaded, sam, x, t, 3)["cosine"] < 1.0
+
+
+# -- the command -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_photos(tmp_path_factory):
+    from lamsc.semcom.images import bundled_photos
+
+    folder = tmp_path_factory.mktemp("photos")
+    for p in bundled_photos(["astronaut", "coffee"]):
+        Image.fromarray(p.pixels[::4, ::4]).save(folder / f"{p.name}.png")
+    return folder
+
+
+def test_infeasible_budget_exits_2_naming_the_closest(two_photos, tmp_path, capsys):
+    code = main(["compress", "--budget", "latency-ms=0.001", "--ratios", "0.5", "--precisions", "fp32",
+                 "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no candidate meets the budget" in err and "closest is prune-0.50-fp32" in err
+    res = json.loads((tmp_path / "compress.json").read_text())["results"]
+    assert res["chosen"] is None and len(res["candidates"]) == 2
+    teacher, pruned = res["candidates"]
+    assert pruned["cost"]["macs"] < teacher["cost"]["macs"] and pruned["cost"]["params"] < teacher["cost"]["params"]
+    assert (tmp_path / "pareto.png").is_file() and "| prune-0.50-fp32 |" in (tmp_path / "report.md").read_text()
+
+
+def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path):
+    code = main(["compress", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32", "--steps", "2",
+                 "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+    assert code == 0
+    res = json.loads((tmp_path / "compress.json").read_text())["results"]
+    assert res["chosen"]["name"] == "prune-0.50-fp32"
+    model = load_model(tmp_path / "model")
+    assert model.config.trained["compressed"]["candidate"] == "prune-0.50-fp32"
+    assert (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+# -- quantisation ----------------------------------------------------------------------------------------
+
+def _photo_crops(n=4, size=128):
+    from lamsc.semcom.images import bundled_photos
+
+    return [torch.from_numpy(p.pixels[:size, :size].copy()).permute(2, 0, 1)[None].float() / 255
+            for p in bundled_photos()[:n]]
+
+
+def test_pytorch_int8_ptq_of_the_codec_encoder_keeps_its_features():
+    from lamsc.compress.quantise import quantise_torch
+
+    model = load_model()
+    samples = [(torch.cat([x, x.mean(1, keepdim=True)], 1), torch.tensor([10.0])) for x in _photo_crops()]
+    quantised = quantise_torch(model.encoder, samples)
+    with torch.no_grad():
+        ref = model.encoder.double()(*(t.double() for t in samples[0])).float()
+        model.encoder.float()
+        got = quantised(*samples[0])
+    sqnr = 10 * torch.log10(ref.pow(2).mean() / (got - ref).pow(2).mean())
+    assert 15 < float(sqnr) < 80  # int8: close to the float64 reference, but not equal to it
+
+
+def test_accuracy_controlled_onnx_int8_keeps_the_reconstruction_within_the_drop(tmp_path):
+    from lamsc.compress.quantise import quantise_onnx
+    from lamsc.export.graphs import model_graphs
+    from lamsc.export.onnx_export import export_onnx
+    from lamsc.semcom.metrics import psnr
+
+    model = load_model()
+    graphs = model_graphs(model)
+    rx = graphs["receiver"]
+    feeds, photos = [], {}
+    for i, x in enumerate(_photo_crops()):
+        masks = torch.zeros(1, model.config.segments, 128, 128)
+        masks[:, 0] = 1
+        with torch.no_grad():
+            z, depth = graphs["transmitter"](x, masks, torch.tensor([10.0]))
+        levels = torch.clamp(torch.ceil(depth[:, 0] * model.config.num_levels), 1, model.config.num_levels).long()
+        feed = {"z": z.numpy(), "levels": levels.numpy(), "snr_db": np.array([10.0 + i], np.float32)}
+        photos[float(feed["snr_db"][0])] = x
+        feeds.append(feed)
+    fp32 = export_onnx(rx, rx.spec(), (torch.from_numpy(feeds[0]["z"]), torch.from_numpy(feeds[0]["levels"]),
+                                       torch.tensor([10.0])), tmp_path / "rx.onnx")
+
+    def metric(session, feed):
+        image = session.run(["image"], feed)[0]
+        return float(psnr(torch.from_numpy(image), photos[float(feed["snr_db"][0])]))
+
+    out = quantise_onnx(fp32, tmp_path / "rx.int8.onnx", feeds, tensorrt=False, metric=metric, max_drop=0.3)
+    import onnxruntime as ort
+
+    f32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    i8 = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    drop = np.mean([metric(f32, f) for f in feeds]) - np.mean([metric(i8, f) for f in feeds])
+    assert drop <= 0.3 + 1e-6
+    import onnx
+
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node) > 0
