@@ -1,6 +1,23 @@
-"""lamsc.compress: prune (torch-pruning), quantise (NNCF), distil, and plan a model to a budget.
+"""lamsc.compress: prune (torch-pruning), distil, quantise (NNCF), and plan a model to a budget.
 
-This stage is being built (issue: compress a checkpoint to a target budget); it exports nothing yet.
+budget.py   Budget (limits per image, absolute or relative to the original) and Cost
+cost.py     Target (cpu / gpu measured, Jetson profiles estimated), MACs, ONNX Runtime timing, the cost model
+prune.py    the codec through Torch-Pruning's dependency graph (sub-pixel upsampling handled)
+prune_sam.py  SKB image encoders: SAM ViT and MobileSAM TinyViT heads and MLP widths
+distill.py  output distillation of the codec, feature distillation of SKB encoders; resumable
+quantise.py NNCF int8: PyTorch PTQ, ONNX QDQ (TensorRT or ONNX Runtime form), accuracy control
+plan.py     codec candidates: build, cost, score, Pareto, choose;  skb.py: the same for the SKB encoder
+report.py   compress.json, report.md, pareto.png
+
+Imports are lazy where they are heavy (NNCF), so importing lamsc.compress stays cheap.
 """
 
-__all__: list[str] = []
+from lamsc.compress.budget import Budget, Cost
+from lamsc.compress.cost import Target
+from lamsc.compress.plan import Plan, PlanConfig, plan_codec
+from lamsc.compress.prune import prune_codec
+from lamsc.compress.prune_sam import prune_sam_encoder
+from lamsc.compress.skb import SkbPlanConfig, plan_skb
+
+__all__ = ["Budget", "Cost", "Plan", "PlanConfig", "SkbPlanConfig", "Target", "plan_codec", "plan_skb",
+           "prune_codec", "prune_sam_encoder"]

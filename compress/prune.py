@@ -71,7 +71,9 @@ def prune_codec(model: LamscModel, ratio: float, round_to: int = 4) -> LamscMode
     """
     if not 0 <= ratio < 1:
         raise ValueError(f"pruning ratio {ratio} is not in [0, 1)")
-    pruned = copy.deepcopy(model).eval()
+    # The dependency graph is traced through autograd: a frozen copy (of a teacher already used for
+    # distillation) would hide every dependency.
+    pruned = copy.deepcopy(model).eval().requires_grad_(True)
     if ratio > 0:
         k = model.config.segments
         example = (torch.rand(1, 3, 64, 64), (torch.rand(1, k, 64, 64) > 0.5).float(), torch.tensor([10.0]))

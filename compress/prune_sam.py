@@ -34,7 +34,7 @@ def prune_sam_encoder(sam: nn.Module, arch: SamArchitecture, ratio: float) -> nn
     """A copy of ``sam`` whose image encoder has about ``ratio`` of its heads and MLP width removed."""
     if not 0 <= ratio < 1:
         raise ValueError(f"pruning ratio {ratio} is not in [0, 1)")
-    sam = copy.deepcopy(sam).eval()
+    sam = copy.deepcopy(sam).eval().requires_grad_(True)  # traced through autograd: never frozen
     if ratio > 0:
         (_prune_tiny_vit if arch.family == "mobilesam" else _prune_vit)(sam.image_encoder, ratio)
     sam.eval()  # TinyViT caches its attention biases per head when switched to eval

@@ -103,6 +103,13 @@ def test_pruned_codec_keeps_its_interfaces_and_round_trips_through_files(tmp_pat
     assert torch.equal(again["image"], out["image"])
 
 
+def test_pruning_a_frozen_model_prunes_it_the_same():
+    model = load_model()
+    shapes = {k: v.shape for k, v in prune_codec(model, 0.4).state_dict().items()}
+    model.requires_grad_(False)  # as a teacher is after distillation
+    assert {k: v.shape for k, v in prune_codec(model, 0.4).state_dict().items()} == shapes
+
+
 def test_pruning_nothing_changes_nothing():
     model = load_model()
     _, a = _codec_io(model)
@@ -127,11 +134,14 @@ def test_codec_distillation_resumes_exactly(tmp_path):
     cfg = DistillConfig(steps=4, crop=32, batch=2, checkpoint_every=2)
     images = _training_images()
     straight = distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "a")
-    first = distil_codec(teacher, prune_codec(teacher, 0.5), images, DistillConfig(**{**cfg.__dict__, "steps": 2}),
-                         tmp_path / "b")
-    assert first is not None
-    state = torch.load(tmp_path / "b" / "distill_state.pt", weights_only=True)
-    assert state["step"] == 2
+
+    def interrupt(step, total, logs):  # a crash after the step-2 checkpoint, before step 4's
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "b", progress=interrupt)
+    assert torch.load(tmp_path / "b" / "distill_state.pt", weights_only=True)["step"] == 2
     resumed = distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "b")
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(a, b, msg=k, rtol=1e-5, atol=1e-6)
