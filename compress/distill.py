@@ -16,17 +16,17 @@ with the same folder resumes where it stopped.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from lamsc.semcom.asc import random_levels
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.model import LamscModel
-from lamsc.semcom.training import Batches, TrainingImage
+from lamsc.semcom.training import Batches, TrainingImage, cosine_lr
 
 
 # The depth map decides how much is sent: weighted like the image terms, so the student's rate follows the
@@ -74,11 +74,6 @@ class _Resumable:
         tmp.replace(self.file)
 
 
-def _cosine_lr(opt, lr: float, step: int, total: int) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-
-
 def distil_codec(teacher: LamscModel, student: LamscModel, images: list[TrainingImage], cfg: DistillConfig,
                  out: Path, progress=None) -> LamscModel:
     """Train ``student`` (a pruned copy of ``teacher``) to reproduce it; writes ``out/model.*``."""
@@ -96,7 +91,7 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     lo, hi = student.config.snr_range
     student.train()
     while run.state["step"] < cfg.steps:
-        _cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
+        cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
         batch = batches.next()
         x, masks = batch["x"], batch["masks"]
         snr = lo + (hi - lo) * torch.rand(x.shape[0], generator=gen)
@@ -135,37 +130,37 @@ def _through_channel(z, mask, snr, gen, noise_state):
                         for i in range(z.shape[0])]).view_as(z) * mask
 
 
-def distil_encoder(teacher: torch.nn.Module, student: torch.nn.Module, inputs: list[torch.Tensor],
+def distil_encoder(student: torch.nn.Module, inputs: list[torch.Tensor], targets: list[torch.Tensor],
                    cfg: DistillConfig, out: Path, progress=None) -> torch.nn.Module:
-    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024)); the
+    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024)) towards
+    the teacher's embeddings of them (``teacher_embeddings``, computed once for every student); the
     student's weights are checkpointed in ``out`` (the caller saves the finished SKB in its own format)."""
     out.mkdir(parents=True, exist_ok=True)
-    teacher.eval().requires_grad_(False)
     student.requires_grad_(True)
-    with torch.no_grad():
-        targets = [teacher(x) for x in inputs]
     if (out / "distill_state.pt").is_file():
-        from safetensors.torch import load_file
-
         student.load_state_dict(load_file(str(out / "student_weights.safetensors")))
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
     run = _Resumable(out, opt, gen)
     student.train()
     while run.state["step"] < cfg.steps:
-        _cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
+        cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
         pick = torch.randint(len(inputs), (cfg.batch,), generator=gen).tolist()
         x, y = torch.cat([inputs[i] for i in pick]), torch.cat([targets[i] for i in pick])
         pred = student(x)
         loss = F.mse_loss(pred, y)
         run.step(loss, student.parameters(), {"cosine": embedding_cosine(pred.detach(), y)}, cfg.steps, progress)
         if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
-            from safetensors.torch import save_file
-
             save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()},
                       str(out / "student_weights.safetensors"))
             run.save()
     return student.eval()
+
+
+@torch.no_grad()
+def teacher_embeddings(teacher: torch.nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The teacher encoder's embedding of each input: the targets of ``distil_encoder``."""
+    return [teacher.eval()(x) for x in inputs]
 
 
 def embedding_cosine(a: torch.Tensor, b: torch.Tensor) -> float:

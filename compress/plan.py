@@ -25,7 +25,7 @@ from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
 from lamsc.errors import UserError
 from lamsc.semcom.images import NamedImage
-from lamsc.semcom.model import LamscModel
+from lamsc.semcom.model import DOWNSAMPLING, LamscModel
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.training import TrainingImage
 
@@ -139,10 +139,9 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
     c.bundle = bundle_dir
     graphs = model_graphs(model)
     tx_in = graphs["transmitter"].example(cfg.size, cfg.size)
-    with torch.no_grad():
-        z, depth = graphs["transmitter"](*tx_in)
-    levels = torch.full(z.shape[:1] + z.shape[2:], model.config.num_levels, dtype=torch.long)
-    rx_in = (z, levels, tx_in[2])
+    side = cfg.size // DOWNSAMPLING  # everything sent: the receiver's largest workload
+    rx_in = (torch.randn(1, model.config.channels, side, side),
+             torch.full((1, side, side), model.config.num_levels, dtype=torch.long), tx_in[2])
     c.workload = {"files": [bundle.path("transmitter"), bundle.path("receiver")],
                   "feeds": [{t.name: x.numpy() for t, x in zip(graphs[g].spec().inputs, inputs)}
                             for g, inputs in (("transmitter", tx_in), ("receiver", rx_in))],

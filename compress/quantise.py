@@ -32,14 +32,9 @@ def quantise_onnx(path: str | Path, out: str | Path, calibration: Iterable[dict]
     """
     import nncf
 
-    logging.getLogger("nncf").setLevel(logging.WARNING)
     samples = list(calibration)
-    if not samples:
-        raise ValueError("INT8 calibration needs at least one sample of real inputs")
+    common = _settings(samples, transformer, subset_size)
     model = onnx.load(str(path))
-    common = dict(preset=nncf.QuantizationPreset.PERFORMANCE,
-                  model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-                  subset_size=min(subset_size, len(samples)))
     if metric is None:
         quantised = nncf.quantize(model, nncf.Dataset(samples), **common)
     else:
@@ -55,6 +50,18 @@ def quantise_onnx(path: str | Path, out: str | Path, calibration: Iterable[dict]
         raise RuntimeError(f"NNCF inserted no quantisers into {path}; nothing in it was quantisable")
     onnx.save(quantised, str(out))
     return Path(out)
+
+
+def _settings(samples: list, transformer: bool, subset_size: int) -> dict:
+    """The PTQ settings every lamsc quantisation shares: symmetric (PERFORMANCE), calibrated on real inputs."""
+    import nncf
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    if not samples:
+        raise ValueError("INT8 calibration needs at least one sample of real inputs")
+    return dict(preset=nncf.QuantizationPreset.PERFORMANCE,
+                model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                subset_size=min(subset_size, len(samples)))
 
 
 def _validation(metric):
@@ -81,14 +88,9 @@ def quantise_torch(module, calibration: Iterable[tuple], transformer: bool = Fal
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
     import nncf
 
-    logging.getLogger("nncf").setLevel(logging.WARNING)
     samples = list(calibration)
-    if not samples:
-        raise ValueError("INT8 calibration needs at least one sample of real inputs")
     return nncf.quantize(module.eval(), nncf.Dataset(samples, transform_func=tuple),
-                         preset=nncf.QuantizationPreset.PERFORMANCE,
-                         model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-                         subset_size=min(subset_size, len(samples)))
+                         **_settings(samples, transformer, subset_size))
 
 
 def signed_int8(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,16 +18,17 @@ from lamsc.compress.plan import Plan
 def results(plan: Plan, extra: dict | None = None) -> dict:
     checks = [c.cost_model_check["error"] for c in plan.candidates if c.cost_model_check]
     return {
-        "budget": {k: v for k, v in plan.budget.to_dict().items()},
+        "budget": plan.budget.to_dict(),
         "target": plan.target.name,
         "teacher": plan.teacher.to_dict(),
         "chosen": plan.chosen.to_dict() if plan.chosen else None,
-        "closest": plan.closest.to_dict() if plan.closest else None,
+        "closest": {**plan.closest.to_dict(), "cost_text": plan.closest.cost.describe()} if plan.closest else None,
         "pareto": [c.name for c in plan.pareto()],
         "cost_model_error": ({"median_abs": round(float(np.median(np.abs(checks))), 4),
                               "max_abs": round(float(np.max(np.abs(checks))), 4), "n": len(checks)}
                              if checks else None),
         "candidates": [c.to_dict() for c in plan.candidates],
+        "table": {"header": header(plan), "rows": table_rows(plan)},
         **(extra or {}),
     }
 
@@ -46,12 +47,12 @@ def _quality_cells(plan: Plan, c) -> list[str]:
 
 def table_rows(plan: Plan) -> list[list[str]]:
     teacher = plan.teacher
-    HEADER = header(plan)
+    columns = header(plan)
     pareto = {c.name for c in plan.pareto()}
     rows = []
     for c in plan.candidates:
         if c.cost is None:
-            rows.append([c.name, "rejected"] + [""] * (len(HEADER) - 2))
+            rows.append([c.name, "rejected"] + [""] * (len(columns) - 2))
             continue
         mark = "chosen" if plan.chosen is c else ("pareto" if c.name in pareto else "")
         within = "yes" if plan.budget.meets(c.cost) else "no"
@@ -65,14 +66,14 @@ def write(plan: Plan, out: Path, extra: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     res = results(plan, extra)
     (out / "compress.json").write_text(json.dumps({"name": "compress", "results": res}, indent=2))
-    HEADER = header(plan)
+    columns = res["table"]["header"]
     what = (f"whole link at {plan.teacher.quality['snr_db']:g} dB AWGN" if plan.metric == "psnr" else
             "SKB embedding cosine and mask IoU against the teacher")
     lines = [f"# lamsc compress: {plan.budget.describe()} on {plan.target.name}", "",
              f"Cost: {plan.teacher.cost.how}. Quality: {what}, "
              f"mean over {', '.join(plan.teacher.quality['images'])}.", "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r + [""] * (len(HEADER) - len(r))) + " |" for r in table_rows(plan)]
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in res["table"]["rows"]]
     if res["cost_model_error"]:
         e = res["cost_model_error"]
         lines += ["", f"Cost model against measurement: median |error| {e['median_abs']:.0%}, "

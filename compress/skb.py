@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from lamsc.compress.budget import Budget
-from lamsc.compress.cost import Target, cost_of, count_macs, measure_onnx
-from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosine
-from lamsc.compress.plan import Candidate, Plan
+from lamsc.compress.cost import Target, count_macs
+from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosine, teacher_embeddings
+from lamsc.compress.plan import Candidate, Plan, cost_all
 from lamsc.compress.prune import count_parameters
 from lamsc.compress.prune_sam import prune_sam_encoder
+from lamsc.semcom.architecture import record
 from lamsc.semcom.images import NamedImage
-from lamsc.semcom.sam_checkpoint import SamArchitecture
+from lamsc.semcom.sam_checkpoint import SamArchitecture, _build
 from lamsc.semcom.skb_student import ResNetStudent, save_skb
 
 MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep against its teacher
@@ -53,19 +54,17 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
     say = progress or (lambda *a, **k: None)
     teacher = teacher.eval()
     train_x, eval_x = sam_inputs(teacher, train), sam_inputs(teacher, evaluation)
-    with torch.no_grad():
-        teacher_emb = [teacher.image_encoder(x) for x in eval_x]
+    # The teacher is the slow part: its embeddings are computed once, for every student and for scoring.
+    train_emb = teacher_embeddings(teacher.image_encoder, train_x)
+    teacher_emb = teacher_embeddings(teacher.image_encoder, eval_x)
     base = {k: v for k, v in dataclasses.asdict(arch).items() if k != "variant"}
     models = [("teacher", 0.0, teacher, {"kind": "pruned", "architecture": {}})]
     for ratio in sorted(r for r in cfg.ratios if r > 0):
         name = f"prune-{ratio:.2f}"
         say(f"{name}: pruning heads and MLP width, distilling ({cfg.distill.steps} steps)")
         pruned = prune_sam_encoder(teacher, arch, ratio)
-        from lamsc.semcom.architecture import record
-        from lamsc.semcom.sam_checkpoint import _build
-
         shape = record(pruned, _build(arch))
-        distil_encoder(teacher.image_encoder, pruned.image_encoder, train_x, cfg.distill, work / name,
+        distil_encoder(pruned.image_encoder, train_x, train_emb, cfg.distill, work / name,
                        progress=lambda s, n, logs: say(None, step=(s, n, logs)))
         models.append((name, ratio, pruned, {"kind": "pruned", "architecture": shape}))
     for size in cfg.students:
@@ -73,7 +72,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         say(f"{name}: distilling a ResNet-18 student ({cfg.distill.steps} steps)")
         student = ResNetStudent("resnet18", size)
         sam = _with_encoder(teacher, student)
-        distil_encoder(teacher.image_encoder, student, train_x, cfg.distill, work / name,
+        distil_encoder(student, train_x, train_emb, cfg.distill, work / name,
                        progress=lambda s, n, logs: say(None, step=(s, n, logs)))
         models.append((name, 0.0, sam, {"kind": "student", **student.settings()}))
     candidates = []
@@ -87,11 +86,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         c.workload = _workload(sam, work / name / "skb_encoder.onnx")
         candidates.append(c)
     say(f"costing {len(candidates)} candidates on {target.name}")
-    measured = (measure_onnx([(c.workload["files"], c.workload["feeds"]) for c in candidates], target, cfg.repeats)
-                if target.measured else [None] * len(candidates))
-    for c, m in zip(candidates, measured):
-        w = c.workload
-        c.cost, c.cost_model_check = cost_of(w["files"], w["macs"], w["params"], "fp32", target, m)
+    cost_all(candidates, target, cfg.repeats)
     budget = budget.resolve(candidates[0].cost)
     within = [c for c in candidates if budget.meets(c.cost) and c.quality["cosine"] >= MIN_COSINE
               and c.quality["iou"] >= MIN_IOU]

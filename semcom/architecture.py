@@ -34,8 +34,9 @@ def record(pruned: nn.Module, fresh: nn.Module) -> dict[str, dict]:
         base = fresh_modules.get(name)
         if base is None:
             raise ValueError(f"module {name!r} is not in the freshly built model; pruning must not add modules")
+        built = _attributes(base)
         changed = {k: list(v) if isinstance(v, tuple) else v for k, v in _attributes(module).items()
-                   if _attributes(base).get(k, object()) != v}
+                   if built.get(k, object()) != v}
         if changed:
             out[name] = changed
     return out

@@ -98,8 +98,11 @@ def load_skb(path: str | Path, build):
     enc = meta["encoder"]
     variant = ("pruned" if enc["kind"] == "pruned" else f"{enc['backbone']} student") + " (lamsc compress)"
     arch = SamArchitecture(**{**base, "variant": variant})
+    weights = path.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise UserError(f"{weights} is missing beside {path.name}.json; a compressed SKB is the pair, copy both")
     sam = build(dataclasses.replace(arch, variant=""))
-    state = load_file(str(path.with_suffix(".safetensors")))
+    state = load_file(str(weights))
     if enc["kind"] == "student":
         sam.image_encoder = ResNetStudent(enc["backbone"], enc["input_size"])
     else:

@@ -198,8 +198,7 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
             opt.load_state_dict(state["optimizer"])
         model.train()
         while state["step"] < total:
-            for group in opt.param_groups:  # cosine decay within each stage
-                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * state["step"] / total))
+            cosine_lr(opt, cfg.lr, state["step"], total)  # cosine decay within each stage
             batch = batches.next()
             if stage == "asi":
                 loss, logs = asi_loss(model, batch)
@@ -226,6 +225,12 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     plot_curves(state["history"], out / "curves.png")
     (out / "history.json").write_text(json.dumps(state["history"]))
     return state
+
+
+def cosine_lr(opt: torch.optim.Optimizer, lr: float, step: int, total: int) -> None:
+    """Set every group's learning rate to ``lr`` decayed along a half cosine from step 0 to ``total``."""
+    for group in opt.param_groups:
+        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
 def _checkpoint(model: LamscModel, state: dict, out: Path) -> None:

@@ -206,7 +206,7 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
 
     student_sam = copy.deepcopy(sam)
     student_sam.image_encoder = ResNetStudent("resnet18", 256)
-    distil_encoder(sam.image_encoder, student_sam.image_encoder, x, DistillConfig(steps=2, batch=1), tmp_path / "d")
+    distil_encoder(student_sam.image_encoder, x, t, DistillConfig(steps=2, batch=1), tmp_path / "d")
     base = {"family": "sam", "embed_dim": arch.embed_dim, "depth": arch.depth, "num_heads": arch.num_heads,
             "global_attn_indexes": list(arch.global_attn_indexes)}
     path = save_skb(student_sam, base, {"kind": "student", **student_sam.image_encoder.settings()}, tmp_path / "s")

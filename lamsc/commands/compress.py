@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -83,7 +82,7 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
         plan = plan_codec(teacher, limits, where, prepared, evaluation, segmenter, cfg, out / "candidates", say)
     extra = {"checkpoint": str(checkpoint) if checkpoint else "shipped default",
              "distilled_on": [str(d) for d in data] if data else "bundled photographs",
-             "budget_text": plan.budget.describe(), "plan": {**dataclasses.asdict(cfg)}}
+             "budget_text": plan.budget.describe(), "plan": dataclasses.asdict(cfg)}
     if plan.chosen is not None:
         chosen = load_model(plan.chosen.model)
         chosen.config = dataclasses.replace(chosen.config, trained={
@@ -94,11 +93,7 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
             shutil.rmtree(out / "bundle")
         shutil.copytree(plan.chosen.bundle, out / "bundle")
         extra["bundle"] = str(out / "bundle")
-    results = compress_report.write(plan, out, extra)
-    if plan.closest is not None:
-        results["closest"]["cost_text"] = plan.closest.cost.describe()
-    (out / "compress.json").write_text(json.dumps({"name": "compress", "results": results}, indent=2))
-    return results
+    return compress_report.write(plan, out, extra)
 
 
 def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, ratios: str, students: str,
@@ -110,7 +105,8 @@ def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, 
     from lamsc.semcom.sam_checkpoint import load_sam
 
     limits, where = Budget.parse(budget), Target(target)
-    cfg = SkbPlanConfig(ratios=_floats(ratios, "--ratios"), students=tuple(int(v) for v in _floats_raw(students)))
+    cfg = SkbPlanConfig(ratios=_floats(ratios, "--ratios"),
+                        students=tuple(int(v) for v in _floats_raw(students, "--students")))
     cfg.distill.steps = steps
     teacher, arch = load_sam(sam_checkpoint)
     train_photos = list(iter_images(data)) if data else bundled_photos()
@@ -127,10 +123,7 @@ def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, 
         for suffix in (".safetensors", ".json"):
             shutil.copy(plan.chosen.model.with_suffix(suffix), (out / "skb").with_suffix(suffix))
         extra["model"] = str((out / "skb").with_suffix(".safetensors"))
-    results = compress_report.write(plan, out, extra)
-    results["closest"]["cost_text"] = plan.closest.cost.describe()
-    (out / "compress.json").write_text(json.dumps({"name": "compress", "results": results}, indent=2))
-    return results
+    return compress_report.write(plan, out, extra)
 
 
 def _reporter(bar, figure: str = "psnr_gap_db"):
@@ -155,12 +148,10 @@ def _reporter(bar, figure: str = "psnr_gap_db"):
 
 def report(results: dict, out: Path) -> None:
     table = Table(title=f"lamsc compress: {results['budget_text']} on {results['target']}")
-    lines = [row for row in (out / "report.md").read_text().splitlines() if row.startswith("| ")]
-    HEADER = [c.strip() for c in lines[0].strip("|").split("|")]
-    for col in HEADER:
+    for col in results["table"]["header"]:
         table.add_column(col, justify="left" if col in ("candidate", "") else "right")
-    for row in lines[1:]:
-        table.add_row(*[c.strip() for c in row.strip("|").split("|")][:len(HEADER)])
+    for row in results["table"]["rows"]:
+        table.add_row(*row)
     Console(width=max(Console().width, 150)).print(table)
     for c in results["candidates"]:
         if c["rejected"]:
@@ -168,32 +159,28 @@ def report(results: dict, out: Path) -> None:
     e = results["cost_model_error"]
     if e:
         console.print(f"cost model vs measured latency: median |error| {e['median_abs']:.0%}, worst {e['max_abs']:.0%}")
-    if results["chosen"] and results.get("part") == "skb":
+    if results["chosen"]:
         t, c = results["teacher"], results["chosen"]
+        quality = (f"cosine {c['quality']['cosine']:.4f}, mask IoU {c['quality']['iou']:.3f}"
+                   if results.get("part") == "skb" else
+                   f"PSNR {c['quality']['psnr']:.2f} vs {t['quality']['psnr']:.2f} dB")
         console.print(f"chosen {c['name']}: {c['cost']['latency_ms']:.1f} ms vs {t['cost']['latency_ms']:.1f} ms, "
-                      f"cosine {c['quality']['cosine']:.4f}, mask IoU {c['quality']['iou']:.3f} -> {results['model']}")
-    elif results["chosen"]:
-        t, c = results["teacher"], results["chosen"]
-        console.print(f"chosen {c['name']}: {c['cost']['latency_ms']:.1f} ms vs {t['cost']['latency_ms']:.1f} ms, "
-                      f"PSNR {c['quality']['psnr']:.2f} vs {t['quality']['psnr']:.2f} dB -> {results['model']}")
+                      f"{quality} -> {results['model']}")
     console.print(f"report: {out / 'report.md'}, {out / 'pareto.png'}, {out / 'compress.json'}")
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        values = tuple(sorted({0.0, *(float(v) for v in text.split(",") if v.strip())}))
-    except ValueError:
-        raise UserError(f"{flag} {text!r} is not a comma-separated list of numbers") from None
+    values = tuple(sorted({0.0, *_floats_raw(text, flag)}))
     if any(not 0 <= v < 1 for v in values):
         raise UserError(f"{flag}: prune ratios must be in [0, 1)")
     return values
 
 
-def _floats_raw(text: str) -> list[float]:
+def _floats_raw(text: str, flag: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{text!r} is not a comma-separated list of numbers") from None
+        raise UserError(f"{flag} {text!r} is not a comma-separated list of numbers") from None
 
 
 def _words(text: str) -> tuple[str, ...]:
