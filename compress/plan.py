@@ -81,10 +81,12 @@ class Plan:
             and (o.cost.latency_ms < c.cost.latency_ms or o.quality[q] > c.quality[q]) for o in ok)]
 
 
-def candidate_precisions(cfg: PlanConfig, target: Target) -> tuple[str, ...]:
-    """fp16 only where the target runs it natively (GPUs and Jetsons, not this CPU's ONNX Runtime)."""
-    extra = ("fp16",) if target.name != "cpu" and "fp16" not in cfg.precisions else ()
-    return tuple(cfg.precisions) + extra
+def candidate_precisions(cfg, target: Target) -> tuple[str, ...]:
+    """The precisions asked for in ``cfg``, fp32 first and always (the teacher's fp32 is what relative
+    budgets and quality are measured against), fp16 added where the target runs it natively (GPUs and
+    Jetsons, not this CPU's ONNX Runtime)."""
+    asked = {"fp32", *cfg.precisions} | ({"fp16"} if target.name != "cpu" else set())
+    return tuple(p for p in ("fp32", "fp16", "int8") if p in asked)
 
 
 def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[TrainingImage],

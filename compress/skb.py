@@ -1,10 +1,12 @@
 """Compressing the SKB image encoder: pruned and student candidates, distilled, costed and scored.
 
-Candidates: the teacher itself; the teacher pruned at each ratio (lamsc.compress.prune_sam); a ResNet-18
-student (NanoSAM's route, lamsc.semcom.skb_student) at each input size. Every compressed candidate is
-distilled from the teacher's embeddings on the photographs (lamsc.compress.distill), exported to ONNX
-(the ``skb_encoder`` graph, fixed 1024 x 1024) and timed in ONNX Runtime in one interleaved pass with the
-teacher. Quality against the teacher on the scoring photographs:
+Models: the teacher itself; the teacher pruned at each ratio (lamsc.compress.prune_sam); a ResNet-18
+student (NanoSAM's route, lamsc.semcom.skb_student) at each input size. Every compressed model is
+distilled from the teacher's embeddings on the photographs (lamsc.compress.distill) and exported to ONNX
+(the ``skb_encoder`` graph, fixed 1024 x 1024). Each model at each precision is a candidate: fp32, int8
+(NNCF QDQ calibrated on the training photographs, lamsc.compress.quantise) and fp16 where the target has
+it. Candidates are timed in ONNX Runtime in one interleaved pass with the teacher, and scored as deployed:
+the embeddings come from the candidate's ONNX file. Quality against the teacher on the scoring photographs:
 - embedding cosine: mean over the 64 x 64 positions of the cosine along the 256 channels;
 - mask IoU: SAM's mask decoder on a grid of point prompts, once on the teacher's embedding and once on
   the candidate's; the mask the teacher ranks best per prompt, IoU of the two binary masks, mean.
@@ -22,7 +24,7 @@ import torch
 from lamsc.compress.budget import Budget
 from lamsc.compress.cost import Target, count_macs
 from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosine, teacher_embeddings
-from lamsc.compress.plan import Candidate, Plan, cost_all
+from lamsc.compress.plan import Candidate, Plan, candidate_precisions, cost_all
 from lamsc.compress.prune import count_parameters
 from lamsc.compress.prune_sam import prune_sam_encoder
 from lamsc.semcom.architecture import record
@@ -37,6 +39,8 @@ MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep aga
 class SkbPlanConfig:
     ratios: tuple[float, ...] = (0.0, 0.5)
     students: tuple[int, ...] = (768,)     # ResNet-18 students by input size; () for none
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    calibration: int = 16                  # training photographs int8 is calibrated on
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(steps=300, batch=2, lr=1e-3))
     prompts_per_side: int = 4
     repeats: int = 5
@@ -75,16 +79,24 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         distil_encoder(student, train_x, train_emb, cfg.distill, work / name,
                        progress=lambda s, n, logs: say(None, step=(s, n, logs)))
         models.append((name, 0.0, sam, {"kind": "student", **student.settings()}))
+    raw = [_raw(teacher, x) for x in train_x[: cfg.calibration]]
+    tensorrt = target.name != "cpu"
     candidates = []
     for name, ratio, sam, encoder in models:
-        c = Candidate(name, ratio, "fp32")
-        say(f"{name}: export and score")
-        c.model = save_skb(sam, base, encoder, work / name / "skb", {"teacher": arch.describe(),
-                                                                     "distill": dataclasses.asdict(cfg.distill)})
-        c.quality = skb_quality(sam, teacher, eval_x, teacher_emb, cfg.prompts_per_side)
-        c.quality["images"] = [p.name for p in evaluation]
-        c.workload = _workload(sam, work / name / "skb_encoder.onnx")
-        candidates.append(c)
+        say(f"{name}: export, quantise and score")
+        model = save_skb(sam, base, encoder, work / name / "skb", {"teacher": arch.describe(),
+                                                                   "distill": dataclasses.asdict(cfg.distill)})
+        fp32 = _export(sam, work / name / "skb_encoder.onnx")
+        macs = count_macs(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),))
+        for precision in candidate_precisions(cfg, target):
+            c = Candidate(f"{name}-{precision}", ratio, precision, model=model)
+            c.bundle = _at_precision(fp32, precision, raw, transformer=encoder["kind"] == "pruned", tensorrt=tensorrt)
+            embeddings = onnx_embeddings(c.bundle, [_raw(teacher, x) for x in eval_x])
+            c.quality = skb_quality(embeddings, teacher, teacher_emb, cfg.prompts_per_side)
+            c.quality["images"] = [p.name for p in evaluation]
+            c.workload = {"files": [c.bundle], "feeds": [{"image": raw[0]}], "macs": macs,
+                          "params": count_parameters(sam.image_encoder)}
+            candidates.append(c)
     say(f"costing {len(candidates)} candidates on {target.name}")
     cost_all(candidates, target, cfg.repeats)
     budget = budget.resolve(candidates[0].cost)
@@ -103,26 +115,51 @@ def _with_encoder(sam, encoder):
     return out
 
 
-def _workload(sam, path: Path) -> dict:
+def _raw(sam, x: torch.Tensor) -> np.ndarray:
+    """The skb_encoder graph's input (RGB 0..255, normalised inside) for a normalised image."""
+    return (x * sam.pixel_std.view(1, 3, 1, 1) + sam.pixel_mean.view(1, 3, 1, 1)).numpy()
+
+
+def _export(sam, path: Path) -> Path:
     from lamsc.export.graphs import SkbEncoderGraph
     from lamsc.export.onnx_export import export_onnx
 
     graph = SkbEncoderGraph(sam).eval()
-    example = graph.example()
-    export_onnx(graph, graph.spec(), example, path)
-    feeds = [{t.name: x.numpy() for t, x in zip(graph.spec().inputs, example)}]
-    return {"files": [path], "feeds": feeds, "macs": count_macs(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),)),
-            "params": count_parameters(sam.image_encoder)}
+    export_onnx(graph, graph.spec(), graph.example(), path)
+    return path
+
+
+def _at_precision(fp32: Path, precision: str, calibration: list[np.ndarray], transformer: bool,
+                  tensorrt: bool) -> Path:
+    from lamsc.compress.quantise import quantise_onnx
+    from lamsc.export.onnx_export import to_fp16
+
+    if precision == "fp32":
+        return fp32
+    out = fp32.with_name(f"{fp32.stem}_{precision}.onnx")
+    if precision == "fp16":
+        return to_fp16(fp32, out)
+    return quantise_onnx(fp32, out, [{"image": x} for x in calibration], transformer=transformer,
+                         tensorrt=tensorrt)
+
+
+def onnx_embeddings(path: Path, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """The embeddings an skb_encoder ONNX file gives in ONNX Runtime: what a deployed candidate computes
+    (every precision keeps float32 inputs and outputs)."""
+    from lamsc.export.onnx_export import session
+
+    run = session(path, ["CPUExecutionProvider"]).run
+    return [torch.from_numpy(run(None, {"image": x})[0]) for x in images]
 
 
 @torch.no_grad()
-def skb_quality(sam, teacher, inputs: list[torch.Tensor], teacher_emb: list[torch.Tensor], per_side: int) -> dict:
+def skb_quality(embeddings: list[torch.Tensor], teacher, teacher_emb: list[torch.Tensor], per_side: int) -> dict:
+    """Cosine and mask IoU of a candidate's ``embeddings`` against the teacher's, image by image."""
     cosines, ious = [], []
     points = (torch.arange(per_side) + 0.5) / per_side * 1024
     grid = torch.stack(torch.meshgrid(points, points, indexing="xy"), -1).reshape(-1, 1, 2)
     labels = torch.ones(grid.shape[0], 1, dtype=torch.long)
-    for x, t_emb in zip(inputs, teacher_emb):
-        emb = sam.image_encoder(x)
+    for emb, t_emb in zip(embeddings, teacher_emb):
         cosines.append(embedding_cosine(emb, t_emb))
         sparse, dense = teacher.prompt_encoder(points=(grid, labels), boxes=None, masks=None)
         pe = teacher.prompt_encoder.get_dense_pe()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
@@ -17,6 +18,7 @@ from lamsc.compress.prune import SubPixelPruner, prune_codec
 from lamsc.compress.prune_sam import prune_sam_encoder
 from lamsc.compress.skb import skb_quality
 from lamsc.errors import UserError
+from lamsc.export.graph_checks import count_qdq
 from lamsc.runtime.devices import DEVICES
 from lamsc.semcom import LamscModel, ModelConfig, load_model
 from lamsc.semcom.codec import SubPixelUpsample
@@ -200,7 +202,7 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
     x = [torch.randn(1, 3, 1024, 1024)]
     with torch.no_grad():
         t = [sam.image_encoder(x[0])]
-    q = skb_quality(sam, sam, x, t, 3)
+    q = skb_quality(t, sam, t, 3)
     assert q["cosine"] == pytest.approx(1.0, abs=1e-6) and q["iou"] == pytest.approx(1.0)
     import copy
 
@@ -213,8 +215,9 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
     loaded, loaded_arch = load_sam(path)
     assert "resnet18 student" in loaded_arch.describe()
     with torch.no_grad():
-        assert torch.equal(loaded.image_encoder(x[0]), student_sam.image_encoder.eval()(x[0]))
-    assert skb_quality(loaded, sam, x, t, 3)["cosine"] < 1.0
+        emb = loaded.image_encoder(x[0])
+    assert torch.equal(emb, student_sam.image_encoder.eval()(x[0]))
+    assert skb_quality([emb], sam, t, 3)["cosine"] < 1.0
 
 
 # -- the command -----------------------------------------------------------------------------------------
@@ -251,6 +254,27 @@ def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path):
     model = load_model(tmp_path / "model")
     assert model.config.trained["compressed"]["candidate"] == "prune-0.50-fp32"
     assert (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_photos, tiny_sam_checkpoint, tmp_path):
+    code = main(["compress", "--sam", str(tiny_sam_checkpoint), "--budget", "bytes=50%", "--ratios", "0",
+                 "--students", "128", "--precisions", "fp32,int8", "--steps", "2", "--data", str(two_photos),
+                 "--images", str(two_photos), "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "compress.json").read_text())["results"]
+    by_name = {c["name"]: c for c in res["candidates"]}
+    assert list(by_name) == ["teacher-fp32", "teacher-int8", "resnet18-128-fp32", "resnet18-128-int8"]
+    # The teacher's own ONNX export against its PyTorch embeddings: the same up to float rounding.
+    assert by_name["teacher-fp32"]["quality"]["cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert by_name["teacher-fp32"]["quality"]["iou"] > 0.98
+    int8 = by_name["teacher-int8"]
+    assert 0.5 < int8["quality"]["cosine"] < 1.0 - 1e-5  # int8 rounding shows, the function survives
+    assert int8["cost"]["bytes"] < 0.5 * by_name["teacher-fp32"]["cost"]["bytes"]
+    quantised = onnx.load(str(tmp_path / "candidates" / "teacher" / "skb_encoder_int8.onnx"))
+    assert count_qdq(quantised) > 0
+    # Only the int8 teacher fits half the bytes with cosine >= 0.95: it is chosen and written with its ONNX.
+    assert code == 0 and res["chosen"]["name"] == "teacher-int8"
+    assert onnx.load(str(tmp_path / "skb_encoder.onnx")).graph.node == quantised.graph.node
+    assert load_sam(tmp_path / "skb.safetensors")[0].image_encoder is not None
 
 
 # -- quantisation ----------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def compress(
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
     score each over the link, and keep the best within budget (or exit 2 naming the closest)."""
     if sam is not None:
-        results = run_compress_skb(sam, budget, target, out, ratios, students, steps, data, images)
+        results = run_compress_skb(sam, budget, target, out, ratios, students, steps, data, images, precisions)
     else:
         results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr)
     if json_out:
@@ -97,7 +97,7 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
 
 
 def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, ratios: str, students: str,
-                     steps: int, data=None, images=None) -> dict:
+                     steps: int, data=None, images=None, precisions: str = "fp32,int8") -> dict:
     from lamsc.compress import report as compress_report
     from lamsc.compress.budget import Budget
     from lamsc.compress.cost import Target
@@ -106,7 +106,8 @@ def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, 
 
     limits, where = Budget.parse(budget), Target(target)
     cfg = SkbPlanConfig(ratios=_floats(ratios, "--ratios"),
-                        students=tuple(int(v) for v in _floats_raw(students, "--students")))
+                        students=tuple(int(v) for v in _floats_raw(students, "--students")),
+                        precisions=_words(precisions))
     cfg.distill.steps = steps
     teacher, arch = load_sam(sam_checkpoint)
     train_photos = list(iter_images(data)) if data else bundled_photos()
@@ -122,7 +123,9 @@ def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, 
     if plan.chosen is not None:
         for suffix in (".safetensors", ".json"):
             shutil.copy(plan.chosen.model.with_suffix(suffix), (out / "skb").with_suffix(suffix))
+        shutil.copy(plan.chosen.bundle, out / "skb_encoder.onnx")  # the encoder at the chosen precision
         extra["model"] = str((out / "skb").with_suffix(".safetensors"))
+        extra["onnx"] = str(out / "skb_encoder.onnx")
     return compress_report.write(plan, out, extra)
 
 
