@@ -89,7 +89,10 @@ def quantise_torch(module, calibration: Iterable[tuple], transformer: bool = Fal
     import nncf
 
     samples = list(calibration)
-    return nncf.quantize(module.eval(), nncf.Dataset(samples, transform_func=tuple),
+    # Divisions stay in float: NNCF would quantise a guarded divisor (a segment's area clamped to a tiny
+    # minimum) to zero, and an empty segment then gives 0/0 = NaN through the whole transmitter.
+    keep_float = nncf.IgnoredScope(types=["div"], validate=False)
+    return nncf.quantize(module.eval(), nncf.Dataset(samples, transform_func=tuple), ignored_scope=keep_float,
                          **_settings(samples, transformer, subset_size))
 
 
