@@ -68,6 +68,13 @@ class Plan:
     chosen: Candidate | None
     closest: Candidate | None
     metric: str = "psnr"        # the quality figure the plan maximises (psnr for the codec, cosine for the SKB)
+    shortfall: str = ""         # with nothing chosen: why, in one line, naming the closest candidate
+
+    def __post_init__(self):
+        if self.chosen is None and not self.shortfall and self.closest is not None:
+            self.shortfall = (f"no candidate meets the budget ({self.budget.describe()}); closest is "
+                              f"{self.closest.name} at {self.closest.cost.describe()}; relax the budget or try "
+                              "larger --ratios")
 
     @property
     def teacher(self) -> Candidate:

@@ -23,6 +23,7 @@ def results(plan: Plan, extra: dict | None = None) -> dict:
         "teacher": plan.teacher.to_dict(),
         "chosen": plan.chosen.to_dict() if plan.chosen else None,
         "closest": {**plan.closest.to_dict(), "cost_text": plan.closest.cost.describe()} if plan.closest else None,
+        "shortfall": plan.shortfall,
         "pareto": [c.name for c in plan.pareto()],
         "cost_model_error": ({"median_abs": round(float(np.median(np.abs(checks))), 4),
                               "max_abs": round(float(np.max(np.abs(checks))), 4), "n": len(checks)}
@@ -78,8 +79,7 @@ def write(plan: Plan, out: Path, extra: dict | None = None) -> dict:
         e = res["cost_model_error"]
         lines += ["", f"Cost model against measurement: median |error| {e['median_abs']:.0%}, "
                       f"worst {e['max_abs']:.0%} over {e['n']} candidates."]
-    lines += ["", f"Chosen: {plan.chosen.name}" if plan.chosen else
-              f"No candidate meets the budget; closest: {plan.closest.name} ({plan.closest.cost.describe()})"]
+    lines += ["", f"Chosen: {plan.chosen.name}" if plan.chosen else f"Nothing chosen: {plan.shortfall}."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     plot_pareto(plan, out / "pareto.png")
     return res

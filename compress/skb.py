@@ -104,7 +104,16 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
               and c.quality["iou"] >= MIN_IOU]
     chosen = max(within, key=lambda c: (c.quality["cosine"], -c.cost.latency_ms)) if within else None
     closest = min(candidates, key=lambda c: budget.excess(c.cost))
-    return Plan(budget, target, candidates, chosen, closest, metric="cosine")
+    affordable = [c for c in candidates if budget.meets(c.cost)]
+    shortfall = ""
+    if chosen is None and affordable:  # the budget is met, the quality floors are not: say that, not "budget"
+        closest = max(affordable, key=lambda c: (c.quality["cosine"], -c.cost.latency_ms))
+        q = closest.quality
+        shortfall = (f"no candidate within the budget ({budget.describe()}) keeps embedding cosine >= {MIN_COSINE} "
+                     f"and mask IoU >= {MIN_IOU}; the best within it is {closest.name} (cosine {q['cosine']:.4f}, "
+                     f"IoU {q['iou']:.3f}) at {closest.cost.describe()}; distil longer (--steps), on more "
+                     "photographs (--data), or relax the budget")
+    return Plan(budget, target, candidates, chosen, closest, metric="cosine", shortfall=shortfall)
 
 
 def _with_encoder(sam, encoder):

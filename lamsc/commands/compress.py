@@ -51,9 +51,7 @@ def compress(
     else:
         report(results, out)
     if results["chosen"] is None:
-        c = results["closest"]
-        raise UserError(f"no candidate meets the budget ({results['budget_text']}); closest is {c['name']} at "
-                        f"{c['cost_text']}; relax the budget or try larger --ratios")
+        raise UserError(results["shortfall"])
 
 
 def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = "0,0.25,0.4,0.55",
