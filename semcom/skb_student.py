@@ -15,8 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
+from segment_anything.modeling.common import LayerNorm2d  # SAM's own neck norm: the student's neck is SAM's
 from torch import nn
 from torch.nn import functional as F
 
@@ -25,19 +25,6 @@ from lamsc.semcom import architecture
 
 FORMAT, VERSION = "lamsc-skb", 1
 EMBED_DIM, GRID = 256, 64
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over channels of a (B, C, H, W) map, as SAM's neck has."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight, self.bias, self.eps = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels)), eps
-
-    def forward(self, x):
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        return self.weight[:, None, None] * (x - u) / torch.sqrt(s + self.eps) + self.bias[:, None, None]
 
 
 class ResNetStudent(nn.Module):

@@ -24,7 +24,7 @@ from lamsc.semcom.segmenter import build_segmenter
 
 DEMO_SNRS = (0.0, 10.0, 20.0)
 # The demo's compression: one pruned candidate, briefly distilled, so the whole job stays a few minutes.
-# `lamsc compress` defaults (and the README's figures) search more ratios with 300-800 steps.
+# `lamsc compress` defaults (and the README's figures) search more ratios with about 1000 steps.
 DEMO_BUDGET, DEMO_RATIOS, DEMO_STEPS = "latency-ms=60%", "0.5", 40
 
 
@@ -70,5 +70,4 @@ def demo(
     report_profile(profiled)
     report_compress(compressed, out / "compressed")
     if compressed["chosen"] is None:
-        console.print(f"no candidate met {compressed['budget_text']} this time; closest: "
-                      f"{compressed['closest']['name']} ({compressed['closest']['cost_text']})")
+        console.print(f"nothing chosen this time: {compressed['shortfall']}")
