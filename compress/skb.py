@@ -1,8 +1,10 @@
 """Compressing the SKB image encoder: pruned and student candidates, distilled, costed and scored.
 
-Models: the teacher itself; the teacher pruned at each ratio (lamsc.compress.prune_sam); a ResNet-18
-student (NanoSAM's route, lamsc.semcom.skb_student) at each input size. Every compressed model is
-distilled from the teacher's embeddings on the photographs (lamsc.compress.distill) and exported to ONNX
+Models: the teacher itself; the teacher pruned at each ratio (lamsc.compress.prune_sam); MobileSAM's
+TinyViT at each reduced input size (lamsc.semcom.skb_student.ResizedTinyViT); a ResNet-18 student
+(NanoSAM's route) at each input size. Every compressed model is distilled from the teacher's embeddings
+on the photographs (lamsc.compress.distill; pruned and resized models are fine-tuned from the teacher's
+weights at ``finetune_lr``, students trained from random init at the distillation lr) and exported to ONNX
 (the ``skb_encoder`` graph, fixed 1024 x 1024). Each model at each precision is a candidate: fp32, int8
 (NNCF QDQ calibrated on the training photographs, lamsc.compress.quantise) and fp16 where the target has
 it. Candidates are timed in ONNX Runtime in one interleaved pass with the teacher, and scored as deployed:
@@ -14,6 +16,7 @@ the embeddings come from the candidate's ONNX file. Quality against the teacher 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,7 @@ from lamsc.compress.prune_sam import prune_sam_encoder
 from lamsc.semcom.architecture import record
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.sam_checkpoint import SamArchitecture, _build
-from lamsc.semcom.skb_student import ResNetStudent, save_skb
+from lamsc.semcom.skb_student import ResizedTinyViT, ResNetStudent, save_skb
 
 MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep against its teacher
 
@@ -39,6 +42,8 @@ MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep aga
 class SkbPlanConfig:
     ratios: tuple[float, ...] = (0.0, 0.5)
     students: tuple[int, ...] = (768,)     # ResNet-18 students by input size; () for none
+    resized: tuple[int, ...] = (448,)      # TinyViT input sizes (MobileSAM only); () for none
+    finetune_lr: float = 1e-5              # for models that start from the teacher's weights (3e-5 lost cosine)
     precisions: tuple[str, ...] = ("fp32", "int8")
     calibration: int = 16                  # training photographs int8 is calibrated on
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(steps=300, batch=2, lr=1e-3))
@@ -62,22 +67,30 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
     train_emb = teacher_embeddings(teacher.image_encoder, train_x)
     teacher_emb = teacher_embeddings(teacher.image_encoder, eval_x)
     base = {k: v for k, v in dataclasses.asdict(arch).items() if k != "variant"}
+    step = lambda s, n, logs: say(None, step=(s, n, logs))  # noqa: E731
+    finetune = dataclasses.replace(cfg.distill, lr=cfg.finetune_lr)
     models = [("teacher", 0.0, teacher, {"kind": "pruned", "architecture": {}})]
     for ratio in sorted(r for r in cfg.ratios if r > 0):
         name = f"prune-{ratio:.2f}"
-        say(f"{name}: pruning heads and MLP width, distilling ({cfg.distill.steps} steps)")
+        say(f"{name}: pruning heads and MLP width, fine-tuning ({cfg.distill.steps} steps)")
         pruned = prune_sam_encoder(teacher, arch, ratio)
         shape = record(pruned, _build(arch))
-        distil_encoder(pruned.image_encoder, train_x, train_emb, cfg.distill, work / name,
-                       progress=lambda s, n, logs: say(None, step=(s, n, logs)))
+        distil_encoder(pruned.image_encoder, train_x, train_emb, finetune, work / name, step, from_teacher=True)
         models.append((name, ratio, pruned, {"kind": "pruned", "architecture": shape}))
+    if cfg.resized and arch.family != "mobilesam":
+        say(f"--resize skipped: {arch.describe()} is a ViT with position embeddings fixed to 64 x 64")
+    for size in cfg.resized if arch.family == "mobilesam" else ():
+        name = f"tinyvit-{size}"
+        say(f"{name}: the teacher's TinyViT at {size} x {size}, fine-tuning ({cfg.distill.steps} steps)")
+        resized = _with_encoder(teacher, ResizedTinyViT(copy.deepcopy(teacher.image_encoder), size))
+        distil_encoder(resized.image_encoder, train_x, train_emb, finetune, work / name, step, from_teacher=True)
+        models.append((name, 0.0, resized, {"kind": "resized", "architecture": {}, "input_size": size}))
     for size in cfg.students:
         name = f"resnet18-{size}"
         say(f"{name}: distilling a ResNet-18 student ({cfg.distill.steps} steps)")
         student = ResNetStudent("resnet18", size)
         sam = _with_encoder(teacher, student)
-        distil_encoder(student, train_x, train_emb, cfg.distill, work / name,
-                       progress=lambda s, n, logs: say(None, step=(s, n, logs)))
+        distil_encoder(student, train_x, train_emb, cfg.distill, work / name, step)
         models.append((name, 0.0, sam, {"kind": "student", **student.settings()}))
     raw = [_raw(teacher, x) for x in train_x[: cfg.calibration]]
     eval_raw = [_raw(teacher, x) for x in eval_x]
@@ -91,7 +104,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         macs = count_macs(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),))
         for precision in candidate_precisions(cfg, target):
             c = Candidate(f"{name}-{precision}", ratio, precision, model=model)
-            c.bundle = _at_precision(fp32, precision, raw, transformer=encoder["kind"] == "pruned", tensorrt=tensorrt)
+            c.bundle = _at_precision(fp32, precision, raw, transformer=encoder["kind"] != "student", tensorrt=tensorrt)
             embeddings = onnx_embeddings(c.bundle, eval_raw)
             c.quality = skb_quality(embeddings, teacher, teacher_emb, cfg.prompts_per_side)
             c.quality["images"] = [p.name for p in evaluation]
@@ -122,8 +135,6 @@ def _best(candidates: list[Candidate]) -> Candidate:
 
 
 def _with_encoder(sam, encoder):
-    import copy
-
     out = copy.deepcopy(sam)
     out.image_encoder = encoder
     return out

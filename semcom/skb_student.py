@@ -1,12 +1,18 @@
-"""Compressed SKB encoders and their files: a pruned SAM/MobileSAM encoder or a distilled CNN student.
+"""Compressed SKB encoders and their files: a pruned SAM/MobileSAM encoder, MobileSAM's TinyViT at a
+lower input resolution, or a distilled CNN student. Each maps SAM's (B, 3, 1024, 1024) input to its
+256 x 64 x 64 image embedding, so SAM's prompt encoder and mask decoder (and the mask generator) run on
+it unchanged.
 
-The student follows NanoSAM's route: a ResNet-18 trunk (timm, random init, trained only by distillation)
-on the image resized to ``input_size``, cut at stride 16, and a neck to SAM's 256 x 64 x 64 image
-embedding, so SAM's prompt encoder and mask decoder (and the mask generator) run on it unchanged.
+- ``ResNetStudent`` follows NanoSAM's route: a ResNet-18 trunk (timm, random init, trained only by
+  distillation) on the image resized to ``input_size``, cut at stride 16, and a neck like SAM's.
+- ``ResizedTinyViT`` runs the teacher's own TinyViT, same weights, on the image resized to
+  ``input_size``: TinyViT's cost is linear in its token count (windowed attention), so 448 costs about a
+  fifth of 1024, and the model starts from the teacher's function rather than from random weights.
 
 A compressed SKB is ``NAME.safetensors`` (the whole SAM model's weights) and ``NAME.json``: the base
-architecture, the encoder kind ("pruned" with its recorded shape, or a student with its settings) and
-how it was distilled. ``load_sam`` (lamsc.semcom.sam_checkpoint) reads it like an official checkpoint.
+architecture, the encoder kind ("pruned" with its recorded shape, "resized" with its shape and input
+size, or "student" with its settings) and how it was distilled. ``load_sam`` (lamsc.semcom.sam_checkpoint)
+reads it like an official checkpoint.
 """
 
 from __future__ import annotations
@@ -54,9 +60,45 @@ class ResNetStudent(nn.Module):
         return {"backbone": self.backbone_name, "input_size": self.input_size}
 
 
+class ResizedTinyViT(nn.Module):
+    """(B, 3, 1024, 1024) SAM-normalised image -> (B, 256, 64, 64) embedding, through MobileSAM's TinyViT
+    (``encoder``, changed in place) on the image resized to ``input_size``."""
+
+    img_size = 1024
+
+    def __init__(self, encoder: nn.Module, input_size: int):
+        super().__init__()
+        if not hasattr(encoder, "layers") or not hasattr(encoder, "patch_embed"):
+            raise UserError("a resized SKB encoder needs MobileSAM's TinyViT; SAM's ViT has position embeddings "
+                            "fixed to a 64 x 64 grid, compress it by pruning (--ratios) or a student (--students)")
+        full = encoder.img_size
+        # Every stage's token grid scales with the input; they must stay whole, and windows of 7 and 14 tile
+        # the grids of multiples of 448 without padding.
+        if input_size % 16 or input_size >= full:
+            raise UserError(f"TinyViT input size {input_size}: use a multiple of 16 below {full} (448 tiles its "
+                            "attention windows exactly)")
+        for module in encoder.modules():
+            if hasattr(module, "input_resolution"):
+                module.input_resolution = tuple(r * input_size // full for r in module.input_resolution)
+        self.encoder, self.input_size, self.grid = encoder, input_size, input_size // 16
+
+    def forward(self, x):
+        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        x = self.encoder.patch_embed(x)
+        for layer in self.encoder.layers:
+            x = layer(x)
+        x = x.view(x.shape[0], self.grid, self.grid, x.shape[-1]).permute(0, 3, 1, 2)
+        x = self.encoder.neck(x)
+        return F.interpolate(x, size=(GRID, GRID), mode="bilinear", align_corners=False)
+
+    def settings(self) -> dict:
+        return {"input_size": self.input_size}
+
+
 def save_skb(sam: nn.Module, base: dict, encoder: dict, path: str | Path, provenance: dict | None = None) -> Path:
     """Write PATH.safetensors + PATH.json. ``base`` is the teacher's SamArchitecture as a dict; ``encoder``
-    is {"kind": "pruned", "architecture": ...} or {"kind": "student", **ResNetStudent.settings()}."""
+    is {"kind": "pruned", "architecture": ...}, {"kind": "resized", "architecture": ..., "input_size": ...}
+    (the architecture recorded before resizing) or {"kind": "student", **ResNetStudent.settings()}."""
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in sam.state_dict().items()},
@@ -83,7 +125,12 @@ def load_skb(path: str | Path, build):
     base = meta["base"]
     base["global_attn_indexes"] = tuple(base.get("global_attn_indexes", ()))
     enc = meta["encoder"]
-    variant = ("pruned" if enc["kind"] == "pruned" else f"{enc['backbone']} student") + " (lamsc compress)"
+    variant = {"pruned": "pruned", "resized": f"TinyViT at {enc.get('input_size')}",
+               "student": f"{enc.get('backbone')} student"}.get(enc["kind"])
+    if variant is None:
+        raise UserError(f"{path}.json names an SKB encoder kind {enc['kind']!r} this lamsc does not know; "
+                        "upgrade lamsc or recompress")
+    variant += " (lamsc compress)"
     arch = SamArchitecture(**{**base, "variant": variant})
     weights = path.with_suffix(".safetensors")
     if not weights.is_file():
@@ -93,7 +140,11 @@ def load_skb(path: str | Path, build):
     if enc["kind"] == "student":
         sam.image_encoder = ResNetStudent(enc["backbone"], enc["input_size"])
     else:
-        architecture.apply(sam, enc["architecture"], state)
+        # a resized encoder's weights sit one level down (image_encoder.encoder.*) from the builder's names
+        shapes = {k.replace("image_encoder.encoder.", "image_encoder.", 1): v for k, v in state.items()}
+        architecture.apply(sam, enc["architecture"], shapes)
+        if enc["kind"] == "resized":
+            sam.image_encoder = ResizedTinyViT(sam.image_encoder, enc["input_size"])
     try:
         sam.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -23,7 +23,7 @@ from lamsc.runtime.devices import DEVICES
 from lamsc.semcom import LamscModel, ModelConfig, load_model
 from lamsc.semcom.codec import SubPixelUpsample
 from lamsc.semcom.sam_checkpoint import load_sam
-from lamsc.semcom.skb_student import ResNetStudent, save_skb
+from lamsc.semcom.skb_student import ResizedTinyViT, ResNetStudent, save_skb
 from lamsc.semcom.training import TrainingImage
 
 
@@ -149,6 +149,21 @@ def test_codec_distillation_resumes_exactly(tmp_path):
         torch.testing.assert_close(a, b, msg=k, rtol=1e-5, atol=1e-6)
 
 
+def test_colour_augmentation_greys_a_quarter_and_keeps_grey_grey():
+    from lamsc.compress.distill import LUMA, colour_augment
+
+    g = torch.Generator().manual_seed(0)
+    colour = torch.rand(400, 3, 8, 8, generator=g)
+    out = colour_augment(colour, torch.Generator().manual_seed(1))
+    assert out.shape == colour.shape and out.min() >= 0 and out.max() <= 1
+    grey = (out.amax(1) - out.amin(1)).flatten(1).amax(1) < 1e-6
+    assert 0.18 < grey.float().mean() < 0.32  # p = 1/4; 400 draws put it here with probability > 0.999
+    # A greyscale image is its own luma: it stays grey (only its contrast changes), whatever the draw.
+    mono = (colour * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+    out = colour_augment(mono, torch.Generator().manual_seed(2))
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])
+
+
 # -- SKB encoders ----------------------------------------------------------------------------------------
 
 def test_sam_vit_loses_heads_and_mlp_width_and_loads_back(tiny_sam_checkpoint, tmp_path):
@@ -195,6 +210,71 @@ def test_tiny_vit_heads_are_removed_head_by_head(mobilesam_checkpoint, tmp_path)
     loaded, _ = load_sam(path)
     with torch.no_grad():
         assert torch.equal(loaded.image_encoder(x), emb)
+
+
+def test_resized_tiny_vit_is_the_official_tiny_vit_built_at_that_size(mobilesam_checkpoint, tmp_path):
+    import copy
+
+    from mobile_sam.modeling import TinyViT
+
+    sam, arch = load_sam(mobilesam_checkpoint)
+    resized = ResizedTinyViT(copy.deepcopy(sam.image_encoder), 448).eval()
+    # Reference: mobile_sam's own builder at img_size=448 with the teacher's weights, on the resized image.
+    official = TinyViT(img_size=448, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
+                       window_sizes=[7, 7, 14, 7], drop_path_rate=0.0, layer_lr_decay=0.8)
+    official.load_state_dict(sam.image_encoder.state_dict(), strict=True)
+    official.eval()
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = official.patch_embed(torch.nn.functional.interpolate(x, size=(448, 448), mode="bilinear"))
+        for layer in official.layers:
+            tokens = layer(tokens)
+        ref = official.neck(tokens.view(1, 28, 28, -1).permute(0, 3, 1, 2))
+        ref = torch.nn.functional.interpolate(ref, size=(64, 64), mode="bilinear")
+        got = resized(x)
+    assert got.shape == (1, 256, 64, 64)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # Saved as a compressed SKB, it loads back to the same function.
+    whole = copy.deepcopy(sam)
+    whole.image_encoder = resized
+    path = save_skb(whole, {"family": "mobilesam"}, {"kind": "resized", "architecture": {}, "input_size": 448},
+                    tmp_path / "skb")
+    loaded, loaded_arch = load_sam(path)
+    assert "TinyViT at 448" in loaded_arch.describe()
+    with torch.no_grad():
+        assert torch.equal(loaded.image_encoder(x), got)
+
+
+def test_resizing_refuses_sam_vit_and_sizes_that_break_the_token_grid(tiny_sam_checkpoint, mobilesam_checkpoint):
+    sam, _ = load_sam(tiny_sam_checkpoint)
+    with pytest.raises(UserError, match="TinyViT"):
+        ResizedTinyViT(sam.image_encoder, 448)
+    mobile, _ = load_sam(mobilesam_checkpoint)
+    for size in (450, 1024):
+        with pytest.raises(UserError, match="multiple of 16"):
+            ResizedTinyViT(mobile.image_encoder, size)
+
+
+def test_fine_tuning_from_the_teacher_keeps_its_batch_norm_statistics(mobilesam_checkpoint, tmp_path):
+    import copy
+
+    sam, _ = load_sam(mobilesam_checkpoint)
+    x = [torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(1))]
+    with torch.no_grad():
+        t = [sam.image_encoder(x[0])]
+
+    def stats(m):
+        return [b.running_var.clone() for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+
+    for from_teacher in (True, False):
+        student = ResizedTinyViT(copy.deepcopy(sam.image_encoder), 256)
+        before = stats(student)
+        weights = student.encoder.neck[0].weight.clone()
+        distil_encoder(student, x, t, DistillConfig(steps=2, batch=1, lr=1e-4), tmp_path / str(from_teacher),
+                       from_teacher=from_teacher)
+        kept = all(torch.equal(a, b) for a, b in zip(before, stats(student)))
+        assert kept == from_teacher  # a plain student's statistics follow its batches; the teacher's are kept
+        assert not torch.equal(weights, student.encoder.neck[0].weight)  # and both were trained
 
 
 def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself(tiny_sam_checkpoint, tmp_path):
