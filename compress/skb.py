@@ -66,6 +66,11 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
     # The teacher is the slow part: its embeddings are computed once, for every student and for scoring.
     train_emb = teacher_embeddings(teacher.image_encoder, train_x)
     teacher_emb = teacher_embeddings(teacher.image_encoder, eval_x)
+    # Every tenth training photograph is held out to pick each model's best distillation checkpoint
+    # (the scoring photographs never are); with fewer than ten, the last state is kept.
+    held = set(range(9, len(train_x), 10))
+    fit = ([x for i, x in enumerate(train_x) if i not in held], [y for i, y in enumerate(train_emb) if i not in held])
+    val = ([train_x[i] for i in sorted(held)], [train_emb[i] for i in sorted(held)]) if held else None
     base = {k: v for k, v in dataclasses.asdict(arch).items() if k != "variant"}
     step = lambda s, n, logs: say(None, step=(s, n, logs))  # noqa: E731
     finetune = dataclasses.replace(cfg.distill, lr=cfg.finetune_lr)
@@ -75,22 +80,23 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         say(f"{name}: pruning heads and MLP width, fine-tuning ({cfg.distill.steps} steps)")
         pruned = prune_sam_encoder(teacher, arch, ratio)
         shape = record(pruned, _build(arch))
-        distil_encoder(pruned.image_encoder, train_x, train_emb, finetune, work / name, step, from_teacher=True)
+        distil_encoder(pruned.image_encoder, *fit, finetune, work / name, step, from_teacher=True, validation=val)
         models.append((name, ratio, pruned, {"kind": "pruned", "architecture": shape}))
     if cfg.resized and arch.family != "mobilesam":
         say(f"--resize skipped: {arch.describe()} is a ViT with position embeddings fixed to 64 x 64")
     for size in cfg.resized if arch.family == "mobilesam" else ():
         name = f"tinyvit-{size}"
         say(f"{name}: the teacher's TinyViT at {size} x {size}, fine-tuning ({cfg.distill.steps} steps)")
-        resized = _with_encoder(teacher, ResizedTinyViT(copy.deepcopy(teacher.image_encoder), size))
-        distil_encoder(resized.image_encoder, train_x, train_emb, finetune, work / name, step, from_teacher=True)
-        models.append((name, 0.0, resized, {"kind": "resized", "architecture": {}, "input_size": size}))
+        encoder = ResizedTinyViT(copy.deepcopy(teacher.image_encoder), size)
+        resized = _with_encoder(teacher, encoder)
+        distil_encoder(encoder, *fit, finetune, work / name, step, from_teacher=True, validation=val)
+        models.append((name, 0.0, resized, {"kind": "resized", "architecture": {}, **encoder.settings()}))
     for size in cfg.students:
         name = f"resnet18-{size}"
         say(f"{name}: distilling a ResNet-18 student ({cfg.distill.steps} steps)")
         student = ResNetStudent("resnet18", size)
         sam = _with_encoder(teacher, student)
-        distil_encoder(student, train_x, train_emb, cfg.distill, work / name, step)
+        distil_encoder(student, *fit, cfg.distill, work / name, step, validation=val)
         models.append((name, 0.0, sam, {"kind": "student", **student.settings()}))
     raw = [_raw(teacher, x) for x in train_x[: cfg.calibration]]
     eval_raw = [_raw(teacher, x) for x in eval_x]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -13,6 +14,7 @@ from lamsc import __version__
 from lamsc.commands.compress import compress
 from lamsc.commands.demo import demo
 from lamsc.commands.export import export
+from lamsc.commands.output import json_only_stdout
 from lamsc.commands.profile import profile
 from lamsc.commands.segment import segment
 from lamsc.commands.train import train
@@ -53,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     A UserError is printed as one line, without a traceback, and gives status 2.
     """
     command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
     try:
-        result = command.main(args=argv, prog_name="lamsc", standalone_mode=False)
+        with json_only_stdout() if "--json" in args else contextlib.nullcontext():
+            result = command.main(args=args, prog_name="lamsc", standalone_mode=False)
     except UserError as e:
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         return 2

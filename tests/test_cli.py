@@ -1,5 +1,6 @@
 """The lamsc command: help, version, the demo, and the one-namespace layout."""
 
+import json
 import subprocess
 import sys
 
@@ -50,3 +51,14 @@ def test_ci_runs_the_readme_test_command():
     readme_commands = root.joinpath("README.md").read_text().split("```")[1].splitlines()[1:3]
     assert "lamsc demo" in readme_commands[0] and "pytest" in readme_commands[1]
     assert readme_commands[1] in root.joinpath(".ci", "run").read_text().splitlines()
+
+
+def test_json_stdout_holds_only_the_document(capsys):
+    from lamsc.commands.output import emit_json, json_only_stdout
+
+    with json_only_stdout():
+        print("Statistics collection 100%")  # what NNCF prints while it quantises
+        emit_json("x", {"a": 1})
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"name": "x", "results": {"a": 1}}
+    assert "Statistics collection" in captured.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -17,7 +18,24 @@ def progress() -> Progress:
                     console=console, transient=True)
 
 
+_json_stream = None  # the real stdout while ``json_only_stdout`` holds
+
+
+@contextlib.contextmanager
+def json_only_stdout():
+    """Send whatever else prints to stdout (NNCF's progress bars, for one) to stderr, so that stdout holds
+    the JSON document alone."""
+    global _json_stream
+    _json_stream = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_stream = None
+
+
 def emit_json(name: str, results: dict) -> None:
     """Write ``{"name": ..., "results": ...}`` to stdout."""
-    json.dump({"name": name, "results": results}, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    out = _json_stream or sys.stdout
+    json.dump({"name": name, "results": results}, out, indent=2)
+    out.write("\n")
