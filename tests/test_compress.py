@@ -266,7 +266,7 @@ def test_a_resampled_kernel_gives_the_same_output_on_a_linear_image():
     assert coarse_weight[..., 1, 1].abs().sum() > weight[..., 1, 1].abs().sum()
 
 
-def test_scale_consistent_resizing_stays_closer_to_the_teacher(mobilesam_checkpoint):
+def test_scale_consistent_resizing_stays_closer_to_the_teacher(mobilesam_checkpoint, tmp_path):
     import copy
 
     from lamsc.compress.distill import embedding_cosine
@@ -282,6 +282,12 @@ def test_scale_consistent_resizing_stays_closer_to_the_teacher(mobilesam_checkpo
         teacher = sam.image_encoder(x)
         cos_plain, cos_scaled = embedding_cosine(plain(x), teacher), embedding_cosine(scaled(x), teacher)
     assert cos_scaled > cos_plain + 0.03, (cos_plain, cos_scaled)  # measured 0.83 -> 0.94 on ten photographs
+    whole = copy.deepcopy(sam)
+    whole.image_encoder = scaled
+    path = save_skb(whole, {"family": "mobilesam"}, {"kind": "resized", "architecture": {}, **scaled.settings()},
+                    tmp_path / "skb")
+    with torch.no_grad():  # the window sizes and bias indices are rebuilt from the file's settings, not stored
+        torch.testing.assert_close(load_sam(path)[0].image_encoder(x), scaled(x), rtol=0, atol=0)
 
 
 def test_resizing_refuses_sam_vit_and_sizes_that_break_the_token_grid(tiny_sam_checkpoint, mobilesam_checkpoint):
