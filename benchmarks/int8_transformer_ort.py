@@ -84,11 +84,12 @@ def profile_by_op(path: Path, feed: dict, threads: int, disabled: list[str]) -> 
     options.intra_op_num_threads, options.enable_profiling = threads, True
     s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     s.run(None, feed)
+    trace = Path(s.end_profiling())
     by_op = collections.Counter()
-    for event in json.loads(Path(s.end_profiling()).read_text()):
+    for event in json.loads(trace.read_text()):
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             by_op[event["args"]["op_name"]] += event["dur"] / 1e3
-    Path(s.end_profiling()).unlink(missing_ok=True)
+    trace.unlink()
     return {k: round(v, 1) for k, v in by_op.most_common(8)}
 
 
