@@ -200,8 +200,7 @@ def distil_encoder(student: torch.nn.Module, inputs: list[torch.Tensor], targets
             if validation is not None:
                 _keep_if_best(student, validation, run.state, best_file)
                 _train(student, keep_norm_statistics=from_teacher)
-            save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()},
-                      str(out / "student_weights.safetensors"))
+            _save_weights(student, out / "student_weights.safetensors")
             run.save()
     if validation is not None:
         student.load_state_dict(load_file(str(best_file)))
@@ -215,7 +214,11 @@ def _keep_if_best(student: torch.nn.Module, validation, state: dict, best_file: 
     state.setdefault("validation", []).append({"step": state["step"], "cosine": cosine})
     if cosine > state.get("best", {}).get("cosine", -2.0):
         state["best"] = {"step": state["step"], "cosine": cosine}
-        save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, str(best_file))
+        _save_weights(student, best_file)
+
+
+def _save_weights(module: torch.nn.Module, path: Path) -> None:
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path))
 
 
 def _train(model: torch.nn.Module, keep_norm_statistics: bool) -> None:

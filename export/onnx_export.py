@@ -59,7 +59,7 @@ def _disabled_for(path: str | Path) -> list[str]:
     """ORT's MatMulAddFusion rewrites a 3-D DQ -> MatMul -> Add (every Linear of a transformer) into
     Reshape -> DQ -> Gemm before its QDQ fusions run, and a DQ -> Gemm it then leaves in float: an int8
     TinyViT ran its MLPs as float Gemms on dequantised inputs. Without that fusion they run as
-    MatMulIntegerToFloat (benchmarks/compress_candidates.py measures the difference)."""
+    MatMulIntegerToFloat (benchmarks/int8_transformer_ort.py measures the difference)."""
     model = onnx.load(str(path), load_external_data=False)
     return ["MatMulAddFusion"] if any(n.op_type == "QuantizeLinear" for n in model.graph.node) else []
 
