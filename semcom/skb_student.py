@@ -83,9 +83,7 @@ class ResizedTinyViT(nn.Module):
             raise UserError("a resized SKB encoder needs MobileSAM's TinyViT; SAM's ViT has position embeddings "
                             "fixed to a 64 x 64 grid, compress it by pruning (--ratios) or a student (--students)")
         full = encoder.img_size
-        if input_size % 16 or input_size >= full:  # every stage's token grid must stay whole
-            raise UserError(f"TinyViT input size {input_size}: use a multiple of 16 below {full} (448 is a fifth "
-                            "of 1024's latency)")
+        check_resize(input_size, full)
         for module in encoder.modules():
             if hasattr(module, "input_resolution"):
                 module.input_resolution = tuple(r * input_size // full for r in module.input_resolution)
@@ -110,6 +108,13 @@ class ResizedTinyViT(nn.Module):
 
     def settings(self) -> dict:
         return {"input_size": self.input_size, "scale_consistent": self.scale_consistent}
+
+
+def check_resize(input_size: int, full: int = 1024) -> None:
+    """A TinyViT input size that keeps every stage's token grid whole, or a one-line UserError."""
+    if input_size % 16 or not 0 < input_size < full:
+        raise UserError(f"TinyViT input size {input_size}: use a multiple of 16 below {full} (448 is a fifth "
+                        "of 1024's latency)")
 
 
 def resample_kernel(weight: torch.Tensor, factor: float) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -213,8 +214,6 @@ def test_tiny_vit_heads_are_removed_head_by_head(mobilesam_checkpoint, tmp_path)
 
 
 def test_resized_tiny_vit_is_the_official_tiny_vit_built_at_that_size(mobilesam_checkpoint, tmp_path):
-    import copy
-
     from mobile_sam.modeling import TinyViT
 
     sam, arch = load_sam(mobilesam_checkpoint)
@@ -267,8 +266,6 @@ def test_a_resampled_kernel_gives_the_same_output_on_a_linear_image():
 
 
 def test_scale_consistent_resizing_stays_closer_to_the_teacher(mobilesam_checkpoint, tmp_path):
-    import copy
-
     from lamsc.compress.distill import embedding_cosine
     from lamsc.compress.skb import sam_inputs
     from lamsc.semcom.images import bundled_photos
@@ -300,9 +297,18 @@ def test_resizing_refuses_sam_vit_and_sizes_that_break_the_token_grid(tiny_sam_c
             ResizedTinyViT(mobile.image_encoder, size)
 
 
-def test_fine_tuning_from_the_teacher_keeps_its_batch_norm_statistics(mobilesam_checkpoint, tmp_path):
-    import copy
+@pytest.mark.parametrize("flag,value,message", [("--resize", "450", "multiple of 16"),
+                                                ("--resize", "448.5", "whole numbers"),
+                                                ("--students", "-512", "whole numbers")])
+def test_bad_input_sizes_are_refused_before_any_work(tiny_sam_checkpoint, tmp_path, capsys, flag, value, message):
+    code = main(["compress", "--sam", str(tiny_sam_checkpoint), "--budget", "latency-ms=25%", flag, value,
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert not any(tmp_path.iterdir())  # refused before the teacher ran
 
+
+def test_fine_tuning_from_the_teacher_keeps_its_batch_norm_statistics(mobilesam_checkpoint, tmp_path):
     sam, _ = load_sam(mobilesam_checkpoint)
     x = [torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(1))]
     with torch.no_grad():
@@ -354,8 +360,6 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
         t = [sam.image_encoder(x[0])]
     q = skb_quality(t, sam, t, 3)
     assert q["cosine"] == pytest.approx(1.0, abs=1e-6) and q["iou"] == pytest.approx(1.0)
-    import copy
-
     student_sam = copy.deepcopy(sam)
     student_sam.image_encoder = ResNetStudent("resnet18", 256)
     distil_encoder(student_sam.image_encoder, x, t, DistillConfig(steps=2, batch=1), tmp_path / "d")

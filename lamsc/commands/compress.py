@@ -110,8 +110,7 @@ def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, 
 
     limits, where = Budget.parse(budget), Target(target)
     cfg = SkbPlanConfig(ratios=_floats(ratios, "--ratios"),
-                        students=tuple(int(v) for v in _floats_raw(students, "--students")),
-                        resized=tuple(int(v) for v in _floats_raw(resize, "--resize")),
+                        students=_sizes(students, "--students"), resized=_sizes(resize, "--resize"),
                         precisions=_words(precisions))
     cfg.distill.steps = steps
     teacher, arch = load_sam(sam_checkpoint)
@@ -189,6 +188,19 @@ def _floats_raw(text: str, flag: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{flag} {text!r} is not a comma-separated list of numbers") from None
+
+
+def _sizes(text: str, flag: str) -> tuple[int, ...]:
+    """Whole-pixel input sizes; --resize ones checked here, before the teacher's slow embeddings."""
+    from lamsc.semcom.skb_student import check_resize
+
+    values = _floats_raw(text, flag)
+    if any(v != int(v) or v <= 0 for v in values):
+        raise UserError(f"{flag} {text!r}: input sizes are positive whole numbers of pixels, e.g. 448,512")
+    if flag == "--resize":
+        for v in values:
+            check_resize(int(v))
+    return tuple(int(v) for v in values)
 
 
 def _words(text: str) -> tuple[str, ...]:
