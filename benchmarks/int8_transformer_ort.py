@@ -82,6 +82,8 @@ def profile_by_op(path: Path, feed: dict, threads: int, disabled: list[str]) -> 
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.enable_profiling = threads, True
+    # Beside the model, not in the caller's directory: an interrupted run must not litter the checkout.
+    options.profile_file_prefix = str(path.with_suffix("")) + "_profile"
     s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     s.run(None, feed)
     trace = Path(s.end_profiling())

@@ -161,7 +161,8 @@ def _through_channel(z, mask, snr, gen, noise_state):
 def distil_encoder(student: torch.nn.Module, inputs: list[torch.Tensor], targets: list[torch.Tensor],
                    cfg: DistillConfig, out: Path, progress=None, from_teacher: bool = False,
                    validation: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> torch.nn.Module:
-    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024)) towards
+    """Feature distillation of an image encoder on preprocessed images (each (1, 3, 1024, 1024); or on
+    whatever ``student`` takes, such as a resized TinyViT's trunk features for its neck) towards
     the teacher's embeddings of them (``teacher_embeddings``, computed once for every student); the
     student's weights are checkpointed in ``out`` (the caller saves the finished SKB in its own format).
 

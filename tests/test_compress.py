@@ -287,6 +287,32 @@ def test_scale_consistent_resizing_stays_closer_to_the_teacher(mobilesam_checkpo
         torch.testing.assert_close(load_sam(path)[0].image_encoder(x), scaled(x), rtol=0, atol=0)
 
 
+def test_a_resized_tiny_vit_fine_tunes_its_neck_alone(mobilesam_checkpoint, tmp_path):
+    from lamsc.compress.distill import embedding_cosine
+    from lamsc.compress.skb import finetune_neck, sam_inputs
+    from lamsc.semcom.images import bundled_photos
+
+    sam, _ = load_sam(mobilesam_checkpoint)
+    xs = sam_inputs(sam, bundled_photos(["coffee", "astronaut"]))
+    with torch.no_grad():
+        ys = [sam.image_encoder(x) for x in xs]
+    encoder = ResizedTinyViT(copy.deepcopy(sam.image_encoder), 256, neck_grid=64).eval()
+    # On the teacher's grid, the neck keeps the teacher's kernels and runs on the upsampled trunk features.
+    teacher_neck = sam.image_encoder.neck.state_dict()
+    assert all(torch.equal(v, encoder.encoder.neck.state_dict()[k]) for k, v in teacher_neck.items())
+    with torch.no_grad():
+        up = torch.nn.functional.interpolate(encoder.trunk(xs[0]), size=(64, 64), mode="bilinear")
+        torch.testing.assert_close(encoder(xs[0]), sam.image_encoder.neck(up), rtol=0, atol=0)
+        before = [embedding_cosine(encoder(x), y) for x, y in zip(xs, ys)]
+    trunk = {k: v.clone() for k, v in encoder.state_dict().items() if not k.startswith("encoder.neck.")}
+    finetune_neck(encoder, (xs, ys), None, DistillConfig(steps=10, batch=2, lr=3e-4), tmp_path)
+    with torch.no_grad():
+        after = [embedding_cosine(encoder(x), y) for x, y in zip(xs, ys)]
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in trunk.items())  # the trunk is untouched
+    assert not torch.equal(encoder.encoder.neck[2].weight, teacher_neck["2.weight"])
+    assert sum(after) > sum(before) + 0.01, (before, after)  # and the encoder's own neck learned
+
+
 def test_resizing_refuses_sam_vit_and_sizes_that_break_the_token_grid(tiny_sam_checkpoint, mobilesam_checkpoint):
     sam, _ = load_sam(tiny_sam_checkpoint)
     with pytest.raises(UserError, match="TinyViT"):
@@ -429,6 +455,38 @@ def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_p
     assert code == 0 and res["chosen"]["name"] == "teacher-int8"
     assert onnx.load(str(tmp_path / "skb_encoder.onnx")).graph.node == quantised.graph.node
     assert load_sam(tmp_path / "skb.safetensors")[0].image_encoder is not None
+
+
+def test_a_resized_mobilesam_candidate_is_written_with_its_fine_tuned_neck(two_photos, mobilesam_checkpoint, tmp_path):
+    code = main(["compress", "--sam", str(mobilesam_checkpoint), "--budget", "latency-ms=60%", "--ratios", "0",
+                 "--students", "", "--resize", "256", "--precisions", "fp32", "--steps", "2", "--data",
+                 str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "compress.json").read_text())["results"]
+    assert [c["name"] for c in res["candidates"]] == ["teacher-fp32", "tinyvit-256-fp32"]
+    resized = res["candidates"][1]
+    assert resized["cost"]["macs"] < 0.2 * res["candidates"][0]["cost"]["macs"]  # (256 / 1024)^2 of the tokens
+    skb = tmp_path / "candidates" / "tinyvit-256" / "skb.json"
+    assert json.loads(skb.read_text())["encoder"]["neck_grid"] == 48
+    sam, arch = load_sam(skb)
+    teacher, _ = load_sam(mobilesam_checkpoint)
+    assert "TinyViT at 256" in arch.describe()
+    # Only the neck was fine-tuned: the trunk's linear layers are still the teacher's.
+    mlp = "encoder.layers.1.blocks.0.mlp.fc1.weight"
+    assert torch.equal(sam.image_encoder.state_dict()[mlp], teacher.image_encoder.state_dict()[mlp[8:]])
+    neck = "encoder.neck.0.weight"
+    assert not torch.equal(sam.image_encoder.state_dict()[neck], teacher.image_encoder.state_dict()[neck[8:]])
+    # The file is scored as deployed: its ONNX export gives the cosine the plan reports.
+    from lamsc.compress.distill import embedding_cosine
+    from lamsc.compress.skb import _raw, onnx_embeddings, sam_inputs
+    from lamsc.semcom.images import iter_images
+
+    x = sam_inputs(teacher, list(iter_images([two_photos])))
+    with torch.no_grad():
+        cosines = [embedding_cosine(sam.image_encoder(a), teacher.image_encoder(a)) for a in x]
+        onnx = onnx_embeddings(tmp_path / "candidates" / "tinyvit-256" / "skb_encoder.onnx", [_raw(teacher, a) for a in x])
+    assert resized["quality"]["cosine"] == pytest.approx(sum(cosines) / len(cosines), abs=1e-4)
+    torch.testing.assert_close(onnx[0], sam.image_encoder(x[0]).detach(), rtol=1e-3, atol=1e-3)
+    assert (code == 0) == (res["chosen"] is not None)  # exit 2 when the quality floors are not met
 
 
 # -- quantisation ----------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def compress(
                                        "candidates."),
     students: str = typer.Option("768", help="With --sam: ResNet-18 student input sizes to try ('' for none)."),
     resize: str = typer.Option("448", help="With --sam on MobileSAM: input sizes at which the teacher's own "
-                               "TinyViT is fine-tuned ('' for none; 448 runs in about a fifth of 1024's time)."),
+                               "TinyViT runs, its neck fine-tuned ('' for none; 448 takes about a fifth of 1024's time)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
