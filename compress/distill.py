@@ -41,7 +41,9 @@ class DistillConfig:
     crop: int = 128
     batch: int = 8
     lr: float = 3e-4
-    teacher_weight: float = 1.0   # student image vs teacher image, beside student image vs photo
+    # Student image vs teacher image, beside student image vs photo (weight 1). On the default codec pruned
+    # by half, 400 steps, scored on the bundled photographs: 4 -> -1.05 dB, 1 -> -0.74, 0.25 -> -0.64, 0 -> -0.73.
+    teacher_weight: float = 0.25
     augment: bool = True          # codec: colour augmentation of the crops (see ``colour_augment``)
     checkpoint_every: int = 100
     seed: int = 0
