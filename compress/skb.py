@@ -44,7 +44,7 @@ class SkbPlanConfig:
     ratios: tuple[float, ...] = (0.0, 0.5)
     students: tuple[int, ...] = (768,)     # ResNet-18 students by input size; () for none
     resized: tuple[int, ...] = (448,)      # TinyViT input sizes (MobileSAM only); () for none
-    finetune_lr: float = 1e-5              # for models that start from the teacher's weights (3e-5 lost cosine)
+    finetune_lr: float = 1e-5              # pruned models, from the teacher's weights (3e-5 lost cosine)
     neck_lr: float = 3e-4                  # a resized TinyViT's neck, fine-tuned alone (1e-3 lost cosine at first)
     precisions: tuple[str, ...] = ("fp32", "int8")
     calibration: int = 16                  # training photographs int8 is calibrated on
@@ -89,7 +89,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
     for size in cfg.resized if arch.family == "mobilesam" else ():
         name = f"tinyvit-{size}"
         say(f"{name}: the teacher's TinyViT at {size} x {size}, fine-tuning ({cfg.distill.steps} steps)")
-        encoder = ResizedTinyViT(copy.deepcopy(teacher.image_encoder), size).eval()
+        encoder = ResizedTinyViT(copy.deepcopy(teacher.image_encoder), size)
         resized = _with_encoder(teacher, encoder)
         finetune_neck(encoder, fit, val, dataclasses.replace(cfg.distill, lr=cfg.neck_lr), work / name, step)
         models.append((name, 0.0, resized, {"kind": "resized", "architecture": {}, **encoder.settings()}))

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from lamsc.errors import UserError
 from lamsc.semcom import architecture
 
-FORMAT, VERSION = "lamsc-skb", 2  # v2: a scale-consistent resized neck runs on the 64 x 64 grid
+FORMAT, VERSION = "lamsc-skb", 2  # v2: a resized encoder records the grid its neck runs on (neck_grid)
 EMBED_DIM, GRID = 256, 64
 
 
@@ -105,7 +105,8 @@ class ResizedTinyViT(nn.Module):
             for module in encoder.modules():
                 if isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1:
                     on = self.neck_grid / GRID if module in neck else factor
-                    module.weight.data = resample_kernel(module.weight.data, on) if on < 1 else module.weight.data
+                    if on < 1:  # the neck on the teacher's own grid keeps its kernels
+                        module.weight.data = resample_kernel(module.weight.data, on)
                 if hasattr(module, "window_size") and hasattr(module, "attn"):
                     _shrink_window(module, factor)
 
