@@ -38,6 +38,7 @@ class PlanConfig:
     snr_db: float = 10.0
     size: int = 512             # latency is measured on a size x size image
     repeats: int = 7
+    int8_max_drop: float | None = 0.1  # dB of noise-free link PSNR each int8 graph may lose (NNCF accuracy control)
 
 
 @dataclass
@@ -98,8 +99,12 @@ def candidate_precisions(cfg, target: Target) -> tuple[str, ...]:
 
 def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[TrainingImage],
                evaluation: list[NamedImage], segmenter: Segmenter, cfg: PlanConfig, work: Path,
-               progress=None) -> Plan:
-    """Build, cost and score every candidate under ``work``; choose one."""
+               progress=None, calibration: list[NamedImage] | None = None) -> Plan:
+    """Build, cost and score every candidate under ``work``; choose one.
+
+    ``calibration`` photographs (default: ``evaluation``) are what int8 candidates are calibrated and
+    accuracy-controlled on; photographs apart from those they are scored on keep the score honest.
+    """
     say = progress or (lambda *a, **k: None)
     if 0.0 not in cfg.ratios:
         raise ValueError("the ratios must include 0.0: the teacher is costed and scored as a candidate")
@@ -118,7 +123,8 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
             c = Candidate(f"prune-{ratio:.2f}-{precision}", ratio, precision, model=model_file)
             say(f"{c.name}: export, verify, cost and score")
             try:
-                evaluate(c, student, target, evaluation, segments, segmenter, cfg, folder / f"bundle-{precision}")
+                evaluate(c, student, target, evaluation, segments, segmenter, cfg, folder / f"bundle-{precision}",
+                         calibration)
             except UserError as e:  # an export the verification refuses is a rejected candidate, not a crash
                 c.rejected = str(e)
             candidates.append(c)
@@ -135,7 +141,8 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
 
 
 def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[NamedImage], segments: dict,
-             segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path) -> None:
+             segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path,
+             calibration: list[NamedImage] | None = None) -> None:
     """Export ``model`` at the candidate's precision, then cost and score it (fills ``c`` in)."""
     import torch
 
@@ -144,7 +151,8 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
     from lamsc.runtime.backends import OnnxRuntimeBackend
 
     bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation,
-                          int8_for="onnxruntime" if target.name == "cpu" else "tensorrt")
+                          int8_for="onnxruntime" if target.name == "cpu" else "tensorrt", calibration=calibration,
+                          int8_max_drop=cfg.int8_max_drop)
     c.bundle = bundle_dir
     graphs = model_graphs(model)
     tx_in = graphs["transmitter"].example(cfg.size, cfg.size)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -21,14 +21,18 @@ from onnx import numpy_helper
 
 from lamsc.export.graph_checks import count_qdq, qdq_problems
 
+Metric = Callable[..., float]  # (ONNX Runtime session, feed, reference) -> higher is better
+
 
 def quantise_onnx(path: str | Path, out: str | Path, calibration: Iterable[dict], transformer: bool = False,
-                  subset_size: int = 300, tensorrt: bool = True, metric=None, max_drop: float = 0.5) -> Path:
+                  subset_size: int = 300, tensorrt: bool = True, metric: Metric | None = None,
+                  validation: Iterable[tuple[dict, np.ndarray]] = (), max_drop: float = 0.5) -> Path:
     """Quantise the ONNX graph at ``path`` with feeds ``calibration`` (dicts of input name -> array).
 
-    With ``metric`` (an ONNX Runtime session and a feed -> a figure where higher is better, e.g. the PSNR
-    of what the graph reconstructs), NNCF's accuracy control keeps layers in float until the mean metric
-    over the calibration feeds is within ``max_drop`` of the float graph's.
+    With ``metric`` (an ONNX Runtime session, a feed and its reference -> a figure where higher is better,
+    e.g. the PSNR of what the graph reconstructs against the photograph), NNCF's accuracy control keeps
+    the layers that cost most in float until the mean metric over ``validation`` (feed, reference) pairs
+    is within ``max_drop`` of the float graph's.
     """
     import nncf
 
@@ -38,8 +42,11 @@ def quantise_onnx(path: str | Path, out: str | Path, calibration: Iterable[dict]
     if metric is None:
         quantised = nncf.quantize(model, nncf.Dataset(samples), **common)
     else:
+        checks = list(validation)
+        if not checks:
+            raise ValueError("accuracy-controlled quantisation needs validation (feed, reference) pairs")
         quantised = nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(samples), nncf.Dataset(samples), _validation(metric), max_drop=max_drop,
+            model, nncf.Dataset(samples), nncf.Dataset(checks), _validation(metric), max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE, **common)
     if tensorrt:
         quantised = signed_int8(quantised)
@@ -64,16 +71,47 @@ def _settings(samples: list, transformer: bool, subset_size: int) -> dict:
                 subset_size=min(subset_size, len(samples)))
 
 
-def _validation(metric):
-    """NNCF's validation function for ONNX: it hands over a ModelProto and the validation feeds."""
-    def validate(model: onnx.ModelProto, feeds) -> tuple[float, list[float]]:
+def _validation(metric: Metric):
+    """NNCF's validation function for ONNX: it hands over a ModelProto and the validation pairs."""
+    def validate(model: onnx.ModelProto, pairs) -> tuple[float, list[float]]:
         import onnxruntime as ort
 
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        values = [float(metric(session, feed)) for feed in feeds]
+        values = [float(metric(session, feed, reference)) for feed, reference in pairs]
         return float(np.mean(values)), values
 
     return validate
+
+
+def codec_link_metrics(receiver_fp32: str | Path, num_levels: int) -> dict[str, Metric]:
+    """Per codec graph, the PSNR (dB) of the link's reconstruction against the photograph, noise-free, with
+    the other graph in float: the figure accuracy-controlled int8 of that graph keeps within its drop.
+
+    The transmitter's metric runs its output through the float receiver (``receiver_fp32``), which is
+    how a quantised transmitter's error shows in what is finally seen.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from lamsc.semcom.asc import depth_levels
+
+    receiver = ort.InferenceSession(str(receiver_fp32), providers=["CPUExecutionProvider"])
+
+    def reconstructed(session, feed, photo):
+        image = session.run(["image"], feed)[0]
+        return _psnr(image, photo)
+
+    def transmitted(session, feed, photo):
+        z, depth = session.run(["z", "depth"], feed)
+        levels = depth_levels(torch.from_numpy(depth[:, 0]), num_levels).numpy()
+        return reconstructed(receiver, {"z": z, "levels": levels, "snr_db": feed["snr_db"]}, photo)
+
+    return {"transmitter": transmitted, "receiver": reconstructed}
+
+
+def _psnr(image: np.ndarray, photo: np.ndarray) -> float:
+    mse = np.mean((np.clip(image, 0.0, 1.0).astype(np.float64) - photo) ** 2)
+    return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
 
 
 def quantise_torch(module, calibration: Iterable[tuple], transformer: bool = False, subset_size: int = 300):

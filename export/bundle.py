@@ -99,13 +99,16 @@ def library_versions() -> dict:
 def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sam: torch.nn.Module | None = None,
                  sam_name: str = "", segmenter: Segmenter | None = None, images: list[NamedImage] | None = None,
                  mask_options: MaskGenerationOptions | None = None, budget: dict | None = None,
-                 int8_for: str = "tensorrt") -> Bundle:
+                 int8_for: str = "tensorrt", calibration: list[NamedImage] | None = None,
+                 int8_max_drop: float | None = None) -> Bundle:
     """Export ``model`` (and ``sam``'s encoder/decoder when given) to a verified bundle in ``out``.
 
-    ``images`` (default: the bundled photographs) are what each graph is verified on against PyTorch and,
-    for int8, what NNCF calibrates on; ``segmenter`` (default: the fallback) gives their SKB masks.
-    ``int8_for`` is "tensorrt" (signed int8 Q/DQ only) or "onnxruntime" (uint8 activations where NNCF
-    chose them, faster in ONNX Runtime on x86 CPUs).
+    ``images`` (default: the bundled photographs) are what each graph is verified on against PyTorch;
+    ``segmenter`` (default: the fallback) gives their SKB masks. For int8, NNCF calibrates on
+    ``calibration`` (default: ``images``; keep them apart from the photographs a candidate is scored on),
+    and with ``int8_max_drop`` (dB) accuracy control keeps in float the codec layers that cost most until
+    each graph's link PSNR on them is within that drop of float. ``int8_for`` is "tensorrt" (signed int8
+    Q/DQ only) or "onnxruntime" (uint8 activations where NNCF chose them, faster in ONNX Runtime on x86).
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -118,30 +121,38 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     images = images or bundled_photos()
     model = model.eval()
     graphs = model_graphs(model)
-    samples = model_samples(model, segmenter or build_segmenter(None), images)
+    segmenter = segmenter or build_segmenter(None)
     if sam is not None:
         graphs.update(skb_graphs(sam))
-        samples.update(skb_samples(graphs["skb_encoder"], images[:2]))
+
+    def samples_of(photos):
+        found = model_samples(model, segmenter, photos)
+        if sam is not None:
+            found.update(skb_samples(graphs["skb_encoder"], photos[:2]))
+        return found
+
+    samples = samples_of(images)
+    calibrated = samples_of(calibration) if precision == "int8" and calibration else samples
     entries = {}
     with tempfile.TemporaryDirectory() as tmp:
+        fp32 = {name: export_onnx(module, module.spec(), module.example(), Path(tmp) / f"{name}.fp32.onnx")
+                for name, module in graphs.items()}
         for name, module in graphs.items():
-            spec = module.spec()
-            fp32 = export_onnx(module, spec, module.example(), Path(tmp) / f"{name}.fp32.onnx")
             final = out / f"{name}.onnx"
             if precision == "fp32":
-                shutil.copy(fp32, final)
+                shutil.copy(fp32[name], final)
             elif precision == "fp16":
-                to_fp16(fp32, final)
+                to_fp16(fp32[name], final)
             else:
-                from lamsc.compress.quantise import quantise_onnx
-
-                feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
-                quantise_onnx(fp32, final, feeds, transformer=name.startswith("skb"), tensorrt=int8_for == "tensorrt")
-            entries[name] = graph_entry(module, spec, final, samples[name], precision)
+                quantise_graph(module.spec(), fp32, final, calibrated, model.config.num_levels, int8_for,
+                               int8_max_drop)
+            entries[name] = graph_entry(module, module.spec(), final, samples[name], precision)
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "lamsc": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
         "int8_for": int8_for if precision == "int8" else None,
+        "int8": ({"calibrated_on": [i.name for i in calibration or images], "max_drop_db": int8_max_drop}
+                 if precision == "int8" else None),
         "model": json.loads(model.config.to_json()),
         "skb": ({"kind": "sam", "source": sam_name, "mask_generation": (mask_options or MaskGenerationOptions()).to_dict()}
                 if sam is not None else {"kind": "fallback"}),
@@ -151,6 +162,23 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     write_device_steps(out, manifest)
     return load_bundle(out)
+
+
+def quantise_graph(spec: GraphSpec, fp32: dict[str, Path], out: Path, samples: dict[str, list], num_levels: int,
+                   int8_for: str, max_drop: float | None) -> None:
+    """NNCF int8 of graph ``spec.name`` calibrated on ``samples``; the codec's graphs accuracy-controlled on
+    the link's PSNR when ``max_drop`` is given (the SKB's graphs have no photograph to score against)."""
+    from lamsc.compress.quantise import codec_link_metrics, quantise_onnx
+
+    name = spec.name
+    feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
+    control = {}
+    if max_drop is not None and name in ("transmitter", "receiver"):
+        photos = [s[0].numpy() for s in samples["transmitter"]]  # sample i of either graph is photograph i
+        metric = codec_link_metrics(fp32["receiver"], num_levels)[name]
+        control = {"metric": metric, "validation": list(zip(feeds, photos)), "max_drop": max_drop}
+    quantise_onnx(fp32[name], out, feeds, transformer=name.startswith("skb"), tensorrt=int8_for == "tensorrt",
+                  **control)
 
 
 def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], precision: str) -> dict:

@@ -109,6 +109,40 @@ def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
 
 
+def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tmp_path, model, photos, fp32_bundle):
+    """Each int8 graph, with the other in float, loses at most the drop on its calibration photographs:
+    PSNR of the noise-free link's reconstruction, scored with scikit-image, against the fp32 bundle's."""
+    import onnxruntime as ort
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from lamsc.export.samples import model_samples
+    from lamsc.semcom.images import NamedImage
+    from lamsc.semcom.segmenter import build_segmenter
+
+    calibration = [NamedImage(f"{p.name}-crop", p.pixels[:160, :192]) for p in bundled_photos(("astronaut", "coffee",
+                                                                                                 "rocket"))]
+    int8 = write_bundle(model, tmp_path / "int8", "int8", images=photos, calibration=calibration, int8_max_drop=0.05)
+    assert int8.manifest["int8"] == {"calibrated_on": [c.name for c in calibration], "max_drop_db": 0.05}
+    run = {(b.precision, g): ort.InferenceSession(str(b.path(g)), providers=["CPUExecutionProvider"])
+           for b in (fp32_bundle, int8) for g in ("transmitter", "receiver")}
+    L = model.config.num_levels
+
+    def link_psnr(tx: str, rx: str) -> float:
+        scores = []
+        for image, masks, snr in model_samples(model, build_segmenter(None), calibration)["transmitter"]:
+            z, depth = run[tx, "transmitter"].run(None, {"image": image.numpy(), "masks": masks.numpy(),
+                                                         "snr_db": snr.numpy()})
+            levels = np.clip(np.ceil(depth[:, 0].astype(np.float32) * L), 1, L).astype(np.int64)
+            out = run[rx, "receiver"].run(["image"], {"z": z, "levels": levels, "snr_db": snr.numpy()})[0]
+            scores.append(peak_signal_noise_ratio(image.numpy().astype(np.float64), np.clip(out, 0, 1), data_range=1))
+        return float(np.mean(scores))
+
+    reference = link_psnr("fp32", "fp32")
+    assert reference - link_psnr("int8", "fp32") <= 0.05 + 1e-3
+    assert reference - link_psnr("fp32", "int8") <= 0.05 + 1e-3
+    assert all(count_qdq(onnx.load(str(int8.path(g)))) > 0 for g in int8.graphs)
+
+
 def _qdq_graph(zero_point: int, dtype) -> onnx.ModelProto:
     zp = numpy_helper.from_array(np.array(zero_point, dtype), "zp")
     scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")

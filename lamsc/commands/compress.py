@@ -35,6 +35,9 @@ def compress(
                                               "photographs."),
     images: Optional[list[Path]] = typer.Option(None, help="Photographs to score on; default: the bundled ones."),
     snr: float = typer.Option(10.0, help="AWGN SNR (dB) at which candidates are scored."),
+    int8_max_drop: float = typer.Option(0.1, help="dB of link PSNR each int8 graph may lose on the calibration "
+                                        "photographs: NNCF's accuracy control keeps the layers that cost most in "
+                                        "float until it holds."),
     sam: Optional[Path] = typer.Option(None, "--sam", help="Compress this SAM/MobileSAM checkpoint's image encoder "
                                        "(the SKB) instead of the codec: pruned, resized and ResNet-18 student "
                                        "candidates."),
@@ -49,7 +52,8 @@ def compress(
         results = run_compress_skb(sam, budget, target, out, ratios, students, steps, data, images, precisions,
                                    resize)
     else:
-        results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr)
+        results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr,
+                               int8_max_drop=int8_max_drop)
     if json_out:
         emit_json("compress", results)
     else:
@@ -58,9 +62,12 @@ def compress(
         raise UserError(results["shortfall"])
 
 
+CALIBRATION_PHOTOS = 16  # of the distillation photographs, for int8: more add accuracy-control time, not range
+
+
 def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = "0,0.25,0.4,0.55",
                  precisions: str = "fp32,int8", steps: int = 1000, data=None, images=None, snr: float = 10.0,
-                 photos=None) -> dict:
+                 photos=None, int8_max_drop: float = 0.1) -> dict:
     """The compress job; ``photos`` (NamedImages) replaces both --data and --images when given."""
     from lamsc.compress import report as compress_report
     from lamsc.compress.budget import Budget
@@ -71,7 +78,7 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
 
     limits, where = Budget.parse(budget), Target(target)
     cfg = PlanConfig(ratios=_floats(ratios, "--ratios"), precisions=_words(precisions),
-                     distill=DistillConfig(steps=steps), snr_db=snr)
+                     distill=DistillConfig(steps=steps), snr_db=snr, int8_max_drop=int8_max_drop)
     teacher = load_model(checkpoint)
     segmenter = build_segmenter(None)
     train_photos = photos or (list(iter_images(data)) if data else bundled_photos())
@@ -82,7 +89,8 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
         task = bar.add_task("SKB segments for distillation", total=len(train_photos))
         prepared = prepare(train_photos, segmenter, teacher.config.segments, None, lambda: bar.advance(task))
         say = _reporter(bar)
-        plan = plan_codec(teacher, limits, where, prepared, evaluation, segmenter, cfg, out / "candidates", say)
+        plan = plan_codec(teacher, limits, where, prepared, evaluation, segmenter, cfg, out / "candidates", say,
+                          calibration=train_photos[:CALIBRATION_PHOTOS])
     extra = {"checkpoint": str(checkpoint) if checkpoint else "shipped default",
              "distilled_on": [str(d) for d in data] if data else "bundled photographs",
              "budget_text": plan.budget.describe(), "plan": dataclasses.asdict(cfg)}
