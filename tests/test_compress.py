@@ -436,6 +436,24 @@ def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path):
     assert (tmp_path / "bundle" / "manifest.json").is_file()
 
 
+def test_int8_candidates_are_calibrated_on_the_distillation_photographs(two_photos, tmp_path):
+    from lamsc.semcom.images import bundled_photos
+
+    scoring = tmp_path / "scoring"
+    scoring.mkdir()
+    for p in bundled_photos(["chelsea", "rocket"]):
+        Image.fromarray(p.pixels[::4, ::4]).save(scoring / f"{p.name}.png")
+    code = main(["compress", "--budget", "bytes=50%", "--ratios", "0", "--precisions", "int8", "--int8-max-drop",
+                 "0.3", "--data", str(two_photos), "--images", str(scoring), "--out", str(tmp_path / "out")])
+    assert code == 0
+    res = json.loads((tmp_path / "out" / "compress.json").read_text())["results"]
+    assert res["chosen"]["name"] == "prune-0.00-int8"
+    assert res["chosen"]["quality"]["images"] == ["chelsea", "rocket"]
+    manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
+    assert manifest["int8"] == {"calibrated_on": ["astronaut", "coffee"], "max_drop_db": 0.3}
+    assert manifest["verified_on"] == ["chelsea", "rocket"]
+
+
 def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_photos, tiny_sam_checkpoint, tmp_path):
     code = main(["compress", "--sam", str(tiny_sam_checkpoint), "--budget", "bytes=50%", "--ratios", "0",
                  "--students", "128", "--precisions", "fp32,int8", "--steps", "2", "--data", str(two_photos),
