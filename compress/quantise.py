@@ -94,12 +94,13 @@ def codec_link_metrics(receiver_fp32: str | Path, num_levels: int) -> dict[str, 
     import torch
 
     from lamsc.semcom.asc import depth_levels
+    from lamsc.semcom.metrics import psnr
 
     receiver = ort.InferenceSession(str(receiver_fp32), providers=["CPUExecutionProvider"])
 
     def reconstructed(session, feed, photo):
         image = session.run(["image"], feed)[0]
-        return _psnr(image, photo)
+        return float(psnr(torch.from_numpy(image).clamp(0, 1), torch.from_numpy(photo)).mean())
 
     def transmitted(session, feed, photo):
         z, depth = session.run(["z", "depth"], feed)
@@ -107,11 +108,6 @@ def codec_link_metrics(receiver_fp32: str | Path, num_levels: int) -> dict[str, 
         return reconstructed(receiver, {"z": z, "levels": levels, "snr_db": feed["snr_db"]}, photo)
 
     return {"transmitter": transmitted, "receiver": reconstructed}
-
-
-def _psnr(image: np.ndarray, photo: np.ndarray) -> float:
-    mse = np.mean((np.clip(image, 0.0, 1.0).astype(np.float64) - photo) ** 2)
-    return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
 
 
 def quantise_torch(module, calibration: Iterable[tuple], transformer: bool = False, subset_size: int = 300):
