@@ -83,31 +83,37 @@ def _validation(metric: Metric):
     return validate
 
 
-def codec_link_metrics(receiver_fp32: str | Path, num_levels: int) -> dict[str, Metric]:
-    """Per codec graph, the PSNR (dB) of the link's reconstruction against the photograph, noise-free, with
-    the other graph in float: the figure accuracy-controlled int8 of that graph keeps within its drop.
+def codec_link_metric(graph: str, receiver_fp32: str | Path, num_levels: int) -> Metric:
+    """For codec ``graph`` ("transmitter" or "receiver"), the PSNR (dB) of the link's reconstruction against
+    the photograph, noise-free, with the other graph in float: the figure accuracy-controlled int8 of that
+    graph keeps within its drop.
 
     The transmitter's metric runs its output through the float receiver (``receiver_fp32``), which is
     how a quantised transmitter's error shows in what is finally seen.
     """
-    import onnxruntime as ort
     import torch
 
     from lamsc.semcom.asc import depth_levels
     from lamsc.semcom.metrics import psnr
 
-    receiver = ort.InferenceSession(str(receiver_fp32), providers=["CPUExecutionProvider"])
-
     def reconstructed(session, feed, photo):
         image = session.run(["image"], feed)[0]
         return float(psnr(torch.from_numpy(image).clamp(0, 1), torch.from_numpy(photo)).mean())
+
+    if graph == "receiver":
+        return reconstructed
+    if graph != "transmitter":
+        raise ValueError(f"{graph!r} is not a codec graph; the link metric is for the transmitter or the receiver")
+    import onnxruntime as ort
+
+    receiver = ort.InferenceSession(str(receiver_fp32), providers=["CPUExecutionProvider"])
 
     def transmitted(session, feed, photo):
         z, depth = session.run(["z", "depth"], feed)
         levels = depth_levels(torch.from_numpy(depth[:, 0]), num_levels).numpy()
         return reconstructed(receiver, {"z": z, "levels": levels, "snr_db": feed["snr_db"]}, photo)
 
-    return {"transmitter": transmitted, "receiver": reconstructed}
+    return transmitted
 
 
 def quantise_torch(module, calibration: Iterable[tuple], transformer: bool = False, subset_size: int = 300):

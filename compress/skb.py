@@ -143,10 +143,14 @@ def finetune_neck(encoder: ResizedTinyViT, fit, validation, cfg: DistillConfig, 
     fine-tuning the whole network lost cosine (0.943 -> 0.890 in 50 steps), the neck alone gained (0.947 ->
     0.958 in 600 steps of batch 2 at 3e-4; random-weight MobileSAM at 448, neck on a 48 x 48 grid)."""
     encoder.eval()
-    with torch.no_grad():
-        features = lambda pair: ([encoder.trunk(x) for x in pair[0]], pair[1])  # noqa: E731
-        fit_features = features(fit)
-        val_features = features(validation) if validation else None
+
+    @torch.no_grad()
+    def features(pair):
+        images, embeddings = pair
+        return [encoder.trunk(x) for x in images], embeddings
+
+    fit_features = features(fit)
+    val_features = features(validation) if validation else None
     distil_encoder(encoder.neck(), *fit_features, cfg, out, progress, from_teacher=True, validation=val_features)
 
 
