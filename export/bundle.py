@@ -112,6 +112,8 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if int8_max_drop is not None and int8_max_drop < 0:
+        raise UserError(f"int8 max drop {int8_max_drop:g} dB is negative: give the PSNR (dB) int8 may lose, e.g. 0.1")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "manifest.json").is_file():

@@ -143,6 +143,12 @@ def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tm
     assert all(count_qdq(onnx.load(str(int8.path(g)))) > 0 for g in int8.graphs)
 
 
+def test_a_negative_int8_drop_is_refused_before_any_export(tmp_path, model):
+    with pytest.raises(UserError, match="negative"):
+        write_bundle(model, tmp_path / "b", "int8", int8_max_drop=-0.1)
+    assert not any((tmp_path / "b").glob("*.onnx"))
+
+
 def _qdq_graph(zero_point: int, dtype) -> onnx.ModelProto:
     zp = numpy_helper.from_array(np.array(zero_point, dtype), "zp")
     scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
