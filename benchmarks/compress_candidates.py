@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# compress candidates: {args.name}", "", title, "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    rejected = [c for c in results["candidates"] if c.get("rejected")]
+    lines += ["", "Rejected (not built, so not in the table):"] * bool(rejected)
+    lines += [f"- {c['name']}: {c['rejected']}" for c in rejected]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"name": f"compress_{args.name}", "results": results}, indent=2))
     print("\n".join(lines))
