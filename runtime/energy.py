@@ -3,8 +3,10 @@
 Backends, tried in this order by ``auto``:
 
 - ``jetson``: the INA3221 power rails through hwmon (what jetson-stats reads), sampled in a thread and
-  integrated (power x dt) over the window; the total is VDD_IN where the board has it. jetson-stats'
-  own ``avg`` is a running 50/50 blend, not a mean, so it is not used. NVML is NotSupported on Orin.
+  integrated (power x dt) over the window; where hwmon shows no rails (some containers), the same rails
+  from ``tegrastats`` output. The total is the board's input rail (VDD_IN, POM_5V_IN on a Nano) where it
+  has one. jetson-stats' own ``avg`` is a running 50/50 blend, not a mean, so it is not used. NVML is
+  NotSupported on Orin.
 - ``nvml``: the GPU's total-energy counter (mJ, Volta and newer). It updates every 20-100 ms, so short
   windows read 0 or one update: the profiler repeats work until the window is long enough.
 - ``rapl``: Intel/AMD RAPL package counters (/sys/class/powercap), with wraparound at max_energy_range_uj.
@@ -15,6 +17,8 @@ Backends, tried in this order by ``auto``:
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -134,14 +138,21 @@ def ina3221_rails(root: Path = HWMON) -> dict[str, tuple[Path, Path]]:
     return rails
 
 
+def board_rails(names) -> list[str]:
+    """The rails whose sum is the board's power: its input rail alone where it has one (it already
+    includes the others), else all of them."""
+    inputs = [n for n in names if n == "VDD_IN" or n.endswith("_IN")]
+    return inputs[:1] or list(names)
+
+
 class JetsonMeter(EnergyMeter):
-    """Integrates the board's input rail (VDD_IN; else the sum of all rails) sampled every ``period_s``."""
+    """Integrates the board's power from its INA3221 rails under hwmon, sampled every ``period_s``."""
 
     def __init__(self, root: Path = HWMON, period_s: float = 0.005):
         rails = ina3221_rails(root)
         if not rails:
             raise UserError(f"no INA3221 power rails under {root}: this is not a Jetson (or hwmon is hidden)")
-        self.rails = {"VDD_IN": rails["VDD_IN"]} if "VDD_IN" in rails else rails
+        self.rails = {n: rails[n] for n in board_rails(rails)}
         self.period_s = period_s
         self.source = f"jetson rails ({'+'.join(self.rails)})"
 
@@ -171,8 +182,61 @@ class JetsonMeter(EnergyMeter):
 
 
 def parse_tegrastats(line: str) -> dict[str, float]:
-    """Rail powers in W from one tegrastats line ("... VDD_IN 5012mW/4980mW VDD_CPU_GPU_CV 602mW/600mW")."""
-    return {name: int(now) / 1000 for name, now in re.findall(r"(\w+) (\d+)mW/\d+mW", line)}
+    """Rail powers in W from one tegrastats line: "VDD_IN 5012mW/4980mW" (JetPack 5 and 6) or
+    "POM_5V_IN 2353/2353" (JetPack 4); "RAM 2300/7620MB" and the like are not rails."""
+    return {name: int(now) / 1000 for name, now in re.findall(r"(\w+) (\d+)(?:mW)?/\d+(?:mW)?(?=\s|$)", line)}
+
+
+class TegrastatsMeter(EnergyMeter):
+    """The board's power from a ``tegrastats`` process's lines, every ``interval_ms``, integrated over the
+    window; each reading is held until the next one, the first back to the window's start."""
+
+    def __init__(self, interval_ms: int = 50, command: str = "tegrastats"):
+        self.command = shutil.which(command)
+        if self.command is None:
+            raise UserError(f"{command} is not on PATH and no INA3221 rails are under {HWMON}: this is not a "
+                            "Jetson (on one, run where /sys/class/hwmon is visible or tegrastats is installed)")
+        self.interval_ms = interval_ms
+        self.source = "jetson rails via tegrastats"
+
+    def start(self):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([self.command, "--interval", str(self.interval_ms)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        state = {"proc": proc, "samples": [], "first": threading.Event()}
+
+        def read():
+            for line in proc.stdout:
+                rails = parse_tegrastats(line)
+                if rails:
+                    state["samples"].append((time.perf_counter(), sum(rails[n] for n in board_rails(rails))))
+                    state["first"].set()
+            state["first"].set()  # the process ended: stop() reports what it has
+
+        state["thread"] = threading.Thread(target=read, daemon=True)
+        state["thread"].start()
+        state["first"].wait(timeout=10 * self.interval_ms / 1000 + 5)
+        state["t0"] = t0
+        return state
+
+    def stop(self, state) -> float:
+        t1 = time.perf_counter()
+        state["proc"].terminate()
+        state["proc"].wait()
+        state["thread"].join()
+        samples = [(t, p) for t, p in state["samples"] if t <= t1]
+        if not samples:
+            raise UserError(f"{self.command} printed no power rails: run it by hand to see what it prints")
+        edges = [state["t0"]] + [t for t, _ in samples[1:]] + [t1]
+        return sum(p * (b - a) for (_, p), a, b in zip(samples, edges, edges[1:]))
+
+
+def jetson_meter() -> EnergyMeter:
+    """The INA3221 rails through hwmon, else through tegrastats."""
+    try:
+        return JetsonMeter()
+    except UserError:
+        return TegrastatsMeter()
 
 
 class ModelMeter(EnergyMeter):
@@ -196,7 +260,7 @@ def energy_meter(kind: str = "auto", device: str = "cpu", cores: int = 1) -> Ene
     """The meter asked for; ``auto`` takes the first real counter this machine has, else the model."""
     if kind not in METERS:
         raise UserError(f"unknown energy meter {kind!r}; choose one of {', '.join(METERS)}")
-    makers = {"jetson": JetsonMeter, "nvml": NvmlMeter, "rapl": RaplMeter}
+    makers = {"jetson": jetson_meter, "nvml": NvmlMeter, "rapl": RaplMeter}
     if kind == "model":
         return ModelMeter(device, cores)
     if kind != "auto":

@@ -4,6 +4,7 @@ closed forms on sysfs-shaped trees), radio airtime, and the profile command."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from lamsc.export.bundle import write_bundle
 from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from lamsc.runtime.deployment import Deployment
 from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
-from lamsc.runtime.energy import JetsonMeter, ModelMeter, RaplMeter, energy_meter, parse_tegrastats
+from lamsc.runtime.energy import (JetsonMeter, ModelMeter, NvmlMeter, RaplMeter, TegrastatsMeter, board_rails,
+                                  energy_meter, parse_tegrastats)
 from lamsc.runtime.latency import Latency
 from lamsc.runtime.link import run_link
 from lamsc.runtime.radio import radio
@@ -84,8 +86,68 @@ def test_jetson_rails_integrate_power(tmp_path):
     with meter.measure() as w:
         time.sleep(0.2)
     assert w.reading.watts == pytest.approx(5.0, rel=0.02)
-    assert parse_tegrastats("RAM 2/7 VDD_IN 5012mW/4980mW VDD_CPU_GPU_CV 602mW/600mW") == {
-        "VDD_IN": 5.012, "VDD_CPU_GPU_CV": 0.602}
+    assert board_rails(["POM_5V_IN", "POM_5V_GPU"]) == ["POM_5V_IN"]  # a Nano's input rail
+    assert board_rails(["GPU", "CPU", "SOC"]) == ["GPU", "CPU", "SOC"]  # no input rail: the sum
+
+
+def test_nvml_meter_differences_the_millijoule_counter(monkeypatch):
+    """nvml's total-energy counter is in mJ since the driver loaded; a window is the difference, in J.
+    The stand-in module has nvidia-ml-py's names, so a renamed call fails here rather than on a GPU."""
+    import sys
+    import types
+
+    counter = {"mJ": 1_000_000}
+    nvml = types.ModuleType("pynvml")
+    nvml.NVMLError = type("NVMLError", (Exception,), {})
+    nvml.nvmlInit = lambda: None
+    nvml.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
+    nvml.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"
+    nvml.nvmlDeviceGetTotalEnergyConsumption = lambda h: counter["mJ"]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    meter = energy_meter("nvml")
+    assert isinstance(meter, NvmlMeter) and meter.source == "nvml (NVIDIA H100 80GB HBM3)"
+    with meter.measure() as w:
+        counter["mJ"] += 2500
+    assert w.reading.joules == pytest.approx(2.5) and not w.reading.estimate
+
+    def not_supported(h):
+        raise nvml.NVMLError("Not Supported")
+
+    nvml.nvmlDeviceGetTotalEnergyConsumption = not_supported  # what an Orin's NVML answers
+    with pytest.raises(UserError, match="not available here .*--energy jetson"):
+        NvmlMeter()
+
+
+def test_tegrastats_lines_are_parsed_in_every_jetpack_format():
+    orin = ("11-23-2026 10:00:00 RAM 2300/7620MB (lfb 4x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,off] "
+            "EMC_FREQ 0% GR3D_FREQ 0% cpu@45.5C VDD_IN 5012mW/4980mW VDD_CPU_GPU_CV 602mW/600mW VDD_SOC 1445mW/1445mW")
+    assert parse_tegrastats(orin) == {"VDD_IN": 5.012, "VDD_CPU_GPU_CV": 0.602, "VDD_SOC": 1.445}
+    nano = "RAM 1500/3964MB IRAM 0/252kB(lfb 252kB) POM_5V_IN 2353/2353 POM_5V_GPU 0/0 POM_5V_CPU 279/279"
+    assert parse_tegrastats(nano) == {"POM_5V_IN": 2.353, "POM_5V_GPU": 0.0, "POM_5V_CPU": 0.279}
+
+
+def test_tegrastats_meter_integrates_the_input_rail_of_a_running_process(tmp_path, monkeypatch):
+    """A stand-in tegrastats (same flags, same line format) at 5 W on VDD_IN: the meter reads it over a
+    pipe and integrates 5 W over the window; the other rails are inside VDD_IN and not added."""
+    script = tmp_path / "tegrastats"
+    script.write_text("#!/bin/sh\n"
+                      "[ \"$1\" = --interval ] || exit 2\n"
+                      "while true; do\n"
+                      "  echo 'RAM 2300/7620MB VDD_IN 5000mW/5000mW VDD_CPU_GPU_CV 800mW/800mW VDD_SOC 1400mW/1400mW'\n"
+                      "  sleep $(echo \"$2\" | awk '{print $1/1000}')\n"
+                      "done\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    meter = TegrastatsMeter(interval_ms=20)
+    import time
+
+    with meter.measure() as w:
+        time.sleep(0.5)
+    assert w.reading.watts == pytest.approx(5.0, rel=0.05) and not w.reading.estimate  # rel: stopping the process
+    assert "tegrastats" in w.reading.source
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="tegrastats is not on PATH"):
+        TegrastatsMeter()
 
 
 def test_meters_say_what_they_are():
