@@ -124,7 +124,8 @@ class ResizedTinyViT(nn.Module):
     def neck(self) -> nn.Module:
         """Trunk features -> the 64 x 64 embedding: upsampled to ``neck_grid``, the neck, upsampled to 64.
         Its parameters are the encoder's own, so it is also the part fine-tuned alone, on trunk features
-        computed once (lamsc.compress.skb)."""
+        computed once (lamsc.compress.skb). Built per call, not kept as a submodule, so that the neck's
+        weights sit once in the state dict (the SKB file format) and not twice."""
         def up(g):
             return nn.Upsample(size=(g, g), mode="bilinear", align_corners=False)
 
