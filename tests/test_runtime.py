@@ -217,3 +217,128 @@ def test_segment_everything_on_the_exported_skb_graphs(tiny_sam_checkpoint, tmp_
     ref = Segments.from_masks(seg.masks, seg.scores, "ref")
     nonempty = seg.areas > 0
     assert (seg.boxes[nonempty] == ref.boxes[nonempty]).all() and (seg.areas == ref.areas).all()
+
+
+def _tensorrt_and_pycuda_standins():
+    """Stand-ins with TensorRT 10's and pycuda's names, for the TensorRT backend's own logic (name-based I/O,
+    shapes, device buffers kept between runs, copies on a stream). An "engine" is the ONNX graph it would
+    be built from, run by ONNX Runtime; device memory is bounds-checked bytes. TensorRT itself cannot be
+    installed here: its numerics are not what this checks."""
+    import types
+
+    import onnxruntime as ort
+
+    memory, allocations = {}, []
+    cuda = types.ModuleType("pycuda.driver")
+    cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: None)
+
+    def mem_alloc(nbytes):
+        allocations.append(nbytes)
+        memory[len(allocations)] = bytearray(nbytes)
+        return len(allocations)  # int(dev) is the address
+
+    def htod(dev, host, stream):
+        data = host.tobytes()
+        assert len(data) <= len(memory[dev]), "input larger than its device buffer"
+        memory[dev][:len(data)] = data
+
+    def dtoh(host, dev, stream):
+        assert host.nbytes <= len(memory[dev]), "output larger than its device buffer"
+        host[...] = np.frombuffer(bytes(memory[dev][:host.nbytes]), host.dtype).reshape(host.shape)
+
+    cuda.mem_alloc, cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = mem_alloc, htod, dtoh
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8}
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addresses, self.outputs = engine, {}, {}, None
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def _run(self):
+            feeds = {}
+            for i in self.engine.session.get_inputs():
+                shape, dtype = self.shapes[i.name], dtypes[i.type]
+                n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                feeds[i.name] = np.frombuffer(bytes(memory[self.addresses[i.name]][:n]), dtype).reshape(shape)
+            return dict(zip(self.engine.outputs, self.engine.session.run(None, feeds)))
+
+        def get_tensor_shape(self, name):  # TensorRT infers output shapes from the input shapes set
+            self.outputs = self._run()
+            return self.outputs[name].shape
+
+        def execute_async_v3(self, stream_handle):
+            for name, value in self._run().items():
+                data = np.ascontiguousarray(value).tobytes()
+                assert len(data) <= len(memory[self.addresses[name]]), "output larger than its device buffer"
+                memory[self.addresses[name]][:len(data)] = data
+            return True
+
+    class Engine:
+        def __init__(self, onnx_bytes):
+            self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+            self.inputs = [i.name for i in self.session.get_inputs()]
+            self.outputs = [o.name for o in self.session.get_outputs()]
+            self.types = {t.name: dtypes[t.type] for t in self.session.get_inputs() + self.session.get_outputs()}
+            self.num_io_tensors = len(self.inputs) + len(self.outputs)
+
+        def get_tensor_name(self, i):
+            return (self.inputs + self.outputs)[i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return self.types[name]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0 (stand-in)"
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    trt.nptype = np.dtype
+    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=Engine)
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = cuda
+    return {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda,
+            "pycuda.autoinit": types.ModuleType("pycuda.autoinit")}, allocations
+
+
+def test_tensorrt_backend_io_matches_onnxruntime_and_keeps_its_buffers(bundle, tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from lamsc.export.bundle import load_bundle
+    from lamsc.runtime.backends import TensorRTBackend
+
+    root = tmp_path / "bundle"
+    shutil.copytree(bundle.root, root)
+    (root / "engines").mkdir()
+    with pytest.raises(UserError, match="TensorRT is not installed|engines/transmitter.engine not found"):
+        TensorRTBackend(load_bundle(root))
+    modules, allocations = _tensorrt_and_pycuda_standins()
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with pytest.raises(UserError, match="build the engines on this device first"):
+        TensorRTBackend(load_bundle(root))
+    for g in bundle.graphs:  # the stand-in's "engine" is the ONNX graph itself
+        shutil.copy(bundle.path(g), root / "engines" / f"{g}.engine")
+    trt_backend, ort_backend = TensorRTBackend(load_bundle(root)), OnnxRuntimeBackend(bundle)
+    assert trt_backend.name.startswith("tensorrt 10.3.0")
+    model, seg = load_model(), FallbackSegmenter()
+    ends = {name: (EdgeTransmitter(b, model.config, seg, 10.0), EdgeReceiver(b))
+            for name, b in (("tensorrt", trt_backend), ("ort", ort_backend))}
+    photos = bundled_photos(["chelsea", "astronaut", "chelsea"])  # 300x451, then larger, then the first again
+    for k, item in enumerate(photos):
+        if k == 2:
+            allocated = len(allocations)
+        r = {name: transmit(item.pixels, tx, rx, Channel("awgn", 10.0), seed=k) for name, (tx, rx) in ends.items()}
+        assert r["tensorrt"].psnr == r["ort"].psnr and r["tensorrt"].bits == r["ort"].bits
+    assert len(allocations) == allocated  # a smaller image reuses the buffers the larger one grew
