@@ -24,6 +24,9 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 class Backend(Protocol):
     name: str          # "torch (cuda)", "onnxruntime (CPUExecutionProvider)", ...
     graphs: list[str]
+    # The last run's time on the GPU by CUDA events on its stream (inputs in, graph, outputs out), free of
+    # host timer and synchronisation overhead; None off a GPU, and for ONNX Runtime, which owns its stream.
+    gpu_seconds: float | None
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -41,14 +44,24 @@ class TorchBackend:
         self.specs = {k: m.spec() for k, m in self.modules.items()}
         self.graphs = list(self.modules)
         self.name = f"torch ({self.device.type})"
+        self.gpu_seconds = None
 
     @torch.inference_mode()
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.specs[graph]
+        on_gpu = self.device.type == "cuda"
+        if on_gpu:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
         args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self.device) for t in spec.inputs]
         out = self.modules[graph](*args)
         out = out if isinstance(out, tuple) else (out,)
-        return {t.name: o.float().cpu().numpy() for t, o in zip(spec.outputs, out)}
+        outputs = {t.name: o.float().cpu().numpy() for t, o in zip(spec.outputs, out)}
+        if on_gpu:
+            end.record()
+            end.synchronize()
+            self.gpu_seconds = start.elapsed_time(end) / 1e3
+        return outputs
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -64,6 +77,7 @@ class OnnxRuntimeBackend:
         self.bundle = bundle
         self.sessions = {g: session(bundle.path(g), providers, threads) for g in bundle.graphs}
         self.graphs = bundle.graphs
+        self.gpu_seconds = None
         self.name = f"onnxruntime ({next(iter(self.sessions.values())).get_providers()[0]}, {bundle.precision})"
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -100,6 +114,8 @@ class TensorRTBackend:
             self.engines[g], self.contexts[g] = engine, engine.create_execution_context()
         self.stream = cuda.Stream()
         self.buffers = {}
+        self.events = cuda.Event(), cuda.Event()
+        self.gpu_seconds = None
         self.graphs = bundle.graphs
         self.name = f"tensorrt {trt.__version__} ({bundle.precision})"
 
@@ -108,6 +124,8 @@ class TensorRTBackend:
         engine, ctx = self.engines[graph], self.contexts[graph]
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        start, end = self.events
+        start.record(self.stream)
         hosts = []  # host copies live until the stream is done with them
         for n in inputs:
             host = np.ascontiguousarray(feeds[n], dtype=trt.nptype(engine.get_tensor_dtype(n)))
@@ -128,7 +146,9 @@ class TensorRTBackend:
             raise RuntimeError(f"TensorRT failed to run {graph}")
         for host, dev in outputs.values():
             cuda.memcpy_dtoh_async(host, dev, self.stream)
+        end.record(self.stream)
         self.stream.synchronize()
+        self.gpu_seconds = end.time_since(start) / 1e3
         return {n: host.astype(np.float32) if host.dtype == np.float16 else host for n, (host, _) in outputs.items()}
 
     def _device_buffer(self, graph: str, tensor: str, nbytes: int):

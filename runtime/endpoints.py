@@ -41,19 +41,24 @@ class EdgeTransmitter:
         sent = pack_features(z, depth, self.config, image.shape[:2], self.snr_db, segments,
                              np.zeros(image.shape[:2], np.float32))
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
+        if self.backend.gpu_seconds is not None:
+            sent.gpu_seconds = {"encode": self.backend.gpu_seconds}
         return sent
 
 
 class EdgeReceiver(Receiver):
     """Unpack a payload (or take the analog link's features) and run the receiver graph; a damaged payload
-    is a reported loss, as in lamsc.semcom's Receiver, whose ``receive`` this inherits."""
+    is a reported loss, as in lamsc.semcom's Receiver, whose ``receive`` this inherits. ``gpu_seconds``:
+    the last receiver graph's time on the GPU by CUDA events, None off a GPU."""
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self.gpu_seconds = None
 
     def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
         f = unpacked.features
         out = self.backend.run("receiver", {"z": f.values[None], "levels": f.levels[None].astype(np.int64),
                                             "snr_db": np.array([snr_db], np.float32)})
+        self.gpu_seconds = self.backend.gpu_seconds
         return reconstruction(out, unpacked.height, unpacked.width)
 

@@ -74,11 +74,16 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     stages = stage_latencies([s.seconds for s in sends])
     result = transmit(item.pixels, tx, rx, channel, seed)
     payload = sends[-1].payload
-    rx_times = []
+    rx_times, rx_gpu = [], []
     for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
         rx.receive(payload, *item.pixels.shape[:2])
         rx_times.append(time.perf_counter() - t0)
+        if getattr(rx, "gpu_seconds", None) is not None:
+            rx_gpu.append(rx.gpu_seconds)
+    gpu = {k: Latency.of([s.gpu_seconds[k] for s in sends]).to_dict() for k in sends[-1].gpu_seconds}
+    if rx_gpu:
+        gpu["decode"] = Latency.of(rx_gpu).to_dict()
     uses = result.channel_uses
     radio_j = radio.energy_j(channel.snr_db, result.bits, uses)
     total_t = sum(s.median_ms for k, s in stages.items() if k != "total")
@@ -86,6 +91,8 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
         "bits": result.bits, "channel_uses": uses, "psnr": result.psnr, "ssim": result.ssim,
         "lost": result.reconstruction.lost, "kept_ratio": result.kept_ratio,
         "latency": {**{k: v.to_dict() for k, v in stages.items()}, "receive": Latency.of(rx_times).to_dict()},
+        # the graphs' own time on the GPU (CUDA events): inputs in, network, outputs out; host work excluded
+        "gpu_latency": gpu or None,
         "energy": {"compute_j": compute_j, "radio_j": radio_j, "total_j": compute_j + radio_j,
                    # the meter sees the whole send; stages share it by their median time
                    "stages_j": {k: compute_j * v.median_ms / total_t for k, v in stages.items() if k != "total"},

@@ -51,6 +51,7 @@ class Sent:
     value_bits: int             # payload bits that are feature values
     seconds: dict
     pack_backend: str = ""      # which ASC pack ran: "cuda" or "reference"
+    gpu_seconds: dict = field(default_factory=dict)  # stages timed by CUDA events, where a GPU ran them
 
     @property
     def side_bits(self) -> int:

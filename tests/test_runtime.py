@@ -221,9 +221,10 @@ def test_segment_everything_on_the_exported_skb_graphs(tiny_sam_checkpoint, tmp_
 
 def _tensorrt_and_pycuda_standins():
     """Stand-ins with TensorRT 10's and pycuda's names, for the TensorRT backend's own logic (name-based I/O,
-    shapes, device buffers kept between runs, copies on a stream). An "engine" is the ONNX graph it would
+    shapes, device buffers kept between runs, copies and timing events on a stream). An "engine" is the ONNX graph it would
     be built from, run by ONNX Runtime; device memory is bounds-checked bytes. TensorRT itself cannot be
     installed here: its numerics are not what this checks."""
+    import time
     import types
 
     import onnxruntime as ort
@@ -231,6 +232,15 @@ def _tensorrt_and_pycuda_standins():
     memory, allocations = {}, []
     cuda = types.ModuleType("pycuda.driver")
     cuda.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: None)
+
+    class Event:  # the host clock stands in for the stream's
+        def record(self, stream):
+            self.t = time.perf_counter()
+
+        def time_since(self, other):
+            return (self.t - other.t) * 1e3
+
+    cuda.Event = Event
 
     def mem_alloc(nbytes):
         allocations.append(nbytes)
@@ -342,3 +352,19 @@ def test_tensorrt_backend_io_matches_onnxruntime_and_keeps_its_buffers(bundle, t
         r = {name: transmit(item.pixels, tx, rx, Channel("awgn", 10.0), seed=k) for name, (tx, rx) in ends.items()}
         assert r["tensorrt"].psnr == r["ort"].psnr and r["tensorrt"].bits == r["ort"].bits
     assert len(allocations) == allocated  # a smaller image reuses the buffers the larger one grew
+    assert trt_backend.gpu_seconds > 0 and ort_backend.gpu_seconds is None
+    sent = ends["tensorrt"][0].send(photos[0].pixels)
+    assert 0 < sent.gpu_seconds["encode"] <= sent.seconds["encode"]  # the graph's share of its stage
+
+
+@pytest.mark.gpu
+def test_torch_backend_times_its_graphs_by_cuda_events(photo):
+    """On a GPU the stages' graph time comes from CUDA events: positive, and within the stage's host time."""
+    model, seg = load_model(), FallbackSegmenter()
+    backend = TorchBackend(model, device="cuda")
+    tx, rx = EdgeTransmitter(backend, model.config, seg, 10.0), EdgeReceiver(backend)
+    for _ in range(3):  # the first runs include CUDA's lazy initialisation
+        sent = tx.send(photo)
+    assert 0 < sent.gpu_seconds["encode"] <= sent.seconds["encode"]
+    result = transmit(photo, tx, rx, Channel("awgn", 10.0), seed=0)
+    assert rx.gpu_seconds > 0 and result.psnr > 15

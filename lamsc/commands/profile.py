@@ -93,6 +93,10 @@ def report(result: dict) -> None:
     Console().print(table)
     s = result["summary"]
     console.print("tx ms: segment + encode + pack (median; p90, p99 in the JSON); JPEG: quality matched to lamsc's PSNR")
+    gpu = [r["lamsc"]["gpu_latency"] for r in result["images"] if r["lamsc"].get("gpu_latency")]
+    if gpu:
+        medians = ", ".join(f"{k} {sum(g[k]['median_ms'] for g in gpu) / len(gpu):.2f} ms" for k in gpu[0])
+        console.print(f"graphs on the GPU by CUDA events (median, mean over images): {medians}")
     console.print(f"compute energy{' (* = estimate)' if est else ''} from {result['energy_meter']['source']}; "
                   f"SKB: {result['segmenter']}")
     console.print(f"mean per image: lamsc {s['lamsc']['total_j'] * 1e3:.1f} mJ ({s['lamsc']['compute_j'] * 1e3:.1f} compute + "
