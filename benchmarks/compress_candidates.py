@@ -44,7 +44,8 @@ def rows_of(results: dict) -> list[dict]:
                      "macs": c["cost"]["macs"],
                      **({"cosine": round(q["cosine"], 5), "mask_iou": round(q["iou"], 4)} if skb else
                         {"psnr_db": round(q["psnr"], 3), "dpsnr_db": round(q["psnr"] - teacher["quality"]["psnr"], 3),
-                         "ssim": round(q["ssim"], 4)}),
+                         "ssim": round(q["ssim"], 4), "bits": round(q["bits"]) if "bits" in q else "",
+                         "bits_x_teacher": q.get("bits_x_teacher", "")}),
                      "chosen": bool(results["chosen"] and results["chosen"]["name"] == c["name"])})
     return rows
 

@@ -35,14 +35,15 @@ def results(plan: Plan, extra: dict | None = None) -> dict:
 
 
 def header(plan: Plan) -> list[str]:
-    quality = ["PSNR dB", "dPSNR", "SSIM"] if plan.metric == "psnr" else ["cosine", "dcosine", "mask IoU"]
+    quality = ["PSNR dB", "dPSNR", "SSIM", "bits x teacher"] if plan.metric == "psnr" else ["cosine", "dcosine", "mask IoU"]
     return ["candidate", "latency ms", "x teacher", "energy mJ", "params", "MB", "GMACs", *quality, "in budget", ""]
 
 
 def _quality_cells(plan: Plan, c) -> list[str]:
     t = plan.teacher.quality
     if plan.metric == "psnr":
-        return [f"{c.quality['psnr']:.2f}", f"{c.quality['psnr'] - t['psnr']:+.2f}", f"{c.quality['ssim']:.3f}"]
+        return [f"{c.quality['psnr']:.2f}", f"{c.quality['psnr'] - t['psnr']:+.2f}", f"{c.quality['ssim']:.3f}",
+                f"{c.quality['bits_x_teacher']:.3f}"]
     return [f"{c.quality['cosine']:.4f}", f"{c.quality['cosine'] - t['cosine']:+.4f}", f"{c.quality['iou']:.3f}"]
 
 
@@ -56,7 +57,8 @@ def table_rows(plan: Plan) -> list[list[str]]:
             rows.append([c.name, "rejected"] + [""] * (len(columns) - 2))
             continue
         mark = "chosen" if plan.chosen is c else ("pareto" if c.name in pareto else "")
-        within = "yes" if plan.budget.meets(c.cost) else "no"
+        within = ("no" if not plan.budget.meets(c.cost) else
+                  f"sends > +{plan.max_rate_increase:.0%}" if plan.over_rate(c) else "yes")
         rows.append([c.name, f"{c.cost.latency_ms:.1f}", f"{c.cost.latency_ms / teacher.cost.latency_ms:.2f}",
                      f"{c.cost.energy_mj:.1f}", f"{c.cost.params / 1e3:.0f}k", f"{c.cost.bytes / 1e6:.2f}",
                      f"{c.cost.macs / 1e9:.2f}", *_quality_cells(plan, c), within, mark])
@@ -72,7 +74,9 @@ def write(plan: Plan, out: Path, extra: dict | None = None) -> dict:
             "SKB embedding cosine and mask IoU against the teacher")
     lines = [f"# lamsc compress: {plan.budget.describe()} on {plan.target.name}", "",
              f"Cost: {plan.teacher.cost.how}. Quality: {what}, "
-             f"mean over {', '.join(plan.teacher.quality['images'])}.", "",
+             f"mean over {', '.join(plan.teacher.quality['images'])}."
+             + (f" Bits: mean payload bits per photograph against the teacher's; a candidate may send at most "
+                f"{plan.max_rate_increase:.0%} more." if plan.max_rate_increase is not None else ""), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(r) + " |" for r in res["table"]["rows"]]
     if res["cost_model_error"]:

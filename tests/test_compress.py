@@ -400,6 +400,22 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
     assert skb_quality([emb], sam, t, 3)["cosine"] < 1.0
 
 
+def test_the_plan_does_not_choose_a_candidate_that_buys_psnr_with_bits():
+    from lamsc.compress.plan import Candidate, choose
+
+    def cand(name, latency, psnr, bits_x):
+        return Candidate(name, 0.0, "fp32", cost=Cost(latency, 0.0, 1, 1, 1),
+                         quality={"psnr": psnr, "bits_x_teacher": bits_x})
+
+    teacher, fair, greedy = cand("t", 100, 21.0, 1.0), cand("fair", 40, 20.7, 1.03), cand("greedy", 40, 21.5, 1.2)
+    budget = Budget.parse("latency-ms=50")
+    chosen, closest, why = choose([teacher, fair, greedy], budget, 0.05)
+    assert chosen is fair and why == ""
+    assert choose([teacher, fair, greedy], budget, None)[0] is greedy  # no rate limit: PSNR alone
+    chosen, closest, why = choose([teacher, greedy], budget, 0.05)
+    assert chosen is None and "greedy 1.20x" in why and "--max-rate-increase" in why
+
+
 # -- the command -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -425,12 +441,30 @@ def test_infeasible_budget_exits_2_naming_the_closest(two_photos, tmp_path, caps
     assert (tmp_path / "pareto.png").is_file() and "| prune-0.50-fp32 |" in (tmp_path / "report.md").read_text()
 
 
-def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path):
-    code = main(["compress", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32", "--steps", "2",
-                 "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path, capsys):
+    common = ["compress", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32", "--steps", "2",
+              "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)]
+    # two distillation steps leave the student's ASC depth far from the teacher's: it sends 1.9x as much
+    assert main(common) == 2
+    assert "sends over 5% more bits than the teacher (prune-0.50-fp32 1.9" in capsys.readouterr().err
+    code = main(common + ["--max-rate-increase", "1"])
     assert code == 0
     res = json.loads((tmp_path / "compress.json").read_text())["results"]
     assert res["chosen"]["name"] == "prune-0.50-fp32"
+    # the rate is the payloads' length: the chosen bundle's transmitter, run again here, sends the same bits
+    from lamsc.compress.plan import link_quality
+    from lamsc.export.bundle import load_bundle
+    from lamsc.runtime.backends import OnnxRuntimeBackend
+    from lamsc.semcom.images import iter_images
+    from lamsc.semcom.segmenter import build_segmenter
+
+    photos, seg = list(iter_images([two_photos])), build_segmenter(None)
+    again = link_quality(OnnxRuntimeBackend(load_bundle(tmp_path / "bundle")), load_model(tmp_path / "model"), photos,
+                         {p.name: seg.segment(p.pixels) for p in photos}, 10.0)
+    q, t = res["chosen"]["quality"], res["teacher"]["quality"]
+    assert q["per_image_bits"] == again["per_image_bits"] and all(b % 8 == 0 for b in q["per_image_bits"])
+    assert q["bits_x_teacher"] == pytest.approx(q["bits"] / t["bits"], abs=1e-4) and t["bits_x_teacher"] == 1.0
+    assert 1.05 < q["bits_x_teacher"] <= 2.0
     model = load_model(tmp_path / "model")
     assert model.config.trained["compressed"]["candidate"] == "prune-0.50-fp32"
     assert (tmp_path / "bundle" / "manifest.json").is_file()

@@ -38,6 +38,9 @@ def compress(
     int8_max_drop: float = typer.Option(0.1, help="dB of link PSNR each int8 graph may lose on the calibration "
                                         "photographs: NNCF's accuracy control keeps the layers that cost most in "
                                         "float until it holds."),
+    max_rate_increase: float = typer.Option(0.05, help="How much more than the teacher a candidate may send (mean "
+                                            "payload bits per photograph; 0.05 = 5%): PSNR bought with bits is not "
+                                            "kept quality."),
     sam: Optional[Path] = typer.Option(None, "--sam", help="Compress this SAM/MobileSAM checkpoint's image encoder "
                                        "(the SKB) instead of the codec: pruned, resized and ResNet-18 student "
                                        "candidates."),
@@ -53,7 +56,7 @@ def compress(
                                    resize)
     else:
         results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr,
-                               int8_max_drop=int8_max_drop)
+                               int8_max_drop=int8_max_drop, max_rate_increase=max_rate_increase)
     if json_out:
         emit_json("compress", results)
     else:
@@ -67,7 +70,7 @@ CALIBRATION_PHOTOS = 16  # of the distillation photographs, for int8: more add a
 
 def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = "0,0.25,0.4,0.55",
                  precisions: str = "fp32,int8", steps: int = 1000, data=None, images=None, snr: float = 10.0,
-                 photos=None, int8_max_drop: float = 0.1) -> dict:
+                 photos=None, int8_max_drop: float = 0.1, max_rate_increase: float = 0.05) -> dict:
     """The compress job; ``photos`` (NamedImages) replaces both --data and --images when given."""
     from lamsc.compress import report as compress_report
     from lamsc.compress.budget import Budget
@@ -77,8 +80,12 @@ def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = 
     from lamsc.semcom.training import prepare
 
     limits, where = Budget.parse(budget), Target(target)
+    if max_rate_increase < 0:
+        raise UserError(f"--max-rate-increase {max_rate_increase:g} is negative: give how much more than the teacher "
+                        "a candidate may send, e.g. 0.05 for 5%")
     cfg = PlanConfig(ratios=_floats(ratios, "--ratios"), precisions=_words(precisions),
-                     distill=DistillConfig(steps=steps), snr_db=snr, int8_max_drop=int8_max_drop)
+                     distill=DistillConfig(steps=steps), snr_db=snr, int8_max_drop=int8_max_drop,
+                     max_rate_increase=max_rate_increase)
     teacher = load_model(checkpoint)
     segmenter = build_segmenter(None)
     train_photos = photos or (list(iter_images(data)) if data else bundled_photos())
@@ -178,7 +185,8 @@ def report(results: dict, out: Path) -> None:
         t, c = results["teacher"], results["chosen"]
         quality = (f"cosine {c['quality']['cosine']:.4f}, mask IoU {c['quality']['iou']:.3f}"
                    if results.get("part") == "skb" else
-                   f"PSNR {c['quality']['psnr']:.2f} vs {t['quality']['psnr']:.2f} dB")
+                   f"PSNR {c['quality']['psnr']:.2f} vs {t['quality']['psnr']:.2f} dB, sending "
+                   f"{c['quality']['bits_x_teacher']:.3f}x its bits")
         console.print(f"chosen {c['name']}: {c['cost']['latency_ms']:.1f} ms vs {t['cost']['latency_ms']:.1f} ms, "
                       f"{quality} -> {results['model']}")
     console.print(f"report: {out / 'report.md'}, {out / 'pareto.png'}, {out / 'compress.json'}")
