@@ -107,6 +107,21 @@ def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos
                        if any(t.name == n.input[2] for n in graph.graph.node
                               if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2)]
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    # the rate the manifest records is what the payloads carry: feature values packed through each backend
+    from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
+    from lamsc.runtime.endpoints import EdgeTransmitter
+    from lamsc.semcom.segmenter import build_segmenter
+
+    seg = build_segmenter(None)
+    from lamsc.export.samples import SNRS  # photograph i is verified at SNRS[i]
+
+    sent = {name: [EdgeTransmitter(b, model.config, seg, SNRS[i]).send(p.pixels).value_count
+                   for i, p in enumerate(photos)]
+            for name, b in (("torch", TorchBackend(model, device="cpu")), ("int8", OnnxRuntimeBackend(int8)))}
+    rate = int8.manifest["graphs"]["transmitter"]["verification"]["rate"]
+    assert rate["levels_x_pytorch"] == [round(a / b, 4) for a, b in zip(sent["int8"], sent["torch"])]
+    assert rate["overall"] == round(sum(sent["int8"]) / sum(sent["torch"]), 4)
+    assert fp16.manifest["graphs"]["transmitter"]["verification"]["rate"]["overall"] == pytest.approx(1, abs=0.01)
 
 
 def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tmp_path, model, photos, fp32_bundle):
