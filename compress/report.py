@@ -35,7 +35,8 @@ def results(plan: Plan, extra: dict | None = None) -> dict:
 
 
 def header(plan: Plan) -> list[str]:
-    quality = ["PSNR dB", "dPSNR", "SSIM", "bits x teacher"] if plan.metric == "psnr" else ["cosine", "dcosine", "mask IoU"]
+    quality = (["PSNR dB", "dPSNR", "SSIM", "bits x teacher"] if plan.metric == "psnr" else
+               ["cosine", "dcosine", "mask IoU"])
     return ["candidate", "latency ms", "x teacher", "energy mJ", "params", "MB", "GMACs", *quality, "in budget", ""]
 
 

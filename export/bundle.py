@@ -180,7 +180,7 @@ def quantise_graph(spec: GraphSpec, fp32: dict[str, Path], out: Path, samples: d
     control = {}
     if max_drop is not None and name in ("transmitter", "receiver"):
         photos = [s[0].numpy() for s in samples["transmitter"]]  # sample i of either graph is photograph i
-        metric = codec_link_metric(name, fp32["receiver"], num_levels)
+        metric = codec_link_metric(name, fp32, num_levels)
         control = {"metric": metric, "validation": list(zip(feeds, photos)), "max_drop": max_drop}
     quantise_onnx(fp32[name], out, feeds, transformer=name.startswith("skb"), tensorrt=int8_for == "tensorrt",
                   **control)
@@ -218,8 +218,8 @@ def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], preci
 def rate_against_pytorch(module, path: Path, samples: list[tuple], num_levels: int) -> dict:
     """How much the exported transmitter sends against PyTorch: the ASC feature levels it keeps, per
     verification photograph and over all of them. A reduced precision moves the depth map across level
-    boundaries, which changes the rate (int8 of the default codec: +3% overall, +19% on one photograph);
-    SQNR counts that only as error, and link PSNR even as gain."""
+    boundaries, which changes the rate (int8 of the default codec: +3% overall, +19% on one photograph)
+    where SQNR shows only an error."""
     from lamsc.export.onnx_export import session
     from lamsc.semcom.asc import depth_levels
 

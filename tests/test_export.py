@@ -126,7 +126,9 @@ def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos
 
 def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tmp_path, model, photos, fp32_bundle):
     """Each int8 graph, with the other in float, loses at most the drop on its calibration photographs:
-    PSNR of the noise-free link's reconstruction, scored with scikit-image, against the fp32 bundle's."""
+    PSNR of the noise-free link's reconstruction, scored with scikit-image, against the fp32 bundle's; what
+    the transmitter computed is sent at unit power and held to the float one's rate (levels it keeps beyond
+    float's are masked off)."""
     import onnxruntime as ort
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -145,9 +147,15 @@ def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tm
     def link_psnr(tx: str, rx: str) -> float:
         scores = []
         for image, masks, snr in model_samples(model, build_segmenter(None), calibration)["transmitter"]:
-            z, depth = run[tx, "transmitter"].run(None, {"image": image.numpy(), "masks": masks.numpy(),
-                                                         "snr_db": snr.numpy()})
+            feed = {"image": image.numpy(), "masks": masks.numpy(), "snr_db": snr.numpy()}
+            z, depth = run[tx, "transmitter"].run(None, feed)
             levels = np.clip(np.ceil(depth[:, 0].astype(np.float32) * L), 1, L).astype(np.int64)
+            channels = np.arange(z.shape[1]).reshape(1, -1, 1, 1)
+            kept = channels < (levels * (z.shape[1] // L))[:, None]
+            power = np.mean(z[kept].astype(np.float64) ** 2)
+            z = (np.where(kept, z, 0) / np.sqrt(power)).astype(np.float32)  # sent at unit power
+            float_depth = run["fp32", "transmitter"].run(["depth"], feed)[0]
+            levels = np.minimum(levels, np.clip(np.ceil(float_depth[:, 0] * L), 1, L).astype(np.int64))
             out = run[rx, "receiver"].run(["image"], {"z": z, "levels": levels, "snr_db": snr.numpy()})[0]
             scores.append(peak_signal_noise_ratio(image.numpy().astype(np.float64), np.clip(out, 0, 1), data_range=1))
         return float(np.mean(scores))

@@ -42,6 +42,32 @@ def test_bundle_end_to_end_psnr_is_pytorchs(bundle):
         assert abs(r["torch"].bits - r["ort"].bits) <= 0.01 * r["torch"].bits  # a level may flip at a boundary
 
 
+def test_the_radio_sends_unit_power_whatever_the_graph_computed(bundle, photo):
+    """A reduced-precision transmitter graph can miss its own power normalisation (int8 of the default codec:
+    up to +1.8 dB); what is sent is at unit power, so such a graph gains no SNR from it."""
+    from lamsc.semcom.payload import unpack
+
+    class Louder:  # the bundle's transmitter with its output 1.5x too large (+3.5 dB)
+        def __init__(self, backend):
+            self.backend, self.gpu_seconds = backend, None
+
+        def run(self, graph, feeds):
+            out = self.backend.run(graph, feeds)
+            return {**out, "z": out["z"] * 1.5} if graph == "transmitter" else out
+
+        def synchronize(self):
+            pass
+
+    model, seg = load_model(), FallbackSegmenter()
+    ort_backend = OnnxRuntimeBackend(bundle)
+    sent = {name: EdgeTransmitter(b, model.config, seg, 10.0).send(photo)
+            for name, b in (("graph", ort_backend), ("louder", Louder(ort_backend)))}
+    values = {k: unpack(v.payload).features for k, v in sent.items()}
+    kept = values["louder"].values[values["louder"].kept_mask]
+    assert np.mean(kept.astype(np.float64) ** 2) == pytest.approx(1.0, abs=0.02)  # 8-bit values: rounding only
+    np.testing.assert_allclose(values["louder"].values, values["graph"].values, atol=1e-6)
+
+
 def test_loopback_link_delivers_everything_clean_and_reports_damage(bundle):
     images = [p.pixels for p in bundled_photos(["chelsea", "coffee"])]
     clean = run_link(Deployment(str(bundle.root), "onnxruntime"), images, Channel("digital-qpsk", 25.0))
@@ -221,8 +247,8 @@ def test_segment_everything_on_the_exported_skb_graphs(tiny_sam_checkpoint, tmp_
 
 def _tensorrt_and_pycuda_standins():
     """Stand-ins with TensorRT 10's and pycuda's names, for the TensorRT backend's own logic (name-based I/O,
-    shapes, device buffers kept between runs, copies and timing events on a stream). An "engine" is the ONNX graph it would
-    be built from, run by ONNX Runtime; device memory is bounds-checked bytes. TensorRT itself cannot be
+    shapes, device buffers kept between runs, copies and timing events on a stream). An "engine" is the ONNX
+    graph it would be built from, run by ONNX Runtime; device memory is bounds-checked bytes. TensorRT itself cannot be
     installed here: its numerics are not what this checks."""
     import time
     import types
