@@ -173,17 +173,17 @@ def quantise_graph(spec: GraphSpec, fp32: dict[str, Path], out: Path, samples: d
                    int8_for: str, max_drop: float | None) -> None:
     """NNCF int8 of graph ``spec.name`` calibrated on ``samples``; the codec's graphs accuracy-controlled on
     the link's PSNR when ``max_drop`` is given (the SKB's graphs have no photograph to score against)."""
-    from lamsc.compress.quantise import codec_link_metric, quantise_onnx
+    from lamsc.compress.quantise import CODEC_GLUE, codec_link_metric, quantise_onnx
 
     name = spec.name
     feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
-    control = {}
+    options = {"keep_float": CODEC_GLUE} if name in ("transmitter", "receiver") else {}
     if max_drop is not None and name in ("transmitter", "receiver"):
         photos = [s[0].numpy() for s in samples["transmitter"]]  # sample i of either graph is photograph i
         metric = codec_link_metric(name, fp32, num_levels)
-        control = {"metric": metric, "validation": list(zip(feeds, photos)), "max_drop": max_drop}
+        options.update(metric=metric, validation=list(zip(feeds, photos)), max_drop=max_drop)
     quantise_onnx(fp32[name], out, feeds, transformer=name.startswith("skb"), tensorrt=int8_for == "tensorrt",
-                  **control)
+                  **options)
 
 
 def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], precision: str) -> dict:

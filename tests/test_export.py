@@ -122,6 +122,15 @@ def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos
     assert rate["levels_x_pytorch"] == [round(a / b, 4) for a, b in zip(sent["int8"], sent["torch"])]
     assert rate["overall"] == round(sum(sent["int8"]) / sum(sent["torch"]), 4)
     assert fp16.manifest["graphs"]["transmitter"]["verification"]["rate"]["overall"] == pytest.approx(1, abs=0.01)
+    # the power normalisation stays in float: what the int8 transmitter sends is at unit mean square
+    import onnxruntime as ort
+
+    from lamsc.export.samples import model_samples
+
+    tx = ort.InferenceSession(str(int8.path("transmitter")), providers=["CPUExecutionProvider"])
+    for image, masks, snr in model_samples(model, seg, photos)["transmitter"]:
+        z = tx.run(["z"], {"image": image.numpy(), "masks": masks.numpy(), "snr_db": snr.numpy()})[0]
+        assert np.mean(z[z != 0].astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-3)
 
 
 def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tmp_path, model, photos, fp32_bundle):
