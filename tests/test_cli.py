@@ -27,7 +27,11 @@ def test_demo_writes_overlays_and_overview(tmp_path, capsys):
     overview = Image.open(tmp_path / "overview.png")
     assert overview.width >= 320 and overview.height >= 320
     assert len(list((tmp_path / "segments").glob("*_segments.png"))) == 10
-    assert '"segmenter": "fallback' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"segmenter": "fallback' in out
+    compressed = json.loads(out)["results"]["compress"]
+    assert compressed["chosen"]["name"] == "prune-0.50-fp32"  # within the demo's wider rate allowance
+    assert compressed["chosen"]["quality"]["bits_x_teacher"] <= 2.0
 
 
 def test_stage_folders_import_only_under_lamsc(tmp_path):

@@ -26,6 +26,9 @@ DEMO_SNRS = (0.0, 10.0, 20.0)
 # The demo's compression: one pruned candidate, briefly distilled, so the whole job stays a few minutes.
 # `lamsc compress` defaults (and the README's figures) search more ratios with about 1000 steps.
 DEMO_BUDGET, DEMO_RATIOS, DEMO_STEPS = "latency-ms=60%", "0.5", 40
+# 40 steps do not settle the student's ASC depth (it sends about 1.8x the teacher's bits, which the table
+# shows), so the demo allows that rather than the 5% a real run holds to.
+DEMO_MAX_RATE_INCREASE = 1.0
 
 
 def demo(
@@ -49,7 +52,7 @@ def demo(
                               checkpoint, 2, out / "profile", photos=photos[:3])
     # Compress the model to a budget of 60% of its own latency on this CPU.
     compressed = run_compress(model, DEMO_BUDGET, "cpu", out / "compressed", DEMO_RATIOS, "fp32", DEMO_STEPS,
-                              photos=photos[:4])
+                              photos=photos[:4], max_rate_increase=DEMO_MAX_RATE_INCREASE)
     if json_out:
         emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,
                            "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()},
