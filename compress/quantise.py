@@ -125,17 +125,16 @@ def codec_link_metric(graph: str, fp32: dict[str, str | Path], num_levels: int) 
                              for g in ("receiver", "transmitter"))
     float_levels = {}  # per validation feed, computed once: accuracy control evaluates the same feeds many times
 
-    def levels_of(session, feed):
-        depth = session.run(["depth"], feed)[0]
+    def levels_of(depth):
         return depth_levels(torch.from_numpy(depth[:, 0]), num_levels).numpy()
 
     def transmitted(session, feed, photo):
         key = id(feed["image"])
-        if key not in float_levels:
-            float_levels[key] = (feed["image"], levels_of(transmitter, feed))  # the array kept: its id stays its own
+        if key not in float_levels:  # the array is kept beside its levels, so its id stays its own
+            float_levels[key] = (feed["image"], levels_of(transmitter.run(["depth"], feed)[0]))
         z, depth = session.run(["z", "depth"], feed)
         z = transmit_power(z, depth, num_levels).numpy()  # what the radio sends (lamsc.runtime.endpoints)
-        levels = np.minimum(levels_of(session, feed), float_levels[key][1])
+        levels = np.minimum(levels_of(depth), float_levels[key][1])
         return reconstructed(receiver, {"z": z, "levels": levels, "snr_db": feed["snr_db"]}, photo)
 
     return transmitted

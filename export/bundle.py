@@ -177,8 +177,9 @@ def quantise_graph(spec: GraphSpec, fp32: dict[str, Path], out: Path, samples: d
 
     name = spec.name
     feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
-    options = {"keep_float": CODEC_GLUE} if name in ("transmitter", "receiver") else {}
-    if max_drop is not None and name in ("transmitter", "receiver"):
+    codec = name in ("transmitter", "receiver")
+    options = {"keep_float": CODEC_GLUE} if codec else {}
+    if codec and max_drop is not None:
         photos = [s[0].numpy() for s in samples["transmitter"]]  # sample i of either graph is photograph i
         metric = codec_link_metric(name, fp32, num_levels)
         options.update(metric=metric, validation=list(zip(feeds, photos)), max_drop=max_drop)

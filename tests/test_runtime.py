@@ -291,7 +291,7 @@ def _tensorrt_and_pycuda_standins():
             self.engine, self.shapes, self.addresses, self.outputs = engine, {}, {}, None
 
         def set_input_shape(self, name, shape):
-            self.shapes[name] = tuple(shape)
+            self.shapes[name], self.outputs = tuple(shape), None
 
         def set_tensor_address(self, name, address):
             self.addresses[name] = address
@@ -305,11 +305,13 @@ def _tensorrt_and_pycuda_standins():
             return dict(zip(self.engine.outputs, self.engine.session.run(None, feeds)))
 
         def get_tensor_shape(self, name):  # TensorRT infers output shapes from the input shapes set
-            self.outputs = self._run()
+            if self.outputs is None:  # the inputs are already in device memory: run once, keep for execution
+                self.outputs = self._run()
             return self.outputs[name].shape
 
         def execute_async_v3(self, stream_handle):
-            for name, value in self._run().items():
+            outputs, self.outputs = self.outputs or self._run(), None
+            for name, value in outputs.items():
                 data = np.ascontiguousarray(value).tobytes()
                 assert len(data) <= len(memory[self.addresses[name]]), "output larger than its device buffer"
                 memory[self.addresses[name]][:len(data)] = data
