@@ -83,16 +83,23 @@ class Comparison:
 
 def compare(module: nn.Module, spec: GraphSpec, path: str | Path, inputs: tuple) -> list[Comparison]:
     """Run PyTorch and ONNX Runtime on the same inputs; one Comparison per output."""
+    return compare_outputs(spec, *run_both(module, spec, path, inputs))
+
+
+def run_both(module: nn.Module, spec: GraphSpec, path: str | Path, inputs: tuple) -> tuple[list, list]:
+    """PyTorch's and ONNX Runtime's outputs on the same inputs, both as float64 arrays in ``spec``'s order."""
     with torch.no_grad():
         ref = module.eval()(*inputs)
     ref = ref if isinstance(ref, tuple) else (ref,)
     feeds = {t.name: x.numpy() for t, x in zip(spec.inputs, inputs)}
     stat = Path(path).stat()
     got = _cpu_session(str(path), stat.st_mtime_ns, stat.st_size).run(None, feeds)
+    return [r.double().numpy() for r in ref], [np.asarray(g, np.float64) for g in got]
+
+
+def compare_outputs(spec: GraphSpec, ref: list, got: list) -> list[Comparison]:
     out = []
     for t, r, g in zip(spec.outputs, ref, got):
-        r = r.double().numpy()
-        g = np.asarray(g, np.float64)
         noise = float(np.mean((r - g) ** 2))
         sqnr = 10 * np.log10(float(np.mean(r**2)) / noise) if noise > 0 else float("inf")
         out.append(Comparison(spec.name, t.name, float(np.abs(r - g).max()), float(np.abs(r).max()), sqnr))
