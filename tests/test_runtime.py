@@ -205,7 +205,7 @@ def test_latency_percentiles_are_numpys():
     assert lat.median_ms == pytest.approx(np.median(s) * 1e3) and lat.p99_ms == pytest.approx(np.percentile(s, 99) * 1e3)
 
 
-def test_profile_command_reports_energy_with_its_source(tmp_path, photo):
+def test_profile_command_reports_energy_with_its_source(tmp_path, photo, capsys):
     from PIL import Image
 
     from lamsc.cli import main
@@ -223,6 +223,11 @@ def test_profile_command_reports_energy_with_its_source(tmp_path, photo):
     assert row["jpeg"]["psnr"] >= row["lamsc"]["psnr"] or row["jpeg"]["quality"] == 95
     assert row["lamsc"]["bits"] > 0 and 15 < row["lamsc"]["psnr"] < 40
     assert (tmp_path / "energy.png").stat().st_size > 10_000
+    # the table for people, piped: every figure printed whole, none cut to fit 80 columns
+    table = capsys.readouterr().out
+    cells = next(line for line in table.splitlines() if "coffee" in line).split("│")
+    assert [c.strip() for c in cells[2:4]] == [f"{row['lamsc']['bits'] / 1e3:.1f}", f"{row['lamsc']['psnr']:.2f}"]
+    assert cells[-2].strip() == f"{row['jpeg']['energy']['total_j'] * 1e3:.1f}"
 
 
 def test_segment_everything_on_the_exported_skb_graphs(tiny_sam_checkpoint, tmp_path):

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, progress
+from lamsc.commands.output import console, emit_json, print_table, progress
 from lamsc.errors import UserError
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
@@ -174,7 +173,7 @@ def report(results: dict, out: Path) -> None:
         table.add_column(col, justify="left" if col in ("candidate", "") else "right")
     for row in results["table"]["rows"]:
         table.add_row(*row)
-    Console(width=max(Console().width, 150)).print(table)
+    print_table(table, 150)
     for c in results["candidates"]:
         if c["rejected"]:
             console.print(f"{c['name']} rejected: {c['rejected']}")

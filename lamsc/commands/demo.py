@@ -8,11 +8,10 @@ from typing import Optional
 import numpy as np
 import typer
 from PIL import Image
-from rich.console import Console
 from rich.table import Table
 
 from lamsc.commands.compress import report as report_compress, run_compress
-from lamsc.commands.output import console, emit_json
+from lamsc.commands.output import console, emit_json, print_table
 from lamsc.commands.profile import report as report_profile, run_profile
 from lamsc.commands.segment import report as report_segments, segment_images
 from lamsc.commands.transmit import run_link
@@ -67,7 +66,7 @@ def demo(
         table.add_row(photo.name, str(r[10.0]["bits"]), f"{r[10.0]['cbr']:.4f}",
                       *(f"{r[s]['psnr']:.2f}" for s in DEMO_SNRS), f"{r[10.0]['ssim']:.3f}")
     means = [np.mean([links[s][i]["lamsc"]["psnr"] for i in range(len(photos))]) for s in DEMO_SNRS]
-    Console().print(table)
+    print_table(table)
     console.print("mean PSNR " + ", ".join(f"{s:g} dB: {m:.2f}" for s, m in zip(DEMO_SNRS, means)))
     console.print(f"overview: {sheet}; side-by-side pictures under {out}/awgn_*dB/")
     report_profile(profiled)

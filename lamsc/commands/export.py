@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json
+from lamsc.commands.output import console, emit_json, print_table
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
 
@@ -52,6 +51,6 @@ def export(
             table.add_row(name if i == 0 else "", g["file"] if i == 0 else "", f"{g['bytes'] / 1e6:.2f}" if i == 0 else "",
                           w["output"], f"{w['relative']:.2e}", f"{w['sqnr_db']:.1f}",
                           ("ok" if not g["tensorrt_problems"] else "; ".join(g["tensorrt_problems"])) if i == 0 else "")
-    Console().print(table)
+    print_table(table)
     console.print(f"verified on {len(photos)} photographs; tolerance per precision in manifest.json. "
                   f"On the device: {out}/JETSON.md")

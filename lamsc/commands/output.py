@@ -18,6 +18,12 @@ def progress() -> Progress:
                     console=console, transient=True)
 
 
+def print_table(table, width: int = 100) -> None:
+    """A result table on stdout, at least ``width`` columns wide even when piped, where rich would assume 80
+    and cut numbers short."""
+    Console(width=max(Console().width, width)).print(table)
+
+
 _json_stream = None  # the real stdout while ``json_only_stdout`` holds
 
 

@@ -8,10 +8,9 @@ from typing import Optional
 
 import torch
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, progress
+from lamsc.commands.output import console, emit_json, print_table, progress
 from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment, describe
 from lamsc.runtime.energy import METERS, energy_meter
@@ -82,17 +81,18 @@ def report(result: dict) -> None:
     est = " (ESTIMATE)" if result["energy_meter"]["estimate"] else ""
     table = Table(title=f"energy per transmitted image: {result['backend']}, {result['channel']} "
                         f"{result['snr_db']:g} dB, {result['radio']['name']}")
-    for col in ("image", "bits", "PSNR", "tx ms", "rx ms", "compute mJ", "radio mJ", "JPEG bits", "JPEG mJ"):
-        table.add_column(col, justify="left" if col == "image" else "right")
+    for col in ("image", "kbit", "PSNR", "tx ms", "rx ms", "tx mJ", "radio mJ", "JPEG kbit", "JPEG mJ"):
+        table.add_column(col, justify="left" if col == "image" else "right", no_wrap=True, max_width=18)
     for r in result["images"]:
         o, j = r["lamsc"], r["jpeg"]
         t = o["latency"]["total"]
-        table.add_row(r["image"][:14], str(o["bits"]), f"{o['psnr']:.2f}", f"{t['median_ms']:.0f}",
+        table.add_row(r["image"], f"{o['bits'] / 1e3:.1f}", f"{o['psnr']:.2f}", f"{t['median_ms']:.0f}",
                       f"{o['latency']['receive']['median_ms']:.0f}", f"{o['energy']['compute_j'] * 1e3:.0f}{'*' if est else ''}",
-                      f"{o['energy']['radio_j'] * 1e3:.2f}", str(j["bits"]), f"{j['energy']['total_j'] * 1e3:.1f}")
-    Console().print(table)
+                      f"{o['energy']['radio_j'] * 1e3:.2f}", f"{j['bits'] / 1e3:.1f}", f"{j['energy']['total_j'] * 1e3:.1f}")
+    print_table(table)
     s = result["summary"]
-    console.print("tx ms: segment + encode + pack (median; p90, p99 in the JSON); JPEG: quality matched to lamsc's PSNR")
+    console.print("tx ms: segment + encode + pack (median; p90, p99 in the JSON); tx mJ: its compute energy; "
+                  "JPEG: quality matched to lamsc's PSNR, encode + radio")
     gpu = [r["lamsc"]["gpu_latency"] for r in result["images"] if r["lamsc"].get("gpu_latency")]
     if gpu:
         medians = ", ".join(f"{k} {sum(g[k]['median_ms'] for g in gpu) / len(gpu):.2f} ms" for k in gpu[0])

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, progress
+from lamsc.commands.output import console, emit_json, print_table, progress
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.overlay import overlay
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
@@ -76,4 +75,4 @@ def report(segmenter: Segmenter, options: MaskGenerationOptions | None, results:
         mean = sum(r["scores"]) / len(r["scores"]) if r["scores"] else float("nan")
         table.add_row(r["image"], f"{w}×{h}", str(r["count"]), f"{largest:.1f}", f"{mean:.3f}",
                       f"{1000 * r['seconds']:.0f}", r["overlay"])
-    Console().print(table)
+    print_table(table)

@@ -8,11 +8,10 @@ from typing import Optional
 import numpy as np
 import typer
 from PIL import Image, ImageDraw
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, progress
+from lamsc.commands.output import console, emit_json, print_table, progress
 from lamsc.semcom.baseline import separation_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.images import NamedImage, iter_images
@@ -99,5 +98,5 @@ def report(rows: list[dict], net: LamscModel, segmenter: Segmenter, channel: Cha
             table.add_row(row["image"], escape(r["name"]), str(r["bits"]),
                           str(r["channel_uses"]), f"{r['cbr']:.4f}", f"{r['kept_ratio']:.2f}", f"{r['psnr']:.2f}",
                           f"{r['ssim']:.3f}", f"{r['ms_ssim']:.3f}", "yes" if r["lost"] else "")
-    Console().print(table)
+    print_table(table)
     console.print(f"SKB: {segmenter.name}")
