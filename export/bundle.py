@@ -40,6 +40,7 @@ from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segme
 
 FORMAT, FORMAT_VERSION = "lamsc-bundle", 1
 PRECISIONS = ("fp32", "fp16", "int8")
+INT8_TARGETS = ("tensorrt", "onnxruntime")  # signed int8 Q/DQ only | uint8 activations where NNCF chose them
 LIBRARIES = ("torch", "onnx", "onnxruntime", "nncf", "numpy", "segment-anything", "mobilesam-mirror")
 
 
@@ -112,6 +113,8 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if int8_for not in INT8_TARGETS:
+        raise UserError(f"int8 for {int8_for!r}: give one of {', '.join(INT8_TARGETS)} (the runtime that will run it)")
     if int8_max_drop is not None and int8_max_drop < 0:
         raise UserError(f"int8 max drop {int8_max_drop:g} dB is negative: give the PSNR (dB) int8 may lose, e.g. 0.1")
     out = Path(out)
@@ -246,10 +249,13 @@ def write_device_steps(out: Path, manifest: dict) -> None:
     script = out / "build_engines.sh"
     script.write_text("\n".join(lines) + "\n")
     script.chmod(0o755)
+    problems = [f"{name}: {p}" for name, g in manifest["graphs"].items() for p in g["tensorrt_problems"]]
+    warning = ("\n**TensorRT cannot build this bundle** (" + "; ".join(problems[:3]) + "): skip steps 2-3 and run "
+               "it with `--backend onnxruntime`, or export it again for TensorRT.\n" if problems else "")
     (out / "JETSON.md").write_text(f"""# Running this bundle on a Jetson
 
 Precision: {manifest['precision']}; graphs: {', '.join(bundle.graphs)}; made by lamsc {manifest['lamsc']}.
-
+{warning}
 1. On the Jetson (JetPack 6.x: CUDA 12.6, TensorRT 10.3), install lamsc with its Jetson extras:
    `pip install "lamsc[export,gpu,jetson]"`.
 2. Optional: build the masking kernels and their TensorRT plugin from lamsc's source:

@@ -108,6 +108,11 @@ def build_bundle_engines(bundle_dir: str | Path, plugin: str | Path | None = Non
     from lamsc.export.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
+    problems = [f"{name}: {p}" for name in bundle.graphs
+                for p in bundle.manifest["graphs"][name].get("tensorrt_problems", [])]
+    if problems:  # refuse before the minutes a build takes, with what export checked
+        hint = (" Export it again with --int8-for tensorrt." if bundle.manifest.get("int8_for") == "onnxruntime" else "")
+        raise UserError(f"{bundle.root} has graphs TensorRT cannot build ({'; '.join(problems[:3])}).{hint}")
     out = bundle.root / "engines"
     out.mkdir(exist_ok=True)
     return [build_engine(bundle.path(name), out / f"{name}.engine", bundle.spec(name), bundle.precision, plugin,
@@ -117,5 +122,10 @@ def build_bundle_engines(bundle_dir: str | Path, plugin: str | Path | None = Non
 if __name__ == "__main__":
     import sys
 
-    for engine in build_bundle_engines(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None):
-        print(engine)
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m lamsc.export.tensorrt BUNDLE [PLUGIN.so]")
+    try:
+        engines = build_bundle_engines(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    print("\n".join(map(str, engines)))

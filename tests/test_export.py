@@ -4,6 +4,8 @@ TensorRT needs (symmetric int8 Q/DQ, no OneHot-fed Tile), and the TensorRT comma
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -87,7 +89,8 @@ def test_bundle_writes_the_device_steps(fp32_bundle):
     script = (fp32_bundle.root / "build_engines.sh").read_text()
     assert "trtexec --onnx=transmitter.onnx --saveEngine=engines/transmitter.engine" in script
     assert "--minShapes=image:1x3x64x64" in script
-    assert "Engines are tied to this GPU" in (fp32_bundle.root / "JETSON.md").read_text()
+    steps = (fp32_bundle.root / "JETSON.md").read_text()
+    assert "Engines are tied to this GPU" in steps and "cannot build" not in steps
     libs = fp32_bundle.manifest["libraries"]
     assert libs["torch"] == torch.__version__.split("+")[0] or libs["torch"].startswith(torch.__version__[:4])
 
@@ -310,3 +313,27 @@ def test_int8_linears_on_token_sequences_run_as_integer_matmuls(tmp_path):
     ref = mlp(torch.from_numpy(feeds[0]["x"])).detach().numpy()
     sqnr = 10 * np.log10((ref ** 2).mean() / ((y - ref) ** 2).mean())
     assert 20 < sqnr < 80
+
+
+def test_int8_for_onnxruntime_is_flagged_and_refused_by_the_engine_build(tmp_path, photo):
+    """``--int8-for onnxruntime`` keeps NNCF's uint8 activations: the manifest names them as TensorRT problems
+    and the engine build refuses the bundle before it needs TensorRT, saying how to export for it."""
+    from PIL import Image
+
+    from lamsc.cli import main
+
+    img = tmp_path / "coffee.png"
+    Image.fromarray(photo).save(img)
+    out = tmp_path / "bundle"
+    assert main(["export", "--out", str(out), "--images", str(img), "--precision", "int8", "--int8-for", "tmp"]) == 2
+    assert main(["export", "--out", str(out), "--images", str(img), "--precision", "int8",
+                 "--int8-for", "onnxruntime"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["int8_for"] == "onnxruntime"
+    flagged = [p for g in manifest["graphs"].values() for p in g["tensorrt_problems"]]
+    uint8 = [n for g in manifest["graphs"].values() for n in onnx.load(str(out / g["file"])).graph.initializer
+             if n.data_type == onnx.TensorProto.UINT8]
+    assert uint8 and flagged and all("quantises to uint8" in p for p in flagged)
+    assert "TensorRT cannot build this bundle" in (out / "JETSON.md").read_text()
+    run = subprocess.run([sys.executable, "-m", "lamsc.export.tensorrt", str(out)], capture_output=True, text=True)
+    assert run.returncode == 1 and "--int8-for tensorrt" in run.stderr and "Traceback" not in run.stderr

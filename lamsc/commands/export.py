@@ -25,6 +25,9 @@ def export(
     int8_max_drop: Optional[float] = typer.Option(None, help="With int8: dB of link PSNR each codec graph may lose "
                                                   "on --images; NNCF's accuracy control keeps the layers that cost "
                                                   "most in float until it holds (minutes more)."),
+    int8_for: str = typer.Option("tensorrt", help="With int8: tensorrt (signed int8 Q/DQ, what TensorRT takes) | "
+                                 "onnxruntime (uint8 activations where NNCF chose them, faster in ONNX Runtime "
+                                 "on x86; TensorRT refuses them)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
 ) -> None:
     """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
@@ -39,7 +42,8 @@ def export(
         sam_name = f"{arch.describe()} from {sam_checkpoint.name}"
     photos = list(iter_images(images)) if images else bundled_photos()
     with console.status(f"exporting and verifying ({precision}) on {len(photos)} photographs"):
-        bundle = write_bundle(model, out, precision, sam, sam_name, images=photos, int8_max_drop=int8_max_drop)
+        bundle = write_bundle(model, out, precision, sam, sam_name, images=photos, int8_max_drop=int8_max_drop,
+                              int8_for=int8_for)
     if json_out:
         emit_json("export", bundle.manifest)
         return
