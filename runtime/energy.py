@@ -4,7 +4,7 @@ Backends, tried in this order by ``auto``:
 
 - ``jetson``: the INA3221 power rails through hwmon (what jetson-stats reads), sampled in a thread and
   integrated (power x dt) over the window; where hwmon shows no rails (some containers), the same rails
-  from ``tegrastats`` output. The total is the board's input rail (VDD_IN, POM_5V_IN on a Nano) where it
+  from jetson-stats' service, else from ``tegrastats`` output. The total is the board's input rail (VDD_IN, POM_5V_IN on a Nano) where it
   has one. jetson-stats' own ``avg`` is a running 50/50 blend, not a mean, so it is not used. NVML is
   NotSupported on Orin.
 - ``nvml``: the GPU's total-energy counter (mJ, Volta and newer). It updates every 20-100 ms, so short
@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class EnergyMeter:
 
     source = ""
     estimate = False
+    min_window_s = 0.25  # NVML updates every 20-100 ms: measure windows several updates long
 
     def measure(self):
         return _Measurement(self)
@@ -224,19 +226,66 @@ class TegrastatsMeter(EnergyMeter):
         state["proc"].terminate()
         state["proc"].wait()
         state["thread"].join()
-        samples = [(t, p) for t, p in state["samples"] if t <= t1]
-        if not samples:
+        if not state["samples"]:
             raise UserError(f"{self.command} printed no power rails: run it by hand to see what it prints")
-        edges = [state["t0"]] + [t for t, _ in samples[1:]] + [t1]
-        return sum(p * (b - a) for (_, p), a, b in zip(samples, edges, edges[1:]))
+        return held_energy(state["samples"], state["t0"], t1)
+
+
+def held_energy(samples: list[tuple[float, float]], t0: float, t1: float) -> float:
+    """Joules over [t0, t1] from (time, watts) readings of a sampling service: each reading holds until the
+    next; the one in force at t0 is the last before it, else the first of the window."""
+    before = [p for t, p in samples if t <= t0]
+    inside = [(t, p) for t, p in samples if t0 < t <= t1]
+    if not before and not inside:
+        raise ValueError("no power reading in or before the window")
+    steps = [(t0, before[-1] if before else inside[0][1])] + inside + [(t1, 0.0)]
+    return sum(p * (b - a) for (a, p), (b, _) in zip(steps, steps[1:]))
+
+
+class JtopMeter(EnergyMeter):
+    """The board's power from jetson-stats' service (``jtop``): where hwmon is hidden, as in a container that
+    mounts /run/jtop.sock, it still reads the rails. The service publishes every ``interval`` seconds (its own
+    if another client set one); each reading holds until the next, so windows span at least five."""
+
+    def __init__(self, interval_s: float = 0.1):
+        try:
+            from jtop import JtopException, jtop
+        except ImportError:
+            raise UserError("jetson-stats is not installed: pip install 'lamsc[jetson]'") from None
+        client = jtop(interval=interval_s)
+        try:
+            client.start()
+        except JtopException as e:
+            reason = " ".join(str(e).split())  # jtop's messages span lines
+            raise UserError(f"jetson-stats' service is not reachable: {reason}") from None
+        weakref.finalize(self, client.close)
+        self.samples: list[tuple[float, float]] = []
+        client.attach(self._update)
+        self.min_window_s = max(EnergyMeter.min_window_s, 5 * float(client.interval))
+        mode = client.nvpmodel
+        self.source = f"jetson rails via jetson-stats{f' (power mode {mode.name})' if mode else ''}"
+
+    def _update(self, jetson) -> None:
+        self.samples.append((time.perf_counter(), jetson.power["tot"]["power"] / 1000))  # mW
+
+    def start(self):
+        return time.perf_counter()
+
+    def stop(self, t0) -> float:
+        t1 = time.perf_counter()
+        if not self.samples:
+            raise UserError("jetson-stats' service sent no power readings: check `jtop` by hand")
+        return held_energy(self.samples, t0, t1)
 
 
 def jetson_meter() -> EnergyMeter:
-    """The INA3221 rails through hwmon, else through tegrastats."""
-    try:
-        return JetsonMeter()
-    except UserError:
-        return TegrastatsMeter()
+    """The INA3221 rails through hwmon, else through jetson-stats' service, else through tegrastats."""
+    for make in (JetsonMeter, JtopMeter):
+        try:
+            return make()
+        except UserError:
+            continue
+    return TegrastatsMeter()
 
 
 class ModelMeter(EnergyMeter):

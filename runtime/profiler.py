@@ -22,18 +22,15 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.transmission import transmit
 
-MIN_WINDOW_S = 0.25  # NVML updates every 20-100 ms: measure windows several updates long
-
-
 def repeat_measured(fn, meter: EnergyMeter, repeats: int, warmup: int) -> tuple[list, float, str, bool]:
-    """Run ``fn`` warm-up times, then at least ``repeats`` times and for at least MIN_WINDOW_S inside one
-    energy window. -> (results, joules per run, meter source, estimate?)"""
+    """Run ``fn`` warm-up times, then at least ``repeats`` times and for at least the meter's minimum window
+    (several updates of its counter) inside one energy window. -> (results, joules per run, meter source, estimate?)"""
     for _ in range(warmup):
         fn()
     results = []
     with meter.measure() as window:
         t0 = time.perf_counter()
-        while len(results) < repeats or time.perf_counter() - t0 < MIN_WINDOW_S:
+        while len(results) < repeats or time.perf_counter() - t0 < meter.min_window_s:
             results.append(fn())
     r = window.reading
     return results, r.joules / len(results), r.source, r.estimate

@@ -14,8 +14,8 @@ from lamsc.export.bundle import write_bundle
 from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from lamsc.runtime.deployment import Deployment
 from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
-from lamsc.runtime.energy import (JetsonMeter, ModelMeter, NvmlMeter, RaplMeter, TegrastatsMeter, board_rails,
-                                  energy_meter, parse_tegrastats)
+from lamsc.runtime.energy import (JetsonMeter, JtopMeter, ModelMeter, NvmlMeter, RaplMeter, TegrastatsMeter,
+                                  board_rails, energy_meter, held_energy, jetson_meter, parse_tegrastats)
 from lamsc.runtime.latency import Latency
 from lamsc.runtime.link import run_link
 from lamsc.runtime.radio import radio
@@ -174,6 +174,77 @@ def test_tegrastats_meter_integrates_the_input_rail_of_a_running_process(tmp_pat
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(UserError, match="tegrastats is not on PATH"):
         TegrastatsMeter()
+
+
+def test_held_readings_integrate_as_steps():
+    # each reading holds until the next; the one before the window is in force at its start
+    assert held_energy([(0.0, 2.0), (1.0, 4.0), (3.0, 1.0), (9.0, 7.0)], 0.5, 3.5) == pytest.approx(2 * 0.5 + 4 * 2 + 1 * 0.5)
+    # nothing before the window: its first reading goes back to the start
+    assert held_energy([(1.0, 2.0), (2.0, 3.0)], 0.0, 3.0) == pytest.approx(2 * 2 + 3 * 1)
+    with pytest.raises(ValueError):
+        held_energy([(5.0, 1.0)], 0.0, 1.0)
+
+
+def _jtop_standin(monkeypatch, watts, service_interval=0.02, reachable=True):
+    """A stand-in ``jtop`` module with jetson-stats' names: a client whose service publishes the board's
+    total power (mW) to attached observers every ``service_interval`` seconds from a daemon thread."""
+    import sys
+    import threading
+    import time
+    import types
+
+    module = types.ModuleType("jtop")
+    module.JtopException = type("JtopException", (Exception,), {})
+
+    class Client:
+        def __init__(self, interval=1.0):  # the service keeps its own speed, as when another client set it
+            self.interval, self.observers, self.running = service_interval, set(), False
+            self.nvpmodel = types.SimpleNamespace(name="15W")
+
+        def start(self):
+            if not reachable:
+                raise module.JtopException("The jtop.service is not active. Please run:\nsudo jtop --install-service")
+            self.running = True
+            threading.Thread(target=self._serve, daemon=True).start()
+
+        def _serve(self):
+            while self.running:
+                self.power = {"rail": {}, "tot": {"power": int(watts["now"] * 1000), "avg": 0, "name": "VDD_IN"}}
+                for observer in list(self.observers):
+                    observer(self)
+                time.sleep(self.interval)
+
+        def attach(self, observer):
+            self.observers.add(observer)
+
+        def close(self):
+            self.running = False
+
+    module.jtop = Client
+    monkeypatch.setitem(sys.modules, "jtop", module)
+
+
+def test_jtop_meter_integrates_the_services_total_power(monkeypatch):
+    import time
+
+    watts = {"now": 6.0}
+    _jtop_standin(monkeypatch, watts)
+    meter = jetson_meter()  # no hwmon rails on this machine: jetson-stats' service comes next
+    assert isinstance(meter, JtopMeter) and meter.source == "jetson rails via jetson-stats (power mode 15W)"
+    assert meter.min_window_s == pytest.approx(0.25)  # five of the service's 20 ms updates would be 0.1 s
+    with meter.measure() as w:
+        time.sleep(0.3)
+    assert w.reading.watts == pytest.approx(6.0, rel=1e-3) and not w.reading.estimate  # rel: the window's edges
+    watts["now"] = 2.0
+    time.sleep(0.05)
+    with meter.measure() as w:  # 2 W then 10 W: the integral follows the step to within one update
+        time.sleep(0.2)
+        watts["now"] = 10.0
+        time.sleep(0.2)
+    assert w.reading.joules == pytest.approx(2 * 0.2 + 10 * 0.2, abs=8 * 0.03)
+    _jtop_standin(monkeypatch, watts, reachable=False)
+    with pytest.raises(UserError, match="service is not reachable.*install-service"):
+        JtopMeter()
 
 
 def test_meters_say_what_they_are():
