@@ -134,9 +134,12 @@ def ina3221_rails(root: Path = HWMON) -> dict[str, tuple[Path, Path]]:
             continue
         for label in sorted(hw.glob("in*_label")):
             n = re.match(r"in(\d+)_label", label.name).group(1)
+            name = label.read_text().strip()
+            if name == "NC" or "sum of shunt" in name.lower():  # Orin's unconnected channels; in7's sum
+                continue
             volts, amps = hw / f"in{n}_input", hw / f"curr{n}_input"
             if volts.is_file() and amps.is_file():
-                rails[label.read_text().strip()] = (volts, amps)
+                rails[name] = (volts, amps)
     return rails
 
 

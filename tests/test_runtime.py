@@ -112,6 +112,14 @@ def test_jetson_rails_integrate_power(tmp_path):
     with meter.measure() as w:
         time.sleep(0.2)
     assert w.reading.watts == pytest.approx(5.0, rel=0.02)
+    for f in hw.glob("*"):  # an AGX Orin's second monitor: no input rail, an unconnected channel
+        f.unlink()
+    (hw / "name").write_text("ina3221\n")
+    for n, label, mv, ma in ((1, "VDDQ_VDD2_1V8AO", 1800, 500), (2, "NC", 3300, 700), (3, "VIN_SYS_5V0", 5000, 400)):
+        (hw / f"in{n}_label").write_text(label)
+        (hw / f"in{n}_input").write_text(str(mv))
+        (hw / f"curr{n}_input").write_text(str(ma))
+    assert JetsonMeter(tmp_path).power_w() == pytest.approx(1.8 * 0.5 + 5.0 * 0.4)
     assert board_rails(["POM_5V_IN", "POM_5V_GPU"]) == ["POM_5V_IN"]  # a Nano's input rail
     assert board_rails(["GPU", "CPU", "SOC"]) == ["GPU", "CPU", "SOC"]  # no input rail: the sum
 
