@@ -143,7 +143,10 @@ def summary(rows: list[dict]) -> dict:
 
 
 def plot_energy(rows: list[dict], path, title: str) -> None:
-    """Stacked bars per image: compute and radio energy, lamsc beside quality-matched JPEG."""
+    """Per image, side by side: compute and radio energy of lamsc and of quality-matched JPEG. Not stacked:
+    on the log scale they need (compute can be 1000x radio) a stacked segment's height would not be its size."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,17 +154,24 @@ def plot_energy(rows: list[dict], path, title: str) -> None:
 
     n = len(rows)
     x = np.arange(n)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * n + 2), 4))
-    for offset, key, colours in ((-0.2, "lamsc", ("#1f77b4", "#aec7e8")), (0.2, "jpeg", ("#d62728", "#ff9896"))):
-        comp = np.array([r[key]["energy"]["compute_j"] for r in rows]) * 1e3
-        rad = np.array([r[key]["energy"]["radio_j"] for r in rows]) * 1e3
-        ax.bar(x + offset, comp, 0.38, color=colours[0], label=f"{key} compute")
-        ax.bar(x + offset, rad, 0.38, bottom=comp, color=colours[1], label=f"{key} radio")
+    bars = [(key, part, colour) for key, colours in (("lamsc", ("#1f77b4", "#aec7e8")), ("jpeg", ("#d62728", "#ff9896")))
+            for part, colour in zip(("compute", "radio"), colours)]
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * n + 2), 4.5))
+    values = []
+    for k, (key, part, colour) in enumerate(bars):
+        mj = np.array([r[key]["energy"][f"{part}_j"] for r in rows]) * 1e3
+        values.append(mj)
+        ax.bar(x + (k - (len(bars) - 1) / 2) * width, mj, width, color=colour, label=f"{key} {part}")
+    ax.set_yscale("log")
+    positive = np.concatenate(values)
+    positive = positive[positive > 0]
+    if positive.size:  # from below the smallest bar, with room above the tallest for the legend
+        ax.set_ylim(positive.min() / 3, positive.max() * 30)
     ax.set_xticks(x, [r["image"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("energy per transmitted image (mJ)")
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+    ax.legend(fontsize=8, ncol=len(bars), loc="upper center", frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
