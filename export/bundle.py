@@ -109,7 +109,7 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     ``calibration`` (default: ``images``; keep them apart from the photographs a candidate is scored on),
     and with ``int8_max_drop`` (dB) accuracy control keeps in float the codec layers that cost most until
     each graph's link PSNR on them is within that drop of float. ``int8_for`` is "tensorrt" (signed int8
-    Q/DQ only) or "onnxruntime" (uint8 activations where NNCF chose them, faster in ONNX Runtime on x86).
+    Q/DQ only) or "onnxruntime" (uint8 activations where NNCF chose them, ONNX Runtime's U8S8 form on x86).
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")

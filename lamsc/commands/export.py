@@ -26,8 +26,8 @@ def export(
                                                   "on --images; NNCF's accuracy control keeps the layers that cost "
                                                   "most in float until it holds (minutes more)."),
     int8_for: str = typer.Option("tensorrt", help="With int8: tensorrt (signed int8 Q/DQ, what TensorRT takes) | "
-                                 "onnxruntime (uint8 activations where NNCF chose them, faster in ONNX Runtime "
-                                 "on x86; TensorRT refuses them)."),
+                                 "onnxruntime (uint8 activations where NNCF chose them, ONNX Runtime's U8S8 "
+                                 "form on x86; TensorRT refuses them)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
 ) -> None:
     """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
