@@ -272,6 +272,7 @@ class JtopMeter(EnergyMeter):
         self.samples.append((time.perf_counter(), jetson.power["tot"]["power"] / 1000))  # mW
 
     def start(self):
+        del self.samples[:-1]  # only the reading in force now matters to this window
         return time.perf_counter()
 
     def stop(self, t0) -> float:
