@@ -75,4 +75,4 @@ def report(segmenter: Segmenter, options: MaskGenerationOptions | None, results:
         mean = sum(r["scores"]) / len(r["scores"]) if r["scores"] else float("nan")
         table.add_row(r["image"], f"{w}×{h}", str(r["count"]), f"{largest:.1f}", f"{mean:.3f}",
                       f"{1000 * r['seconds']:.0f}", r["overlay"])
-    print_table(table)
+    print_table(table, 160)  # room for the overlay paths
