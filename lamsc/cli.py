@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -62,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
-    except click.ClickException as e:
-        e.show()
+    except typer.TyperException as e:  # typer's usage errors: a missing argument, an unknown option
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            typer.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         return 130
     return result if isinstance(result, int) else 0
 

@@ -22,6 +22,14 @@ def test_help_lists_every_subcommand(capsys):
     assert names and all(name in out for name in names)
 
 
+def test_usage_errors_are_one_message_and_status_2(capsys):
+    assert main(["segment"]) == 2
+    assert main(["export", "--precision-typo", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "Missing argument 'images'" in err and "No such option: --precision-typo" in err
+    assert "Traceback" not in err
+
+
 def test_demo_writes_overlays_and_overview(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--json"]) == 0
     overview = Image.open(tmp_path / "overview.png")
