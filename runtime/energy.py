@@ -199,8 +199,7 @@ class TegrastatsMeter(EnergyMeter):
     def __init__(self, interval_ms: int = 50, command: str = "tegrastats"):
         self.command = shutil.which(command)
         if self.command is None:
-            raise UserError(f"{command} is not on PATH and no INA3221 rails are under {HWMON}: this is not a "
-                            "Jetson (on one, run where /sys/class/hwmon is visible or tegrastats is installed)")
+            raise UserError(f"{command} is not on PATH (JetPack puts it in /usr/bin)")
         self.interval_ms = interval_ms
         self.source = "jetson rails via tegrastats"
 
@@ -284,12 +283,13 @@ class JtopMeter(EnergyMeter):
 
 def jetson_meter() -> EnergyMeter:
     """The INA3221 rails through hwmon, else through jetson-stats' service, else through tegrastats."""
-    for make in (JetsonMeter, JtopMeter):
+    reasons = []
+    for make in (JetsonMeter, JtopMeter, TegrastatsMeter):
         try:
             return make()
-        except UserError:
-            continue
-    return TegrastatsMeter()
+        except UserError as e:
+            reasons.append(str(e))
+    raise UserError("no Jetson power rails can be read here: " + "; ".join(reasons))
 
 
 class ModelMeter(EnergyMeter):

@@ -261,6 +261,8 @@ def test_meters_say_what_they_are():
     assert m.estimate and "estimate" in m.source and m.watts == 15.0
     with pytest.raises(UserError, match="not available|needs nvidia-ml-py"):
         energy_meter("nvml")
+    with pytest.raises(UserError, match="no Jetson power rails.*hwmon.*jetson-stats.*tegrastats is not on PATH"):
+        energy_meter("jetson")  # each way it tried, and why each failed
     with pytest.raises(UserError, match="unknown energy meter"):
         energy_meter("joulemeter")
 
