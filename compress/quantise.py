@@ -4,8 +4,8 @@ ONNX models come out as QDQ graphs, symmetric (``preset=PERFORMANCE``, zero poin
 (``tensorrt=True``, the default) every quantiser is int8, the form its explicit quantisation consumes.
 For ONNX Runtime on x86 CPUs (``tensorrt=False``) NNCF's uint8 quantisers of non-negative activations are
 kept: ORT's int8 kernels there take unsigned activations with signed weights (U8S8); the signed-only graph
-once measured 7-10% slower on this CPU, the same since the codec's glue stays in float (README, compress). ``model_type=TRANSFORMER``
-(for ViT encoders) would switch activations to asymmetric unless the preset is given, so it always is.
+once measured 7-10% slower on this CPU, the same since the codec's glue stays in float (README, compress).
+``model_type=TRANSFORMER`` (for ViT encoders) would switch activations to asymmetric unless the preset is given, so it always is.
 """
 
 from __future__ import annotations

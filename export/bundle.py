@@ -72,6 +72,10 @@ class Bundle:
     def path(self, graph: str) -> Path:
         return self.root / self.manifest["graphs"][graph]["file"]
 
+    def tensorrt_problems(self) -> list[str]:
+        """What export found in the graphs that TensorRT cannot build, as "graph: problem"."""
+        return [f"{name}: {p}" for name, g in self.manifest["graphs"].items() for p in g.get("tensorrt_problems", [])]
+
     def spec(self, graph: str) -> GraphSpec:
         g = self.manifest["graphs"][graph]
         tensors = {k: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in g[k])
@@ -226,8 +230,8 @@ def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], preci
 def rate_against_pytorch(depths: list[tuple], num_levels: int) -> dict:
     """How much the exported transmitter sends against PyTorch: the ASC feature levels it keeps, per
     verification photograph and over all of them, from (exported, PyTorch) depth maps. A reduced precision
-    moves the depth map across level boundaries, which changes the rate (int8 of the default codec: +3%
-    overall, +19% on one photograph) where SQNR shows only an error."""
+    moves the depth map across level boundaries, which changes the rate (the default codec's int8 before its
+    glue stayed in float: +3% overall, +19% on one photograph) where SQNR shows only an error."""
     from lamsc.semcom.asc import depth_levels
 
     kept = [(int(depth_levels(torch.from_numpy(got[:, 0]), num_levels).sum()),
@@ -249,7 +253,7 @@ def write_device_steps(out: Path, manifest: dict) -> None:
     script = out / "build_engines.sh"
     script.write_text("\n".join(lines) + "\n")
     script.chmod(0o755)
-    problems = [f"{name}: {p}" for name, g in manifest["graphs"].items() for p in g["tensorrt_problems"]]
+    problems = bundle.tensorrt_problems()
     warning = ("\n**TensorRT cannot build this bundle** (" + "; ".join(problems[:3]) + "): skip steps 2-3 and run "
                "it with `--backend onnxruntime`, or export it again for TensorRT.\n" if problems else "")
     (out / "JETSON.md").write_text(f"""# Running this bundle on a Jetson

@@ -108,8 +108,7 @@ def build_bundle_engines(bundle_dir: str | Path, plugin: str | Path | None = Non
     from lamsc.export.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
-    problems = [f"{name}: {p}" for name in bundle.graphs
-                for p in bundle.manifest["graphs"][name].get("tensorrt_problems", [])]
+    problems = bundle.tensorrt_problems()
     if problems:  # refuse before the minutes a build takes, with what export checked
         hint = (" Export it again with --int8-for tensorrt." if bundle.manifest.get("int8_for") == "onnxruntime" else "")
         raise UserError(f"{bundle.root} has graphs TensorRT cannot build ({'; '.join(problems[:3])}).{hint}")

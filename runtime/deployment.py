@@ -38,7 +38,7 @@ class Deployment:
             return backend, bundle.config, bundle_segmenter(bundle, backend, self.sam_checkpoint)
         if self.backend != "torch":
             raise UserError(f"--backend {self.backend} runs an exported bundle; export one with "
-                            f"`{' '.join(['lamsc export', *([self.source] if self.source else []), '--out BUNDLE'])}` and profile that")
+                            f"`lamsc export {self.source + ' ' if self.source else ''}--out BUNDLE` and profile that")
         model = load_model(self.source)
         return open_backend("torch", model=model, device=self.device), model.config, build_segmenter(self.sam_checkpoint)
 

@@ -4,9 +4,9 @@ Backends, tried in this order by ``auto``:
 
 - ``jetson``: the INA3221 power rails through hwmon (what jetson-stats reads), sampled in a thread and
   integrated (power x dt) over the window; where hwmon shows no rails (some containers), the same rails
-  from jetson-stats' service, else from ``tegrastats`` output. The total is the board's input rail (VDD_IN, POM_5V_IN on a Nano) where it
-  has one. jetson-stats' own ``avg`` is a running 50/50 blend, not a mean, so it is not used. NVML is
-  NotSupported on Orin.
+  from jetson-stats' service, else from ``tegrastats`` output. The total is the board's input rail
+  (VDD_IN, POM_5V_IN on a Nano) where it has one. jetson-stats' own ``avg`` is a running 50/50 blend,
+  not a mean, so it is not used. NVML is NotSupported on Orin.
 - ``nvml``: the GPU's total-energy counter (mJ, Volta and newer). It updates every 20-100 ms, so short
   windows read 0 or one update: the profiler repeats work until the window is long enough.
 - ``rapl``: Intel/AMD RAPL package counters (/sys/class/powercap), with wraparound at max_energy_range_uj.

@@ -22,9 +22,11 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.transmission import transmit
 
+
 def repeat_measured(fn, meter: EnergyMeter, repeats: int, warmup: int) -> tuple[list, float, str, bool]:
     """Run ``fn`` warm-up times, then at least ``repeats`` times and for at least the meter's minimum window
-    (several updates of its counter) inside one energy window. -> (results, joules per run, meter source, estimate?)"""
+    (several updates of its counter) inside one energy window.
+    -> (results, joules per run, meter source, estimate?)"""
     for _ in range(warmup):
         fn()
     results = []
