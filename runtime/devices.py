@@ -44,7 +44,7 @@ DEVICES = {
                               "Jetson AGX Orin Series data sheet: 2048 CUDA cores at 1.3 GHz, 275 sparse INT8 TOPS, 204.8 GB/s"),
     "xavier-nx": DeviceProfile("Jetson Xavier NX (20 W mode)", 0.84, 1.69, 21.0, 59.7, 20.0, 4.0,
                                "Jetson Xavier NX data sheet: 384 CUDA cores at 1.1 GHz, 21 INT8 TOPS, 59.7 GB/s"),
-    "cpu": DeviceProfile("server CPU core (declared 5 W per busy core)", 0.1, 0.1, 0.2, 20.0, 5.0, 0.0,
+    "cpu": DeviceProfile("server CPU", 0.1, 0.1, 0.2, 20.0, 5.0, 0.0,
                          "AMD EPYC 7763: 280 W / 64 cores; Intel Xeon 8380: 270 W / 40 cores"),
 }
 

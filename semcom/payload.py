@@ -213,17 +213,22 @@ def level_bits(num_levels: int) -> int:
 
 
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Unsigned integers (< 2**bits) as a big-endian bit stream, zero-padded to a byte."""
-    values = np.asarray(values, np.int64).ravel()
-    shifts = np.arange(bits - 1, -1, -1)
-    stream = ((values[:, None] >> shifts) & 1).astype(np.uint8).ravel()
-    return np.packbits(stream).tobytes()
+    """Unsigned integers (< 2**bits, bits <= 16) as a big-endian bit stream, zero-padded to a byte."""
+    values = np.asarray(values).ravel()
+    if bits == 8:
+        return values.astype(np.uint8).tobytes()
+    # each value as 16 big-endian bits, MSB first; its low ``bits`` of them are its field
+    wide = np.unpackbits(values.astype(">u2").view(np.uint8).reshape(-1, 2), axis=1)
+    return np.packbits(wide[:, 16 - bits:]).tobytes()
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of pack_bits: ``count`` unsigned integers of ``bits`` bits each."""
-    stream = np.unpackbits(np.frombuffer(data, np.uint8))[: count * bits]
-    if stream.size < count * bits:
+    """Inverse of pack_bits: ``count`` unsigned integers of ``bits`` bits each (int64)."""
+    if len(data) * 8 < count * bits:
         raise PayloadError("payload ends early; it was truncated")
-    weights = 1 << np.arange(bits - 1, -1, -1)
-    return (stream.reshape(count, bits).astype(np.int64) * weights).sum(1)
+    raw = np.frombuffer(data, np.uint8)
+    if bits == 8:
+        return raw[:count].astype(np.int64)
+    wide = np.zeros((count, 16), np.uint8)
+    wide[:, 16 - bits:] = np.unpackbits(raw, count=count * bits).reshape(count, bits)
+    return np.packbits(wide, axis=1).view(">u2").ravel().astype(np.int64)

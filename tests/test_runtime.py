@@ -4,7 +4,6 @@ closed forms on sysfs-shaped trees), radio airtime, and the profile command."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -14,8 +13,6 @@ from lamsc.export.bundle import write_bundle
 from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from lamsc.runtime.deployment import Deployment
 from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
-from lamsc.runtime.energy import (JetsonMeter, JtopMeter, ModelMeter, NvmlMeter, RaplMeter, TegrastatsMeter,
-                                  board_rails, energy_meter, held_energy, jetson_meter, parse_tegrastats)
 from lamsc.runtime.latency import Latency
 from lamsc.runtime.link import run_link
 from lamsc.runtime.radio import radio
@@ -78,195 +75,6 @@ def test_loopback_link_delivers_everything_clean_and_reports_damage(bundle):
     assert all(r["bit_errors"] > 0 and r["reason"] for r in noisy.received.values())
 
 
-def _rapl_tree(root, energies, max_range):
-    for i, e in enumerate(energies):
-        z = root / f"intel-rapl:{i}"
-        z.mkdir(parents=True)
-        (z / "energy_uj").write_text(str(e))
-        (z / "max_energy_range_uj").write_text(str(max_range))
-        (root / f"intel-rapl:{i}:0").mkdir()  # a subzone: must not be counted twice
-
-
-def test_rapl_counts_across_wraparound(tmp_path):
-    _rapl_tree(tmp_path, [999_000_000, 5_000_000], 1_000_000_000)
-    meter = RaplMeter(tmp_path)
-    with meter.measure() as w:
-        (tmp_path / "intel-rapl:0" / "energy_uj").write_text("500000")        # wrapped: +1.5 J
-        (tmp_path / "intel-rapl:1" / "energy_uj").write_text("7000000")       # +2 J
-    assert w.reading.joules == pytest.approx(3.5) and not w.reading.estimate
-    assert "rapl (2 packages)" == w.reading.source
-
-
-def test_jetson_rails_integrate_power(tmp_path):
-    hw = tmp_path / "hwmon3"
-    hw.mkdir()
-    (hw / "name").write_text("ina3221\n")
-    for n, label, mv, ma in ((1, "VDD_IN", 5000, 1000), (2, "VDD_CPU_GPU_CV", 1000, 500)):
-        (hw / f"in{n}_label").write_text(label)
-        (hw / f"in{n}_input").write_text(str(mv))
-        (hw / f"curr{n}_input").write_text(str(ma))
-    meter = JetsonMeter(tmp_path, period_s=0.002)
-    assert meter.power_w() == pytest.approx(5.0)  # VDD_IN alone: it already includes the other rails
-    import time
-
-    with meter.measure() as w:
-        time.sleep(0.2)
-    assert w.reading.watts == pytest.approx(5.0, rel=0.02)
-    for f in hw.glob("*"):  # an AGX Orin's second monitor: no input rail, an unconnected channel
-        f.unlink()
-    (hw / "name").write_text("ina3221\n")
-    for n, label, mv, ma in ((1, "VDDQ_VDD2_1V8AO", 1800, 500), (2, "NC", 3300, 700), (3, "VIN_SYS_5V0", 5000, 400)):
-        (hw / f"in{n}_label").write_text(label)
-        (hw / f"in{n}_input").write_text(str(mv))
-        (hw / f"curr{n}_input").write_text(str(ma))
-    assert JetsonMeter(tmp_path).power_w() == pytest.approx(1.8 * 0.5 + 5.0 * 0.4)
-    assert board_rails(["POM_5V_IN", "POM_5V_GPU"]) == ["POM_5V_IN"]  # a Nano's input rail
-    assert board_rails(["GPU", "CPU", "SOC"]) == ["GPU", "CPU", "SOC"]  # no input rail: the sum
-
-
-def test_nvml_meter_differences_the_millijoule_counter(monkeypatch):
-    """nvml's total-energy counter is in mJ since the driver loaded; a window is the difference, in J.
-    The stand-in module has nvidia-ml-py's names, so a renamed call fails here rather than on a GPU."""
-    import sys
-    import types
-
-    counter = {"mJ": 1_000_000}
-    nvml = types.ModuleType("pynvml")
-    nvml.NVMLError = type("NVMLError", (Exception,), {})
-    nvml.nvmlInit = lambda: None
-    nvml.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
-    nvml.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"
-    nvml.nvmlDeviceGetTotalEnergyConsumption = lambda h: counter["mJ"]
-    monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    meter = energy_meter("nvml")
-    assert isinstance(meter, NvmlMeter) and meter.source == "nvml (NVIDIA H100 80GB HBM3)"
-    with meter.measure() as w:
-        counter["mJ"] += 2500
-    assert w.reading.joules == pytest.approx(2.5) and not w.reading.estimate
-
-    def not_supported(h):
-        raise nvml.NVMLError("Not Supported")
-
-    nvml.nvmlDeviceGetTotalEnergyConsumption = not_supported  # what an Orin's NVML answers
-    with pytest.raises(UserError, match="not available here .*--energy jetson"):
-        NvmlMeter()
-
-
-def test_tegrastats_lines_are_parsed_in_every_jetpack_format():
-    orin = ("11-23-2026 10:00:00 RAM 2300/7620MB (lfb 4x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,off] "
-            "EMC_FREQ 0% GR3D_FREQ 0% cpu@45.5C VDD_IN 5012mW/4980mW VDD_CPU_GPU_CV 602mW/600mW VDD_SOC 1445mW/1445mW")
-    assert parse_tegrastats(orin) == {"VDD_IN": 5.012, "VDD_CPU_GPU_CV": 0.602, "VDD_SOC": 1.445}
-    nano = "RAM 1500/3964MB IRAM 0/252kB(lfb 252kB) POM_5V_IN 2353/2353 POM_5V_GPU 0/0 POM_5V_CPU 279/279"
-    assert parse_tegrastats(nano) == {"POM_5V_IN": 2.353, "POM_5V_GPU": 0.0, "POM_5V_CPU": 0.279}
-
-
-def test_tegrastats_meter_integrates_the_input_rail_of_a_running_process(tmp_path, monkeypatch):
-    """A stand-in tegrastats (same flags, same line format) at 5 W on VDD_IN: the meter reads it over a
-    pipe and integrates 5 W over the window; the other rails are inside VDD_IN and not added."""
-    script = tmp_path / "tegrastats"
-    script.write_text("#!/bin/sh\n"
-                      "[ \"$1\" = --interval ] || exit 2\n"
-                      "while true; do\n"
-                      "  echo 'RAM 2300/7620MB VDD_IN 5000mW/5000mW VDD_CPU_GPU_CV 800mW/800mW VDD_SOC 1400mW/1400mW'\n"
-                      "  sleep $(echo \"$2\" | awk '{print $1/1000}')\n"
-                      "done\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    meter = TegrastatsMeter(interval_ms=20)
-    import time
-
-    with meter.measure() as w:
-        time.sleep(0.5)
-    assert w.reading.watts == pytest.approx(5.0, rel=0.05) and not w.reading.estimate  # rel: stopping the process
-    assert "tegrastats" in w.reading.source
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(UserError, match="tegrastats is not on PATH"):
-        TegrastatsMeter()
-
-
-def test_held_readings_integrate_as_steps():
-    # each reading holds until the next; the one before the window is in force at its start
-    assert held_energy([(0.0, 2.0), (1.0, 4.0), (3.0, 1.0), (9.0, 7.0)], 0.5, 3.5) == pytest.approx(2 * 0.5 + 4 * 2 + 1 * 0.5)
-    # nothing before the window: its first reading goes back to the start
-    assert held_energy([(1.0, 2.0), (2.0, 3.0)], 0.0, 3.0) == pytest.approx(2 * 2 + 3 * 1)
-    with pytest.raises(ValueError):
-        held_energy([(5.0, 1.0)], 0.0, 1.0)
-
-
-def _jtop_standin(monkeypatch, watts, service_interval=0.02, reachable=True):
-    """A stand-in ``jtop`` module with jetson-stats' names: a client whose service publishes the board's
-    total power (mW) to attached observers every ``service_interval`` seconds from a daemon thread."""
-    import sys
-    import threading
-    import time
-    import types
-
-    module = types.ModuleType("jtop")
-    module.JtopException = type("JtopException", (Exception,), {})
-
-    class Client:
-        def __init__(self, interval=1.0):  # the service keeps its own speed, as when another client set it
-            self.interval, self.observers, self.running = service_interval, set(), False
-            self.nvpmodel = types.SimpleNamespace(name="15W")
-
-        def start(self):
-            if not reachable:
-                raise module.JtopException("The jtop.service is not active. Please run:\nsudo jtop --install-service")
-            self.running = True
-            threading.Thread(target=self._serve, daemon=True).start()
-
-        def _serve(self):
-            while self.running:
-                self.power = {"rail": {}, "tot": {"power": int(watts["now"] * 1000), "avg": 0, "name": "VDD_IN"}}
-                for observer in list(self.observers):
-                    observer(self)
-                time.sleep(self.interval)
-
-        def attach(self, observer):
-            self.observers.add(observer)
-
-        def close(self):
-            self.running = False
-
-    module.jtop = Client
-    monkeypatch.setitem(sys.modules, "jtop", module)
-
-
-def test_jtop_meter_integrates_the_services_total_power(monkeypatch):
-    import time
-
-    watts = {"now": 6.0}
-    _jtop_standin(monkeypatch, watts)
-    meter = jetson_meter()  # no hwmon rails on this machine: jetson-stats' service comes next
-    assert isinstance(meter, JtopMeter) and meter.source == "jetson rails via jetson-stats (power mode 15W)"
-    assert meter.min_window_s == pytest.approx(0.25)  # five of the service's 20 ms updates would be 0.1 s
-    with meter.measure() as w:
-        time.sleep(0.3)
-    assert w.reading.watts == pytest.approx(6.0, rel=1e-3) and not w.reading.estimate  # rel: the window's edges
-    watts["now"] = 2.0
-    time.sleep(0.05)
-    with meter.measure() as w:  # 2 W then 10 W: the integral follows the step to within one update
-        time.sleep(0.2)
-        watts["now"] = 10.0
-        time.sleep(0.2)
-    assert w.reading.joules == pytest.approx(2 * 0.2 + 10 * 0.2, abs=8 * 0.03)
-    _jtop_standin(monkeypatch, watts, reachable=False)
-    with pytest.raises(UserError, match="service is not reachable.*install-service"):
-        JtopMeter()
-
-
-def test_meters_say_what_they_are():
-    assert isinstance(energy_meter("auto"), ModelMeter)  # no counter on this machine
-    m = ModelMeter("orin-nano")
-    assert m.estimate and "estimate" in m.source and m.watts == 15.0
-    with pytest.raises(UserError, match="not available|needs nvidia-ml-py"):
-        energy_meter("nvml")
-    with pytest.raises(UserError, match="no Jetson power rails.*hwmon.*jetson-stats.*tegrastats is not on PATH"):
-        energy_meter("jetson")  # each way it tried, and why each failed
-    with pytest.raises(UserError, match="unknown energy meter"):
-        energy_meter("joulemeter")
-
-
 def test_radio_airtime_and_energy_closed_forms():
     wifi, lora, lte = radio("wifi"), radio("lora"), radio("lte")
     assert wifi.airtime_s(10.0, channel_uses=13_000_000) == pytest.approx(1.0)
@@ -293,7 +101,8 @@ def test_profile_command_reports_energy_with_its_source(tmp_path, photo, capsys)
 
     img = tmp_path / "coffee.png"
     Image.fromarray(photo).save(img)
-    assert main(["profile", "--images", str(img), "--repeats", "2", "--radio", "lte", "--out", str(tmp_path)]) == 0
+    assert main(["profile", "--images", str(img), "--repeats", "2", "--radio", "lte", "--energy", "model",
+                 "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "profile.json").read_text())
     row = result["images"][0]
     assert result["energy_meter"]["estimate"] and result["energy_meter"]["source"].startswith("model")
