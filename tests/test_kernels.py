@@ -114,3 +114,12 @@ def test_torch_pack_path_matches_the_reference(c, h, w):
     ref = asc_pack(values, depth, 8, 8)
     assert bytes(value_bytes_t.numpy()) == ref.value_bytes and bytes(level_bits_t.numpy()) == ref.level_bytes
     assert scale == ref.scale
+
+
+@pytest.mark.parametrize("module", ["lamsc.kernels", "lamsc.semcom", "lamsc.kernels.asc"])
+def test_each_package_imports_first(module):
+    """A fresh process importing the kernels first (as benchmarks/kernels_bench.py does) or the model first."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
