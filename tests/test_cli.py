@@ -56,6 +56,25 @@ def test_stage_folders_import_only_under_lamsc(tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
+def test_a_built_wheel_holds_every_package(tmp_path):
+    """A non-editable install (a wheel, as on a Jetson or a GPU machine) has every subpackage of the source
+    tree and the shipped model, not only what an editable install happens to reach."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("lamsc-*.whl"))).namelist()
+    folders = {"lamsc": root / "lamsc", "lamsc/semcom": root / "semcom", "lamsc/compress": root / "compress",
+               "lamsc/export": root / "export", "lamsc/runtime": root / "runtime", "lamsc/kernels": root / "kernels"}
+    for prefix, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            module = f"{prefix}/{init.relative_to(folder).as_posix()}"
+            assert module in names, f"{module} is not in the wheel: add its package to pyproject.toml"
+    assert any(n.startswith("lamsc/semcom/default_model/") and n.endswith(".safetensors") for n in names)
+
+
 def test_ci_runs_the_readme_test_command():
     from pathlib import Path
 
