@@ -1,0 +1,108 @@
+"""The ASC pack and unpack on the CPU against the graphs they sit between, on the fp32 ONNX Runtime bundle.
+
+    python benchmarks/pack_overhead.py [--repeats 10] [--out benchmarks/results]
+
+Per bundled photograph, medians over repeats after a warm-up, all in one run: the transmitter graph, the
+pack (unit-power sending, ASC levels, quantisation and bit packing into the payload, as EdgeTransmitter does
+it), the payload's unpack (CRC, depth map, values) and the receiver graph. Pack + unpack as a share of the
+two graphs' time is the figure: the masking must not cost what the networks cost. Writes
+pack_overhead.{csv,md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lamsc.export.bundle import write_bundle
+from lamsc.export.samples import model_samples
+from lamsc.runtime.backends import OnnxRuntimeBackend, spec_of
+from lamsc.runtime.endpoints import transmit_power
+from lamsc.runtime.latency import Latency
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import load_model
+from lamsc.semcom.payload import unpack
+from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.transmission import pack_features
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Latency.of(times).median_ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--photos", type=int, default=10, help="how many of the bundled photographs")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = p.parse_args(argv)
+    model, photos = load_model(), bundled_photos()[: args.photos]
+    config = model.config
+    samples = model_samples(model, build_segmenter(None), photos)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = OnnxRuntimeBackend(write_bundle(model, Path(tmp) / "fp32", "fp32", images=photos[:3]))
+        for i, item in enumerate(photos):
+            feeds = {graph: {t.name: x.numpy() for t, x in zip(spec_of(backend, graph).inputs, samples[graph][i])}
+                     for graph in ("transmitter", "receiver")}
+            out = backend.run("transmitter", feeds["transmitter"])
+            size = item.pixels.shape[:2]
+
+            def pack():
+                z = transmit_power(out["z"], out["depth"], config.num_levels)[0]
+                return pack_features(z, torch.from_numpy(out["depth"][0, 0]), config, size, 10.0, None,
+                                     np.zeros(size, np.float32)).payload
+
+            payload = pack()
+            c, h, w = out["z"].shape[1:]
+            rows.append({"image": item.name, "size": "x".join(map(str, size)), "features": f"{c}x{h}x{w}",
+                         "transmitter_ms": median_ms(lambda: backend.run("transmitter", feeds["transmitter"]),
+                                                     args.repeats),
+                         "pack_ms": median_ms(pack, args.repeats),
+                         "unpack_ms": median_ms(lambda: unpack(payload), args.repeats),
+                         "receiver_ms": median_ms(lambda: backend.run("receiver", feeds["receiver"]), args.repeats)})
+    for r in rows:
+        r["share"] = (r["pack_ms"] + r["unpack_ms"]) / (r["transmitter_ms"] + r["receiver_ms"])
+    total = {k: sum(r[k] for r in rows) for k in ("transmitter_ms", "pack_ms", "unpack_ms", "receiver_ms")}
+    share = (total["pack_ms"] + total["unpack_ms"]) / (total["transmitter_ms"] + total["receiver_ms"])
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"git": git, "device": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "repeats": args.repeats, "backend": backend.name}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "pack_overhead.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / "pack_overhead.json").write_text(json.dumps({"meta": meta, "rows": rows, "total_ms": total,
+                                                              "share": share}, indent=2))
+    lines = [f"# ASC pack + unpack against the graphs ({backend.name}, fp32, {meta['cpu_threads']} CPU threads, "
+             f"git {git})", "", "`python benchmarks/pack_overhead.py`", "",
+             "| image | size | features | transmitter ms | pack ms | unpack ms | receiver ms | pack + unpack share |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['image']} | {r['size']} | {r['features']} | {r['transmitter_ms']:.1f} | {r['pack_ms']:.2f} | "
+              f"{r['unpack_ms']:.2f} | {r['receiver_ms']:.1f} | {r['share']:.1%} |" for r in rows]
+    lines += [f"| all | | | {total['transmitter_ms']:.0f} | {total['pack_ms']:.1f} | {total['unpack_ms']:.1f} | "
+              f"{total['receiver_ms']:.0f} | {share:.1%} |"]
+    (args.out / "pack_overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
