@@ -1,6 +1,4 @@
-"""The weight-free fallback segments every bundled photograph sensibly and fast."""
-
-import time
+"""The weight-free fallback segments every bundled photograph sensibly (its speed: lamsc profile's segment stage)."""
 
 import numpy as np
 import pytest
@@ -14,12 +12,8 @@ from lamsc.semcom.segments import mask_boxes
 @pytest.mark.parametrize("photo", bundled_photos(), ids=lambda p: p.name)
 def test_fallback_partitions_each_photo_into_a_sensible_number_of_regions(photo):
     segmenter = FallbackSegmenter()
-    segmenter.segment(photo.pixels[:32, :32])  # first call pays scikit-image's imports
-    start = time.perf_counter()
     segments = segmenter.segment(photo.pixels)
-    seconds = time.perf_counter() - start
     assert 5 <= len(segments) <= 200, len(segments)
-    assert seconds < 1.0  # the issue's bound, far above the ~0.1 s it takes
     # Regions tile the image: every pixel in exactly one mask.
     assert segments.masks.shape[1:] == photo.pixels.shape[:2]
     assert (segments.masks.sum(0) == 1).all()
