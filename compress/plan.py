@@ -26,6 +26,7 @@ from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
 from lamsc.errors import UserError
 from lamsc.semcom.images import NamedImage
+from lamsc.semcom.metrics import mean_defined
 from lamsc.semcom.model import DOWNSAMPLING, LamscModel
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.training import TrainingImage
@@ -232,6 +233,7 @@ def link_quality(backend, model: LamscModel, evaluation: list[NamedImage], segme
         psnr.append(result.psnr)
         ssim.append(result.ssim)
         bits.append(result.bits)
-    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "bits": float(np.mean(bits)),
+    # SSIM is undefined (NaN) on images under its window: the mean is over those it is defined on
+    return {"psnr": float(np.mean(psnr)), "ssim": mean_defined(ssim), "bits": float(np.mean(bits)),
             "snr_db": snr_db, "per_image_psnr": [round(p, 3) for p in psnr], "per_image_bits": bits,
             "images": [i.name for i in evaluation]}

@@ -7,12 +7,14 @@ chosen candidate's cost and quality, every candidate, and the cost model's error
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 
 from lamsc.compress.plan import Plan
+from lamsc.semcom.metrics import strict_json
 
 
 def results(plan: Plan, extra: dict | None = None) -> dict:
@@ -43,7 +45,8 @@ def header(plan: Plan) -> list[str]:
 def _quality_cells(plan: Plan, c) -> list[str]:
     t = plan.teacher.quality
     if plan.metric == "psnr":
-        return [f"{c.quality['psnr']:.2f}", f"{c.quality['psnr'] - t['psnr']:+.2f}", f"{c.quality['ssim']:.3f}",
+        ssim = "n/a" if math.isnan(c.quality["ssim"]) else f"{c.quality['ssim']:.3f}"  # no image fit its window
+        return [f"{c.quality['psnr']:.2f}", f"{c.quality['psnr'] - t['psnr']:+.2f}", ssim,
                 f"{c.quality['bits_x_teacher']:.3f}"]
     return [f"{c.quality['cosine']:.4f}", f"{c.quality['cosine'] - t['cosine']:+.4f}", f"{c.quality['iou']:.3f}"]
 
@@ -69,7 +72,8 @@ def table_rows(plan: Plan) -> list[list[str]]:
 def write(plan: Plan, out: Path, extra: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     res = results(plan, extra)
-    (out / "compress.json").write_text(json.dumps({"name": "compress", "results": res}, indent=2))
+    (out / "compress.json").write_text(json.dumps(strict_json({"name": "compress", "results": res}), indent=2,
+                                                  allow_nan=False))
     columns = res["table"]["header"]
     what = (f"whole link at {plan.teacher.quality['snr_db']:g} dB AWGN" if plan.metric == "psnr" else
             "SKB embedding cosine and mask IoU against the teacher")

@@ -35,7 +35,7 @@ def skb_image(pixels: np.ndarray, size: int, mean: torch.Tensor) -> torch.Tensor
     ResizeLongestSide), padded at the bottom/right with the pixel mean (zero after normalisation)."""
     h, w = pixels.shape[:2]
     scale = size / max(h, w)
-    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    nh, nw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))  # a strip beyond 2048:1 keeps a row
     resized = np.asarray(Image.fromarray(pixels).resize((nw, nh), Image.BILINEAR), np.float32)
     out = mean.view(3, 1, 1).expand(3, size, size).clone()
     out[:, :nh, :nw] = torch.from_numpy(resized).permute(2, 0, 1)

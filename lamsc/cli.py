@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 
 import typer
@@ -13,7 +14,7 @@ from lamsc import __version__
 from lamsc.commands.compress import compress
 from lamsc.commands.demo import demo
 from lamsc.commands.export import export
-from lamsc.commands.output import json_only_stdout
+from lamsc.commands.output import console, json_only_stdout
 from lamsc.commands.profile import profile
 from lamsc.commands.segment import segment
 from lamsc.commands.train import train
@@ -48,11 +49,29 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Large-AI-model-based semantic communication of images, compressed and run on the edge."""
 
 
+class _Notes(logging.Handler):
+    """lamsc's notes (an image's bit depth converted, a checkpoint wrapper removed) and warnings (pixels
+    without data), one line each on stderr beside the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tag = "[yellow]warning:[/]" if record.levelno >= logging.WARNING else "note:"
+        console.print(f"{tag} {escape(record.getMessage())}", soft_wrap=True)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("lamsc")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``lamsc`` with ``argv`` (default: the process arguments); return the exit status.
 
-    A UserError is printed as one line, without a traceback, and gives status 2.
+    A UserError is printed as one line, without a traceback, and gives status 2; notes and warnings from
+    the ``lamsc`` loggers are printed as ``note: ...`` / ``warning: ...`` lines on stderr.
     """
+    _show_notes()
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     try:

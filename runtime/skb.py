@@ -16,7 +16,7 @@ from torchvision.ops import batched_nms
 from lamsc.export.samples import point_grid, skb_image
 from lamsc.kernels.mask import mask_postprocess
 from lamsc.runtime.backends import Backend, spec_of
-from lamsc.semcom.segmenter import MaskGenerationOptions
+from lamsc.semcom.segmenter import MaskGenerationOptions, pad_for_sam
 from lamsc.semcom.segments import Segments
 
 SAM_PIXEL_MEAN = torch.tensor([123.675, 116.28, 103.53])  # SAM's and MobileSAM's normalisation mean
@@ -33,6 +33,9 @@ class GraphSamSegmenter:
         self.name = f"SAM graphs on {backend.name}" + (f" ({source})" if source else "")
 
     def segment(self, image: np.ndarray) -> Segments:
+        padded = pad_for_sam(image, self.size)
+        if padded is not image:  # a strip beyond 2048:1, as SamSegmenter does
+            return self.segment(padded).crop(*image.shape[:2])
         o, h, w = self.options, *image.shape[:2]
         emb = self.backend.run("skb_encoder", {"image": skb_image(image, self.size, SAM_PIXEL_MEAN).numpy()})
         emb = emb["embeddings"]

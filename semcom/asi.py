@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from lamsc.errors import UserError
+from lamsc.semcom.images import load_grey
 
 _DESCRIPTOR_SIDE = 64  # segments are described at this resolution: enough for colour and shape
 
@@ -130,8 +130,7 @@ def read_importance_map(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     It lives beside the images as ``importance/<image stem>.png``; any segmentation can be scored
     against it, so one file serves SAM, MobileSAM and the fallback alike.
     """
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("L"), np.float32) / 255.0
+    arr = load_grey(path).astype(np.float32) / 255.0
     if arr.shape != tuple(size):
         raise UserError(f"importance map {path} is {arr.shape[::-1]} but its image is {tuple(size)[::-1]}; "
                         "make it the image's size")

@@ -6,6 +6,7 @@ below it the CRC fails and the picture is lost: the cliff that joint source-chan
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import time
 import zlib
@@ -49,6 +50,10 @@ def choose_mcs(design_snr_db: float) -> MCS:
     """The fastest scheme whose threshold is at or below the SNR the link was designed for."""
     fitting = [m for m in MCS_TABLE if m.threshold_db <= design_snr_db]
     return fitting[-1] if fitting else MCS_TABLE[0]
+
+
+MAX_SIDE = {"jpeg": 65500, "webp": 16383}  # the longest side each format can encode (libjpeg, libwebp)
+log = logging.getLogger(__name__)
 
 
 def encode_at_budget(image: np.ndarray, max_bytes: int, codec: str = "jpeg") -> tuple[bytes, int] | None:
@@ -115,9 +120,14 @@ def separation_baseline(image: np.ndarray, channel_uses: int, channel: Channel,
     k = int(CODEWORD * mcs.rate)
     whole_blocks = channel_uses * mcs.bits_per_symbol // CODEWORD
     budget = max(0, whole_blocks * k // 8 - 4)
-    found = encode_at_budget(image, budget, codec) if budget > 0 else None
+    too_long = max(h, w) > MAX_SIDE[codec]
+    found = encode_at_budget(image, budget, codec) if budget > 0 and not too_long else None
     if found is None:
-        rec = lost_image(h, w, f"no {codec} fits {channel_uses} channel uses at {mcs.name}")
+        why = (f"{codec} cannot encode a side over {MAX_SIDE[codec]} pixels" if too_long else
+               f"no {codec} fits {channel_uses} channel uses at {mcs.name}")
+        if too_long:
+            log.warning(f"the {codec} baseline of a {w} x {h} image is lost: {why}")
+        rec = lost_image(h, w, why)
         data = b""
     else:
         data, quality = found

@@ -1,13 +1,21 @@
 """Quality and rate of a transmitted image: PSNR, SSIM, MS-SSIM (pytorch-msssim), bits and bits per pixel.
 
 Images are torch tensors (N, 3, H, W) in [0, 1] or uint8 arrays (H, W, 3); results are per image.
+A metric an image is too small for is NaN (undefined), never a figure computed some other way: SSIM needs
+a short side of at least 11 pixels (its window), MS-SSIM over 160 (five scales); PSNR is defined from one
+pixel on. Commands report NaN as null in JSON and "n/a" in tables.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim, ssim as _ssim
+
+SSIM_WINDOW = 11        # Gaussian window side (sigma 1.5) of SSIM and each MS-SSIM scale
+MS_SSIM_MIN_SIDE = 161  # five scales, each halving the image, with the window still fitting at the last
 
 
 def as_batch(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -29,8 +37,15 @@ def psnr(x, y, data_range: float = 1.0) -> torch.Tensor:
 
 
 def ssim(x, y) -> torch.Tensor:
-    """SSIM per image (Gaussian window 11, sigma 1.5), from pytorch-msssim."""
-    return _ssim(as_batch(x).float(), as_batch(y).float(), data_range=1.0, size_average=False)
+    """SSIM per image (Gaussian window 11, sigma 1.5), from pytorch-msssim.
+
+    A short side under 11 pixels gets NaN: the window does not fit (pytorch-msssim would skip the
+    smoothing along that side, or fail on a side of one pixel).
+    """
+    x, y = as_batch(x).float(), as_batch(y).float()
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        return torch.full((x.shape[0],), float("nan"))
+    return _ssim(x, y, data_range=1.0, size_average=False)
 
 
 def ms_ssim(x, y) -> torch.Tensor:
@@ -40,7 +55,7 @@ def ms_ssim(x, y) -> torch.Tensor:
     computed some other way that would not sit beside published MS-SSIM values.
     """
     x, y = as_batch(x).float(), as_batch(y).float()
-    if min(x.shape[-2:]) <= 160:
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
         return torch.full((x.shape[0],), float("nan"))
     return _ms_ssim(x, y, data_range=1.0, size_average=False)
 
@@ -52,3 +67,21 @@ def bits(payload: bytes) -> int:
 
 def bits_per_pixel(payload: bytes, height: int, width: int) -> float:
     return bits(payload) / (height * width)
+
+
+def mean_defined(values) -> float:
+    """The mean of the values that are defined (not NaN); NaN when none is."""
+    defined = [float(v) for v in values if not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else float("nan")
+
+
+def strict_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that it is JSON any parser reads: a
+    metric undefined for an image (SSIM under 11 pixels a side) or infinite (PSNR of an exact copy) is null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj

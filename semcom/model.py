@@ -127,7 +127,13 @@ class LamscModel(nn.Module):
             if not f.is_file():
                 raise UserError(f"model file not found: {f}; a lamsc model is a .safetensors file with its "
                                 ".json config beside it")
-        model = cls(ModelConfig.from_json(config.read_text()))
+        try:
+            model = cls(ModelConfig.from_json(config.read_text()))
+        except UserError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # damaged JSON or fields of another file
+            raise UserError(f"{config} is not a lamsc model config ({type(e).__name__}: {e}); keep the .json saved "
+                            "with the model beside its .safetensors") from None
         try:
             state = load_file(str(weights))
         except Exception as e:  # safetensors raises its own error types for damaged headers

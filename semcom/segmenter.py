@@ -48,6 +48,20 @@ class MaskGenerationOptions:
         return cls(**d)
 
 
+SAM_INPUT_SIDE = 1024  # SAM (and MobileSAM) scale an image's long side to this before encoding
+
+
+def pad_for_sam(image: np.ndarray, side: int = SAM_INPUT_SIDE) -> np.ndarray:
+    """``image`` (H, W, 3) with its short side edge-padded (bottom/right) just enough that scaling its long
+    side to ``side`` leaves the short side at least one pixel (SAM rounds it to zero beyond 2048:1 and fails);
+    the image itself when it needs none. Segment the result, then ``Segments.crop`` back to (H, W)."""
+    h, w = image.shape[:2]
+    need = -(-max(h, w) // (2 * side))  # short * side / long >= 1/2 rounds to at least one pixel
+    if min(h, w) >= need:
+        return image
+    return np.pad(image, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)), mode="edge")
+
+
 class SamSegmenter:
     """Segment everything with a SAM or MobileSAM model, through its own package's mask generator."""
 
@@ -71,6 +85,11 @@ class SamSegmenter:
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray) -> Segments:
+        """Segments of an RGB uint8 (H, W, 3) image of any size from 1 x 1 pixel up (strips beyond 2048:1 are
+        segmented edge-padded, see ``pad_for_sam``)."""
+        padded = pad_for_sam(image)
+        if padded is not image:
+            return self.segment(padded).crop(*image.shape[:2])
         records = self._generator.generate(image)
         h, w = image.shape[:2]
         if not records:

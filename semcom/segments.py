@@ -53,6 +53,13 @@ class Segments:
         order = np.argsort(-self.areas, kind="stable")
         return self.select(order[:k] if k is not None else order)
 
+    def crop(self, height: int, width: int) -> "Segments":
+        """The segments of the image's top-left ``height`` x ``width`` (masks made on a padded copy), boxes and
+        areas recomputed; masks left empty by the crop are dropped."""
+        masks = self.masks[:, :height, :width]
+        keep = masks.any((1, 2))
+        return Segments.from_masks(masks[keep], self.scores[keep], self.segmenter)
+
     def summary(self) -> dict:
         """JSON-ready description (no masks)."""
         return {

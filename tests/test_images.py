@@ -88,12 +88,12 @@ def test_voc_layout_reads_palette_labels(rgb, tmp_path):
 
 def test_corrupt_file_is_one_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    with pytest.raises(UserError, match="not a readable image"):
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")  # a JPEG's first marker, then nothing of one
+    with pytest.raises(UserError, match="is cut short"):
         load_image(bad)
     assert main(["segment", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error:") and "bad.jpg" in err[-1] and "PNG, JPEG" in err[-1]
+    assert err[-1].startswith("error:") and "bad.jpg" in err[-1] and "download it again" in err[-1]
     assert not any("Traceback" in line for line in err)
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lamsc.semcom.metrics import strict_json
 
 # Humans read stderr, so that --json leaves stdout to the machine-readable document alone.
 console = Console(stderr=True, highlight=False)
@@ -41,7 +44,12 @@ def json_only_stdout():
 
 
 def emit_json(name: str, results: dict) -> None:
-    """Write ``{"name": ..., "results": ...}`` to stdout."""
+    """Write ``{"name": ..., "results": ...}`` to stdout, as strict JSON (see ``strict_json``)."""
     out = _json_stream or sys.stdout
-    json.dump({"name": name, "results": results}, out, indent=2)
+    json.dump(strict_json({"name": name, "results": results}), out, indent=2, allow_nan=False)
     out.write("\n")
+
+
+def number(value: float, spec: str) -> str:
+    """``value`` formatted by ``spec`` for a table, or "n/a" where it is undefined (NaN)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)

@@ -10,13 +10,16 @@ import torch
 import typer
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, print_table, progress
+from lamsc.commands.output import console, emit_json, number, print_table, progress
+from lamsc.errors import UserError
 from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment, describe
 from lamsc.runtime.energy import METERS, energy_meter
 from lamsc.runtime.radio import RADIOS, radio as radio_preset
+from lamsc.semcom.baseline import MAX_SIDE
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.images import bundled_photos, iter_images
+from lamsc.semcom.metrics import strict_json
 
 
 def profile(
@@ -61,6 +64,11 @@ def run_profile(source, images, backend, energy, radio, device_profile, snr, cha
     tx, rx = EdgeTransmitter(backend_obj, config, segmenter, snr), EdgeReceiver(backend_obj)
     if photos is None:
         photos = list(iter_images(images)) if images else bundled_photos()
+    for item in photos:  # each image is compared with JPEG, which has a longest side
+        if max(item.pixels.shape[:2]) > MAX_SIDE["jpeg"]:
+            h, w = item.pixels.shape[:2]
+            raise UserError(f"{item.name} is {w} x {h} pixels: profile compares it with JPEG, which encodes at most "
+                            f"{MAX_SIDE['jpeg']} pixels a side; crop or cut it into tiles")
     rows = []
     with progress() as bar:
         for k, item in enumerate(bar.track(photos, description=f"profiling on {backend_obj.name}")):
@@ -70,7 +78,7 @@ def run_profile(source, images, backend, energy, radio, device_profile, snr, cha
               "channel": ch.name, "snr_db": snr, "radio": {"preset": radio, "name": rad.name, "source": rad.source},
               "energy_meter": {"source": meter.source, "estimate": meter.estimate}, "cpu_threads": torch.get_num_threads(),
               "cpu_count": os.cpu_count(), "summary": summary(rows), "images": rows}
-    (out / "profile.json").write_text(json.dumps(result, indent=2))
+    (out / "profile.json").write_text(json.dumps(strict_json(result), indent=2, allow_nan=False))
     title = (f"{result['backend']}, {ch.name} {snr:g} dB, {rad.name}; compute energy: {meter.source}")
     plot_energy(rows, out / "energy.png", title)
     result["files"] = {"json": str(out / "profile.json"), "png": str(out / "energy.png")}
@@ -86,7 +94,7 @@ def report(result: dict) -> None:
     for r in result["images"]:
         o, j = r["lamsc"], r["jpeg"]
         t = o["latency"]["total"]
-        table.add_row(r["image"], f"{o['bits'] / 1e3:.1f}", f"{o['psnr']:.2f}", f"{t['median_ms']:.0f}",
+        table.add_row(r["image"], f"{o['bits'] / 1e3:.1f}", number(o["psnr"], ".2f"), f"{t['median_ms']:.0f}",
                       f"{o['latency']['receive']['median_ms']:.0f}", f"{o['energy']['compute_j'] * 1e3:.0f}{'*' if est else ''}",
                       f"{o['energy']['radio_j'] * 1e3:.2f}", f"{j['bits'] / 1e3:.1f}", f"{j['energy']['total_j'] * 1e3:.1f}")
     print_table(table)

@@ -9,7 +9,7 @@ from typing import Iterable, Optional
 import typer
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, print_table, progress
+from lamsc.commands.output import console, emit_json, number, print_table, progress
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.overlay import overlay
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
@@ -73,6 +73,6 @@ def report(segmenter: Segmenter, options: MaskGenerationOptions | None, results:
         h, w = r["image_size"]
         largest = 100.0 * max(r["areas"], default=0) / (h * w)
         mean = sum(r["scores"]) / len(r["scores"]) if r["scores"] else float("nan")
-        table.add_row(r["image"], f"{w}×{h}", str(r["count"]), f"{largest:.1f}", f"{mean:.3f}",
+        table.add_row(r["image"], f"{w}×{h}", str(r["count"]), f"{largest:.1f}", number(mean, ".3f"),
                       f"{1000 * r['seconds']:.0f}", r["overlay"])
     print_table(table, 160)  # room for the overlay paths

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from rich.markup import escape
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, print_table, progress
+from lamsc.commands.output import console, emit_json, number, print_table, progress
 from lamsc.semcom.baseline import separation_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.images import NamedImage, iter_images
@@ -96,7 +96,7 @@ def report(rows: list[dict], net: LamscModel, segmenter: Segmenter, channel: Cha
                 continue
             r = row[key]
             table.add_row(row["image"], escape(r["name"]), str(r["bits"]),
-                          str(r["channel_uses"]), f"{r['cbr']:.4f}", f"{r['kept_ratio']:.2f}", f"{r['psnr']:.2f}",
-                          f"{r['ssim']:.3f}", f"{r['ms_ssim']:.3f}", "yes" if r["lost"] else "")
+                          str(r["channel_uses"]), f"{r['cbr']:.4f}", f"{r['kept_ratio']:.2f}", number(r["psnr"], ".2f"),
+                          number(r["ssim"], ".3f"), number(r["ms_ssim"], ".3f"), "yes" if r["lost"] else "")
     print_table(table)
     console.print(f"SKB: {segmenter.name}")
