@@ -5,11 +5,12 @@ Targets:
 - ``gpu``: ONNX Runtime's CUDA provider, measured, when a GPU is present;
 - a named device profile (lamsc.runtime.devices: orin-nano, orin-nx, agx-orin, xavier-nx): estimated.
 
-The cost model is a roofline: time = max(2 x MACs / (peak x efficiency), weight bytes / bandwidth) per
-image, energy = time x the module's active power. ``EFFICIENCY`` is the fraction of datasheet peak a
-compiled vision network reaches; it is a stated assumption, not fitted. ``lamsc compress --target cpu``
-evaluates the same model on the "cpu" profile beside the measurement, so its error is printed every run.
-MACs count every multiply-accumulate PyTorch dispatches (torch.utils.flop_counter), attention included.
+On the Jetson profiles the cost model is lamsc.compress.calibration's, fitted on published TensorRT
+latencies; every estimate carries its leave-one-out error on them. On the "cpu" profile it is a roofline,
+time = max(2 x MACs / (peak x EFFICIENCY), weight bytes / bandwidth), with EFFICIENCY a stated assumption:
+``lamsc compress --target cpu`` evaluates it beside the measurement, so its error is printed every run.
+Energy = time x the module's active power. MACs count every multiply-accumulate PyTorch dispatches
+(torch.utils.flop_counter), attention included.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lamsc.compress.budget import Cost
+from lamsc.compress.calibration import BYTES, CALIBRATION, Work, predict_ms
 from lamsc.errors import UserError
 from lamsc.runtime.devices import DEVICES, device_profile
 from lamsc.runtime.energy import energy_meter
 
 MEASURED_TARGETS = ("cpu", "gpu")
 EFFICIENCY = 0.3  # of datasheet peak: typical of TensorRT/ORT on convolutional and ViT encoders
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,33 @@ class Target:
         return ["CUDAExecutionProvider"] if self.name == "gpu" else ["CPUExecutionProvider"]
 
 
+def count_work(module: torch.nn.Module, inputs: tuple) -> Work:
+    """What one forward pass does: multiply-accumulates of convolutions and of matrix products (FLOPs / 2, as
+    torch's flop counter counts 2 per MAC), the conv/linear layers run and the activation elements they read
+    and write."""
+    seen = {"layers": 0, "activations": 0}
+
+    def hook(_, args, out):
+        seen["layers"] += 1
+        seen["activations"] += args[0].numel() + out.numel()
+
+    layers = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    flops = {"conv": 0, "matmul": 0}
+    for op, n in counter.get_flop_counts().get("Global", {}).items():
+        flops["conv" if "convolution" in str(op) else "matmul"] += n
+    return Work(flops["conv"] // 2, flops["matmul"] // 2, seen["layers"], seen["activations"])
+
+
 def count_macs(module: torch.nn.Module, inputs: tuple) -> int:
-    """Multiply-accumulates of one forward pass (FLOPs / 2, as torch's flop counter counts 2 per MAC)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return int(counter.get_total_flops() // 2)
+    """Multiply-accumulates of one forward pass."""
+    return count_work(module, inputs).macs
 
 
 def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], target: Target,
@@ -94,24 +117,27 @@ def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], t
     return [(float(np.median(s) * 1e3), float(np.median(j) * 1e3), meter.source) for s, j in zip(seconds, joules)]
 
 
-def estimate(macs: int, params: int, precision: str, profile: str, cores: int = 1) -> tuple[float, float]:
+def estimate(work: Work, params: int, precision: str, profile: str, cores: int = 1) -> tuple[float, float]:
     """Cost-model latency (ms) and energy (mJ) of one image on a named device profile."""
     p = device_profile(profile)
-    scale = cores if profile == "cpu" else 1  # the "cpu" profile is one core
-    compute_s = 2 * macs / (p.peak_tflops(precision) * 1e12 * scale * EFFICIENCY)
-    memory_s = params * BYTES_PER_WEIGHT[precision] / (p.memory_gbps * 1e9)
+    if profile != "cpu":
+        ms = predict_ms(CALIBRATION.values, work, params, precision, profile)
+        return ms, ms * p.active_w
+    compute_s = 2 * work.macs / (p.peak_tflops(precision) * 1e12 * cores * EFFICIENCY)  # the profile is one core
+    memory_s = params * BYTES[precision] / (p.memory_gbps * 1e9)
     seconds = max(compute_s, memory_s)
-    return seconds * 1e3, seconds * p.active_w * scale * 1e3
+    return seconds * 1e3, seconds * p.active_w * cores * 1e3
 
 
-def cost_of(files: list[Path], macs: int, params: int, precision: str, target: Target,
+def cost_of(files: list[Path], work: Work, params: int, precision: str, target: Target,
             measured: tuple[float, float, str] | None = None) -> tuple[Cost, dict]:
     """The candidate's cost on ``target`` (``measured`` from ``measure_onnx`` on measured targets) and, for
     those, the cost model's estimate beside the measurement."""
     size = sum(Path(f).stat().st_size for f in files)
-    est_ms, est_mj = estimate(macs, params, precision, target.profile_name(), os.cpu_count() or 1)
+    est_ms, est_mj = estimate(work, params, precision, target.profile_name(), os.cpu_count() or 1)
     if not target.measured:
-        return Cost(est_ms, est_mj, params, size, macs, f"cost model ({target.name}, estimate)"), {}
+        return Cost(est_ms, est_mj, params, size, work.macs,
+                    f"cost model ({target.name}, estimate; {CALIBRATION.describe()})"), {}
     ms, mj, source = measured
     check = {"estimated_ms": round(est_ms, 3), "measured_ms": round(ms, 3), "error": round(est_ms / ms - 1, 4)}
-    return Cost(ms, mj, params, size, macs, f"measured on {target.name} (ONNX Runtime); energy: {source}"), check
+    return Cost(ms, mj, params, size, work.macs, f"measured on {target.name} (ONNX Runtime); energy: {source}"), check

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lamsc.compress.budget import Budget, Cost
-from lamsc.compress.cost import Target, cost_of, count_macs, measure_onnx
+from lamsc.compress.cost import Target, cost_of, count_work, measure_onnx
 from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
 from lamsc.errors import UserError
@@ -191,7 +191,7 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
     c.workload = {"files": [bundle.path("transmitter"), bundle.path("receiver")],
                   "feeds": [{t.name: x.numpy() for t, x in zip(graphs[g].spec().inputs, inputs)}
                             for g, inputs in (("transmitter", tx_in), ("receiver", rx_in))],
-                  "macs": count_macs(graphs["transmitter"], tx_in) + count_macs(graphs["receiver"], rx_in),
+                  "work": count_work(graphs["transmitter"], tx_in) + count_work(graphs["receiver"], rx_in),
                   "params": count_parameters(model)}
     c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), model, evaluation, segments,
                              cfg.snr_db)
@@ -203,7 +203,7 @@ def cost_all(candidates: list[Candidate], target: Target, repeats: int) -> None:
                 if target.measured else [None] * len(candidates))
     for c, m in zip(candidates, measured):
         w = c.workload
-        c.cost, c.cost_model_check = cost_of(w["files"], w["macs"], w["params"], c.precision, target, m)
+        c.cost, c.cost_model_check = cost_of(w["files"], w["work"], w["params"], c.precision, target, m)
 
 
 class _Segments:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lamsc.compress.budget import Budget
-from lamsc.compress.cost import Target, count_macs
+from lamsc.compress.cost import Target, count_work
 from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosine, teacher_embeddings
 from lamsc.compress.plan import Candidate, Plan, candidate_precisions, cost_all
 from lamsc.compress.prune import count_parameters
@@ -109,14 +109,14 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         model = save_skb(sam, base, encoder, work / name / "skb", {"teacher": arch.describe(),
                                                                    "distill": dataclasses.asdict(cfg.distill)})
         fp32 = _export(sam, work / name / "skb_encoder.onnx")
-        macs = count_macs(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),))
+        encoder_work = count_work(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),))
         for precision in candidate_precisions(cfg, target):
             c = Candidate(f"{name}-{precision}", ratio, precision, model=model)
             c.bundle = _at_precision(fp32, precision, raw, transformer=encoder["kind"] != "student", tensorrt=tensorrt)
             embeddings = onnx_embeddings(c.bundle, eval_raw)
             c.quality = skb_quality(embeddings, teacher, teacher_emb, cfg.prompts_per_side)
             c.quality["images"] = [p.name for p in evaluation]
-            c.workload = {"files": [c.bundle], "feeds": [{"image": raw[0]}], "macs": macs,
+            c.workload = {"files": [c.bundle], "feeds": [{"image": raw[0]}], "work": encoder_work,
                           "params": count_parameters(sam.image_encoder)}
             candidates.append(c)
     say(f"costing {len(candidates)} candidates on {target.name}")

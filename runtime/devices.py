@@ -5,7 +5,8 @@ time, always labelled an estimate) and the cost model of lamsc.compress for devi
 
 Sources:
 - Jetson Orin Nano / Orin NX: NVIDIA "Jetson Orin Nano Series" and "Jetson Orin NX Series" module data
-  sheets (GPU cores and clocks, memory bandwidth, power modes), JetPack 6 power-mode tables.
+  sheets (GPU cores and clocks, memory bandwidth, power modes), JetPack 6 power-mode tables; the Orin Nano's
+  Super mode: NVIDIA's Jetson Orin Nano Super Developer Kit announcement (JetPack 6.1, December 2024).
 - Jetson AGX Orin: NVIDIA "Jetson AGX Orin Series" module data sheet.
 - Jetson Xavier NX: NVIDIA "Jetson Xavier NX" module data sheet.
 - Server CPU core: AMD EPYC 7763 (64 cores, 280 W TDP) and Intel Xeon Platinum 8380 (40 cores, 270 W):
@@ -38,6 +39,9 @@ class DeviceProfile:
 DEVICES = {
     "orin-nano": DeviceProfile("Jetson Orin Nano 8GB (15 W mode)", 1.28, 2.56, 20.0, 68.0, 15.0, 4.0,
                                "Jetson Orin Nano Series data sheet: 1024 CUDA cores at 625 MHz, 40 sparse INT8 TOPS, 68 GB/s"),
+    "orin-nano-super": DeviceProfile("Jetson Orin Nano 8GB Super (25 W mode, MAXN_SUPER)", 2.09, 4.18, 33.5, 102.0, 25.0,
+                                     5.0, "Jetson Orin Nano Super Developer Kit (JetPack 6.1): 1024 CUDA cores at "
+                                     "1020 MHz, 67 sparse INT8 TOPS, 102 GB/s"),
     "orin-nx": DeviceProfile("Jetson Orin NX 16GB (25 W mode)", 1.88, 3.76, 50.0, 102.4, 25.0, 5.0,
                              "Jetson Orin NX Series data sheet: 1024 CUDA cores at 918 MHz, 100 sparse INT8 TOPS, 102.4 GB/s"),
     "agx-orin": DeviceProfile("Jetson AGX Orin 64GB (MAXN)", 5.32, 10.6, 137.5, 204.8, 60.0, 8.0,

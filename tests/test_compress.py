@@ -13,7 +13,8 @@ from PIL import Image
 
 from lamsc.cli import main
 from lamsc.compress.budget import Budget, Cost
-from lamsc.compress.cost import count_macs, estimate
+from lamsc.compress.calibration import CALIBRATION, PUBLISHED, REFERENCE_WORK, Work, calibrate, predict_ms
+from lamsc.compress.cost import Target, cost_of, count_macs, count_work, estimate
 from lamsc.compress.distill import DistillConfig, distil_codec, distil_encoder
 from lamsc.compress.prune import SubPixelPruner, prune_codec
 from lamsc.compress.prune_sam import prune_sam_encoder
@@ -60,20 +61,53 @@ def test_budget_rejects_malformed_terms(text):
 
 # -- cost ------------------------------------------------------------------------------------------------
 
-def test_macs_of_a_convolution_match_the_closed_form():
+def test_work_of_a_network_matches_the_closed_forms():
     conv = torch.nn.Conv2d(8, 16, 3, padding=1)
     assert count_macs(conv, (torch.zeros(1, 8, 20, 30),)) == 16 * 8 * 9 * 20 * 30
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Flatten(), torch.nn.Linear(4 * 5 * 5, 7))
+    work = count_work(net, (torch.zeros(1, 3, 5, 5),))
+    assert work.conv_macs == 4 * 3 * 25 and work.matmul_macs == 100 * 7 and work.layers == 2
+    assert work.activations == (3 * 25 + 4 * 25) + (100 + 7)  # each layer's input and output
+    assert (work + work).macs == 2 * work.macs
 
 
-def test_cost_model_is_the_stated_roofline():
+def test_published_networks_work_is_what_their_sources_publish():
+    """REFERENCE_WORK against the MACs each source publishes (GMACs, rounded as published)."""
+    published = {"resnet50@224": 4.09, "yolo26n@640": 2.7, "yolo26m@640": 34.1, "yolo26x@640": 97.0,
+                 "efficientvit-cls-b1@224": 0.52, "efficientvit-seg-l1@512": 36, "efficientvit-sam-xl0-encoder@1024": 185}
+    for name, gmacs in published.items():
+        assert REFERENCE_WORK[name][0].macs / 1e9 == pytest.approx(gmacs, rel=0.02), name
+    assert {r.network for r in PUBLISHED} <= set(REFERENCE_WORK)
+
+
+def test_jetson_cost_model_is_the_fit_of_the_published_latencies():
+    """CALIBRATION is what fitting PUBLISHED gives, and its leave-one-out errors are what it prints."""
+    fitted = calibrate()
+    for r in PUBLISHED:
+        ours = predict_ms(CALIBRATION.values, *REFERENCE_WORK[r.network], r.precision, r.device)
+        assert ours == pytest.approx(predict_ms(fitted.values, *REFERENCE_WORK[r.network], r.precision, r.device),
+                                     rel=2e-3)
+    assert fitted.rows == CALIBRATION.rows == len(PUBLISHED)
+    assert fitted.loo_median == pytest.approx(CALIBRATION.loo_median, abs=2e-3)
+    assert fitted.loo_p90 == pytest.approx(CALIBRATION.loo_p90, abs=2e-3)
+    assert CALIBRATION.loo_median < 0.3  # half the published figures are reproduced within 30% out of sample
+
+
+def test_cost_model_estimates_and_says_how_well_it_does(tmp_path):
     p = DEVICES["orin-nano"]
-    ms, mj = estimate(10**9, 1000, "fp16", "orin-nano")
-    seconds = 2e9 / (p.fp16_tflops * 1e12 * 0.3)
-    assert ms == pytest.approx(seconds * 1e3)
-    assert mj == pytest.approx(seconds * p.active_w * 1e3)
-    # memory-bound when weights dominate: time is bytes over bandwidth
-    ms, _ = estimate(1, 10**9, "int8", "orin-nano")
-    assert ms == pytest.approx(1e9 / (p.memory_gbps * 1e9) * 1e3)
+    work = Work(10**9, 0, 10, 10**6)
+    ms, mj = estimate(work, 1000, "fp16", "orin-nano")
+    assert ms == pytest.approx(predict_ms(CALIBRATION.values, work, 1000, "fp16", "orin-nano"))
+    assert mj == pytest.approx(ms * p.active_w)
+    assert estimate(work, 1000, "int8", "orin-nano")[0] < ms < estimate(work, 1000, "fp32", "orin-nano")[0]
+    # the "cpu" profile stays the stated roofline: memory-bound when weights dominate
+    cpu = DEVICES["cpu"]
+    ms, _ = estimate(Work(1), 10**9, "int8", "cpu")
+    assert ms == pytest.approx(1e9 / (cpu.memory_gbps * 1e9) * 1e3)
+    graph = tmp_path / "g.onnx"
+    graph.write_bytes(b"0" * 10)
+    cost, check = cost_of([graph], work, 1000, "fp16", Target("orin-nx"))
+    assert "published Jetson latencies" in cost.how and "median 15%" in cost.how and check == {}
 
 
 # -- codec pruning ---------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ def compress(
                                                 "default: the shipped one."),
     budget: str = typer.Option(..., help="Limits per image, e.g. latency-ms=60,params=400k,energy-mj=300,"
                                "bytes=2M,macs=5G."),
-    target: str = typer.Option("cpu", help="cpu | gpu (measured here) | orin-nano | orin-nx | agx-orin | "
-                               "xavier-nx (cost model)."),
+    target: str = typer.Option("cpu", help="cpu | gpu (measured here) | orin-nano | orin-nano-super | orin-nx | "
+                               "agx-orin | xavier-nx (cost model calibrated on published latencies)."),
     out: Path = typer.Option(Path("lamsc-out/compressed"), help="Folder for the chosen model, its bundle and "
                              "the report."),
     ratios: str = typer.Option("0,0.25,0.4,0.55", help="Prune ratios to try (0 = the teacher, always tried)."),
@@ -180,6 +180,8 @@ def report(results: dict, out: Path) -> None:
     e = results["cost_model_error"]
     if e:
         console.print(f"cost model vs measured latency: median |error| {e['median_abs']:.0%}, worst {e['max_abs']:.0%}")
+    else:  # estimated: say by what, and how well it reproduces published latencies
+        console.print(f"latency and energy: {results['teacher']['cost']['how']}")
     if results["chosen"]:
         t, c = results["teacher"], results["chosen"]
         quality = (f"cosine {c['quality']['cosine']:.4f}, mask IoU {c['quality']['iou']:.3f}"
