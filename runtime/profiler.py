@@ -129,7 +129,7 @@ def summary(rows: list[dict]) -> dict:
             for k in path:
                 v = v[k]
             vals.append(v)
-        return float(np.mean(vals))
+        return metrics.mean_defined(vals)  # SSIM is undefined (NaN) on images under its window
 
     return {
         "images": len(rows),
