@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from lamsc import __version__
 from lamsc.cli import app, main
+from lamsc.commands.demo import DEMO_MAX_RATE_INCREASE
 
 
 def test_version(capsys):
@@ -37,9 +39,18 @@ def test_demo_writes_overlays_and_overview(tmp_path, capsys):
     assert len(list((tmp_path / "segments").glob("*_segments.png"))) == 10
     out = capsys.readouterr().out
     assert '"segmenter": "fallback' in out
+    # Which candidate fits depends on this machine's timing; the rule the choice follows does not.
     compressed = json.loads(out)["results"]["compress"]
-    assert compressed["chosen"]["name"] == "prune-0.50-fp32"  # within the demo's wider rate allowance
-    assert compressed["chosen"]["quality"]["bits_x_teacher"] <= 2.0
+    students = [c for c in compressed["candidates"] if c["name"] == "prune-0.50-fp32"]
+    assert len(students) == 1 and students[0]["cost"]["latency_ms"] > 0
+    limit = compressed["budget"]["latency_ms"]
+    assert limit == pytest.approx(0.6 * compressed["teacher"]["cost"]["latency_ms"], rel=1e-3)
+    fits = [c for c in compressed["candidates"] if c["cost"]["latency_ms"] <= limit
+            and c["quality"]["bits_x_teacher"] <= 1 + DEMO_MAX_RATE_INCREASE]
+    if fits:
+        assert compressed["chosen"]["name"] == max(fits, key=lambda c: c["quality"]["psnr"])["name"]
+    else:
+        assert compressed["chosen"] is None and compressed["shortfall"]
 
 
 def test_stage_folders_import_only_under_lamsc(tmp_path):
