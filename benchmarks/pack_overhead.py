@@ -18,7 +18,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +36,7 @@ from lamsc.semcom.transmission import pack_features
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return Latency.of(times).median_ms
+    return Latency.timing(fn, repeats).median_ms
 
 
 def main(argv: list[str] | None = None) -> int:

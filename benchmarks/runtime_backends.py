@@ -17,7 +17,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -32,13 +31,7 @@ from lamsc.semcom.segmenter import build_segmenter
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return Latency.of(times).median_ms
+    return Latency.timing(fn, repeats).median_ms
 
 
 def main(argv: list[str] | None = None) -> int:

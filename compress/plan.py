@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lamsc.compress.budget import Budget, Cost
+from lamsc.compress.calibration import BYTES
 from lamsc.compress.cost import Target, cost_of, count_work, measure_onnx
 from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
@@ -122,6 +123,8 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
     say = progress or (lambda *a, **k: None)
     if 0.0 not in cfg.ratios:
         raise ValueError("the ratios must include 0.0: the teacher is costed and scored as a candidate")
+    say("checking that the budget is within reach")
+    pruned = pruned_within_reach(teacher, budget, target, cfg, evaluation, work)
     segments = {item.name: segmenter.segment(item.pixels) for item in evaluation}
     candidates = []
     for ratio in sorted(cfg.ratios):
@@ -129,8 +132,7 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
         student = teacher
         if ratio > 0:
             say(f"pruning {ratio:.0%} and distilling ({cfg.distill.steps} steps)")
-            student = prune_codec(teacher, ratio)
-            student = distil_codec(teacher, student, train, cfg.distill, folder / "distill",
+            student = distil_codec(teacher, pruned[ratio], train, cfg.distill, folder / "distill",
                                    progress=lambda s, n, logs: say(None, step=(s, n, logs)))
         model_file = student.save(folder / "model")
         for precision in candidate_precisions(cfg, target):
@@ -173,28 +175,77 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
              segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path,
              calibration: list[NamedImage] | None = None) -> None:
     """Export ``model`` at the candidate's precision, then cost and score it (fills ``c`` in)."""
-    import torch
-
     from lamsc.export.bundle import write_bundle
-    from lamsc.export.graphs import model_graphs
     from lamsc.runtime.backends import OnnxRuntimeBackend
 
     bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation,
                           int8_for="onnxruntime" if target.name == "cpu" else "tensorrt", calibration=calibration,
                           int8_max_drop=cfg.int8_max_drop)
     c.bundle = bundle_dir
-    graphs = model_graphs(model)
-    tx_in = graphs["transmitter"].example(cfg.size, cfg.size)
-    side = cfg.size // DOWNSAMPLING  # everything sent: the receiver's largest workload
-    rx_in = (torch.randn(1, model.config.channels, side, side),
-             torch.full((1, side, side), model.config.num_levels, dtype=torch.long), tx_in[2])
-    c.workload = {"files": [bundle.path("transmitter"), bundle.path("receiver")],
-                  "feeds": [{t.name: x.numpy() for t, x in zip(graphs[g].spec().inputs, inputs)}
-                            for g, inputs in (("transmitter", tx_in), ("receiver", rx_in))],
-                  "work": count_work(graphs["transmitter"], tx_in) + count_work(graphs["receiver"], rx_in),
-                  "params": count_parameters(model)}
+    c.workload = workload(model, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
     c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), model, evaluation, segments,
                              cfg.snr_db)
+
+
+def workload(model: LamscModel, cfg: PlanConfig, files: list[Path] | None = None) -> dict:
+    """What is costed: the transmitter and receiver graph ``files``, their feeds for a ``cfg.size`` square
+    image with everything sent (the receiver's largest workload), their work and the model's parameters."""
+    import torch
+
+    from lamsc.export.graphs import model_graphs
+
+    graphs = model_graphs(model)
+    tx_in = graphs["transmitter"].example(cfg.size, cfg.size)
+    side = cfg.size // DOWNSAMPLING
+    rx_in = (torch.randn(1, model.config.channels, side, side),
+             torch.full((1, side, side), model.config.num_levels, dtype=torch.long), tx_in[2])
+    return {"files": files or [],
+            "feeds": [{t.name: x.numpy() for t, x in zip(graphs[g].spec().inputs, inputs)}
+                      for g, inputs in (("transmitter", tx_in), ("receiver", rx_in))],
+            "work": count_work(graphs["transmitter"], tx_in) + count_work(graphs["receiver"], rx_in),
+            "params": count_parameters(model)}
+
+
+# The most a precision can speed a model up over fp32 (its weights' width) and a further factor for timing
+# noise: what makes a latency or energy floor a bound, never an estimate.
+PRECISION_GAIN_BOUND = {p: BYTES["fp32"] / BYTES[p] for p in BYTES}
+FLOOR_MARGIN = 2.0
+
+
+def pruned_within_reach(teacher: LamscModel, budget: Budget, target: Target, cfg: PlanConfig,
+                        images: list[NamedImage], work: Path) -> dict[float, LamscModel]:
+    """Each ratio's pruned model (undistilled), after checking that some candidate can meet ``budget``.
+
+    Runs before any distillation. A candidate's parameters, MACs and bytes are its pruned model's
+    (distillation changes no shape); its latency and energy are at least the teacher's, measured (or
+    estimated) here at fp32, scaled by the candidate's share of the teacher's MACs and divided by
+    PRECISION_GAIN_BOUND and FLOOR_MARGIN. Raises UserError when every candidate's floor is over budget.
+    """
+    from lamsc.export.bundle import write_bundle
+
+    bundle = write_bundle(teacher, work / "teacher-fp32", "fp32", images=images[:1])
+    teacher_load = workload(teacher, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
+    measured = measure_onnx([(teacher_load["files"], teacher_load["feeds"])], target, 3, 1)[0] if target.measured else None
+    teacher_cost, _ = cost_of(teacher_load["files"], teacher_load["work"], teacher_load["params"], "fp32", target,
+                              measured)
+    limits = budget.resolve(teacher_cost)
+    pruned, floors = {}, []
+    for ratio in sorted(cfg.ratios):
+        model = prune_codec(teacher, ratio) if ratio > 0 else teacher
+        pruned[ratio] = model
+        load = workload(model, cfg)
+        share = load["work"].macs / teacher_load["work"].macs
+        for precision in candidate_precisions(cfg, target):
+            scale = share / PRECISION_GAIN_BOUND[precision] / FLOOR_MARGIN
+            floor = Cost(teacher_cost.latency_ms * scale, teacher_cost.energy_mj * scale, load["params"],
+                         load["params"] * BYTES[precision], load["work"].macs, "lower bound")
+            if limits.meets(floor):
+                return pruned
+            floors.append((f"prune-{ratio:.2f}-{precision}", floor))
+    name, floor = min(floors, key=lambda f: limits.excess(f[1]))
+    raise UserError(f"no candidate can meet the budget ({limits.describe()}): the nearest, {name}, costs at least "
+                    f"{floor.describe()} (a bound from the original's {teacher_cost.latency_ms:.1f} ms); relax the "
+                    "budget or add a larger prune ratio (--ratios)")
 
 
 def cost_all(candidates: list[Candidate], target: Target, repeats: int) -> None:

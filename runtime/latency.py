@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,18 @@ class Latency:
     p90_ms: float
     p99_ms: float
     samples: int
+
+    @classmethod
+    def timing(cls, fn, repeats: int, warmup: int = 1) -> "Latency":
+        """``fn()`` run ``warmup`` times, then timed ``repeats`` times on the host clock."""
+        for _ in range(warmup):
+            fn()
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - t0)
+        return cls.of(seconds)
 
     @classmethod
     def of(cls, seconds: list[float]) -> "Latency":

@@ -462,8 +462,42 @@ def two_photos(tmp_path_factory):
     return folder
 
 
+def test_unreachable_budget_is_refused_before_distillation(two_photos, tmp_path, capsys):
+    """Below every candidate's lower bound: one line, exit 2, and no student distilled or scored."""
+    code = main(["compress", "--budget", "latency-ms=0.0001", "--ratios", "0,0.5", "--precisions", "fp32,int8",
+                 "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: no candidate can meet the budget") and "prune-0.50-int8" in last
+    assert "Traceback" not in err
+    assert not (tmp_path / "candidates" / "prune-0.50").exists() and not (tmp_path / "compress.json").exists()
+
+
+def test_floors_bound_what_candidates_cost(two_photos, tmp_path):
+    """The reachability bound never exceeds a candidate's real cost: params, MACs and bytes exactly, and
+    latency under what the candidate measures."""
+    from lamsc.compress.budget import Budget
+    from lamsc.compress.cost import Target
+    from lamsc.compress.plan import PlanConfig, pruned_within_reach, workload
+    from lamsc.compress.prune import count_parameters
+    from lamsc.semcom.images import iter_images
+
+    cfg = PlanConfig(ratios=(0.0, 0.5), precisions=("fp32",), size=128)
+    teacher, photos = load_model(), list(iter_images([two_photos]))
+    student = prune_codec(teacher, 0.5)
+    params = count_parameters(student)
+    budget = Budget.parse(f"params={params}")  # exactly the pruned model's: within reach
+    pruned = pruned_within_reach(teacher, budget, Target("cpu"), cfg, photos, tmp_path)
+    assert count_parameters(pruned[0.5]) == params and pruned[0.0] is teacher
+    assert workload(pruned[0.5], cfg)["work"] == workload(student, cfg)["work"]
+    with pytest.raises(UserError, match="no candidate can meet.*prune-0.50-fp32"):
+        pruned_within_reach(teacher, Budget.parse(f"params={params - 1}"), Target("cpu"), cfg, photos, tmp_path)
+
+
 def test_infeasible_budget_exits_2_naming_the_closest(two_photos, tmp_path, capsys):
-    code = main(["compress", "--budget", "latency-ms=0.001", "--ratios", "0.5", "--precisions", "fp32",
+    # within the bound (the pruned model has 26% of the MACs: its fp32 floor is 13%), over what it measures
+    code = main(["compress", "--budget", "latency-ms=15%", "--ratios", "0.5", "--precisions", "fp32",
                  "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

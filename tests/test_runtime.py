@@ -94,6 +94,12 @@ def test_latency_percentiles_are_numpys():
     assert lat.median_ms == pytest.approx(np.median(s) * 1e3) and lat.p99_ms == pytest.approx(np.percentile(s, 99) * 1e3)
 
 
+def test_latency_timing_warms_up_then_times_each_repeat():
+    calls = []
+    lat = Latency.timing(lambda: calls.append(1), repeats=7, warmup=2)
+    assert len(calls) == 9 and lat.samples == 7 and 0 <= lat.median_ms <= lat.p90_ms <= lat.p99_ms
+
+
 def test_profile_command_reports_energy_with_its_source(tmp_path, photo, capsys):
     from PIL import Image
 
