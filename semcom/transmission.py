@@ -113,13 +113,17 @@ def pack_features(z: torch.Tensor, depth: torch.Tensor | None, config, size: tup
                 packed.count * config.value_bits, {}, packed.backend)
 
 
-@dataclass
+@dataclass(repr=False)
 class Reconstruction:
     image: np.ndarray            # (H, W, 3) uint8; mid-grey when the payload was lost
     lost: bool = False
     reason: str = ""
     class_probs: np.ndarray | None = None
     seg_map: np.ndarray | None = None
+
+    def __repr__(self) -> str:  # the image's shape, not its pixels
+        h, w = self.image.shape[:2]
+        return f"Reconstruction({h}x{w}{', lost: ' + self.reason if self.lost else ''})"
 
 
 class Receiver:
@@ -173,7 +177,7 @@ def analog_link(payload: bytes, channel: Channel, seed: int | None = None) -> Un
     return unpacked
 
 
-@dataclass
+@dataclass(repr=False)
 class LinkResult:
     name: str                    # the link: "lamsc", "lamsc-no-asc", "jpeg+16qam-1/2", ...
     reconstruction: Reconstruction
@@ -186,6 +190,10 @@ class LinkResult:
     ms_ssim: float
     bit_errors: int = 0
     seconds: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # what print() shows: the figures, not the reconstruction's pixels
+        s = self.summary()
+        return "LinkResult(" + ", ".join(f"{k}={s[k]!r}" for k in s if k != "seconds") + ")"
 
     def summary(self) -> dict:
         d = {k: getattr(self, k) for k in ("name", "bits", "channel_uses", "cbr", "kept_ratio", "psnr", "ssim",

@@ -66,3 +66,22 @@ def test_quality_degrades_gracefully_with_snr(runs):
     assert psnr[0.0] < psnr[10.0] < psnr[20.0] + 0.5
     assert psnr[10.0] - psnr[0.0] < 6.0  # no cliff: 0 dB costs a few dB, not the picture
     assert not any(r.reconstruction.lost for rs in out.values() for r in rs)
+
+
+def test_the_shipped_model_records_no_build_machine_paths():
+    """Every --json output repeats the model's provenance: it names data folders, never where they were."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    trained = load_model().config.trained
+    assert trained["data"] and not any(PurePosixPath(d).is_absolute() or PureWindowsPath(d).is_absolute()
+                                       for d in trained["data"])
+
+
+def test_print_of_a_link_result_shows_its_figures_not_its_pixels():
+    from lamsc.semcom.transmission import LinkResult, Reconstruction
+
+    r = LinkResult("lamsc", Reconstruction(np.zeros((480, 640, 3), np.uint8)), 1000, 500, 0.01, 0.5, 25.0, 0.9,
+                   float("nan"))
+    text = repr(r)
+    assert text.startswith("LinkResult(name='lamsc', bits=1000") and "array" not in text and len(text) < 300
+    assert repr(Reconstruction(np.zeros((4, 6, 3), np.uint8), lost=True, reason="CRC")) == "Reconstruction(4x6, lost: CRC)"

@@ -56,7 +56,7 @@ def train(
     segmenter = build_segmenter(checkpoint)
     config = ModelConfig(channels=channels, width=width, classes=classes, seg_classes=seg_classes,
                          trained={"preset": preset, "images": len(images), "segmenter": segmenter.name,
-                                  "data": [str(d) for d in data] + (["bundled"] if bundled else [])
+                                  "data": [Path(d).name for d in data] + (["bundled"] if bundled else [])
                                   + ([f"synthetic:{synthetic}"] if synthetic else []), "recipe": dataclasses.asdict(cfg)})
     console.print(f"segmenter: [bold]{segmenter.name}[/]; {len(images)} images")
     with progress() as bar:
