@@ -68,13 +68,17 @@ def from_symbols(s: torch.Tensor, n: int) -> torch.Tensor:
     return (torch.stack([s.real, s.imag], -1).reshape(s.shape[0], -1) * math.sqrt(2.0))[:, :n]
 
 
-def analog(symbols: torch.Tensor, channel: Channel, generator: torch.Generator | None = None) -> torch.Tensor:
+def analog(symbols: torch.Tensor, channel: Channel, generator: torch.Generator | None = None,
+           snr_db: torch.Tensor | None = None) -> torch.Tensor:
     """Pass complex symbols (B, N) through AWGN or Rayleigh block fading; differentiable in the symbols.
 
     The symbols are the modulated bits on a digital channel, the paired feature values on an analog one.
+    ``snr_db`` (B,), where given, is each row's SNR in place of the channel's (a training batch draws one per
+    image).
     """
     b, n = symbols.shape
-    noise = _complex_normal((b, n), channel.noise_variance, symbols.device, generator)
+    variance = channel.noise_variance if snr_db is None else (10.0 ** (-snr_db.float() / 10.0)).view(b, 1)
+    noise = _complex_normal((b, n), variance, symbols.device, generator)
     if not channel.fading:
         return symbols + noise
     block = channel.block_len or n
@@ -86,13 +90,14 @@ def analog(symbols: torch.Tensor, channel: Channel, generator: torch.Generator |
     return received / h  # zero-forcing with perfect channel knowledge: noise grows where |h| is small
 
 
-def analog_real(x: torch.Tensor, channel: Channel, generator: torch.Generator | None = None) -> torch.Tensor:
+def analog_real(x: torch.Tensor, channel: Channel, generator: torch.Generator | None = None,
+                snr_db: torch.Tensor | None = None) -> torch.Tensor:
     """``analog`` for real values (B, N) with unit mean square, as pairs of reals in complex symbols."""
-    return from_symbols(analog(to_symbols(x), channel, generator), x.shape[1])
+    return from_symbols(analog(to_symbols(x), channel, generator, snr_db), x.shape[1])
 
 
-def _complex_normal(shape, variance: float, device, generator) -> torch.Tensor:
-    std = math.sqrt(variance / 2.0)
+def _complex_normal(shape, variance: float | torch.Tensor, device, generator) -> torch.Tensor:
+    std = (variance / 2.0).sqrt() if isinstance(variance, torch.Tensor) else math.sqrt(variance / 2.0)
     re = torch.randn(shape, device=device, generator=generator) * std
     im = torch.randn(shape, device=device, generator=generator) * std
     return torch.complex(re, im)

@@ -47,10 +47,28 @@ def test_training_resumes_where_it_stopped(tmp_path):
         train(LamscModel(ModelConfig(width=16)), images, cfg, tmp_path, stop_at_codec_3)
     saved = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
     assert (saved["stage"], saved["step"]) == ("codec", 2)
-    state = train(LamscModel(ModelConfig(width=16)), images, cfg, tmp_path)
+    resumed = LamscModel(ModelConfig(width=16))
+    state = train(resumed, images, cfg, tmp_path)
     assert state["stage"] == "done"
     assert [(h["stage"], h["step"]) for h in state["history"]] == \
         [("asi", 1), ("asi", 2), ("codec", 1), ("codec", 2), ("codec", 3), ("codec", 4), ("asc", 1), ("asc", 2)]
+    # the same run uninterrupted: the same crops, noise and weights, bit for bit
+    torch.manual_seed(0)
+    whole = LamscModel(ModelConfig(width=16))
+    uninterrupted = train(whole, images, cfg, tmp_path / "whole")
+    assert [h["loss"] for h in uninterrupted["history"]] == [h["loss"] for h in state["history"]]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.gpu
+def test_training_runs_on_a_gpu(tmp_path):
+    images = prepare(make_shapes(4), FallbackSegmenter(), 8)
+    cfg = TrainConfig(steps={"asi": 2, "codec": 3, "asc": 2}, crop=32, batch=2, checkpoint_every=2)
+    model = LamscModel(ModelConfig(width=16))
+    state = train(model, images, cfg, tmp_path, device="cuda")
+    assert state["stage"] == "done" and all(np.isfinite(h["loss"]) for h in state["history"])
+    assert next(model.parameters()).device.type == "cpu"  # handed back where it was built
 
 
 def test_transmit_reports_the_real_payload(trained):

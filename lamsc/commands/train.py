@@ -13,7 +13,7 @@ from lamsc.commands.output import console, emit_json, progress
 from lamsc.errors import UserError
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import LamscModel, ModelConfig
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.segmenter import build_segmenter, torch_device
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.training import PRESETS, new_model, prepare, save_recipe, train as run_training
 
@@ -31,12 +31,16 @@ def train(
     init: Optional[Path] = typer.Option(None, help="Start from this lamsc model's weights and config (fine-tune)."),
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N: where to train (auto: a GPU if there is one)."),
+    precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast where the "
+                                            "hardware computes in bf16, else fp32), bf16 or fp32."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = dataclasses.replace(PRESETS[preset])
+    cfg = dataclasses.replace(PRESETS[preset], **({"precision": precision} if precision else {}))
+    where = torch_device(device)
     if steps:
         cfg.steps = {**cfg.steps, **_parse_steps(steps)}
     images = list(iter_images(data)) if data else []
@@ -82,7 +86,7 @@ def train(
             desc = f"{stage} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items())
             bar.update(tasks[stage], completed=step, description=desc)
 
-        state = run_training(model, prepared, cfg, out, report)
+        state = run_training(model, prepared, cfg, out, report, device=where)
     last = {s: next((h for h in reversed(state["history"]) if h["stage"] == s), None) for s in ("asi", "codec", "asc")}
     if json_out:
         emit_json("train", {"model": str(out / "model.safetensors"), "final": last, "config": json.loads(config.to_json())})
