@@ -35,10 +35,6 @@ from lamsc.semcom.segmenter import build_segmenter
 from lamsc.semcom.transmission import pack_features
 
 
-def median_ms(fn, repeats: int) -> float:
-    return Latency.timing(fn, repeats).median_ms
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10)
@@ -65,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             payload = pack()
             c, h, w = out["z"].shape[1:]
             rows.append({"image": item.name, "size": "x".join(map(str, size)), "features": f"{c}x{h}x{w}",
-                         "transmitter_ms": median_ms(lambda: backend.run("transmitter", feeds["transmitter"]),
-                                                     args.repeats),
-                         "pack_ms": median_ms(pack, args.repeats),
-                         "unpack_ms": median_ms(lambda: unpack(payload), args.repeats),
-                         "receiver_ms": median_ms(lambda: backend.run("receiver", feeds["receiver"]), args.repeats)})
+                         "transmitter_ms": Latency.timing(lambda: backend.run("transmitter", feeds["transmitter"]),
+                                                         args.repeats).median_ms,
+                         "pack_ms": Latency.timing(pack, args.repeats).median_ms,
+                         "unpack_ms": Latency.timing(lambda: unpack(payload), args.repeats).median_ms,
+                         "receiver_ms": Latency.timing(lambda: backend.run("receiver", feeds["receiver"]),
+                                                      args.repeats).median_ms})
     for r in rows:
         r["share"] = (r["pack_ms"] + r["unpack_ms"]) / (r["transmitter_ms"] + r["receiver_ms"])
     total = {k: sum(r[k] for r in rows) for k in ("transmitter_ms", "pack_ms", "unpack_ms", "receiver_ms")}

@@ -30,10 +30,6 @@ from lamsc.semcom.model import load_model
 from lamsc.semcom.segmenter import build_segmenter
 
 
-def median_ms(fn, repeats: int) -> float:
-    return Latency.timing(fn, repeats).median_ms
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10)
@@ -56,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 feeds = {t.name: x.numpy() for t, x in zip(spec.inputs, samples[graph][i])}
                 row = {"image": item.name, "size": "x".join(map(str, item.pixels.shape[:2])), "graph": graph}
                 for name, b in backends.items():
-                    row[name] = median_ms(lambda: b.run(graph, feeds), args.repeats)
+                    row[name] = Latency.timing(lambda: b.run(graph, feeds), args.repeats).median_ms
                 rows.append(row)
     names = list(backends)
     totals = {n: sum(r[n] for r in rows) for n in names}

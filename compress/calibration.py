@@ -7,7 +7,8 @@ Model (per image, batch 1, one network on a named device profile of lamsc.runtim
     traffic = (activations + weights) x bytes(precision) / (DRAM bandwidth x m)
     tau(board) = tau0 x (5.32 TFLOPS / board fp32 peak) ** alpha
 
-``e`` is the fraction of datasheet peak TensorRT reaches on convolutions at each precision, ``r`` how much
+``e`` is how many times the listed peak TensorRT reaches on convolutions at each precision (above 1 where
+the profile lists CUDA-core rates and TensorRT runs on tensor cores), ``r`` how much
 better or worse matrix products (linear layers, attention) do than convolutions, ``m`` the fraction of DRAM
 bandwidth the layers' activations and weights move at (what makes depthwise and high-resolution layers slow),
 ``tau`` the fixed cost of a layer (kernel launches, small-layer latency), larger on slower GPUs. Seven parameters, fitted by least squares
@@ -153,7 +154,7 @@ def predict_ms(values, work: Work, params: int, precision: str, device: str) -> 
 
 
 def fit(rows: list[Published]) -> tuple[float, ...]:
-    """Least squares on log latency, each parameter within physical bounds."""
+    """Least squares on log latency; each parameter kept positive and below a bound no board reaches."""
     from scipy.optimize import least_squares
 
     def residuals(x):

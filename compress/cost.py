@@ -3,7 +3,8 @@
 Targets:
 - ``cpu``: this machine's CPU, measured with ONNX Runtime on the exported graphs (the deployed runtime);
 - ``gpu``: ONNX Runtime's CUDA provider, measured, when a GPU is present;
-- a named device profile (lamsc.runtime.devices: orin-nano, orin-nx, agx-orin, xavier-nx): estimated.
+- a named device profile (lamsc.runtime.devices: orin-nano, orin-nano-super, orin-nx, agx-orin, xavier-nx):
+  estimated.
 
 On the Jetson profiles the cost model is lamsc.compress.calibration's, fitted on published TensorRT
 latencies; every estimate carries its leave-one-out error on them. On the "cpu" profile it is a roofline,
@@ -94,9 +95,10 @@ def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], t
                  repeats: int = 7, warmup: int = 2) -> list[tuple[float, float, str]]:
     """Median latency (ms) and energy (mJ) per image of each model, and the energy source.
 
-    A model is its graph files, run in turn on their feeds. The models are timed round-robin, one image
-    each per round, so that whatever else loads the machine meanwhile weighs on all of them alike and
-    their ratios hold even when the absolute figures drift.
+    A model is its graph files, run in turn on their feeds. The models are timed round-robin, one energy window
+    each per round, so that whatever else loads the machine meanwhile weighs on all of them alike and their
+    ratios hold even when the absolute figures drift. A window runs the model as often as the meter needs to
+    resolve it (``min_window_s``: NVML and the Jetson rails update every 20-100 ms) and counts per run.
     """
     from lamsc.export.onnx_export import session
 
@@ -106,14 +108,17 @@ def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], t
     joules = [[] for _ in runs]
     for round_ in range(warmup + repeats):
         for i, graphs in enumerate(runs):
+            count = 0
             with meter.measure() as window:
                 t0 = time.perf_counter()
-                for s, feed in graphs:
-                    s.run(None, feed)
+                while count == 0 or time.perf_counter() - t0 < meter.min_window_s:
+                    for s, feed in graphs:
+                        s.run(None, feed)
+                    count += 1
                 elapsed = time.perf_counter() - t0
             if round_ >= warmup:
-                seconds[i].append(elapsed)
-                joules[i].append(window.reading.joules)
+                seconds[i].append(elapsed / count)
+                joules[i].append(window.reading.joules / count)
     return [(float(np.median(s) * 1e3), float(np.median(j) * 1e3), meter.source) for s, j in zip(seconds, joules)]
 
 

@@ -267,13 +267,15 @@ def write_device_steps(out: Path, manifest: dict) -> None:
 Precision: {manifest['precision']}; graphs: {', '.join(bundle.graphs)}; made by lamsc {manifest['lamsc']}.
 {warning}
 1. Install, in your home folder on the Jetson (JetPack 6.x: Python 3.10, CUDA 12.6, TensorRT 10.3). The venv sees
-   JetPack's own `tensorrt` Python package; PyTorch and ONNX Runtime come as JetPack's CUDA builds from Jetson AI
-   Lab's index, installed first so that lamsc's requirements are already met and PyPI's CPU builds never replace
-   them:
+   JetPack's own `tensorrt` Python package. PyTorch comes as JetPack's CUDA build from Jetson AI Lab's index,
+   installed first so that lamsc's requirement is already met and PyPI's CPU build never replaces it; ONNX
+   Runtime's GPU build (`onnxruntime-gpu`, from the same index) goes in last, over the CPU `onnxruntime` that
+   lamsc's requirements bring, since both install the same module:
    ```
    python3 -m venv --system-site-packages ~/lamsc-venv && . ~/lamsc-venv/bin/activate
-   pip install torch torchvision onnxruntime-gpu --index-url {JETPACK6_INDEX}
+   pip install torch torchvision --index-url {JETPACK6_INDEX}
    pip install "lamsc[gpu,jetson]"
+   pip uninstall -y onnxruntime && pip install --no-deps onnxruntime-gpu --index-url {JETPACK6_INDEX}
    ```
 2. Optional, for the CUDA masking kernels, in lamsc's source tree (the folder with CMakeLists.txt and kernels/,
    copied anywhere on the Jetson, here `~/lamsc`):

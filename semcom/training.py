@@ -203,7 +203,10 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     if state_file.is_file():
         model.load_state_dict(LamscModel.load(out / "model").state_dict())
         state = torch.load(state_file, weights_only=True)
-    model.to(device, memory_format=torch.channels_last)
+    if state.get("device", device.type) != device.type:
+        raise UserError(f"{out} holds a run begun on {state['device']}, whose random state {device.type} cannot "
+                        f"take: resume it with --device {state['device']}, or start a new --out")
+    state["device"] = device.type
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if state["rng"] is not None:
         gen.set_state(state["rng"])
@@ -211,39 +214,42 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     if state.get("crops") is not None:  # the crop sampler where it stopped: a resumed run is the same run
         batches.rng.bit_generator.state = state["crops"]
     start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
-    for index in range(start, len(STAGES)):
-        stage = STAGES[index]
-        total = cfg.steps.get(stage, 0)
-        opt = torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr)
-        if state["optimizer"] is not None:
-            opt.load_state_dict(state["optimizer"])
-        model.train()
-        while state["step"] < total:
-            cosine_lr(opt, cfg.lr, state["step"], total)  # cosine decay within each stage
-            batch = to_device(batches.next(), device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                if stage == "asi":
-                    loss, logs = asi_loss(model, batch)
-                else:
-                    loss, logs = link_loss(model, batch, stage, cfg, gen, state["rate_weight"])
-            if stage == "asc":  # dual ascent on lambda: the mean kept fraction settles at the target
-                state["rate_weight"] *= math.exp(0.2 * (logs["kept"] - cfg.rate_target))
-                logs["lambda"] = state["rate_weight"]
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            state["step"] += 1
-            state["history"].append({"stage": stage, "step": state["step"], **logs})
-            if progress is not None:
-                progress(stage, state["step"], total, logs)
-            if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total:
-                state.update(optimizer=opt.state_dict(), rng=gen.get_state(), crops=batches.rng.bit_generator.state)
-                _checkpoint(model, state, out)
-        state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0, optimizer=None,
-                     rng=gen.get_state(), crops=batches.rng.bit_generator.state)
-        _checkpoint(model, state, out)
-    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model.to(device, memory_format=torch.channels_last)
+    try:
+        for index in range(start, len(STAGES)):
+            stage = STAGES[index]
+            total = cfg.steps.get(stage, 0)
+            opt = torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr)
+            if state["optimizer"] is not None:
+                opt.load_state_dict(state["optimizer"])
+            model.train()
+            while state["step"] < total:
+                cosine_lr(opt, cfg.lr, state["step"], total)  # cosine decay within each stage
+                batch = to_device(batches.next(), device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    if stage == "asi":
+                        loss, logs = asi_loss(model, batch)
+                    else:
+                        loss, logs = link_loss(model, batch, stage, cfg, gen, state["rate_weight"])
+                if stage == "asc":  # dual ascent on lambda: the mean kept fraction settles at the target
+                    state["rate_weight"] *= math.exp(0.2 * (logs["kept"] - cfg.rate_target))
+                    logs["lambda"] = state["rate_weight"]
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                state["step"] += 1
+                state["history"].append({"stage": stage, "step": state["step"], **logs})
+                if progress is not None:
+                    progress(stage, state["step"], total, logs)
+                if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total:
+                    state.update(optimizer=opt.state_dict(), rng=gen.get_state(), crops=batches.rng.bit_generator.state)
+                    _checkpoint(model, state, out)
+            state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0, optimizer=None,
+                         rng=gen.get_state(), crops=batches.rng.bit_generator.state)
+            _checkpoint(model, state, out)
+    finally:  # the caller's model comes back where it was built, whether the run ended or stopped
+        model.to("cpu", memory_format=torch.contiguous_format).eval()
     plot_curves(state["history"], out / "curves.png")
     (out / "history.json").write_text(json.dumps(state["history"]))
     return state

@@ -490,6 +490,9 @@ def test_floors_bound_what_candidates_cost(two_photos, tmp_path):
     budget = Budget.parse(f"params={params}")  # exactly the pruned model's: within reach
     pruned = pruned_within_reach(teacher, budget, Target("cpu"), cfg, photos, tmp_path)
     assert count_parameters(pruned[0.5]) == params and pruned[0.0] is teacher
+    # a budget the original itself meets: every ratio is still pruned for the plan to distil
+    assert set(pruned_within_reach(teacher, Budget.parse("latency-ms=90%"), Target("cpu"), cfg, photos,
+                                   tmp_path)) == {0.0, 0.5}
     assert workload(pruned[0.5], cfg)["work"] == workload(student, cfg)["work"]
     with pytest.raises(UserError, match="no candidate can meet.*prune-0.50-fp32"):
         pruned_within_reach(teacher, Budget.parse(f"params={params - 1}"), Target("cpu"), cfg, photos, tmp_path)

@@ -112,7 +112,6 @@ class TegrastatsMeter(EnergyMeter):
         self.source = "jetson rails via tegrastats"
 
     def start(self):
-        t0 = time.perf_counter()
         proc = subprocess.Popen([self.command, "--interval", str(self.interval_ms)], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         state = {"proc": proc, "samples": [], "first": threading.Event()}
@@ -130,7 +129,7 @@ class TegrastatsMeter(EnergyMeter):
         state["thread"] = threading.Thread(target=read, daemon=True)
         state["thread"].start()
         state["first"].wait(timeout=10 * self.interval_ms / 1000 + 5)
-        state["t0"] = t0
+        state["t0"] = time.perf_counter()  # the window opens once a reading is in force, not while tegrastats starts
         return state
 
     def stop(self, state) -> float:

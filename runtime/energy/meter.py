@@ -57,8 +57,8 @@ class _Measurement:
         self.meter, self.window = meter, Window()
 
     def __enter__(self) -> Window:
+        self.state = self.meter.start()  # a meter may take a while to start (tegrastats): time from once it has
         self.t0 = time.perf_counter()
-        self.state = self.meter.start()
         return self.window
 
     def __exit__(self, *exc) -> None:

@@ -14,6 +14,7 @@ class ModelMeter(EnergyMeter):
     busy core, times ``cores``."""
 
     estimate = True
+    min_window_s = 0.0  # power x time resolves any window
 
     def __init__(self, device: str = "cpu", cores: int = 1):
         profile = device_profile(device)

@@ -82,6 +82,8 @@ class ZeusNvmlMeter(_ZeusMeter):
 class ZeusRaplMeter(_ZeusMeter):
     """The CPU packages' RAPL counters (``package-N`` zones; never ``psys``, which contains them)."""
 
+    min_window_s = 0.05  # the counters update about every millisecond
+
     def __init__(self):
         try:
             from zeus.device.cpu import rapl
