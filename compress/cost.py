@@ -103,7 +103,8 @@ def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], t
     from lamsc.export.onnx_export import session
 
     runs = [[(session(f, target.providers()), feed) for f, feed in zip(files, feeds)] for files, feeds in models]
-    meter = energy_meter("auto", target.profile_name(), os.cpu_count() or 1)
+    meter = energy_meter("auto", target.profile_name(), os.cpu_count() or 1,
+                         work_on="gpu" if target.name == "gpu" else "cpu")
     seconds = [[] for _ in runs]
     joules = [[] for _ in runs]
     for round_ in range(warmup + repeats):

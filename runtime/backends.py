@@ -24,6 +24,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 class Backend(Protocol):
     name: str          # "torch (cuda)", "onnxruntime (CPUExecutionProvider)", ...
     graphs: list[str]
+    processor: str     # where the graphs run: "cpu" or "gpu" (what an energy meter must see)
     # The last run's time on the GPU by CUDA events on its stream (inputs in, graph, outputs out), free of
     # host timer and synchronisation overhead; None off a GPU, and for ONNX Runtime, which owns its stream.
     gpu_seconds: float | None
@@ -44,6 +45,7 @@ class TorchBackend:
         self.specs = {k: m.spec() for k, m in self.modules.items()}
         self.graphs = list(self.modules)
         self.name = f"torch ({self.device.type})"
+        self.processor = "gpu" if self.device.type == "cuda" else "cpu"
         self.gpu_seconds = None
 
     @torch.inference_mode()
@@ -78,7 +80,9 @@ class OnnxRuntimeBackend:
         self.sessions = {g: session(bundle.path(g), providers, threads) for g in bundle.graphs}
         self.graphs = bundle.graphs
         self.gpu_seconds = None
-        self.name = f"onnxruntime ({next(iter(self.sessions.values())).get_providers()[0]}, {bundle.precision})"
+        provider = next(iter(self.sessions.values())).get_providers()[0]
+        self.name = f"onnxruntime ({provider}, {bundle.precision})"
+        self.processor = "cpu" if provider == "CPUExecutionProvider" else "gpu"
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self.sessions[graph]
@@ -118,6 +122,7 @@ class TensorRTBackend:
         self.gpu_seconds = None
         self.graphs = bundle.graphs
         self.name = f"tensorrt {trt.__version__} ({bundle.precision})"
+        self.processor = "gpu"
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         trt, cuda = self.trt, self.cuda

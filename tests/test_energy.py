@@ -331,3 +331,11 @@ def test_jetson_meter_says_each_way_it_tried(monkeypatch):
     monkeypatch.setitem(sys.modules, "jtop", None)  # jetson-stats not installed
     with pytest.raises(UserError, match="no Jetson power rails.*Zeus.*hwmon.*jetson-stats.*tegrastats is not on PATH"):
         energy_meter("jetson")
+
+
+def test_auto_meters_the_processor_the_work_runs_on(zeus_rapl, two_gpus, monkeypatch):
+    """A GPU host with RAPL: CPU inference is metered by the packages, GPU inference by its GPU."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _powercap(zeus_rapl, [("package-0", 1_000_000)])
+    assert isinstance(energy_meter("auto", work_on="cpu"), ZeusRaplMeter)
+    assert isinstance(energy_meter("auto", work_on="gpu"), ZeusNvmlMeter)

@@ -60,7 +60,8 @@ def run_profile(source, images, backend, energy, radio, device_profile, snr, cha
     deployment = Deployment(str(source) if source else None, backend or ("onnxruntime" if is_bundle(source) else "torch"),
                             str(sam_checkpoint) if sam_checkpoint else None)
     backend_obj, config, segmenter = deployment.open()
-    meter = energy_meter(energy, device_profile, cores=torch.get_num_threads() if device_profile == "cpu" else 1)
+    meter = energy_meter(energy, device_profile, cores=torch.get_num_threads() if device_profile == "cpu" else 1,
+                         work_on=backend_obj.processor)
     tx, rx = EdgeTransmitter(backend_obj, config, segmenter, snr), EdgeReceiver(backend_obj)
     if photos is None:
         photos = list(iter_images(images)) if images else bundled_photos()
