@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import types
+import typing
 
 import typer
 from rich.console import Console
@@ -65,6 +67,35 @@ def _show_notes() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _plain_metavars(command) -> None:
+    """typer labels each parameter in --help with its Python type (``<bool>`` on an on/off flag and on --help,
+    ``<list[Path]>``): flags get no label, list parameters their item's (``PATH...``)."""
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        for param in sub.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.param_type_name == "option" and param.multiple:
+                param.metavar = f"{_item_type(param).upper()}..."
+            elif param.param_type_name == "argument" and param.nargs != 1:
+                param.display_type_rich = lambda ctx, label=f"{_item_type(param).upper()}...": label
+
+        def help_option(ctx, make=sub.get_help_option):
+            option = make(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        sub.get_help_option = help_option
+
+
+def _item_type(param) -> str:
+    """The name of a list parameter's item type ("path" for list[Path], Optional or not)."""
+    annotation = param.type_descriptor.annotation
+    while typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return getattr(annotation, "__name__", "value")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``lamsc`` with ``argv`` (default: the process arguments); return the exit status.
 
@@ -73,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     _show_notes()
     command = typer.main.get_command(app)
+    _plain_metavars(command)
     args = sys.argv[1:] if argv is None else argv
     try:
         with json_only_stdout() if "--json" in args else contextlib.nullcontext():

@@ -109,3 +109,13 @@ def test_json_stdout_holds_only_the_document(capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"name": "x", "results": {"a": 1}}
     assert "Statistics collection" in captured.err
+
+
+def test_help_shows_no_python_type_placeholders(capsys):
+    """On/off flags take no value and list parameters take paths: --help says so, not <bool> or <list[Path]>."""
+    for command in ("transmit", "segment", "train", "compress", "export", "profile", "demo"):
+        main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "--json" in out and "<bool>" not in out and "<list[" not in out, command
+    main(["compress", "--help"])
+    assert "PATH..." in capsys.readouterr().out
