@@ -16,30 +16,33 @@ from lamsc.semcom.asc import depth_levels, levels_to_mask
 from lamsc.semcom.model import ModelConfig, power_normalise
 from lamsc.semcom.payload import Unpacked
 from lamsc.semcom.segmenter import Segmenter
-from lamsc.semcom.transmission import Receiver, Reconstruction, Sent, model_inputs, pack_features, reconstruction
+from lamsc.semcom.transmission import (Receiver, Reconstruction, Sent, assumed_snr, model_inputs, pack_features,
+                                      reconstruction)
 
 
 class EdgeTransmitter:
     """Segment (SKB), run the transmitter graph, pack with the ASC kernel (CUDA when the features are on a
     GPU, else the reference). ``seconds`` of each send: segment, encode, pack."""
 
-    def __init__(self, backend: Backend, config: ModelConfig, segmenter: Segmenter, snr_db: float = 10.0,
+    def __init__(self, backend: Backend, config: ModelConfig, segmenter: Segmenter, snr_db: float | None = None,
                  asc: bool = True):
         self.backend, self.config, self.segmenter, self.snr_db, self.asc = backend, config, segmenter, snr_db, asc
         self.pack_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def send(self, image: np.ndarray) -> Sent:
+    def send(self, image: np.ndarray, snr_db: float | None = None) -> Sent:
+        """As lamsc.semcom.transmission.Transmitter.send."""
+        snr_db = assumed_snr(self.snr_db, snr_db)
         t0 = time.perf_counter()
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
         x, masks = model_inputs(image, segments, self.config.segments)
         out = self.backend.run("transmitter", {"image": x.numpy(), "masks": masks.numpy(),
-                                               "snr_db": np.array([self.snr_db], np.float32)})
+                                               "snr_db": np.array([snr_db], np.float32)})
         self.backend.synchronize()
         t2 = time.perf_counter()
         z = transmit_power(out["z"], out["depth"], self.config.num_levels)[0].to(self.pack_device)
         depth = torch.from_numpy(out["depth"][0, 0]).to(self.pack_device) if self.asc else None
-        sent = pack_features(z, depth, self.config, image.shape[:2], self.snr_db, segments,
+        sent = pack_features(z, depth, self.config, image.shape[:2], snr_db, segments,
                              np.zeros(image.shape[:2], np.float32))
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
         if self.backend.gpu_seconds is not None:

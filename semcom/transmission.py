@@ -7,6 +7,7 @@ digital channel every payload bit is modulated, and a payload the CRC rejects is
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import torch
 
 # the module, not its function: lamsc.kernels.asc imports lamsc.semcom, so whichever is imported first
 # finds the other partly initialised
+from lamsc.errors import UserError
 from lamsc.kernels import asc as asc_kernels
 from lamsc.semcom import metrics
 from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
@@ -23,6 +25,8 @@ from lamsc.semcom.model import LamscModel, cbr, pad_to_multiple
 from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, unpack
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
+
+log = logging.getLogger(__name__)
 
 DIGITAL_DECODER_SNR = 20.0  # a payload that passed its CRC is noise-free: decode as at the top of the range
 
@@ -68,27 +72,39 @@ class Transmitter:
     used elsewhere); ``pack_backend`` says which ran last.
     """
 
-    def __init__(self, model: LamscModel, segmenter: Segmenter, asc: bool = True, snr_db: float = 10.0,
+    def __init__(self, model: LamscModel, segmenter: Segmenter, asc: bool = True, snr_db: float | None = None,
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model, self.segmenter, self.asc, self.snr_db = model.eval().to(self.device), segmenter, asc, snr_db
         self.pack_backend = ""
 
     @torch.inference_mode()
-    def send(self, image: np.ndarray) -> Sent:
+    def send(self, image: np.ndarray, snr_db: float | None = None) -> Sent:
+        """``snr_db``: the SNR the encoder adapts to, dB; default the transmitter's own (``transmit`` passes
+        the channel's). Raises UserError when neither is given."""
+        snr_db = assumed_snr(self.snr_db, snr_db)
         t0 = time.perf_counter()
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
         x, masks = model_inputs(image, segments, self.model.config.segments)
-        enc = self.model.encode(x.to(self.device), masks.to(self.device), torch.tensor([self.snr_db], device=self.device),
+        enc = self.model.encode(x.to(self.device), masks.to(self.device), torch.tensor([snr_db], device=self.device),
                                 asc=self.asc)
         t2 = time.perf_counter()
         depth = enc["depth"][0, 0] if enc["depth"] is not None else None
-        sent = pack_features(enc["z"][0], depth, self.model.config, image.shape[:2], self.snr_db, segments,
+        sent = pack_features(enc["z"][0], depth, self.model.config, image.shape[:2], snr_db, segments,
                              enc["importance"][0, 0].cpu().numpy())
         self.pack_backend = sent.pack_backend
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
         return sent
+
+
+def assumed_snr(own: float | None, given: float | None) -> float:
+    """The SNR a transmitter encodes for: the one given for this send, else its own; UserError without either."""
+    snr_db = given if given is not None else own
+    if snr_db is None:
+        raise UserError("the transmitter has no SNR to encode for: give Transmitter(snr_db=...), or send through "
+                        "transmit(image, tx, rx, channel), which uses the channel's")
+    return float(snr_db)
 
 
 def model_inputs(image: np.ndarray, segments: Segments, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,9 +224,16 @@ class LinkResult:
 
 def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, channel: Channel,
              seed: int | None = None) -> LinkResult:
-    """Send one image over ``channel`` and measure what arrived against what was sent."""
+    """Send one image over ``channel`` and measure what arrived against what was sent.
+
+    The transmitter encodes for the channel's SNR unless it was built with its own; a different own SNR is
+    a deliberate mismatch (an SNR estimate off the true one), said in a warning.
+    """
     name = "lamsc" if transmitter.asc else "lamsc-no-asc"
-    sent = transmitter.send(image)
+    if transmitter.snr_db is not None and transmitter.snr_db != channel.snr_db:
+        log.warning(f"the transmitter encodes for {transmitter.snr_db:g} dB over a {channel.snr_db:g} dB channel "
+                    "(leave its snr_db unset to follow the channel)")
+    sent = transmitter.send(image, channel.snr_db if transmitter.snr_db is None else None)
     h, w = image.shape[:2]
     t0 = time.perf_counter()
     errors = 0

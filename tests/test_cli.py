@@ -119,3 +119,15 @@ def test_help_shows_no_python_type_placeholders(capsys):
         assert "--json" in out and "<bool>" not in out and "<list[" not in out, command
     main(["compress", "--help"])
     assert "PATH..." in capsys.readouterr().out
+
+
+def test_the_readmes_python_example_runs(capsys):
+    """The README's Python quick start, run as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("LinkResult(name='lamsc', bits=") and "lost=False" in printed

@@ -75,7 +75,7 @@ def test_transmit_reports_the_real_payload(trained):
     model = LamscModel.load(trained / "model")
     image = make_shapes(1, size=64, seed=9)[0].pixels
     tx, rx = Transmitter(model, FallbackSegmenter()), Receiver(model)
-    sent = tx.send(image)
+    sent = tx.send(image, snr_db=10.0)
     assert unpack(sent.payload).height == 64
     result = transmit(image, tx, rx, Channel("awgn", 10.0), seed=0)
     assert result.bits == 8 * len(sent.payload)
@@ -84,6 +84,21 @@ def test_transmit_reports_the_real_payload(trained):
     assert result.reconstruction.class_probs.shape == (3,)
     assert result.reconstruction.seg_map.shape == (64, 64)
     assert np.isfinite(result.psnr)
+
+
+def test_one_snr_per_link(trained, caplog):
+    """The transmitter encodes for the channel's SNR; its own, where given and different, is a stated mismatch."""
+    from lamsc.errors import UserError
+
+    model = LamscModel.load(trained / "model")
+    image = make_shapes(1, size=64, seed=9)[0].pixels
+    with pytest.raises(UserError, match="no SNR to encode for"):
+        Transmitter(model, FallbackSegmenter()).send(image)
+    follows = transmit(image, Transmitter(model, FallbackSegmenter()), Receiver(model), Channel("digital-qpsk", 3.0))
+    assert unpack(Transmitter(model, FallbackSegmenter(), snr_db=3.0).send(image).payload).snr_db == 3.0
+    assert not caplog.records and follows.bits > 0
+    transmit(image, Transmitter(model, FallbackSegmenter(), snr_db=20.0), Receiver(model), Channel("awgn", 0.0))
+    assert "encodes for 20 dB over a 0 dB channel" in caplog.text
 
 
 @pytest.mark.parametrize("channel", ["awgn", "rayleigh", "digital-qpsk"])
