@@ -7,6 +7,7 @@ counters (NVML's mJ counter, RAPL's µJ counters with their wraparound, the Jets
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from pathlib import Path
 
@@ -17,12 +18,16 @@ from lamsc.runtime.energy.meter import EnergyMeter
 _windows = itertools.count()
 
 
-def _monitor(**indices):
+def _zeus(module: str):
+    """A module of Zeus's, or one UserError naming the install where Zeus is missing."""
     try:
-        from zeus.monitor import ZeusMonitor
+        return importlib.import_module(module)
     except ImportError:
         raise UserError("Zeus is not installed: pip install zeus (lamsc's energy meters measure through it)") from None
-    return ZeusMonitor(**indices)
+
+
+def _monitor(**indices):
+    return _zeus("zeus.monitor").ZeusMonitor(**indices)
 
 
 class _ZeusMeter(EnergyMeter):
@@ -58,12 +63,9 @@ class ZeusNvmlMeter(_ZeusMeter):
         except pynvml.NVMLError as e:
             raise UserError(f"NVML's energy counter is not available here ({e}); it needs an NVIDIA GPU of "
                             "Volta or newer (Jetsons: use --energy jetson)") from None
+        get_gpus = _zeus("zeus.device").get_gpus
         try:
-            from zeus.device import get_gpus
-
             seen = [g.gpu_index for g in get_gpus().gpus]
-        except ImportError:
-            raise UserError("Zeus is not installed: pip install zeus (lamsc's energy meters measure through it)") from None
         except ValueError as e:  # Zeus parses CUDA_VISIBLE_DEVICES as integers only
             raise UserError(f"Zeus cannot read CUDA_VISIBLE_DEVICES ({e}): give it NVML indices "
                             "(nvidia-smi -L) with CUDA_DEVICE_ORDER=PCI_BUS_ID") from None
@@ -85,10 +87,7 @@ class ZeusRaplMeter(_ZeusMeter):
     min_window_s = 0.05  # the counters update about every millisecond
 
     def __init__(self):
-        try:
-            from zeus.device.cpu import rapl
-        except ImportError:
-            raise UserError("Zeus is not installed: pip install zeus (lamsc's energy meters measure through it)") from None
+        rapl = _zeus("zeus.device.cpu.rapl")
         rapl_dir = next((Path(d) for d in (rapl.RAPL_DIR, rapl.CONTAINER_RAPL_DIR) if Path(d).is_dir()), None)
         zones = rapl_package_zones(rapl_dir) if rapl_dir else []
         if not zones:
@@ -114,11 +113,7 @@ class ZeusJetsonMeter(_ZeusMeter):
     min_window_s = 1.0  # Zeus polls every 0.1 s and integrates power x dt: ten polls a window
 
     def __init__(self):
-        try:
-            from zeus.device.soc.jetson import jetson_is_available
-        except ImportError:
-            raise UserError("Zeus is not installed: pip install zeus (lamsc's energy meters measure through it)") from None
-        if not jetson_is_available():
+        if not _zeus("zeus.device.soc.jetson").jetson_is_available():
             raise UserError("Zeus finds no Jetson here (no /etc/nv_tegra_release on an aarch64 Linux)")
         self.monitor = _monitor(gpu_indices=[], cpu_indices=[])
         probe = self.monitor.soc.get_total_energy_consumption() if self.monitor.soc_is_present else None
