@@ -47,9 +47,9 @@ class TrainConfig:
     channel: str = "awgn"       # the training channel; the SNR is drawn per image from the model's range
     checkpoint_every: int = 250
     seed: int = 0
-    # "auto": bf16 autocast where the hardware computes in bf16 (AVX-512 BF16 or AMX CPUs, GPUs from Ampere on),
-    # else fp32. On this project's CPUs bf16 trains 2.5x the crops per second of fp32 at the same training PSNR
-    # (benchmarks/results/train_throughput.md).
+    # "auto": bf16 autocast on CPUs that compute in bf16 (AVX-512 BF16 or AMX), where it trains 2.6x the crops
+    # per second of fp32 at the same training PSNR (benchmarks/results/train_throughput.md); fp32 elsewhere, GPUs
+    # included: an H200 trains this model 0.9x as fast in bf16 (benchmarks/results/gpu_h200/).
     precision: str = "auto"
 
 
@@ -195,7 +195,7 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"unknown training precision {cfg.precision!r}; choose auto, fp32 or bf16")
     device = torch.device(device)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_native(device))
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cpu" and cpu_has_bf16())
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "trainer_state.pt"
     state = {"stage": STAGES[0], "step": 0, "history": [], "optimizer": None, "rng": None,
@@ -255,11 +255,9 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     return state
 
 
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether ``device`` computes in bf16 itself: a GPU from Ampere on, or a CPU with AVX-512 BF16 or AMX
-    (read from /proc/cpuinfo; elsewhere, no). Without it, bf16 autocast is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 itself (AVX-512 BF16 or AMX, read from /proc/cpuinfo; elsewhere, no).
+    Without it, bf16 autocast is emulated and slower than fp32."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

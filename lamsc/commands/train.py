@@ -32,8 +32,8 @@ def train(
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N: where to train (auto: a GPU if there is one)."),
-    precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast where the "
-                                            "hardware computes in bf16, else fp32), bf16 or fp32."),
+    precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast on CPUs that "
+                                            "compute in bf16, else fp32), bf16 or fp32."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve."""
