@@ -8,7 +8,7 @@ Four graphs, exported and verified separately because they run at different plac
 - ``receiver``: the decoder and the task heads, dynamic batch, h and w.
 
 The ASC pack (threshold, quantise, compact) stays outside the graphs: it is the CUDA kernel in
-lamsc.kernels (or its reference), and as a TensorRT plugin in kernels/trt_plugin/.
+lamsc.kernels (or its reference), run after the transmitter.
 """
 
 from __future__ import annotations
