@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lamsc.kernels import asc_pack, asc_unpack, library, mask_postprocess
-from lamsc.kernels.asc import asc_pack_torch
+from lamsc.kernels import asc_pack_torch, library, mask_postprocess
 from lamsc.kernels.mask import mask_postprocess_ref
-from lamsc.semcom.payload import assemble, parse
+from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.asc_pack import asc_pack, asc_unpack
+from lamsc.semcom.payload import assemble, level_bits, parse
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         packed = asc_pack(values, depth, 8, 8)
         moved = values.numel() * 4 + depth.numel() * 4 + len(packed.value_bytes) + len(packed.level_bytes)
         for name, fn in [("asc_pack cuda", lambda: asc_pack(values, depth, 8, 8)),
-                         ("asc_pack torch", lambda: asc_pack_torch(values, depth, 8, 8))]:
+                         ("asc_pack torch", lambda: asc_pack_torch(values, depth_levels(depth, 8), 8, 8, level_bits(8)))]:
             rows.append(_row(name, f"{c}x{h}x{w}", moved, timed(fn, args.reps), bw))
         parsed = parse(assemble(h * 8, w * 8, (c, h, w), 8, 8, packed.scale, None, packed.level_bytes,
                                 packed.value_bytes))

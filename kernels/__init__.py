@@ -1,17 +1,18 @@
 """lamsc.kernels: custom CUDA kernels for the masking, with the references they must match.
 
-- ``asc_pack`` / ``asc_unpack``: ASC's threshold + quantise + compaction into the payload, and its inverse;
-  bit-identical to ``lamsc.semcom.payload``.
+- ``asc_pack_cuda`` / ``asc_unpack_cuda``: ASC's threshold + quantise + compaction into the payload, and its
+  inverse; bit-identical to the reference in ``lamsc.semcom.payload``, which calls them on a GPU.
 - ``mask_postprocess``: SAM's segment-everything post-processing (threshold, stability score, box, area)
   in one pass per mask.
 
-Each runs the CUDA kernel when its input is on a CUDA device and liblamsc_kernels.so is built
-(``cmake -S . -B build && cmake --build build``), else the reference; the result names which ran.
-Importing this package never initialises CUDA.
+Each runs when its input is on a CUDA device and liblamsc_kernels.so is built
+(``cmake -S . -B build && cmake --build build``); the ASC ones return None otherwise, and their caller runs
+the reference. Importing this package never initialises CUDA, and it imports nothing else of lamsc.
 """
 
-from lamsc.kernels.asc import Packed, asc_pack, asc_unpack
+from lamsc.kernels.asc import asc_pack_cuda, asc_pack_torch, asc_unpack_cuda
 from lamsc.kernels.loader import library, library_path
 from lamsc.kernels.mask import MaskStats, mask_postprocess
 
-__all__ = ["MaskStats", "Packed", "asc_pack", "asc_unpack", "library", "library_path", "mask_postprocess"]
+__all__ = ["MaskStats", "asc_pack_cuda", "asc_pack_torch", "asc_unpack_cuda", "library", "library_path",
+           "mask_postprocess"]

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-# the module, not its function: lamsc.kernels.asc imports lamsc.semcom, so whichever is imported first
-# finds the other partly initialised
 from lamsc.errors import UserError
-from lamsc.kernels import asc as asc_kernels
 from lamsc.semcom import metrics
+from lamsc.semcom.asc_pack import asc_pack
 from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
 from lamsc.semcom.model import LamscModel, cbr, pad_to_multiple
 from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, unpack
@@ -122,7 +120,7 @@ def pack_features(z: torch.Tensor, depth: torch.Tensor | None, config, size: tup
     asc = depth is not None
     if depth is None:
         depth = torch.ones(z.shape[1:], device=z.device)
-    packed = asc_kernels.asc_pack(z, depth, config.num_levels, config.value_bits)
+    packed = asc_pack(z, depth, config.num_levels, config.value_bits)
     payload = assemble(h, w, tuple(z.shape), config.num_levels, config.value_bits, packed.scale, snr_db,
                        packed.level_bytes if asc else b"", packed.value_bytes)
     return Sent(payload, segments, importance[:h, :w], packed.count / z.numel(), packed.count,

@@ -11,9 +11,11 @@ import pytest
 import torch
 from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
 
-from lamsc.kernels import asc_pack, asc_unpack, mask_postprocess
+from lamsc.kernels import mask_postprocess
 from lamsc.kernels.mask import mask_postprocess_ref
-from lamsc.semcom.payload import Features, assemble, pack, parse, unpack
+from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.asc_pack import asc_pack, asc_unpack
+from lamsc.semcom.payload import Features, assemble, level_bits, pack, parse, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(16, 1, 1), (16, 3, 5), (16, 17, 29), (8, 64, 64), (32, 33, 47), (16, 128, 128)]
@@ -110,13 +112,13 @@ def test_torch_pack_path_matches_the_reference(c, h, w):
     from lamsc.kernels.asc import asc_pack_torch
 
     values, depth = _inputs(c, h, w, seed=c + h)
-    level_bits_t, value_bytes_t, scale = asc_pack_torch(values, depth, 8, 8)
+    level_bits_t, value_bytes_t, scale = asc_pack_torch(values, depth_levels(depth, 8), 8, 8, level_bits(8))
     ref = asc_pack(values, depth, 8, 8)
     assert bytes(value_bytes_t.numpy()) == ref.value_bytes and bytes(level_bits_t.numpy()) == ref.level_bytes
     assert scale == ref.scale
 
 
-@pytest.mark.parametrize("module", ["lamsc.kernels", "lamsc.semcom", "lamsc.kernels.asc"])
+@pytest.mark.parametrize("module", ["lamsc.kernels", "lamsc.semcom", "lamsc.kernels.asc", "lamsc.semcom.asc_pack"])
 def test_each_package_imports_first(module):
     """A fresh process importing the kernels first (as benchmarks/kernels_bench.py does) or the model first."""
     import sys
