@@ -24,6 +24,13 @@ AXIS_RANGES = {"batch": (1, 1, 4), "height": (64, 512, 1088), "width": (64, 512,
                "feature_height": (8, 64, 136), "feature_width": (8, 64, 240),
                "prompts": (1, 64, 256), "points": (1, 1, 4)}
 
+# Every option trtexec_command may pass, each documented for TensorRT 10's trtexec: in `trtexec --help` of
+# TensorRT 10.3 (JetPack 6's), whose text is samples/common/sampleOptions.cpp on branch release/10.3 of
+# https://github.com/NVIDIA/TensorRT (the same from 10.0 to 10.16), and on the reference page
+# https://docs.nvidia.com/deeplearning/tensorrt/latest/reference/command-line-programs.html
+TRTEXEC_OPTIONS = frozenset({"--onnx", "--saveEngine", "--memPoolSize", "--timingCacheFile", "--minShapes",
+                             "--optShapes", "--maxShapes", "--fp16", "--int8", "--skipInference"})
+
 
 def shape_profile(spec: GraphSpec) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """Per input, its (min, opt, max) shapes for a TensorRT optimisation profile."""
@@ -35,10 +42,11 @@ def shape_profile(spec: GraphSpec) -> dict[str, tuple[tuple[int, ...], tuple[int
 
 
 def trtexec_command(onnx_file: str, engine_file: str, spec: GraphSpec, precision: str,
-                    plugin: str | None = None, workspace_mib: int = 1024, timing_cache: str = "timing.cache") -> str:
-    """The ``trtexec`` command line that builds the same engine as ``build_engine`` (TensorRT 10)."""
+                    workspace_mib: int = 1024, timing_cache: str = "timing.cache") -> str:
+    """The ``trtexec`` command line that builds the same engine as ``build_engine`` (TensorRT 10), and only
+    builds it: no timing run follows."""
     args = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}",
-            f"--memPoolSize=workspace:{workspace_mib}M", f"--timingCacheFile={timing_cache}"]
+            f"--memPoolSize=workspace:{workspace_mib}M", f"--timingCacheFile={timing_cache}", "--skipInference"]
     profile = shape_profile(spec)
     if any(lo != hi for lo, _, hi in profile.values()):
         for flag, i in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
@@ -47,8 +55,6 @@ def trtexec_command(onnx_file: str, engine_file: str, spec: GraphSpec, precision
         args.append("--fp16")
     elif precision == "int8":
         args += ["--int8", "--fp16"]  # Q/DQ layers run in int8; the rest may take fp16
-    if plugin:
-        args.append(f"--dynamicPlugins={plugin}")
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -62,14 +68,11 @@ def tensorrt():
 
 
 def build_engine(onnx_file: str | Path, engine_file: str | Path, spec: GraphSpec, precision: str,
-                 plugin: str | Path | None = None, workspace_mib: int = 1024,
-                 timing_cache: str | Path | None = None) -> Path:
+                 workspace_mib: int = 1024, timing_cache: str | Path | None = None) -> Path:
     """Parse ``onnx_file``, build a serialised engine for this device and write it to ``engine_file``."""
     trt = tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    if plugin:
-        builder.get_plugin_registry().load_library(str(plugin))
     legacy_flags = hasattr(trt.BuilderFlag, "FP16")  # TensorRT 10; 11 is strongly typed only
     flags = 0
     if not legacy_flags:
@@ -103,7 +106,7 @@ def build_engine(onnx_file: str | Path, engine_file: str | Path, spec: GraphSpec
     return engine_file
 
 
-def build_bundle_engines(bundle_dir: str | Path, plugin: str | Path | None = None) -> list[Path]:
+def build_bundle_engines(bundle_dir: str | Path) -> list[Path]:
     """Build every graph of a bundle into ``BUNDLE/engines/`` (on the device that will run them)."""
     from lamsc.export.bundle import load_bundle
 
@@ -114,17 +117,17 @@ def build_bundle_engines(bundle_dir: str | Path, plugin: str | Path | None = Non
         raise UserError(f"{bundle.root} has graphs TensorRT cannot build ({'; '.join(problems[:3])}).{hint}")
     out = bundle.root / "engines"
     out.mkdir(exist_ok=True)
-    return [build_engine(bundle.path(name), out / f"{name}.engine", bundle.spec(name), bundle.precision, plugin,
+    return [build_engine(bundle.path(name), out / f"{name}.engine", bundle.spec(name), bundle.precision,
                          timing_cache=out / "timing.cache") for name in bundle.graphs]
 
 
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m lamsc.export.tensorrt BUNDLE [PLUGIN.so]")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m lamsc.export.tensorrt BUNDLE")
     try:
-        engines = build_bundle_engines(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+        engines = build_bundle_engines(sys.argv[1])
     except UserError as e:
         sys.exit(f"error: {e}")
     print("\n".join(map(str, engines)))

@@ -1,6 +1,5 @@
-// C entry points of liblamsc_kernels, called from Python (lamsc.kernels, through ctypes) and from the
-// TensorRT plugin. Every pointer is device memory; every call is asynchronous on `stream` and returns a
-// cudaError_t (0 = success).
+// C entry points of liblamsc_kernels, called from Python (lamsc.kernels, through ctypes). Every pointer is
+// device memory; every call is asynchronous on `stream` and returns a cudaError_t (0 = success).
 #pragma once
 
 #include <cstdint>
