@@ -11,8 +11,8 @@
   mean squared error between the student's and the teacher's 256 x 64 x 64 image embeddings. Teacher
   embeddings are computed once per photograph and cached, because the teacher is the slow part.
 
-Every ``checkpoint_every`` steps the student and the trainer state are written to ``out``; running again
-with the same folder resumes where it stopped.
+Both train in the one resumable loop (semcom.loop): every ``checkpoint_every`` steps the student and the
+trainer state are written to ``out``; running again with the same folder resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from torch.nn import functional as F
 
 from lamsc.semcom.asc import random_levels
 from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
-from lamsc.semcom.training import Batches, TrainingImage, cosine_lr
+from lamsc.semcom.training import Batches, TrainingImage
 
 
 # The depth map decides how much is sent: weighted like the image terms, so the student's rate follows the
@@ -49,53 +50,21 @@ class DistillConfig:
     seed: int = 0
 
 
-class _Resumable:
-    """Step, optimiser and RNG state beside the student, written atomically."""
-
-    def __init__(self, out: Path, opt: torch.optim.Optimizer, gen: torch.Generator):
-        self.file, self.opt, self.gen = out / "distill_state.pt", opt, gen
-        self.state = {"step": 0, "history": []}
-        if self.file.is_file():
-            saved = torch.load(self.file, weights_only=True)
-            opt.load_state_dict(saved.pop("optimizer"))
-            gen.set_state(saved.pop("rng"))
-            self.state = saved
-
-    def step(self, loss: torch.Tensor, parameters, logs: dict, total: int, progress=None) -> None:
-        """One optimiser step on ``loss`` (gradients clipped to norm 1), then the step's logs."""
-        self.opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        self.opt.step()
-        self.state["step"] += 1
-        self.state["history"].append({"step": self.state["step"], "loss": float(loss.detach()), **logs})
-        if progress is not None:
-            progress(self.state["step"], total, self.state["history"][-1])
-
-    def save(self) -> None:
-        tmp = self.file.with_suffix(".tmp")
-        torch.save({**self.state, "optimizer": self.opt.state_dict(), "rng": self.gen.get_state()}, tmp)
-        tmp.replace(self.file)
-
-
 def distil_codec(teacher: LamscModel, student: LamscModel, images: list[TrainingImage], cfg: DistillConfig,
                  out: Path, progress=None) -> LamscModel:
-    """Train ``student`` (a pruned copy of ``teacher``) to reproduce it; writes ``out/model.*``."""
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "distill_state.pt").is_file():
-        student.load_state_dict(LamscModel.load(out / "model").state_dict())
+    """Train ``student`` (a pruned copy of ``teacher``) to reproduce it; writes ``out/model.*``.
+
+    ``progress(step, total, logs)`` follows every step. Raises UserError for no images.
+    """
     teacher.eval().requires_grad_(False)
     student.requires_grad_(True)  # a copy of the teacher may have been made after it was frozen
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    run = _Resumable(out, opt, gen)
     batches = Batches(images, student.config.segments, cfg.crop, cfg.batch, cfg.seed)
-    if "crops" in run.state:  # resume the crop sequence where it stopped: a resumed run equals a straight one
-        batches.rng.bit_generator.state = run.state["crops"]
+    run = TrainingRun(out / "distill_state.pt", student, gen, batches.rng, lambda: student.save(out / "model"),
+                      cfg.checkpoint_every, weights=out / "model.safetensors")
     lo, hi = student.config.snr_range
-    student.train()
-    while run.state["step"] < cfg.steps:
-        cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
+
+    def step():
         batch = batches.next()
         x, masks = batch["x"], batch["masks"]
         if cfg.augment:
@@ -121,11 +90,10 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
                 loss = loss + 0.01 * F.mse_loss(s_out[key], t_out[key])
         with torch.no_grad():  # student vs teacher distortion on this batch, in dB (negative: student better)
             gap = float(10 * torch.log10(F.mse_loss(s_out["image"], x) / F.mse_loss(t_out["image"], x)))
-        run.step(loss, student.parameters(), {"psnr_gap_db": gap}, cfg.steps, progress)
-        if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
-            student.save(out / "model")
-            run.state["crops"] = batches.rng.bit_generator.state
-            run.save()
+        return loss, {"psnr_gap_db": gap}
+
+    student.train()
+    run.train(cfg.steps, step, torch.optim.Adam(student.parameters(), lr=cfg.lr), cfg.lr, progress=progress)
     return student.eval()
 
 
@@ -153,11 +121,12 @@ def colour_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return ((x - mean) * (0.7 + 0.6 * u[:, 3]).view(b, 1, 1, 1) + mean).clamp(0, 1)
 
 
-def _through_channel(z, mask, snr, gen, noise_state):
-    """AWGN on each image's features; the same noise draw for teacher and student."""
+def _through_channel(z: torch.Tensor, mask: torch.Tensor, snr: torch.Tensor, gen: torch.Generator,
+                     noise_state: torch.Tensor) -> torch.Tensor:
+    """Features ``z`` (B, C, h, w) through AWGN at each image's SNR ``snr`` (B,) in dB, times ``mask``;
+    ``gen`` is set to ``noise_state`` first, so teacher and student get the same noise draw."""
     gen.set_state(noise_state)
-    return torch.stack([analog_real(z[i].reshape(1, -1), Channel("awgn", float(snr[i])), gen)[0]
-                        for i in range(z.shape[0])]).view_as(z) * mask
+    return analog_real(z.reshape(z.shape[0], -1), Channel("awgn", 0.0), gen, snr_db=snr).view_as(z) * mask
 
 
 def distil_encoder(student: torch.nn.Module, inputs: list[torch.Tensor], targets: list[torch.Tensor],
@@ -177,34 +146,30 @@ def distil_encoder(student: torch.nn.Module, inputs: list[torch.Tensor], targets
     before training and at every checkpoint, and the best state is the one returned. Fine-tuning can lose:
     a scale-consistent resized random-weight MobileSAM fell from cosine 0.943 to 0.890 in 50 steps.
     """
-    out.mkdir(parents=True, exist_ok=True)
     student.requires_grad_(True)
-    if (out / "distill_state.pt").is_file():
-        student.load_state_dict(load_file(str(out / "student_weights.safetensors")))
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
-    run = _Resumable(out, opt, gen)
-    best_file = out / "student_best.safetensors"
+    weights, best_file = out / "student_weights.safetensors", out / "student_best.safetensors"
+
+    def checkpoint():
+        if validation is not None:
+            _keep_if_best(student, validation, run.state, best_file)
+            _train(student, keep_norm_statistics=from_teacher)
+        _save_weights(student, weights)
+
+    run = TrainingRun(out / "distill_state.pt", student, gen, on_checkpoint=checkpoint, every=cfg.checkpoint_every,
+                      weights=weights)
     if validation is not None and "best" not in run.state:
         _keep_if_best(student, validation, run.state, best_file)
     _train(student, keep_norm_statistics=from_teacher)
-    warmup = max(1, cfg.steps // 20) if from_teacher else 0
-    while run.state["step"] < cfg.steps:
-        cosine_lr(opt, cfg.lr, run.state["step"], cfg.steps)
-        if run.state["step"] < warmup:
-            for group in opt.param_groups:
-                group["lr"] *= (run.state["step"] + 1) / warmup
+
+    def step():
         pick = torch.randint(len(inputs), (cfg.batch,), generator=gen).tolist()
         x, y = torch.cat([inputs[i] for i in pick]), torch.cat([targets[i] for i in pick])
         pred = student(x)
-        loss = F.mse_loss(pred, y)
-        run.step(loss, student.parameters(), {"cosine": embedding_cosine(pred.detach(), y)}, cfg.steps, progress)
-        if run.state["step"] % cfg.checkpoint_every == 0 or run.state["step"] == cfg.steps:
-            if validation is not None:
-                _keep_if_best(student, validation, run.state, best_file)
-                _train(student, keep_norm_statistics=from_teacher)
-            _save_weights(student, out / "student_weights.safetensors")
-            run.save()
+        return F.mse_loss(pred, y), {"cosine": embedding_cosine(pred.detach(), y)}
+
+    run.train(cfg.steps, step, torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0), cfg.lr,
+              warmup=max(1, cfg.steps // 20) if from_teacher else 0, progress=progress)
     if validation is not None:
         student.load_state_dict(load_file(str(best_file)))
     return student.eval()

@@ -5,8 +5,9 @@
                so that one model serves the whole SNR range and truncated features;
 3. ``asc``   — the mask network jointly with the codec, under a rate term on the fraction sent.
 
-Every ``checkpoint_every`` steps the model (safetensors + JSON) and the trainer state (stage, step,
-optimiser, RNG, history) are written to the output folder; running again with the same folder resumes.
+The stages train in the one resumable loop (semcom.loop): every ``checkpoint_every`` steps and at each
+stage's end the model (safetensors + JSON) and the trainer state (stage, step, weights, optimiser, RNG,
+crop sampler, history) are written to the output folder; running again with the same folder resumes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lamsc.semcom.asc import random_levels
 from lamsc.semcom.asi import default_targets, importance_targets, integrate, read_importance_map
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.images import NamedImage
+from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel, ModelConfig
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.transmission import segment_masks
@@ -47,10 +49,7 @@ class TrainConfig:
     channel: str = "awgn"       # the training channel; the SNR is drawn per image from the model's range
     checkpoint_every: int = 250
     seed: int = 0
-    # "auto": bf16 autocast on CPUs that compute in bf16 (AVX-512 BF16 or AMX), where it trains 2.6x the crops
-    # per second of fp32 at the same training PSNR (benchmarks/results/train_throughput.md); fp32 elsewhere, GPUs
-    # included: an H200 trains this model 0.9x as fast in bf16 (benchmarks/results/gpu_h200/).
-    precision: str = "auto"
+    precision: str = "auto"     # auto | fp32 | bf16: bf16 autocast where it is faster (semcom.loop.autocast_bf16)
 
 
 PRESETS = {
@@ -145,8 +144,7 @@ def asi_loss(model: LamscModel, batch: dict) -> tuple[torch.Tensor, dict]:
     if given.any():  # experience, where the data carries it, overrides the default rule
         targets[given] = importance_targets(batch["importance"][given], batch["masks"][given])
     valid = batch["masks"].flatten(2).amax(2) > 0
-    loss = F.mse_loss(weights[valid].float(), targets[valid].float())
-    return loss, {"loss": float(loss.detach())}
+    return F.mse_loss(weights[valid].float(), targets[valid].float()), {}
 
 
 def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen: torch.Generator,
@@ -176,7 +174,7 @@ def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen:
     if "seg_logits" in out and (batch["label"] != 255).any():
         loss = loss + 0.01 * F.cross_entropy(out["seg_logits"].float(), batch["label"], ignore_index=255)
     psnr = float(metrics.psnr(out["image"].detach().float(), x).mean())
-    return loss, {"loss": float(loss.detach()), "psnr": psnr, "kept": float(kept.detach())}
+    return loss, {"psnr": psnr, "kept": float(kept.detach())}
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -190,92 +188,48 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
           device: str | torch.device = "cpu") -> dict:
     """Run (or resume) the three stages on ``device``; write the model, state and curves into ``out``.
 
-    Raises UserError for a precision the recipe names but this library does not know.
+    ``progress(stage, step, total, logs)`` follows every step. Returns the trainer state (stage "done",
+    history). Raises UserError for a precision the recipe names but this library does not know, for no
+    images, and for a run in ``out`` begun on another device type.
     """
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"unknown training precision {cfg.precision!r}; choose auto, fp32 or bf16")
     device = torch.device(device)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cpu" and cpu_has_bf16())
-    out.mkdir(parents=True, exist_ok=True)
-    state_file = out / "trainer_state.pt"
-    state = {"stage": STAGES[0], "step": 0, "history": [], "optimizer": None, "rng": None,
-             "rate_weight": cfg.rate_weight}
-    if state_file.is_file():
-        model.load_state_dict(LamscModel.load(out / "model").state_dict())
-        state = torch.load(state_file, weights_only=True)
-    if state.get("device", device.type) != device.type:
-        raise UserError(f"{out} holds a run begun on {state['device']}, whose random state {device.type} cannot "
-                        f"take: resume it with --device {state['device']}, or start a new --out")
-    state["device"] = device.type
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    if state["rng"] is not None:
-        gen.set_state(state["rng"])
     batches = Batches(images, model.config.segments, cfg.crop, cfg.batch, cfg.seed)
-    if state.get("crops") is not None:  # the crop sampler where it stopped: a resumed run is the same run
-        batches.rng.bit_generator.state = state["crops"]
+    run = TrainingRun(out / "trainer_state.pt", model, gen, batches.rng, lambda: model.save(out / "model"),
+                      cfg.checkpoint_every, device, cfg.precision,
+                      {"stage": STAGES[0], "rate_weight": cfg.rate_weight}, out / "model.safetensors")
+    state = run.state
     start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
     model.to(device, memory_format=torch.channels_last)
     try:
         for index in range(start, len(STAGES)):
             stage = STAGES[index]
-            total = cfg.steps.get(stage, 0)
-            opt = torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr)
-            if state["optimizer"] is not None:
-                opt.load_state_dict(state["optimizer"])
-            model.train()
-            while state["step"] < total:
-                cosine_lr(opt, cfg.lr, state["step"], total)  # cosine decay within each stage
+
+            def step():
                 batch = to_device(batches.next(), device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    if stage == "asi":
-                        loss, logs = asi_loss(model, batch)
-                    else:
-                        loss, logs = link_loss(model, batch, stage, cfg, gen, state["rate_weight"])
+                if stage == "asi":
+                    return asi_loss(model, batch)
+                loss, logs = link_loss(model, batch, stage, cfg, gen, state["rate_weight"])
                 if stage == "asc":  # dual ascent on lambda: the mean kept fraction settles at the target
                     state["rate_weight"] *= math.exp(0.2 * (logs["kept"] - cfg.rate_target))
                     logs["lambda"] = state["rate_weight"]
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                state["step"] += 1
-                state["history"].append({"stage": stage, "step": state["step"], **logs})
-                if progress is not None:
-                    progress(stage, state["step"], total, logs)
-                if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total:
-                    state.update(optimizer=opt.state_dict(), rng=gen.get_state(), crops=batches.rng.bit_generator.state)
-                    _checkpoint(model, state, out)
-            state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0, optimizer=None,
-                         rng=gen.get_state(), crops=batches.rng.bit_generator.state)
-            _checkpoint(model, state, out)
+                return loss, logs
+
+            def report(step, total, logs):
+                progress(stage, step, total, logs)
+
+            model.train()
+            # a fresh optimiser per stage, its learning rate decayed along a cosine within the stage
+            run.train(cfg.steps.get(stage, 0), step, torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr),
+                      cfg.lr, progress=report if progress is not None else None, tags={"stage": stage})
+            state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0)
+        if start < len(STAGES):  # the finished state: running the folder again only plots
+            run.save()
     finally:  # the caller's model comes back where it was built, whether the run ended or stopped
         model.to("cpu", memory_format=torch.contiguous_format).eval()
     plot_curves(state["history"], out / "curves.png")
     (out / "history.json").write_text(json.dumps(state["history"]))
     return state
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 itself (AVX-512 BF16 or AMX, read from /proc/cpuinfo; elsewhere, no).
-    Without it, bf16 autocast is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cosine_lr(opt: torch.optim.Optimizer, lr: float, step: int, total: int) -> None:
-    """Set every group's learning rate to ``lr`` decayed along a half cosine from step 0 to ``total``."""
-    for group in opt.param_groups:
-        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-
-
-def _checkpoint(model: LamscModel, state: dict, out: Path) -> None:
-    model.save(out / "model")
-    tmp = out / "trainer_state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(out / "trainer_state.pt")  # never leave a half-written state to resume from
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

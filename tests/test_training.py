@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from lamsc.cli import main
+from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.loop import MAX_GRAD_NORM, TrainingRun, autocast_bf16, learning_rate
 from lamsc.semcom.model import LamscModel, ModelConfig, cbr
 from lamsc.semcom.payload import unpack
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
@@ -155,3 +157,218 @@ def test_curves_plot_long_histories(tmp_path):
                 for s in ("codec", "asc") for i in range(1, 80)]
     plot_curves(history, tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+
+# -- the one resumable training loop (semcom.loop), as the codec and the distillations use it ------------
+
+def _params_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def _stop_after(*where):
+    """A progress callback that stops the run, as Ctrl-C does, once it reports ``where``: (step,) from the
+    loop and the distillations, (stage, step) from ``train``."""
+    def progress(*args):
+        if args[:len(where)] == where:
+            raise KeyboardInterrupt
+    return progress
+
+
+CLIP = 0.05  # below most gradient norms of the tiny codec run: clipping acts on most steps, not all
+
+
+def _tiny_codec_run(out, progress=None):
+    torch.manual_seed(0)
+    model = LamscModel(ModelConfig(width=16))
+    cfg = TrainConfig(steps={"asi": 2, "codec": 4, "asc": 4}, crop=32, batch=2, checkpoint_every=2)
+    return model, train(model, prepare(make_shapes(4), FallbackSegmenter(), 8), cfg, out, progress)
+
+
+@pytest.fixture(scope="module")
+def straight_codec_run(tmp_path_factory):
+    from lamsc.semcom import loop
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "MAX_GRAD_NORM", CLIP)
+        return _tiny_codec_run(tmp_path_factory.mktemp("straight"))
+
+
+@pytest.mark.parametrize("stop", [("codec", 2), ("codec", 4), ("asc", 2)])
+def test_codec_training_stopped_and_resumed_is_the_straight_run(straight_codec_run, tmp_path, monkeypatch, stop):
+    """Stopped after a checkpoint (mid-stage or at a stage's end) and resumed: the same weights, bit for bit,
+    with gradients clipped (by the norm of the parameters the stage trains: gradients left on the others
+    are not in the checkpoint)."""
+    from lamsc.semcom import loop
+
+    monkeypatch.setattr(loop, "MAX_GRAD_NORM", CLIP)
+    straight, whole = straight_codec_run
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_codec_run(tmp_path, _stop_after(*stop))
+    saved = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
+    assert (saved["stage"], saved["step"]) == stop  # progress hears of a step after its checkpoint
+    resumed, state = _tiny_codec_run(tmp_path)
+    assert state["history"] == whole["history"] and state["rate_weight"] == whole["rate_weight"]
+    _params_equal(straight, resumed)
+    _params_equal(straight, LamscModel.load(tmp_path / "model"))  # the exported model is the trained one
+
+
+def test_codec_distillation_in_two_halves_is_the_straight_run(tmp_path):
+    from lamsc.compress.distill import DistillConfig, distil_codec
+    from lamsc.compress.prune import prune_codec
+    from lamsc.semcom.training import TrainingImage
+
+    rng = np.random.default_rng(0)
+    images = [TrainingImage((rng.random((48, 48, 3)) * 255).astype(np.uint8),
+                            np.tile(np.uint8([1, 2]), (48, 24))) for _ in range(3)]
+    torch.manual_seed(0)
+    teacher = LamscModel(ModelConfig(channels=8, width=16, num_levels=4, segments=2))
+    cfg = DistillConfig(steps=6, crop=32, batch=2, checkpoint_every=3)
+    straight = distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "b", _stop_after(3))
+    resumed = distil_codec(teacher, prune_codec(teacher, 0.5), images, cfg, tmp_path / "b")
+    _params_equal(straight, resumed)
+    history = [torch.load(tmp_path / d / "distill_state.pt", weights_only=True)["history"] for d in "ab"]
+    assert history[0] == history[1] and [h["step"] for h in history[0]] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("from_teacher", [False, True])  # True: learning-rate warm-up, batch norm kept
+def test_encoder_distillation_in_two_halves_is_the_straight_run(tmp_path, from_teacher):
+    from lamsc.compress.distill import DistillConfig, distil_encoder
+
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(1, 3, 8, 8, generator=g) for _ in range(4)]
+    targets = [torch.randn(1, 4, 8, 8, generator=g) for _ in range(4)]
+    cfg = DistillConfig(steps=40, batch=2, lr=0.01, checkpoint_every=20)
+
+    def run(folder, progress=None):
+        torch.manual_seed(1)
+        student = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+        return distil_encoder(student, inputs, targets, cfg, tmp_path / folder, progress, from_teacher,
+                              validation=(inputs[:2], targets[:2]))
+
+    straight = run("a")
+    with pytest.raises(KeyboardInterrupt):
+        run("b", _stop_after(20))
+    _params_equal(straight, run("b"))
+    a, b = (torch.load(tmp_path / d / "distill_state.pt", weights_only=True) for d in "ab")
+    assert a["history"] == b["history"] and a["validation"] == b["validation"] and a["best"] == b["best"]
+
+
+class _Toy:
+    """A TrainingRun of a linear model: noise from the run's generator, batches from its numpy sampler, and a
+    loss whose gradients are always clipped."""
+
+    def __init__(self, folder, total=6, **run):
+        torch.manual_seed(0)
+        self.model, self.total, self.autocast = torch.nn.Linear(4, 1), total, []
+        data = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+        gen, sampler = torch.Generator().manual_seed(2), np.random.default_rng(3)
+        self.run = TrainingRun(folder / "state.pt", self.model, gen, sampler, **{"every": 2, **run})
+
+        def step():
+            self.autocast.append(torch.is_autocast_enabled("cpu"))
+            rows = data[sampler.integers(16, size=4)]
+            noisy = rows[:, :4] + 0.1 * torch.randn(4, 4, generator=gen)
+            return 100 * (self.model(noisy)[:, 0].float() - rows[:, 4]).pow(2).mean(), {}
+
+        self.step = step
+
+    def train(self, progress=None, warmup=0):
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.1)
+        self.run.train(self.total, self.step, self.optimizer, 0.1, warmup, progress)
+        return self
+
+
+def test_an_interrupted_checkpoint_leaves_the_last_one_to_resume_from(tmp_path, monkeypatch):
+    straight = _Toy(tmp_path / "a").train()
+    save = torch.save
+
+    def torn(obj, f):  # half the bytes written, then the power fails
+        save(obj, f)
+        f.truncate(f.tell() // 2)
+        raise KeyboardInterrupt
+
+    def fail_from_step_3(step, total, logs):
+        if step == 3:
+            monkeypatch.setattr(torch, "save", torn)
+
+    with pytest.raises(KeyboardInterrupt):
+        _Toy(tmp_path / "b").train(fail_from_step_3)  # step 4's checkpoint is torn
+    monkeypatch.setattr(torch, "save", save)
+    assert (tmp_path / "b" / "state.pt.tmp").is_file()
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"] == 2
+    resumed = _Toy(tmp_path / "b")
+    assert resumed.run.state["step"] == 2 and resumed.train().run.state["step"] == 6
+    _params_equal(straight.model, resumed.model)
+    assert resumed.run.state["history"] == straight.run.state["history"]
+
+
+def test_the_loop_clips_gradients_and_schedules_the_learning_rate(tmp_path, monkeypatch):
+    norms, rates = [], []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm):  # (norm before, norm after) of each step's clipping
+        parameters = list(parameters)
+        before = clip(parameters, max_norm)
+        norms.append((float(before), float(torch.cat([p.grad.flatten() for p in parameters]).norm())))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    toy = _Toy(tmp_path)
+    toy.train(lambda *_: rates.append(toy.optimizer.param_groups[0]["lr"]), warmup=2)
+    assert len(norms) == 6 and all(b > MAX_GRAD_NORM and a == pytest.approx(MAX_GRAD_NORM) for b, a in norms)
+    assert rates == [learning_rate(0.1, s, 6, warmup=2) for s in range(6)]
+    assert rates[:3] == [0.05, pytest.approx(0.05 * (1 + np.cos(np.pi / 6))), pytest.approx(0.075)]
+    assert learning_rate(0.1, 0, 6) == 0.1 and learning_rate(0.1, 6, 6) == 0.0
+
+
+def test_a_run_resumes_on_its_own_device_type_only(tmp_path):
+    _Toy(tmp_path, total=2).train()
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    torch.save({**state, "device": "cuda"}, tmp_path / "state.pt")
+    with pytest.raises(UserError, match="begun on cuda.*--device cuda"):
+        _Toy(tmp_path)
+
+
+def test_a_checkpoint_without_weights_resumes_from_the_exported_model(tmp_path):
+    from safetensors.torch import save_file
+
+    straight = _Toy(tmp_path / "a").train()
+    with pytest.raises(KeyboardInterrupt):
+        _Toy(tmp_path / "b").train(_stop_after(2))
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    save_file(state.pop("model"), str(tmp_path / "b" / "w.safetensors"))
+    torch.save(state, tmp_path / "b" / "state.pt")
+    _params_equal(straight.model, _Toy(tmp_path / "b", weights=tmp_path / "b" / "w.safetensors").train().model)
+
+
+@pytest.mark.parametrize("precision,device,bf16", [("bf16", "cpu", True), ("fp32", "cpu", False),
+                                                   ("auto", "cuda", False), ("bf16", "cuda", True)])
+def test_precision_picks_the_autocast(precision, device, bf16):
+    assert autocast_bf16(precision, torch.device(device)) == bf16
+
+
+def test_auto_precision_is_bf16_on_cpus_that_compute_in_it_and_others_are_refused(tmp_path, monkeypatch):
+    from lamsc.semcom import loop
+
+    for native in (True, False):
+        monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
+        assert _Toy(tmp_path / str(native), total=2, precision="auto").train().autocast == [native, native]
+    with pytest.raises(UserError, match="unknown training precision 'fp16'"):
+        _Toy(tmp_path, precision="fp16")
+
+
+def test_distillation_channel_adds_each_images_noise_at_its_own_snr():
+    from lamsc.compress.distill import _through_channel
+
+    z, mask, snr = torch.zeros(3, 8, 32, 32), torch.ones(3, 8, 32, 32), torch.tensor([0.0, 10.0, 20.0])
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    rx = _through_channel(z, mask, snr, gen, state)
+    assert torch.equal(rx, _through_channel(z, mask, snr, gen, state))  # teacher and student: one draw
+    power = rx.pow(2).flatten(1).mean(1)  # per real value: the symbol's noise variance 10^(-SNR/10)
+    torch.testing.assert_close(power, 10 ** (-snr / 10), rtol=0.05, atol=0)
+    assert torch.equal(_through_channel(z, torch.zeros_like(mask), snr, gen, state), z)

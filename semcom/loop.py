@@ -1,0 +1,158 @@
+"""The one resumable training loop: the codec's stages (semcom.training) and the distilled students
+(compress.distill) all train in it. The caller supplies its step (batch in, loss and logs out) and its
+state; the loop owns the learning-rate schedule, autocast, the optimiser step with gradient clipping,
+checkpoints, resuming and progress.
+
+A checkpoint is one file: step, history, the model's weights, the optimiser's state, the state of the
+run's torch generator and of its batch sampler, and the caller's own entries. It is written to a
+temporary file that is then renamed over the last one, so a run stopped at any moment (even while
+saving) resumes from its last complete checkpoint, and a resumed run is the straight run, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from lamsc.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+MAX_GRAD_NORM = 1.0  # every lamsc model trains with gradients clipped to this global L2 norm
+
+
+class TrainingRun:
+    """A resumable training run whose checkpoint is the file ``path``; resumed from it on construction.
+
+    ``model``: the module trained, its weights restored on resume. ``generator``: the run's torch random
+    generator (noise, SNRs, picks); ``sampler``: the numpy generator of its batch sampler, if it has one.
+    ``on_checkpoint``: called before each checkpoint is written: writes the model where users take it
+    from, and records into ``state`` whatever else the caller keeps at checkpoints.
+    ``every``: steps between checkpoints. ``device``: where the run computes. ``precision``: "fp32",
+    "bf16" (autocast) or "auto" (``autocast_bf16``). ``state``: the caller's initial entries beside
+    ``step`` and ``history``; all of ``state`` is saved and restored. ``weights``: the safetensors file
+    ``on_checkpoint`` writes, read on resuming a checkpoint file that holds no weights of its own.
+
+    Raises UserError for an unknown precision, and for a checkpoint begun on another device type (a CUDA
+    generator's state does not fit a CPU generator).
+    """
+
+    def __init__(self, path: Path, model: torch.nn.Module, generator: torch.Generator,
+                 sampler: np.random.Generator | None = None, on_checkpoint: Callable[[], object] | None = None,
+                 every: int = 100, device: str | torch.device = "cpu", precision: str = "fp32",
+                 state: dict | None = None, weights: Path | None = None):
+        self.path, self.model, self.generator, self.sampler = Path(path), model, generator, sampler
+        self.on_checkpoint, self.every, self.device = on_checkpoint, every, torch.device(device)
+        self.bf16 = autocast_bf16(precision, self.device)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.state = {"step": 0, "history": [], **(state or {})}
+        self.resumed_optimizer = None  # the saved optimiser state, for the next ``train``
+        if self.path.is_file():
+            self._resume(weights)
+        self.state["device"] = self.device.type
+
+    def _resume(self, weights: Path | None) -> None:
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        begun = saved.get("device", self.device.type)
+        if begun != self.device.type:
+            raise UserError(f"{self.path.parent} holds a run begun on {begun}, whose random state "
+                            f"{self.device.type} cannot take: resume it with --device {begun}, or start a new --out")
+        if "model" in saved:
+            self.model.load_state_dict(saved.pop("model"))
+        elif weights is not None:
+            self.model.load_state_dict(load_file(str(weights)))
+        self.resumed_optimizer = saved.pop("optimizer", None)
+        rng, crops = saved.pop("rng", None), saved.pop("crops", None)
+        if rng is not None:
+            self.generator.set_state(rng)
+        if crops is not None and self.sampler is not None:
+            self.sampler.bit_generator.state = crops
+        self.state = saved
+
+    def train(self, total: int, step: Callable[[], tuple[torch.Tensor, dict]], optimizer: torch.optim.Optimizer,
+              lr: float, warmup: int = 0, progress: Callable[[int, int, dict], object] | None = None,
+              tags: dict | None = None) -> None:
+        """Optimiser steps from ``state["step"]`` up to ``total`` (none if it is already there).
+
+        Each step sets the learning rate (``learning_rate``), calls ``step()`` under the run's autocast for a
+        scalar loss and a dict of float logs, back-propagates, clips the gradients of the optimiser's
+        parameters to ``MAX_GRAD_NORM`` and steps the optimiser; appends ``{**tags, "step", "loss", **logs}``
+        to the history; checkpoints every ``every`` steps and at ``total``; then calls
+        ``progress(step, total, {"loss", **logs})``, after the checkpoint, so a progress callback that stops
+        the run (KeyboardInterrupt) loses no step that is already saved. ``optimizer`` takes the resumed
+        optimiser state, if the checkpoint held one.
+        """
+        if self.resumed_optimizer is not None:
+            optimizer.load_state_dict(self.resumed_optimizer)
+            self.resumed_optimizer = None
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        state = self.state
+        while state["step"] < total:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(lr, state["step"], total, warmup)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss, logs = step()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
+            optimizer.step()
+            state["step"] += 1
+            logs = {"loss": float(loss.detach()), **logs}
+            state["history"].append({**(tags or {}), "step": state["step"], **logs})
+            if state["step"] % self.every == 0 or state["step"] == total:
+                self.save(optimizer)
+            if progress is not None:
+                progress(state["step"], total, logs)
+
+    def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """``on_checkpoint``, then the checkpoint (with ``optimizer``'s state, if given), atomically."""
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
+        saved = {**self.state, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                 "rng": self.generator.get_state()}
+        if optimizer is not None:
+            saved["optimizer"] = optimizer.state_dict()
+        if self.sampler is not None:
+            saved["crops"] = self.sampler.bit_generator.state
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(saved, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the checkpoint
+        os.replace(tmp, self.path)
+
+
+def learning_rate(lr: float, step: int, total: int, warmup: int = 0) -> float:
+    """The learning rate at ``step`` (0-based) of ``total``: ``lr`` decayed along a half cosine to 0 at
+    ``total``, and over the first ``warmup`` steps also scaled by (step + 1) / warmup."""
+    rate = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+    if step < warmup:
+        rate *= (step + 1) / warmup
+    return rate
+
+
+def autocast_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training at ``precision`` ("auto", "fp32" or "bf16") on ``device`` runs under bf16 autocast.
+
+    "auto" is bf16 on a CPU that computes in bf16 (2.6x the crops per second of fp32 at the same training
+    PSNR, benchmarks/results/train_throughput.md) and fp32 elsewhere, GPUs included (an H200 trains the
+    codec 0.9x as fast in bf16, benchmarks/results/gpu_h200/). Raises UserError for another precision.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown training precision {precision!r}; choose auto, fp32 or bf16")
+    return precision == "bf16" or (precision == "auto" and device.type == "cpu" and cpu_has_bf16())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 itself (AVX-512 BF16 or AMX, read from /proc/cpuinfo; elsewhere, no).
+    Without it, bf16 autocast is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
