@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lamsc.compress.budget import Cost
 from lamsc.compress.calibration import BYTES, CALIBRATION, Work, predict_ms
 from lamsc.errors import UserError
+from lamsc.export.onnx_export import session
 from lamsc.runtime.devices import DEVICES, device_profile
 from lamsc.runtime.energy import energy_meter
 
@@ -100,8 +101,6 @@ def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], t
     ratios hold even when the absolute figures drift. A window runs the model as often as the meter needs to
     resolve it (``min_window_s``: NVML and the Jetson rails update every 20-100 ms) and counts per run.
     """
-    from lamsc.export.onnx_export import session
-
     runs = [[(session(f, target.providers()), feed) for f, feed in zip(files, feeds)] for files, feeds in models]
     meter = energy_meter("auto", target.profile_name(), os.cpu_count() or 1,
                          work_on="gpu" if target.name == "gpu" else "cpu")

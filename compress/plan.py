@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lamsc.compress.budget import Budget, Cost
 from lamsc.compress.calibration import BYTES
@@ -26,6 +27,9 @@ from lamsc.compress.cost import Target, cost_of, count_work, measure_onnx
 from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
 from lamsc.errors import UserError
+from lamsc.export.bundle import write_bundle
+from lamsc.export.graphs import model_graphs
+from lamsc.runtime.backends import OnnxRuntimeBackend
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.metrics import mean_defined
 from lamsc.semcom.model import DOWNSAMPLING, LamscModel
@@ -175,9 +179,6 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
              segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path,
              calibration: list[NamedImage] | None = None) -> None:
     """Export ``model`` at the candidate's precision, then cost and score it (fills ``c`` in)."""
-    from lamsc.export.bundle import write_bundle
-    from lamsc.runtime.backends import OnnxRuntimeBackend
-
     bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation,
                           int8_for="onnxruntime" if target.name == "cpu" else "tensorrt", calibration=calibration,
                           int8_max_drop=cfg.int8_max_drop)
@@ -190,10 +191,6 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
 def workload(model: LamscModel, cfg: PlanConfig, files: list[Path] | None = None) -> dict:
     """What is costed: the transmitter and receiver graph ``files``, their feeds for a ``cfg.size`` square
     image with everything sent (the receiver's largest workload), their work and the model's parameters."""
-    import torch
-
-    from lamsc.export.graphs import model_graphs
-
     graphs = model_graphs(model)
     tx_in = graphs["transmitter"].example(cfg.size, cfg.size)
     side = cfg.size // DOWNSAMPLING
@@ -222,8 +219,6 @@ def pruned_within_reach(teacher: LamscModel, budget: Budget, target: Target, cfg
     estimated) here at fp32, scaled by the candidate's share of the teacher's MACs and divided by
     PRECISION_GAIN_BOUND and FLOOR_MARGIN. Raises UserError when every candidate's floor is over budget.
     """
-    from lamsc.export.bundle import write_bundle
-
     bundle = write_bundle(teacher, work / "teacher-fp32", "fp32", images=images[:1])
     teacher_load = workload(teacher, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
     measured = measure_onnx([(teacher_load["files"], teacher_load["feeds"])], target, 3, 1)[0] if target.measured else None

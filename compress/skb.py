@@ -31,6 +31,10 @@ from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosi
 from lamsc.compress.plan import Candidate, Plan, candidate_precisions, cost_all
 from lamsc.compress.prune import count_parameters
 from lamsc.compress.prune_sam import prune_sam_encoder
+from lamsc.compress.quantise import quantise_onnx
+from lamsc.export.graphs import SkbEncoderGraph
+from lamsc.export.onnx_export import export_onnx, session, to_fp16
+from lamsc.export.samples import skb_image
 from lamsc.semcom.architecture import record
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.sam_checkpoint import SamArchitecture, _build
@@ -54,8 +58,6 @@ class SkbPlanConfig:
 
 
 def sam_inputs(sam, photos: list[NamedImage]) -> list[torch.Tensor]:
-    from lamsc.export.samples import skb_image
-
     mean, std = sam.pixel_mean.view(-1), sam.pixel_std.view(-1)
     return [(skb_image(p.pixels, 1024, mean) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1) for p in photos]
 
@@ -171,9 +173,6 @@ def _raw(sam, x: torch.Tensor) -> np.ndarray:
 
 
 def _export(sam, path: Path) -> Path:
-    from lamsc.export.graphs import SkbEncoderGraph
-    from lamsc.export.onnx_export import export_onnx
-
     graph = SkbEncoderGraph(sam).eval()
     export_onnx(graph, graph.spec(), graph.example(), path)
     return path
@@ -181,9 +180,6 @@ def _export(sam, path: Path) -> Path:
 
 def _at_precision(fp32: Path, precision: str, calibration: list[np.ndarray], transformer: bool,
                   tensorrt: bool) -> Path:
-    from lamsc.compress.quantise import quantise_onnx
-    from lamsc.export.onnx_export import to_fp16
-
     if precision == "fp32":
         return fp32
     out = fp32.with_name(f"{fp32.stem}_{precision}.onnx")
@@ -196,8 +192,6 @@ def _at_precision(fp32: Path, precision: str, calibration: list[np.ndarray], tra
 def onnx_embeddings(path: Path, images: list[np.ndarray]) -> list[torch.Tensor]:
     """The embeddings an skb_encoder ONNX file gives in ONNX Runtime: what a deployed candidate computes
     (every precision keeps float32 inputs and outputs)."""
-    from lamsc.export.onnx_export import session
-
     run = session(path, ["CPUExecutionProvider"]).run
     return [torch.from_numpy(run(None, {"image": x})[0]) for x in images]
 
