@@ -6,18 +6,20 @@ prune.py    the codec through Torch-Pruning's dependency graph (sub-pixel upsamp
 prune_sam.py  SKB image encoders: SAM ViT and MobileSAM TinyViT heads and MLP widths
 distill.py  output distillation of the codec, feature distillation of SKB encoders; resumable
 quantise.py NNCF int8: PyTorch PTQ, ONNX QDQ (TensorRT or ONNX Runtime form), accuracy control
-plan.py     codec candidates: build, cost, score, Pareto, choose;  skb.py: the same for the SKB encoder
+choice.py   the one choice rule under a budget (requirements, ties, why nothing was chosen), the Pareto front
+plan.py     codec candidates: build, cost, score;  skb.py: the same for the SKB encoder
 report.py   compress.json, report.md, pareto.png
 
 Imports are lazy where they are heavy (NNCF), so importing lamsc.compress stays cheap.
 """
 
 from lamsc.compress.budget import Budget, Cost
+from lamsc.compress.choice import Choice, Requirement, Rule, pareto_front
 from lamsc.compress.cost import Target
 from lamsc.compress.plan import Plan, PlanConfig, plan_codec
 from lamsc.compress.prune import prune_codec
 from lamsc.compress.prune_sam import prune_sam_encoder
 from lamsc.compress.skb import SkbPlanConfig, plan_skb
 
-__all__ = ["Budget", "Cost", "Plan", "PlanConfig", "SkbPlanConfig", "Target", "plan_codec", "plan_skb",
-           "prune_codec", "prune_sam_encoder"]
+__all__ = ["Budget", "Choice", "Cost", "Plan", "PlanConfig", "Requirement", "Rule", "SkbPlanConfig", "Target",
+           "pareto_front", "plan_codec", "plan_skb", "prune_codec", "prune_sam_encoder"]

@@ -6,10 +6,11 @@ uncompressed teacher (lamsc.compress.distill), exported to a verified bundle at 
 - costed on the target (lamsc.compress.cost: ONNX Runtime measured here, or the cost model), and
 - scored end to end, as deployed: the bundle's graphs in ONNX Runtime, the payload through AWGN at
   ``snr_db``, PSNR and SSIM of the reconstruction against the photograph.
-The teacher itself is candidate ``prune-0.00-fp32``, costed and scored in the same run. The chosen
-candidate is the highest PSNR among those within budget that send at most ``max_rate_increase`` more
-payload bits per photograph than the teacher (the ASC depth decides how much is sent, and a compressed
-model that sends more buys PSNR with bandwidth); with none, the plan says which came closest.
+The teacher itself is candidate ``prune-0.00-fp32``, costed and scored in the same run. The choice follows
+lamsc.compress.choice's rule with PSNR as the figure and one requirement (``codec_rule``): the highest PSNR
+among the candidates within budget that send at most ``max_rate_increase`` more payload bits per photograph
+than the teacher (the ASC depth decides how much is sent, and a compressed model that sends more buys PSNR
+with bandwidth); with none, the plan says which came closest.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from lamsc.compress.budget import Budget, Cost
 from lamsc.compress.calibration import BYTES
+from lamsc.compress.choice import Choice, Requirement, Rule
 from lamsc.compress.cost import Target, cost_of, count_work, measure_onnx
 from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
@@ -73,39 +75,41 @@ class Candidate:
 
 @dataclass
 class Plan:
-    budget: Budget
+    """Every candidate of one planning run (the teacher first), costed and scored, and the choice among them."""
+
+    budget: Budget              # absolute limits: relative ones resolved against the teacher's cost
     target: Target
     candidates: list[Candidate]
-    chosen: Candidate | None
-    closest: Candidate | None
+    choice: Choice
     metric: str = "psnr"        # the quality figure the plan maximises (psnr for the codec, cosine for the SKB)
-    shortfall: str = ""         # with nothing chosen: why, in one line, naming the closest candidate
     max_rate_increase: float | None = None  # codec: how much more than the teacher a candidate may send
 
-    def over_rate(self, c: Candidate) -> bool:
-        return over_rate(c, self.max_rate_increase)
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.choice.chosen
 
-    def __post_init__(self):
-        if self.chosen is None and not self.shortfall and self.closest is not None:
-            self.shortfall = (f"no candidate meets the budget ({self.budget.describe()}); closest is "
-                              f"{self.closest.name} at {self.closest.cost.describe()}; relax the budget or try "
-                              "larger --ratios")
+    @property
+    def closest(self) -> Candidate | None:
+        return self.choice.closest
+
+    @property
+    def shortfall(self) -> str:
+        """With nothing chosen: why, in one line, naming the closest candidate; "" otherwise."""
+        return self.choice.shortfall
 
     @property
     def teacher(self) -> Candidate:
         return self.candidates[0]
 
     def pareto(self) -> list[Candidate]:
-        """Candidates no other beats on both latency and quality."""
-        ok, q = [c for c in self.candidates if c.cost is not None], self.metric
-        return [c for c in ok if not any(
-            o.cost.latency_ms <= c.cost.latency_ms and o.quality[q] >= c.quality[q]
-            and (o.cost.latency_ms < c.cost.latency_ms or o.quality[q] > c.quality[q]) for o in ok)]
+        """Candidates no other beats on both latency and quality (lamsc.compress.choice.pareto_front)."""
+        return self.choice.front
 
-
-def over_rate(c: Candidate, max_rate_increase: float | None) -> bool:
-    """Sends more than the teacher by over ``max_rate_increase`` (codec candidates; the SKB's send nothing)."""
-    return max_rate_increase is not None and c.quality.get("bits_x_teacher", 1.0) > 1 + max_rate_increase
+    def __repr__(self) -> str:
+        chosen = self.chosen.name if self.chosen else None
+        return (f"Plan(target={self.target.name!r}, budget={self.budget.describe()!r}, candidates="
+                f"{[c.name for c in self.candidates]}, chosen={chosen!r}"
+                + (f", shortfall={self.shortfall!r}" if chosen is None else "") + ")")
 
 
 def candidate_precisions(cfg, target: Target) -> tuple[str, ...]:
@@ -156,23 +160,23 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
     budget = budget.resolve(candidates[0].cost)
     for c in built:
         c.quality["bits_x_teacher"] = round(c.quality["bits"] / candidates[0].quality["bits"], 4)
-    chosen, closest, shortfall = choose(built, budget, cfg.max_rate_increase)
-    return Plan(budget, target, candidates, chosen, closest, shortfall=shortfall,
-                max_rate_increase=cfg.max_rate_increase)
+    rule = codec_rule(cfg.max_rate_increase)
+    return Plan(budget, target, candidates, rule.choose(built, budget), rule.metric, cfg.max_rate_increase)
 
 
-def choose(built: list[Candidate], budget: Budget, max_rate_increase: float | None):
-    """-> (the highest PSNR within budget and rate, the closest to the budget, why nothing was chosen or "")."""
-    in_budget = [c for c in built if budget.meets(c.cost)]
-    within = [c for c in in_budget if not over_rate(c, max_rate_increase)]
-    chosen = max(within, key=lambda c: (c.quality["psnr"], -c.cost.latency_ms)) if within else None
-    closest = min(built, key=lambda c: budget.excess(c.cost))
-    shortfall = ""
-    if in_budget and not within:
+def codec_rule(max_rate_increase: float | None) -> Rule:
+    """The codec's choice rule: the highest PSNR (dB) within budget, sending at most ``max_rate_increase``
+    (a fraction: 0.05 = 5%) more mean payload bits per photograph than the teacher; None: no limit on bits."""
+    if max_rate_increase is None:
+        return Rule("psnr")
+
+    def explain(in_budget: list[Candidate], best: Candidate, budget: Budget) -> str:
         rates = ", ".join(f"{c.name} {c.quality['bits_x_teacher']:.2f}x" for c in in_budget)
-        shortfall = (f"every candidate within budget sends over {max_rate_increase:.0%} more bits than the "
-                     f"teacher ({rates}); distil longer (--steps) or allow more (--max-rate-increase)")
-    return chosen, closest, shortfall
+        return (f"every candidate within budget sends over {max_rate_increase:.0%} more bits than the "
+                f"teacher ({rates}); distil longer (--steps) or allow more (--max-rate-increase)")
+
+    return Rule("psnr", (Requirement("bits_x_teacher", 1 + max_rate_increase, at_most=True,
+                                     label=f"sends > +{max_rate_increase:.0%}"),), explain)
 
 
 def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[NamedImage], segments: dict,

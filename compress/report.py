@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from lamsc.compress.plan import Plan
 from lamsc.semcom.metrics import strict_json
 
@@ -61,8 +60,7 @@ def table_rows(plan: Plan) -> list[list[str]]:
             rows.append([c.name, "rejected"] + [""] * (len(columns) - 2))
             continue
         mark = "chosen" if plan.chosen is c else ("pareto" if c.name in pareto else "")
-        within = ("no" if not plan.budget.meets(c.cost) else
-                  f"sends > +{plan.max_rate_increase:.0%}" if plan.over_rate(c) else "yes")
+        within = plan.choice.verdicts[c.name].describe()  # yes, no (over budget), or the requirement failed
         rows.append([c.name, f"{c.cost.latency_ms:.1f}", f"{c.cost.latency_ms / teacher.cost.latency_ms:.2f}",
                      f"{c.cost.energy_mj:.1f}", f"{c.cost.params / 1e3:.0f}k", f"{c.cost.bytes / 1e6:.2f}",
                      f"{c.cost.macs / 1e9:.2f}", *_quality_cells(plan, c), within, mark])

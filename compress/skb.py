@@ -13,6 +13,8 @@ the embeddings come from the candidate's ONNX file. Quality against the teacher 
 - embedding cosine: mean over the 64 x 64 positions of the cosine along the 256 channels;
 - mask IoU: SAM's mask decoder on a grid of point prompts, once on the teacher's embedding and once on
   the candidate's; the mask the teacher ranks best per prompt, IoU of the two binary masks, mean.
+The choice follows lamsc.compress.choice's rule with embedding cosine as the figure and the floors
+MIN_COSINE and MIN_IOU as requirements (``SKB_RULE``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from lamsc.compress.budget import Budget
+from lamsc.compress.choice import Requirement, Rule
 from lamsc.compress.cost import Target, count_work
 from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosine, teacher_embeddings
 from lamsc.compress.plan import Candidate, Plan, candidate_precisions, cost_all
@@ -41,6 +44,19 @@ from lamsc.semcom.sam_checkpoint import SamArchitecture, _build
 from lamsc.semcom.skb_student import ResizedTinyViT, ResNetStudent, save_skb
 
 MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep against its teacher
+
+
+def _floors_unmet(in_budget: list[Candidate], best: Candidate, budget: Budget) -> str:
+    q = best.quality
+    return (f"no candidate within the budget ({budget.describe()}) keeps embedding cosine >= {MIN_COSINE} "
+            f"and mask IoU >= {MIN_IOU}; the best within it is {best.name} (cosine {q['cosine']:.4f}, "
+            f"IoU {q['iou']:.3f}) at {best.cost.describe()}; distil longer (--steps), on more "
+            "photographs (--data), or relax the budget")
+
+
+# The highest embedding cosine against the teacher among the candidates within budget that keep both floors.
+SKB_RULE = Rule("cosine", (Requirement("cosine", MIN_COSINE, label=f"cosine < {MIN_COSINE}"),
+                           Requirement("iou", MIN_IOU, label=f"IoU < {MIN_IOU}")), _floors_unmet)
 
 
 @dataclass
@@ -124,19 +140,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
     say(f"costing {len(candidates)} candidates on {target.name}")
     cost_all(candidates, target, cfg.repeats)
     budget = budget.resolve(candidates[0].cost)
-    affordable = [c for c in candidates if budget.meets(c.cost)]
-    good = [c for c in affordable if c.quality["cosine"] >= MIN_COSINE and c.quality["iou"] >= MIN_IOU]
-    chosen = _best(good) if good else None
-    closest = min(candidates, key=lambda c: budget.excess(c.cost))
-    shortfall = ""
-    if chosen is None and affordable:  # the budget is met, the quality floors are not: say that, not "budget"
-        closest = _best(affordable)
-        q = closest.quality
-        shortfall = (f"no candidate within the budget ({budget.describe()}) keeps embedding cosine >= {MIN_COSINE} "
-                     f"and mask IoU >= {MIN_IOU}; the best within it is {closest.name} (cosine {q['cosine']:.4f}, "
-                     f"IoU {q['iou']:.3f}) at {closest.cost.describe()}; distil longer (--steps), on more "
-                     "photographs (--data), or relax the budget")
-    return Plan(budget, target, candidates, chosen, closest, metric="cosine", shortfall=shortfall)
+    return Plan(budget, target, candidates, SKB_RULE.choose(candidates, budget), SKB_RULE.metric)
 
 
 def finetune_neck(encoder: ResizedTinyViT, fit, validation, cfg: DistillConfig, out: Path, progress=None) -> None:
@@ -154,11 +158,6 @@ def finetune_neck(encoder: ResizedTinyViT, fit, validation, cfg: DistillConfig, 
     fit_features = features(fit)
     val_features = features(validation) if validation else None
     distil_encoder(encoder.neck(), *fit_features, cfg, out, progress, from_teacher=True, validation=val_features)
-
-
-def _best(candidates: list[Candidate]) -> Candidate:
-    """The highest cosine, then the fastest."""
-    return max(candidates, key=lambda c: (c.quality["cosine"], -c.cost.latency_ms))
 
 
 def _with_encoder(sam, encoder):

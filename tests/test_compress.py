@@ -434,20 +434,108 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
     assert skb_quality([emb], sam, t, 3)["cosine"] < 1.0
 
 
-def test_the_plan_does_not_choose_a_candidate_that_buys_psnr_with_bits():
-    from lamsc.compress.plan import Candidate, choose
+# -- the choice rule (lamsc.compress.choice) on hand-made candidate tables -----------------------------------
 
-    def cand(name, latency, psnr, bits_x):
-        return Candidate(name, 0.0, "fp32", cost=Cost(latency, 0.0, 1, 1, 1),
-                         quality={"psnr": psnr, "bits_x_teacher": bits_x})
+def _cand(name, latency, quality=None, params=1, **figures):
+    from lamsc.compress.plan import Candidate
 
-    teacher, fair, greedy = cand("t", 100, 21.0, 1.0), cand("fair", 40, 20.7, 1.03), cand("greedy", 40, 21.5, 1.2)
+    return Candidate(name, 0.0, "fp32", cost=Cost(latency, 0.0, params, 1, 1),
+                     quality={"psnr": quality, **figures} if quality is not None else figures)
+
+
+def test_the_choice_is_the_best_quality_within_budget():
+    from lamsc.compress.choice import Rule
+
+    table = [_cand("teacher", 100, 24.0), _cand("fast", 30, 21.0), _cand("mid", 45, 22.5), _cand("slow", 60, 23.5)]
+    choice = Rule("psnr").choose(table, Budget.parse("latency-ms=50"))
+    assert choice.chosen.name == "mid" and choice.shortfall == ""  # slow and teacher are better, and over budget
+    assert {n: v.describe() for n, v in choice.verdicts.items()} == {"teacher": "no", "fast": "yes", "mid": "yes",
+                                                                     "slow": "no"}
+    assert choice.verdicts["slow"].over == {"latency_ms": pytest.approx(60 / 50)}
+    # every limit counts: a parameter limit only "fast" meets
+    table[1].cost.params, table[2].cost.params = 10, 1000
+    assert Rule("psnr").choose(table, Budget.parse("latency-ms=50,params=100")).chosen.name == "fast"
+
+
+def test_the_pareto_front_drops_dominated_candidates_and_keeps_ties():
+    from lamsc.compress.choice import Rule, pareto_front
+
+    a, b = _cand("a", 10, 20.0), _cand("b", 20, 22.0)
+    slower_worse = _cand("slower-worse", 25, 21.0)      # b is faster and better
+    same_speed_worse = _cand("same-speed-worse", 10, 19.0)  # a: as fast, better
+    twin = _cand("twin", 20, 22.0)                      # equal to b on both: neither dominates
+    rejected = _cand("rejected", 1, 99.0)
+    rejected.cost = None                                # a failed export takes no part
+    table = [a, b, slower_worse, same_speed_worse, twin, rejected]
+    assert [c.name for c in pareto_front(table, "psnr")] == ["a", "b", "twin"]
+    choice = Rule("psnr").choose(table, Budget.parse("latency-ms=1000"))
+    assert [c.name for c in choice.front] == ["a", "b", "twin"] and "rejected" not in choice.verdicts
+    assert choice.chosen is b  # the best quality; twin ties with it on both figures and comes later
+
+
+def test_equal_quality_goes_to_the_faster_candidate():
+    from lamsc.compress.choice import Rule
+
+    table = [_cand("slow", 40, 22.0), _cand("fast", 30, 22.0), _cand("worse", 10, 21.9)]
+    assert Rule("psnr").choose(table, Budget.parse("latency-ms=50")).chosen.name == "fast"
+
+
+def test_nothing_within_budget_names_the_budget_and_the_least_over():
+    from lamsc.compress.choice import Rule
+
+    table = [_cand("teacher", 100, 24.0), _cand("near", 55, 21.0), _cand("far", 80, 23.0)]
+    choice = Rule("psnr").choose(table, Budget.parse("latency-ms=50"))
+    assert choice.chosen is None and choice.closest.name == "near"
+    assert choice.shortfall.startswith("no candidate meets the budget (latency-ms <= 50); closest is near at 55.0 ms")
+    assert "relax the budget" in choice.shortfall
+
+
+def test_the_codec_rule_does_not_choose_a_candidate_that_buys_psnr_with_bits():
+    from lamsc.compress.plan import codec_rule
+
+    teacher, fair = _cand("t", 100, 21.0, bits_x_teacher=1.0), _cand("fair", 40, 20.7, bits_x_teacher=1.03)
+    greedy = _cand("greedy", 40, 21.5, bits_x_teacher=1.2)
     budget = Budget.parse("latency-ms=50")
-    chosen, closest, why = choose([teacher, fair, greedy], budget, 0.05)
-    assert chosen is fair and why == ""
-    assert choose([teacher, fair, greedy], budget, None)[0] is greedy  # no rate limit: PSNR alone
-    chosen, closest, why = choose([teacher, greedy], budget, 0.05)
-    assert chosen is None and "greedy 1.20x" in why and "--max-rate-increase" in why
+    choice = codec_rule(0.05).choose([teacher, fair, greedy], budget)
+    assert choice.chosen is fair and choice.shortfall == ""
+    assert choice.verdicts["greedy"].describe() == "sends > +5%" and choice.verdicts["t"].describe() == "no"
+    assert codec_rule(None).choose([teacher, fair, greedy], budget).chosen is greedy  # no rate limit: PSNR alone
+    choice = codec_rule(0.05).choose([teacher, greedy], budget)
+    assert choice.chosen is None and choice.closest is greedy  # within budget, the best there, over the rate
+    assert "greedy 1.20x" in choice.shortfall and "--max-rate-increase" in choice.shortfall
+
+
+def test_the_skb_rule_keeps_its_quality_floors():
+    from lamsc.compress.skb import MIN_COSINE, SKB_RULE
+
+    def enc(name, latency, cosine, iou):
+        return _cand(name, latency, cosine=cosine, iou=iou)
+
+    teacher, close, blurred = enc("teacher", 100, 1.0, 1.0), enc("close", 40, 0.97, 0.9), enc("blurred", 20, 0.99, 0.5)
+    budget = Budget.parse("latency-ms=50")
+    choice = SKB_RULE.choose([teacher, close, blurred], budget)
+    assert choice.chosen is close  # blurred has the higher cosine and loses the masks
+    assert choice.verdicts["blurred"].describe() == "IoU < 0.8"
+    choice = SKB_RULE.choose([teacher, enc("drifted", 40, MIN_COSINE - 0.01, 0.9), blurred], budget)
+    assert choice.chosen is None and choice.closest is blurred  # the best cosine within budget
+    assert choice.shortfall.startswith("no candidate within the budget (latency-ms <= 50) keeps embedding cosine")
+    assert "the best within it is blurred (cosine 0.9900, IoU 0.500)" in choice.shortfall
+    assert choice.verdicts["drifted"].describe() == f"cosine < {MIN_COSINE}"
+
+
+def test_the_report_table_says_why_each_candidate_was_not_chosen():
+    from lamsc.compress.cost import Target
+    from lamsc.compress.plan import Plan, codec_rule
+    from lamsc.compress.report import table_rows
+
+    table = [_cand(n, lat, q, ssim=0.8, bits_x_teacher=b) for n, lat, q, b in
+             (("t", 100, 21.0, 1.0), ("fair", 40, 20.7, 1.03), ("greedy", 40, 21.5, 1.2), ("fast", 20, 19.0, 1.0))]
+    budget = Budget.parse("latency-ms=50")
+    plan = Plan(budget, Target("cpu"), table, codec_rule(0.05).choose(table, budget), "psnr", 0.05)
+    rows = {r[0]: r[-2:] for r in table_rows(plan)}
+    # t is dominated by greedy (faster and better); fair too (as fast, worse), and it is the one chosen
+    assert rows == {"t": ["no", ""], "fair": ["yes", "chosen"], "greedy": ["sends > +5%", "pareto"],
+                    "fast": ["yes", "pareto"]}
 
 
 # -- the command -----------------------------------------------------------------------------------------
