@@ -1,5 +1,6 @@
 """lamsc.compress: prune (torch-pruning), distil, quantise (NNCF), and plan a model to a budget.
 
+to_budget.py  compress_to_budget(CompressConfig) -> CompressResult: the whole job as one Python call
 budget.py   Budget (limits per image, absolute or relative to the original) and Cost
 cost.py     Target (cpu / gpu measured, Jetson profiles estimated), MACs, ONNX Runtime timing, the cost model
 prune.py    the codec through Torch-Pruning's dependency graph (sub-pixel upsampling handled)
@@ -20,6 +21,8 @@ from lamsc.compress.plan import Plan, PlanConfig, plan_codec
 from lamsc.compress.prune import prune_codec
 from lamsc.compress.prune_sam import prune_sam_encoder
 from lamsc.compress.skb import SkbPlanConfig, plan_skb
+from lamsc.compress.to_budget import CompressConfig, CompressResult, compress_to_budget
 
-__all__ = ["Budget", "Choice", "Cost", "Plan", "PlanConfig", "Requirement", "Rule", "SkbPlanConfig", "Target",
-           "pareto_front", "plan_codec", "plan_skb", "prune_codec", "prune_sam_encoder"]
+__all__ = ["Budget", "Choice", "CompressConfig", "CompressResult", "Cost", "Plan", "PlanConfig", "Requirement",
+           "Rule", "SkbPlanConfig", "Target", "compress_to_budget", "pareto_front", "plan_codec", "plan_skb",
+           "prune_codec", "prune_sam_encoder"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import onnx
@@ -698,6 +699,61 @@ def test_a_resized_mobilesam_candidate_is_written_with_its_fine_tuned_neck(two_p
     assert resized["quality"]["cosine"] == pytest.approx(sum(cosines) / len(cosines), abs=1e-4)
     torch.testing.assert_close(onnx[0], sam.image_encoder(x[0]).detach(), rtol=1e-3, atol=1e-3)
     assert (code == 0) == (res["chosen"] is not None)  # exit 2 when the quality floors are not met
+
+
+# -- the Python call ---------------------------------------------------------------------------------------
+
+def test_compress_to_budget_in_python_on_a_tiny_model(two_photos, tmp_path):
+    from lamsc.compress import CompressConfig, compress_to_budget
+
+    tiny = LamscModel(ModelConfig(channels=8, width=16, num_levels=4, segments=2))
+    # A parameter budget: which candidates fit does not depend on this machine's speed.
+    cfg = CompressConfig(budget="params=60%", model=tiny, out=tmp_path, ratios=(0.5,), precisions=("fp32",),
+                         steps=2, data=[two_photos], images=[two_photos], max_rate_increase=None)
+    assert "<LamscModel in memory>" in repr(cfg) and "Conv2d" not in repr(cfg)
+    said = []
+    result = compress_to_budget(cfg, progress=lambda message, step=None: said.append(message or step))
+    assert result.chosen.name == "prune-0.50-fp32" and result.shortfall == ""
+    assert [c.name for c in result.plan.candidates] == ["prune-0.00-fp32", "prune-0.50-fp32"]
+    assert any(isinstance(m, str) and m.startswith("budget: params <= ") for m in said)
+    assert any(isinstance(m, tuple) and m[2] and "loss" in m[2] for m in said)  # distillation steps
+    for key in ("json", "report", "model", "bundle", "candidates"):
+        assert result.paths[key].exists(), key
+    assert result.figures["pareto"].is_file()
+    on_disk = json.loads(result.paths["json"].read_text())["results"]
+    assert on_disk["chosen"]["name"] == result.results["chosen"]["name"] == "prune-0.50-fp32"
+    assert on_disk["checkpoint"] == "a model given in memory" and on_disk["distilled_on"] == [str(two_photos)]
+    assert sorted(r["candidate"] for r in result.pareto) == sorted(on_disk["pareto"])
+    assert all(set(r) >= {"candidate", "latency_ms", "params", "psnr"} for r in result.pareto)
+    model = load_model(result.paths["model"])
+    assert model.config.trained["compressed"]["candidate"] == "prune-0.50-fp32"
+    assert sum(p.numel() for p in model.parameters()) <= 0.6 * sum(p.numel() for p in tiny.parameters())
+    text = repr(result)
+    assert text.startswith("CompressResult(target='cpu', budget='params <= ") and "chosen='prune-0.50-fp32'" in text
+    assert "array(" not in text and "tensor(" not in text and len(text) < 400
+
+
+@pytest.mark.parametrize("fields,message", [({"ratios": (0.5, 1.0)}, "prune ratios must be in [0, 1)"),
+                                            ({"precisions": ("fp64",)}, "choose from fp32, fp16, int8"),
+                                            ({"max_rate_increase": -0.1}, "is negative"),
+                                            ({"budget": "latency=5"}, "is not KEY=VALUE"),
+                                            ({"target": "pi"}, "unknown target"),
+                                            ({"model": "m.safetensors", "sam": "sam.pt"}, "not both"),
+                                            ({"sam": "sam.pt", "students": (-512,)}, "whole numbers")])
+def test_a_bad_compress_config_is_refused_on_construction(fields, message):
+    from lamsc.compress import CompressConfig
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        CompressConfig(**{"budget": "latency-ms=50%", **fields})
+
+
+def test_a_compress_config_adds_the_original_and_sorts_the_ratios():
+    from lamsc.compress import CompressConfig
+    from lamsc.compress.cost import Target
+
+    cfg = CompressConfig(budget="params=400k", ratios=[0.4, 0.25], out="x")
+    assert cfg.ratios == (0.0, 0.25, 0.4) and cfg.budget.limits == {"params": 4e5}
+    assert cfg.target == Target("cpu") and cfg.out.name == "x" and cfg.part == "codec"
 
 
 # -- quantisation ----------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""``lamsc compress``: a lamsc model to a budget on a target (prune, distil, quantise, plan)."""
+"""``lamsc compress``: a lamsc model to a budget on a target (prune, distil, quantise, plan).
+
+The flags become a lamsc.compress.CompressConfig; lamsc.compress.compress_to_budget does the work.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -11,10 +12,8 @@ import typer
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, print_table, progress
+from lamsc.compress import CompressConfig, CompressResult, compress_to_budget
 from lamsc.errors import UserError
-from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.model import load_model
-from lamsc.semcom.segmenter import build_segmenter
 
 
 def compress(
@@ -50,119 +49,46 @@ def compress(
 ) -> None:
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
     score each over the link, and keep the best within budget (or exit 2 naming the closest)."""
-    if sam is not None:
-        results = run_compress_skb(sam, budget, target, out, ratios, students, steps, data, images, precisions,
-                                   resize)
-    else:
-        results = run_compress(checkpoint, budget, target, out, ratios, precisions, steps, data, images, snr,
-                               int8_max_drop=int8_max_drop, max_rate_increase=max_rate_increase)
+    config = CompressConfig(budget=budget, target=target, model=checkpoint, sam=sam, out=out,
+                            ratios=_numbers(ratios, "--ratios"), precisions=_words(precisions), steps=steps,
+                            data=data, images=images, snr_db=snr, int8_max_drop=int8_max_drop,
+                            max_rate_increase=max_rate_increase, students=_numbers(students, "--students"),
+                            resize=_numbers(resize, "--resize"))
+    result = compress_with_progress(config)
     if json_out:
-        emit_json("compress", results)
+        emit_json("compress", result.results)
     else:
-        report(results, out)
-    if results["chosen"] is None:
-        raise UserError(results["shortfall"])
+        report(result.results, out)
+    if result.chosen is None:
+        raise UserError(result.shortfall)
 
 
-CALIBRATION_PHOTOS = 16  # of the distillation photographs, for int8: more add accuracy-control time, not range
-
-
-def run_compress(checkpoint, budget: str, target: str, out: Path, ratios: str = "0,0.25,0.4,0.55",
-                 precisions: str = "fp32,int8", steps: int = 1000, data=None, images=None, snr: float = 10.0,
-                 photos=None, int8_max_drop: float = 0.1, max_rate_increase: float = 0.05) -> dict:
-    """The compress job; ``photos`` (NamedImages) replaces both --data and --images when given."""
-    from lamsc.compress import report as compress_report
-    from lamsc.compress.budget import Budget
-    from lamsc.compress.cost import Target
-    from lamsc.compress.distill import DistillConfig
-    from lamsc.compress.plan import PlanConfig, plan_codec
-    from lamsc.semcom.training import prepare
-
-    limits, where = Budget.parse(budget), Target(target)
-    if max_rate_increase < 0:
-        raise UserError(f"--max-rate-increase {max_rate_increase:g} is negative: give how much more than the teacher "
-                        "a candidate may send, e.g. 0.05 for 5%")
-    cfg = PlanConfig(ratios=_floats(ratios, "--ratios"), precisions=_words(precisions),
-                     distill=DistillConfig(steps=steps), snr_db=snr, int8_max_drop=int8_max_drop,
-                     max_rate_increase=max_rate_increase)
-    teacher = load_model(checkpoint)
-    segmenter = build_segmenter(None)
-    train_photos = photos or (list(iter_images(data)) if data else bundled_photos())
-    evaluation = photos or (list(iter_images(images)) if images else bundled_photos())
-    console.print(f"budget: {limits.describe()} on {where.name}; {len(cfg.ratios)} prune ratios x "
-                  f"{', '.join(cfg.precisions)}; distil on {len(train_photos)}, score on {len(evaluation)} photographs")
+def compress_with_progress(config: CompressConfig) -> CompressResult:
+    """``compress_to_budget`` with its messages on the console and its steps as progress bars."""
     with progress() as bar:
-        task = bar.add_task("SKB segments for distillation", total=len(train_photos))
-        prepared = prepare(train_photos, segmenter, teacher.config.segments, None, lambda: bar.advance(task))
-        say = _reporter(bar)
-        plan = plan_codec(teacher, limits, where, prepared, evaluation, segmenter, cfg, out / "candidates", say,
-                          calibration=train_photos[:CALIBRATION_PHOTOS])
-    extra = {"checkpoint": str(checkpoint) if checkpoint else "shipped default",
-             "distilled_on": [str(d) for d in data] if data else "bundled photographs",
-             "budget_text": plan.budget.describe(), "plan": dataclasses.asdict(cfg)}
-    if plan.chosen is not None:
-        chosen = load_model(plan.chosen.model)
-        chosen.config = dataclasses.replace(chosen.config, trained={
-            **chosen.config.trained, "compressed": {"from": extra["checkpoint"], "candidate": plan.chosen.name,
-                                                    "budget": plan.budget.to_dict(), "target": where.name}})
-        extra["model"] = str(chosen.save(out / "model"))
-        if (out / "bundle").exists():
-            shutil.rmtree(out / "bundle")
-        shutil.copytree(plan.chosen.bundle, out / "bundle")
-        extra["bundle"] = str(out / "bundle")
-    return compress_report.write(plan, out, extra)
-
-
-def run_compress_skb(sam_checkpoint: Path, budget: str, target: str, out: Path, ratios: str, students: str,
-                     steps: int, data=None, images=None, precisions: str = "fp32,int8",
-                     resize: str = "448") -> dict:
-    from lamsc.compress import report as compress_report
-    from lamsc.compress.budget import Budget
-    from lamsc.compress.cost import Target
-    from lamsc.compress.skb import SkbPlanConfig, plan_skb
-    from lamsc.semcom.sam_checkpoint import load_sam
-
-    limits, where = Budget.parse(budget), Target(target)
-    cfg = SkbPlanConfig(ratios=_floats(ratios, "--ratios"),
-                        students=_sizes(students, "--students"), resized=_sizes(resize, "--resize"),
-                        precisions=_words(precisions))
-    cfg.distill.steps = steps
-    teacher, arch = load_sam(sam_checkpoint)
-    train_photos = list(iter_images(data)) if data else bundled_photos()
-    evaluation = list(iter_images(images)) if images else bundled_photos()
-    console.print(f"SKB {arch.describe()}: budget {limits.describe()} on {where.name}; distil on "
-                  f"{len(train_photos)}, score on {len(evaluation)} photographs")
-    with progress() as bar:
-        plan = plan_skb(teacher, arch, limits, where, train_photos, evaluation, cfg, out / "candidates",
-                        _reporter(bar, "cosine"))
-    extra = {"checkpoint": str(sam_checkpoint), "part": "skb", "budget_text": plan.budget.describe(),
-             "distilled_on": [str(d) for d in data] if data else "bundled photographs",
-             "plan": dataclasses.asdict(cfg)}
-    if plan.chosen is not None:
-        for suffix in (".safetensors", ".json"):
-            shutil.copy(plan.chosen.model.with_suffix(suffix), (out / "skb").with_suffix(suffix))
-        shutil.copy(plan.chosen.bundle, out / "skb_encoder.onnx")  # the encoder at the chosen precision
-        extra["model"] = str((out / "skb").with_suffix(".safetensors"))
-        extra["onnx"] = str(out / "skb_encoder.onnx")
-    return compress_report.write(plan, out, extra)
+        return compress_to_budget(config, _reporter(bar, "psnr_gap_db" if config.part == "codec" else "cosine"))
 
 
 def _reporter(bar, figure: str = "psnr_gap_db"):
-    """Messages as lines; distillation steps as one progress bar per candidate."""
-    task = None
+    """Messages as lines; the steps after each (distillation steps, photographs segmented) as a progress bar."""
+    task, last = None, ""
 
     def say(message, step=None):
-        nonlocal task
+        nonlocal task, last
         if message is not None:
             console.print(message)
+            last = message
             if task is not None:
                 bar.remove_task(task)
                 task = None
             return
         s, n, logs = step
         if task is None:
-            task = bar.add_task("distil", total=n)
-        bar.update(task, completed=s, description=f"distil loss={logs['loss']:.4g} {figure}={logs[figure]:+.3f}")
+            task = bar.add_task("distil" if logs else last, total=n)
+        if logs:
+            bar.update(task, completed=s, description=f"distil loss={logs['loss']:.4g} {figure}={logs[figure]:+.3f}")
+        else:
+            bar.update(task, completed=s)
 
     return say
 
@@ -193,36 +119,12 @@ def report(results: dict, out: Path) -> None:
     console.print(f"report: {out / 'report.md'}, {out / 'pareto.png'}, {out / 'compress.json'}")
 
 
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    values = tuple(sorted({0.0, *_floats_raw(text, flag)}))
-    if any(not 0 <= v < 1 for v in values):
-        raise UserError(f"{flag}: prune ratios must be in [0, 1)")
-    return values
-
-
-def _floats_raw(text: str, flag: str) -> list[float]:
+def _numbers(text: str, flag: str) -> tuple[float, ...]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise UserError(f"{flag} {text!r} is not a comma-separated list of numbers") from None
 
 
-def _sizes(text: str, flag: str) -> tuple[int, ...]:
-    """Whole-pixel input sizes; --resize ones checked here, before the teacher's slow embeddings."""
-    from lamsc.semcom.skb_student import check_resize
-
-    values = _floats_raw(text, flag)
-    if any(v != int(v) or v <= 0 for v in values):
-        raise UserError(f"{flag} {text!r}: input sizes are positive whole numbers of pixels, e.g. 448,512")
-    if flag == "--resize":
-        for v in values:
-            check_resize(int(v))
-    return tuple(int(v) for v in values)
-
-
 def _words(text: str) -> tuple[str, ...]:
-    words = tuple(w.strip() for w in text.split(",") if w.strip())
-    bad = [w for w in words if w not in ("fp32", "fp16", "int8")]
-    if bad or not words:
-        raise UserError(f"--precisions {text!r}: choose from fp32, fp16, int8")
-    return words
+    return tuple(w.strip() for w in text.split(",") if w.strip())

@@ -10,11 +10,12 @@ import typer
 from PIL import Image
 from rich.table import Table
 
-from lamsc.commands.compress import report as report_compress, run_compress
+from lamsc.commands.compress import compress_with_progress, report as report_compress
 from lamsc.commands.output import console, emit_json, print_table
 from lamsc.commands.profile import report as report_profile, run_profile
 from lamsc.commands.segment import report as report_segments, segment_images
 from lamsc.commands.transmit import run_link
+from lamsc.compress import CompressConfig
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
@@ -50,8 +51,10 @@ def demo(
     profiled = run_profile(str(model) if model else None, None, "torch", "auto", "wifi", "cpu", 10.0, "awgn",
                               checkpoint, 2, out / "profile", photos=photos[:3])
     # Compress the model to a budget of 60% of its own latency on this CPU.
-    compressed = run_compress(model, DEMO_BUDGET, "cpu", out / "compressed", DEMO_RATIOS, "fp32", DEMO_STEPS,
-                              photos=photos[:4], max_rate_increase=DEMO_MAX_RATE_INCREASE)
+    compressed = compress_with_progress(CompressConfig(
+        budget=DEMO_BUDGET, target="cpu", model=model, out=out / "compressed",
+        ratios=[float(r) for r in DEMO_RATIOS.split(",")], precisions=("fp32",), steps=DEMO_STEPS,
+        data=photos[:4], images=photos[:4], max_rate_increase=DEMO_MAX_RATE_INCREASE)).results
     if json_out:
         emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,
                            "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()},
