@@ -30,12 +30,13 @@ RESULTS = Path(__file__).parent / "results"
 def build(sam_checkpoint: Path | None, work: Path) -> tuple[Path, Path, np.ndarray]:
     import torch
 
-    from lamsc.compress.quantise import quantise_onnx
+    from lamsc.export.quantise import quantise_onnx
     from lamsc.compress.skb import sam_inputs
-    from lamsc.export.graphs import SkbEncoderGraph
+    from lamsc.semcom.graphs import SkbEncoderGraph
     from lamsc.export.onnx_export import export_onnx
     from lamsc.semcom.images import bundled_photos
-    from lamsc.semcom.sam_checkpoint import load_sam, mobile_sam
+    from lamsc.semcom.sam_architecture import mobile_sam
+    from lamsc.semcom.sam_checkpoint import load_sam
 
     if sam_checkpoint is None:
         torch.manual_seed(0)

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lamsc.kernels import asc_pack_torch, library, mask_postprocess
-from lamsc.kernels.mask import mask_postprocess_ref
+from lamsc.kernels import asc_pack_torch, library
 from lamsc.semcom.asc import depth_levels
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
 from lamsc.semcom.payload import assemble, level_bits, parse
@@ -75,13 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         parsed = parse(assemble(h * 8, w * 8, (c, h, w), 8, 8, packed.scale, None, packed.level_bytes,
                                 packed.value_bytes))
         rows.append(_row("asc_unpack cuda", f"{c}x{h}x{w}", moved, timed(lambda: asc_unpack(parsed, "cuda"), args.reps), bw))
-    for n, h, w in [(64, 256, 256), (64, 1024, 1024)]:
-        logits = torch.randn(n, h, w, device="cuda")
-        moved = logits.numel() * 5  # read float32 logits, write uint8 masks
-        rows.append(_row("mask_postprocess cuda", f"{n}x{h}x{w}", moved,
-                         timed(lambda: mask_postprocess(logits), args.reps), bw))
-        rows.append(_row("mask_postprocess torch", f"{n}x{h}x{w}", moved,
-                         timed(lambda: mask_postprocess_ref(logits), args.reps), bw))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "kernels_bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -3,7 +3,7 @@
     python benchmarks/pack_overhead.py [--repeats 10] [--out benchmarks/results]
 
 Per bundled photograph, medians over repeats after a warm-up, all in one run: the transmitter graph, the
-pack (unit-power sending, ASC levels, quantisation and bit packing into the payload, as EdgeTransmitter does
+pack (unit-power sending, ASC levels, quantisation and bit packing into the payload, as the Transmitter does
 it), the payload's unpack (CRC, depth map, values) and the receiver graph. Pack + unpack as a share of the
 two graphs' time is the figure: the masking must not cost what the networks cost. Writes
 pack_overhead.{csv,md,json}.
@@ -20,13 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lamsc.export.bundle import write_bundle
 from lamsc.export.samples import model_samples
-from lamsc.runtime.backends import OnnxRuntimeBackend, spec_of
-from lamsc.runtime.endpoints import transmit_power
+from lamsc.runtime.backends import OnnxRuntimeBackend
 from lamsc.runtime.latency import Latency
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
@@ -48,18 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         backend = OnnxRuntimeBackend(write_bundle(model, Path(tmp) / "fp32", "fp32", images=photos[:3]))
         for i, item in enumerate(photos):
-            feeds = {graph: {t.name: x.numpy() for t, x in zip(spec_of(backend, graph).inputs, samples[graph][i])}
+            feeds = {graph: {t.name: x.numpy() for t, x in zip(backend.spec(graph).inputs, samples[graph][i])}
                      for graph in ("transmitter", "receiver")}
             out = backend.run("transmitter", feeds["transmitter"])
             size = item.pixels.shape[:2]
 
             def pack():
-                z = transmit_power(out["z"], out["depth"], config.num_levels)[0]
-                return pack_features(z, torch.from_numpy(out["depth"][0, 0]), config, size, 10.0, None,
-                                     np.zeros(size, np.float32)).payload
+                return pack_features(out, config, size, 10.0, None).payload
 
             payload = pack()
-            c, h, w = out["z"].shape[1:]
+            c, h, w = out["features"].shape[1:]
             rows.append({"image": item.name, "size": "x".join(map(str, size)), "features": f"{c}x{h}x{w}",
                          "transmitter_ms": Latency.timing(lambda: backend.run("transmitter", feeds["transmitter"]),
                                                          args.repeats).median_ms,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from lamsc.export.bundle import write_bundle
+from lamsc.export.bundle import Int8Options, write_bundle
 from lamsc.export.samples import model_samples
 from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from lamsc.runtime.latency import Latency
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, precision, int8_for in (("fp32", "fp32", "tensorrt"), ("fp16", "fp16", "tensorrt"),
                                            ("int8-trt", "int8", "tensorrt"), ("int8-ort", "int8", "onnxruntime")):
             backends[f"onnxruntime {label}"] = OnnxRuntimeBackend(
-                write_bundle(model, Path(tmp) / label, precision, images=photos[:3], int8_for=int8_for))
+                write_bundle(model, Path(tmp) / label, precision, images=photos[:3], int8=Int8Options(int8_for)))
         rows = []
         for i, item in enumerate(photos):
             for graph in ("transmitter", "receiver"):

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from lamsc.semcom.asc import random_levels
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.loop import TrainingRun
-from lamsc.semcom.model import LamscModel
+from lamsc.semcom.model import DOWNSAMPLING, LamscModel
 from lamsc.semcom.training import Batches, TrainingImage
 
 
@@ -77,7 +77,9 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
                 levels = random_levels(levels.shape, student.config.num_levels, generator=gen)
             t_enc = teacher.encode(x, masks, snr, levels=levels)
         s_enc = student.encode(x, masks, snr, levels=levels)
-        depth = student.mask_net(s_enc["z"], F.avg_pool2d(s_enc["importance"], 8), snr)
+        # ASC's depth from what it sees at inference (LamscModel.encode): the unmasked features, FiLM's SNR
+        depth = student.mask_net(s_enc["features"], F.avg_pool2d(s_enc["importance"], DOWNSAMPLING),
+                                 student.snr_input(snr))
         noise_state = gen.get_state()
         t_rx, s_rx = (_through_channel(e["z"], e["mask"], snr, gen, noise_state) for e in (t_enc, s_enc))
         with torch.no_grad():

@@ -29,14 +29,16 @@ from lamsc.compress.cost import Target, cost_of, count_work, measure_onnx
 from lamsc.compress.distill import DistillConfig, distil_codec
 from lamsc.compress.prune import count_parameters, prune_codec
 from lamsc.errors import UserError
-from lamsc.export.bundle import write_bundle
-from lamsc.export.graphs import model_graphs
+from lamsc.export.bundle import Int8Options, write_bundle
 from lamsc.runtime.backends import OnnxRuntimeBackend
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.graphs import model_graphs
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.metrics import mean_defined
 from lamsc.semcom.model import DOWNSAMPLING, LamscModel
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.training import TrainingImage
+from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 
 @dataclass
@@ -183,9 +185,8 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
              segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path,
              calibration: list[NamedImage] | None = None) -> None:
     """Export ``model`` at the candidate's precision, then cost and score it (fills ``c`` in)."""
-    bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation,
-                          int8_for="onnxruntime" if target.name == "cpu" else "tensorrt", calibration=calibration,
-                          int8_max_drop=cfg.int8_max_drop)
+    int8 = Int8Options("onnxruntime" if target.name == "cpu" else "tensorrt", calibration, cfg.int8_max_drop)
+    bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation, int8=int8)
     c.bundle = bundle_dir
     c.workload = workload(model, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
     c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), model, evaluation, segments,
@@ -270,13 +271,8 @@ class _Segments:
 def link_quality(backend, model: LamscModel, evaluation: list[NamedImage], segments: dict,
                  snr_db: float) -> dict:
     """Mean PSNR/SSIM of the whole link (transmitter graph, payload, AWGN, receiver graph) per photograph."""
-    from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
-    from lamsc.semcom.channels import Channel
-    from lamsc.semcom.transmission import transmit
-
     replay = _Segments()
-    tx = EdgeTransmitter(backend, model.config, replay, snr_db)
-    rx = EdgeReceiver(backend)
+    tx, rx = Transmitter(backend, replay, snr_db=snr_db), Receiver(backend)
     psnr, ssim, bits = [], [], []
     for i, item in enumerate(evaluation):
         replay.next = segments[item.name]

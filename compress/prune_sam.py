@@ -27,7 +27,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from lamsc.semcom.sam_checkpoint import SamArchitecture
+from lamsc.semcom.sam_architecture import SamArchitecture
 
 
 def prune_sam_encoder(sam: nn.Module, arch: SamArchitecture, ratio: float) -> nn.Module:

@@ -34,13 +34,13 @@ from lamsc.compress.distill import DistillConfig, distil_encoder, embedding_cosi
 from lamsc.compress.plan import Candidate, Plan, candidate_precisions, cost_all
 from lamsc.compress.prune import count_parameters
 from lamsc.compress.prune_sam import prune_sam_encoder
-from lamsc.compress.quantise import quantise_onnx
-from lamsc.export.graphs import SkbEncoderGraph
 from lamsc.export.onnx_export import export_onnx, session, to_fp16
+from lamsc.export.quantise import quantise_onnx
 from lamsc.export.samples import skb_image
 from lamsc.semcom.architecture import record
+from lamsc.semcom.graphs import SkbEncoderGraph
 from lamsc.semcom.images import NamedImage
-from lamsc.semcom.sam_checkpoint import SamArchitecture, _build
+from lamsc.semcom.sam_architecture import SAM_INPUT_SIDE, SamArchitecture, build_sam
 from lamsc.semcom.skb_student import ResizedTinyViT, ResNetStudent, save_skb
 
 MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep against its teacher
@@ -75,7 +75,7 @@ class SkbPlanConfig:
 
 def sam_inputs(sam, photos: list[NamedImage]) -> list[torch.Tensor]:
     mean, std = sam.pixel_mean.view(-1), sam.pixel_std.view(-1)
-    return [(skb_image(p.pixels, 1024, mean) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1) for p in photos]
+    return [(skb_image(p.pixels, SAM_INPUT_SIDE, mean) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1) for p in photos]
 
 
 def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, train: list[NamedImage],
@@ -99,7 +99,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         name = f"prune-{ratio:.2f}"
         say(f"{name}: pruning heads and MLP width, fine-tuning ({cfg.distill.steps} steps)")
         pruned = prune_sam_encoder(teacher, arch, ratio)
-        shape = record(pruned, _build(arch))
+        shape = record(pruned, build_sam(arch))
         distil_encoder(pruned.image_encoder, *fit, finetune, work / name, step, from_teacher=True, validation=val)
         models.append((name, ratio, pruned, {"kind": "pruned", "architecture": shape}))
     if cfg.resized and arch.family != "mobilesam":
@@ -127,7 +127,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         model = save_skb(sam, base, encoder, work / name / "skb", {"teacher": arch.describe(),
                                                                    "distill": dataclasses.asdict(cfg.distill)})
         fp32 = _export(sam, work / name / "skb_encoder.onnx")
-        encoder_work = count_work(sam.image_encoder, (torch.zeros(1, 3, 1024, 1024),))
+        encoder_work = count_work(sam.image_encoder, (torch.zeros(1, 3, SAM_INPUT_SIDE, SAM_INPUT_SIDE),))
         for precision in candidate_precisions(cfg, target):
             c = Candidate(f"{name}-{precision}", ratio, precision, model=model)
             c.bundle = _at_precision(fp32, precision, raw, transformer=encoder["kind"] != "student", tensorrt=tensorrt)
@@ -199,7 +199,7 @@ def onnx_embeddings(path: Path, images: list[np.ndarray]) -> list[torch.Tensor]:
 def skb_quality(embeddings: list[torch.Tensor], teacher, teacher_emb: list[torch.Tensor], per_side: int) -> dict:
     """Cosine and mask IoU of a candidate's ``embeddings`` against the teacher's, image by image."""
     cosines, ious = [], []
-    points = (torch.arange(per_side) + 0.5) / per_side * 1024
+    points = (torch.arange(per_side) + 0.5) / per_side * SAM_INPUT_SIDE
     grid = torch.stack(torch.meshgrid(points, points, indexing="xy"), -1).reshape(-1, 1, 2)
     labels = torch.ones(grid.shape[0], 1, dtype=torch.long)
     for emb, t_emb in zip(embeddings, teacher_emb):

@@ -1,6 +1,17 @@
-"""lamsc.export: ONNX export and verification, TensorRT engine build, the deploy bundle.
+"""lamsc.export: the model to ONNX, verified against PyTorch, in a deploy bundle a Jetson runs.
 
-This stage is being built (issue: ONNX and TensorRT export); it exports nothing yet.
+bundle.py        write_bundle(model, out, precision) -> Bundle: the graphs, verification, manifest; load_bundle
+onnx_export.py   torch.onnx export (opset 17), fp16 conversion, output comparison against PyTorch
+quantise.py      int8 of the exported graphs with NNCF (Q/DQ for TensorRT or ONNX Runtime, accuracy control)
+samples.py       real inputs for each graph, from photographs: what verification and calibration run on
+graph_checks.py  what TensorRT 10 cannot build (shape tensors from OneHot, asymmetric Q/DQ)
+tensorrt.py      the trtexec command and shape profiles, the engine build through TensorRT's Python API
+engines.py       python -m lamsc.export.engines BUNDLE: every engine of a bundle, on the device
+device_steps.py  build_engines.sh and JETSON.md beside the graphs
+
+The graphs themselves are the model's (lamsc.semcom.graphs); the ASC pack runs after them.
 """
 
-__all__: list[str] = []
+from lamsc.export.bundle import Bundle, BundleError, Int8Options, SamExport, load_bundle, write_bundle
+
+__all__ = ["Bundle", "BundleError", "Int8Options", "SamExport", "load_bundle", "write_bundle"]

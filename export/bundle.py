@@ -31,14 +31,16 @@ from lamsc import __version__
 from lamsc.errors import UserError
 from lamsc.export.device_steps import write_device_steps
 from lamsc.export.graph_checks import tensorrt_problems
-from lamsc.export.graphs import GraphSpec, TensorSpec, model_graphs, skb_graphs
 from lamsc.export.onnx_export import MAX_RELATIVE, MIN_SQNR_DB, compare_outputs, export_onnx, run_both, to_fp16
+from lamsc.export.quantise import CODEC_GLUE, codec_link_metric, quantise_onnx
 from lamsc.export.samples import model_samples, skb_samples
+from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.graphs import GraphSpec, TensorSpec, model_graphs, skb_graphs
 from lamsc.semcom.images import NamedImage, bundled_photos
 from lamsc.semcom.model import LamscModel, ModelConfig
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
 
-FORMAT, FORMAT_VERSION = "lamsc-bundle", 1
+FORMAT, FORMAT_VERSION = "lamsc-bundle", 2  # 2: the transmitter outputs unmasked features and ASI's map
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_TARGETS = ("tensorrt", "onnxruntime")  # signed int8 Q/DQ only | uint8 activations where NNCF chose them
 LIBRARIES = ("torch", "onnx", "onnxruntime", "nncf", "numpy", "segment-anything", "mobilesam-mirror")
@@ -101,26 +103,48 @@ def library_versions() -> dict:
     return out
 
 
-def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sam: torch.nn.Module | None = None,
-                 sam_name: str = "", segmenter: Segmenter | None = None, images: list[NamedImage] | None = None,
-                 mask_options: MaskGenerationOptions | None = None, budget: dict | None = None,
-                 int8_for: str = "tensorrt", calibration: list[NamedImage] | None = None,
-                 int8_max_drop: float | None = None) -> Bundle:
-    """Export ``model`` (and ``sam``'s encoder/decoder when given) to a verified bundle in ``out``.
+@dataclass(frozen=True)
+class Int8Options:
+    """How an int8 bundle is quantised (NNCF). ``runtime``: "tensorrt" (signed int8 Q/DQ only) or
+    "onnxruntime" (uint8 activations where NNCF chose them, ONNX Runtime's U8S8 form on x86);
+    ``calibration``: photographs NNCF calibrates on (None: the verification photographs; keep them apart
+    from those a candidate is scored on); ``max_drop``: dB of link PSNR each codec graph may lose on them,
+    held by accuracy control keeping the costliest layers in float (None: plain post-training quantisation)."""
+
+    runtime: str = "tensorrt"
+    calibration: list[NamedImage] | None = None
+    max_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class SamExport:
+    """The SAM/MobileSAM knowledge base to export beside the codec: the module (``load_sam``), a name for the
+    manifest, and the mask generation the runtime repeats with its graphs."""
+
+    model: torch.nn.Module
+    name: str = ""
+    mask_options: MaskGenerationOptions = MaskGenerationOptions()
+
+
+def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sam: SamExport | None = None,
+                 segmenter: Segmenter | None = None, images: list[NamedImage] | None = None,
+                 budget: dict | None = None, int8: Int8Options = Int8Options()) -> Bundle:
+    """Export ``model`` (and the SKB's encoder/decoder with ``sam``) to a verified bundle in ``out``;
+    ``precision`` is one of PRECISIONS.
 
     ``images`` (default: the bundled photographs) are what each graph is verified on against PyTorch;
-    ``segmenter`` (default: the fallback) gives their SKB masks. For int8, NNCF calibrates on
-    ``calibration`` (default: ``images``; keep them apart from the photographs a candidate is scored on),
-    and with ``int8_max_drop`` (dB) accuracy control keeps in float the codec layers that cost most until
-    each graph's link PSNR on them is within that drop of float. ``int8_for`` is "tensorrt" (signed int8
-    Q/DQ only) or "onnxruntime" (uint8 activations where NNCF chose them, ONNX Runtime's U8S8 form on x86).
+    ``segmenter`` (default: the fallback) gives their SKB masks; ``budget`` is recorded in the manifest.
+    Raises UserError for an unknown precision or int8 runtime, a negative drop, or an ``out`` folder that
+    holds something other than a bundle; and when a graph's outputs are off PyTorch's beyond the precision's
+    tolerance (lamsc.export.onnx_export).
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if int8_for not in INT8_TARGETS:
-        raise UserError(f"int8 for {int8_for!r}: give one of {', '.join(INT8_TARGETS)} (the runtime that will run it)")
-    if int8_max_drop is not None and int8_max_drop < 0:
-        raise UserError(f"int8 max drop {int8_max_drop:g} dB is negative: give the PSNR (dB) int8 may lose, e.g. 0.1")
+    if int8.runtime not in INT8_TARGETS:
+        raise UserError(f"int8 for {int8.runtime!r}: give one of {', '.join(INT8_TARGETS)} (the runtime that will "
+                        "run it)")
+    if int8.max_drop is not None and int8.max_drop < 0:
+        raise UserError(f"int8 max drop {int8.max_drop:g} dB is negative: give the PSNR (dB) int8 may lose, e.g. 0.1")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "manifest.json").is_file():
@@ -132,7 +156,7 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     graphs = model_graphs(model)
     segmenter = segmenter or build_segmenter(None)
     if sam is not None:
-        graphs.update(skb_graphs(sam))
+        graphs.update(skb_graphs(sam.model))
 
     def samples_of(photos):
         found = model_samples(model, segmenter, photos)
@@ -141,7 +165,7 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
         return found
 
     samples = samples_of(images)
-    calibrated = samples_of(calibration) if precision == "int8" and calibration else samples
+    calibrated = samples_of(int8.calibration) if precision == "int8" and int8.calibration else samples
     entries = {}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = {name: export_onnx(module, module.spec(), module.example(), Path(tmp) / f"{name}.fp32.onnx")
@@ -153,24 +177,24 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
             elif precision == "fp16":
                 to_fp16(fp32[name], final)
             else:
-                quantise_graph(module.spec(), fp32, final, calibrated, model.config.num_levels, int8_for,
-                               int8_max_drop)
+                quantise_graph(module.spec(), fp32, final, calibrated, model.config.num_levels, int8.runtime,
+                               int8.max_drop)
             entries[name] = graph_entry(module, module.spec(), final, samples[name], precision,
                                         model.config.num_levels)
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "lamsc": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
-        "int8_for": int8_for if precision == "int8" else None,
-        "int8": ({"calibrated_on": [i.name for i in calibration or images], "max_drop_db": int8_max_drop}
+        "int8_for": int8.runtime if precision == "int8" else None,
+        "int8": ({"calibrated_on": [i.name for i in int8.calibration or images], "max_drop_db": int8.max_drop}
                  if precision == "int8" else None),
         "model": json.loads(model.config.to_json()),
-        "skb": ({"kind": "sam", "source": sam_name, "mask_generation": (mask_options or MaskGenerationOptions()).to_dict()}
+        "skb": ({"kind": "sam", "source": sam.name, "mask_generation": sam.mask_options.to_dict()}
                 if sam is not None else {"kind": "fallback"}),
         "graphs": entries, "budget": budget, "libraries": library_versions(),
         "verified_on": [i.name for i in images],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    write_device_steps(out, manifest)
+    write_device_steps(Bundle(out, manifest))
     return load_bundle(out)
 
 
@@ -178,8 +202,6 @@ def quantise_graph(spec: GraphSpec, fp32: dict[str, Path], out: Path, samples: d
                    int8_for: str, max_drop: float | None) -> None:
     """NNCF int8 of graph ``spec.name`` calibrated on ``samples``; the codec's graphs accuracy-controlled on
     the link's PSNR when ``max_drop`` is given (the SKB's graphs have no photograph to score against)."""
-    from lamsc.compress.quantise import CODEC_GLUE, codec_link_metric, quantise_onnx
-
     name = spec.name
     feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
     codec = name in ("transmitter", "receiver")
@@ -232,8 +254,6 @@ def rate_against_pytorch(depths: list[tuple], num_levels: int) -> dict:
     verification photograph and over all of them, from (exported, PyTorch) depth maps. A reduced precision
     moves the depth map across level boundaries, which changes the rate (the default codec's int8 before its
     glue stayed in float: +3% overall, +19% on one photograph) where SQNR shows only an error."""
-    from lamsc.semcom.asc import depth_levels
-
     kept = [(int(depth_levels(torch.from_numpy(got[:, 0]), num_levels).sum()),
              int(depth_levels(torch.from_numpy(ref[:, 0]), num_levels).sum())) for got, ref in depths]
     return {"levels_x_pytorch": [round(k / r, 4) for k, r in kept],

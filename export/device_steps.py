@@ -8,10 +8,13 @@ folders on the device, lamsc's source tree and the bundle's, and each step says 
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamsc.export.tensorrt import trtexec_command
 from lamsc.kernels.loader import LIBRARY
+
+if TYPE_CHECKING:  # bundle.py calls this module once its manifest is written
+    from lamsc.export.bundle import Bundle
 
 JETPACK6_INDEX = "https://pypi.jetson-ai-lab.io/jp6/cu126"  # Jetson AI Lab's wheels for JetPack 6 (CUDA 12.6)
 SOURCE_TREE = "~/lamsc"            # where JETSON.md has lamsc's source tree copied on the device
@@ -21,11 +24,9 @@ ORIN_ARCH = "87"                   # JetPack 6 runs on Orin only: sm_87
 JETPACK_TRTEXEC_DIR = "/usr/src/tensorrt/bin"  # JetPack's trtexec, not on PATH by default
 
 
-def write_device_steps(out: Path, manifest: dict) -> None:
-    """build_engines.sh (trtexec, TensorRT 10) and JETSON.md beside the graphs of the bundle in ``out``."""
-    from lamsc.export.bundle import Bundle  # bundle.py calls this module once its manifest is written
-
-    bundle = Bundle(out, manifest)
+def write_device_steps(bundle: Bundle) -> None:
+    """build_engines.sh (trtexec, TensorRT 10) and JETSON.md beside the graphs of ``bundle``."""
+    out = bundle.root
     lines = ["#!/bin/sh", "# Build the TensorRT engines on the device that will run them (JetPack 6: TensorRT 10.3).",
              "# Runs in this bundle's folder, wherever it is called from.",
              "set -e", 'cd "$(dirname "$0")"',
@@ -90,7 +91,7 @@ says which one it runs in:
    cd {here}
    sh build_engines.sh
    ```
-   or, with the venv active, `python -m lamsc.export.tensorrt .` through TensorRT's Python API.
+   or, with the venv active, `python -m lamsc.export.engines .` through TensorRT's Python API.
    Engines are tied to this GPU and TensorRT version: never copy them to another device.
 4. In this bundle's folder, with the venv active, profile it; `LAMSC_KERNELS_LIB` names the kernel library
    of step 2 (leave that line out if you skipped it):

@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from lamsc.export.graphs import GraphSpec
+from lamsc.semcom.graphs import GraphSpec
 
 OPSET = 17
 

@@ -6,23 +6,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lamsc.export.graphs import SkbEncoderGraph
 from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.graphs import SkbEncoderGraph
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.transmission import model_inputs
 
-SNRS = (0.0, 5.0, 10.0, 15.0, 20.0)  # calibration spans the model's SNR range: FiLM scales depend on it
+SNR_POINTS = 5  # calibration spans the model's SNR range in this many steps: FiLM scales depend on it
 
 
 def model_samples(model: LamscModel, segmenter: Segmenter, images: list[NamedImage]) -> dict[str, list[tuple]]:
     """Per graph, one input tuple per photograph: the transmitter's (image, masks, SNR) and the receiver's
     (z, levels, SNR) from running the PyTorch transmitter on them."""
     tx, rx = [], []
+    snrs = np.linspace(*model.config.snr_range, SNR_POINTS)
     for i, item in enumerate(images):
         x, masks = model_inputs(item.pixels, segmenter.segment(item.pixels), model.config.segments)
-        snr = torch.tensor([SNRS[i % len(SNRS)]])
+        snr = torch.tensor([snrs[i % SNR_POINTS]], dtype=torch.float32)
         with torch.no_grad():
             enc = model.encode(x, masks, snr)
         tx.append((x, masks, snr))

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-
 from lamsc.errors import UserError
-from lamsc.export.graphs import GraphSpec
-
+from lamsc.semcom.graphs import GraphSpec
 # Dynamic axes: (min, opt, max). Heights/widths up to 1080p (padded to 1088), optimised for 512x512.
 AXIS_RANGES = {"batch": (1, 1, 4), "height": (64, 512, 1088), "width": (64, 512, 1920),
                "feature_height": (8, 64, 136), "feature_width": (8, 64, 240),
@@ -63,7 +61,7 @@ def tensorrt():
         import tensorrt as trt
     except ImportError:
         raise UserError("TensorRT is not installed here: build engines on the Jetson (JetPack ships it), with "
-                        "build_engines.sh in the bundle or `python -m lamsc.export.tensorrt BUNDLE`") from None
+                        "build_engines.sh in the bundle or `python -m lamsc.export.engines BUNDLE`") from None
     return trt
 
 
@@ -104,30 +102,3 @@ def build_engine(onnx_file: str | Path, engine_file: str | Path, spec: GraphSpec
     if cache_path:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return engine_file
-
-
-def build_bundle_engines(bundle_dir: str | Path) -> list[Path]:
-    """Build every graph of a bundle into ``BUNDLE/engines/`` (on the device that will run them)."""
-    from lamsc.export.bundle import load_bundle
-
-    bundle = load_bundle(bundle_dir)
-    problems = bundle.tensorrt_problems()
-    if problems:  # refuse before the minutes a build takes, with what export checked
-        hint = (" Export it again with --int8-for tensorrt." if bundle.manifest.get("int8_for") == "onnxruntime" else "")
-        raise UserError(f"{bundle.root} has graphs TensorRT cannot build ({'; '.join(problems[:3])}).{hint}")
-    out = bundle.root / "engines"
-    out.mkdir(exist_ok=True)
-    return [build_engine(bundle.path(name), out / f"{name}.engine", bundle.spec(name), bundle.precision,
-                         timing_cache=out / "timing.cache") for name in bundle.graphs]
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m lamsc.export.tensorrt BUNDLE")
-    try:
-        engines = build_bundle_engines(sys.argv[1])
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    print("\n".join(map(str, engines)))

@@ -1,9 +1,8 @@
-"""lamsc.kernels: custom CUDA kernels for the masking, with the references they must match.
+"""lamsc.kernels: custom CUDA kernels for ASC's masking, run after the transmitter's and before the
+receiver's networks.
 
 - ``asc_pack_cuda`` / ``asc_unpack_cuda``: ASC's threshold + quantise + compaction into the payload, and its
   inverse; bit-identical to the reference in ``lamsc.semcom.payload``, which calls them on a GPU.
-- ``mask_postprocess``: SAM's segment-everything post-processing (threshold, stability score, box, area)
-  in one pass per mask.
 
 Each runs when its input is on a CUDA device and liblamsc_kernels.so is built
 (``cmake -S . -B build && cmake --build build``); the ASC ones return None otherwise, and their caller runs
@@ -12,7 +11,5 @@ the reference. Importing this package never initialises CUDA, and it imports not
 
 from lamsc.kernels.asc import asc_pack_cuda, asc_pack_torch, asc_unpack_cuda
 from lamsc.kernels.loader import library, library_path
-from lamsc.kernels.mask import MaskStats, mask_postprocess
 
-__all__ = ["MaskStats", "asc_pack_cuda", "asc_pack_torch", "asc_unpack_cuda", "library", "library_path",
-           "mask_postprocess"]
+__all__ = ["asc_pack_cuda", "asc_pack_torch", "asc_unpack_cuda", "library", "library_path"]

@@ -22,11 +22,4 @@ LAMSC_API int lamsc_asc_pack(const float* values, const float* depth, int channe
 LAMSC_API int lamsc_asc_unpack(const uint8_t* level_bytes, const uint8_t* value_bytes, int channels, int hw, int num_levels,
                      int bits, int level_bits, float step, int32_t* levels, int32_t* counts, int32_t* offsets,
                      float* out, cudaStream_t stream);
-
-// SAM mask post-processing, one pass over each of n masks of hw = height * width logits:
-// masks (n, hw) uint8 = logits > threshold; areas, intersections (> threshold + offset) and unions
-// (> threshold - offset) as int32 (n); boxes (n, 4) int32 XYXY with inclusive ends, zeros for empty masks.
-LAMSC_API int lamsc_mask_postprocess(const float* logits, int n, int height, int width, float threshold, float offset,
-                           uint8_t* masks, int32_t* areas, int32_t* intersections, int32_t* unions,
-                           int32_t* boxes, cudaStream_t stream);
 }

@@ -41,8 +41,7 @@ def library() -> ctypes.CDLL | None:
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.lamsc_asc_pack.argtypes = [p, p, i, i, i, i, i, p, p, p, p, p, p, p, p]
     lib.lamsc_asc_unpack.argtypes = [p, p, i, i, i, i, i, f, p, p, p, p, p]
-    lib.lamsc_mask_postprocess.argtypes = [p, i, i, i, f, f, p, p, p, p, p, p]
-    for fn in (lib.lamsc_asc_pack, lib.lamsc_asc_unpack, lib.lamsc_mask_postprocess):
+    for fn in (lib.lamsc_asc_pack, lib.lamsc_asc_unpack):
         fn.restype = i
     return lib
 

@@ -1,10 +1,18 @@
 """lamsc: large-AI-model-based semantic communication of images, made to run on the edge.
 
-Stages, one subpackage each: ``lamsc.semcom`` (the model: what happens to one image),
-``lamsc.compress``, ``lamsc.export``, ``lamsc.runtime`` and ``lamsc.kernels``.
-The ``lamsc`` command lives in ``lamsc.cli``.
+Stages, one subpackage each, each importing only those below it (docs/architecture.md):
+``lamsc.compress`` > ``lamsc.runtime`` > ``lamsc.export`` > ``lamsc.semcom`` (the model) > ``lamsc.kernels``.
+The ``lamsc`` command (``lamsc.cli``) wraps the Python calls named here, each a small config in and a result
+out; they load on first use, so ``import lamsc`` stays light:
+
+- transmit: ``transmit(image, Transmitter(model, segmenter), Receiver(model), Channel("awgn", 10.0))``
+- train: ``train_model(TrainJob(data=["photos/"]))``
+- compress: ``compress_to_budget(CompressConfig(budget="latency-ms=60%"))``
+- export: ``write_bundle(model, "bundle/", "int8")``
+- profile: ``profile_link(ProfileConfig("bundle/", energy="auto"))``
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from lamsc.errors import UserError
@@ -14,4 +22,24 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["UserError", "__version__"]
+# name -> the module that defines it
+_API = {
+    **dict.fromkeys(("Transmitter", "Receiver", "transmit", "LinkResult"), "lamsc.semcom.transmission"),
+    "Channel": "lamsc.semcom.channels",
+    **dict.fromkeys(("load_model", "LamscModel", "ModelConfig"), "lamsc.semcom.model"),
+    **dict.fromkeys(("load_image", "bundled_photos", "iter_images"), "lamsc.semcom.images"),
+    **dict.fromkeys(("build_segmenter", "SamSegmenter"), "lamsc.semcom.segmenter"),
+    "FallbackSegmenter": "lamsc.semcom.fallback",
+    **dict.fromkeys(("TrainJob", "TrainResult", "TrainConfig", "train_model"), "lamsc.semcom.training"),
+    **dict.fromkeys(("CompressConfig", "CompressResult", "compress_to_budget"), "lamsc.compress.to_budget"),
+    **dict.fromkeys(("write_bundle", "load_bundle", "Bundle", "Int8Options", "SamExport"), "lamsc.export.bundle"),
+    **dict.fromkeys(("ProfileConfig", "ProfileResult", "profile_link"), "lamsc.runtime.profiler"),
+}
+
+__all__ = ["UserError", "__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'lamsc' has no attribute {name!r}")

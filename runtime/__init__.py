@@ -1,6 +1,18 @@
-"""lamsc.runtime: backends, transmitter and receiver over a real link, latency and energy profiling.
+"""lamsc.runtime: a deployment running: backends over a bundle, the link between two processes, latency
+and energy per transmitted image.
 
-This stage is being built (issue: an edge runtime over a real link); it exports nothing yet.
+backends.py    ONNX Runtime and TensorRT over a bundle (lamsc.semcom.backend's interface), open_backend
+deployment.py  a picklable description of what an endpoint runs: bundle or checkpoint, backend, SKB
+skb.py         SAM's mask generator on the exported SKB graphs
+link.py        transmitter and receiver as two processes over TCP, the channel acting on each frame
+latency.py     per-stage latency (median, p90, p99)
+energy/        energy meters: Zeus (NVML, RAPL, Jetson rails), tegrastats, jetson-stats, a declared model
+radio.py       radio presets (Wi-Fi, LTE, NB-IoT, LoRa): airtime and energy per bit or channel use
+devices.py     device profiles (Jetsons, a server CPU) with their sources
+profiler.py    profile_link(ProfileConfig) -> ProfileResult: latency and energy per image beside JPEG
 """
 
-__all__: list[str] = []
+from lamsc.runtime.backends import OnnxRuntimeBackend, TensorRTBackend, open_backend
+from lamsc.runtime.profiler import ProfileConfig, ProfileResult, profile_link
+
+__all__ = ["OnnxRuntimeBackend", "ProfileConfig", "ProfileResult", "TensorRTBackend", "open_backend", "profile_link"]

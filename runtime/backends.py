@@ -1,88 +1,39 @@
-"""One interface over PyTorch, ONNX Runtime and TensorRT: ``backend.run(graph, feeds) -> outputs``.
-
-Graphs and their tensors are named as in lamsc.export.graphs; feeds and outputs are NumPy arrays, so the
-endpoints above this file do not know which backend runs them.
-"""
+"""The exported bundle's backends, ONNX Runtime and TensorRT, behind lamsc.semcom.backend's interface
+(whose reference is the PyTorch backend), and ``open_backend`` to choose one by name."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from lamsc.errors import UserError
 from lamsc.export.bundle import Bundle
-from lamsc.export.graphs import GraphSpec, model_graphs, skb_graphs
+from lamsc.export.onnx_export import session
+from lamsc.export.tensorrt import tensorrt
+from lamsc.semcom.backend import Backend, TorchBackend
+from lamsc.semcom.graphs import GraphSpec
 from lamsc.semcom.model import LamscModel
-from lamsc.semcom.segmenter import torch_device
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-
-
-class Backend(Protocol):
-    name: str          # "torch (cuda)", "onnxruntime (CPUExecutionProvider)", ...
-    graphs: list[str]
-    processor: str     # where the graphs run: "cpu" or "gpu" (what an energy meter must see)
-    # The last run's time on the GPU by CUDA events on its stream (inputs in, graph, outputs out), free of
-    # host timer and synchronisation overhead; None off a GPU, and for ONNX Runtime, which owns its stream.
-    gpu_seconds: float | None
-
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def synchronize(self) -> None: ...
-
-
-class TorchBackend:
-    """The PyTorch modules the graphs are exported from, eager, on CUDA when present."""
-
-    def __init__(self, model: LamscModel, sam: torch.nn.Module | None = None, device: str = "auto"):
-        self.device = torch_device(device)
-        self.modules = model_graphs(model.to(self.device))
-        if sam is not None:
-            self.modules.update(skb_graphs(sam.to(self.device)))
-        self.specs = {k: m.spec() for k, m in self.modules.items()}
-        self.graphs = list(self.modules)
-        self.name = f"torch ({self.device.type})"
-        self.processor = "gpu" if self.device.type == "cuda" else "cpu"
-        self.gpu_seconds = None
-
-    @torch.inference_mode()
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        spec = self.specs[graph]
-        on_gpu = self.device.type == "cuda"
-        if on_gpu:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self.device) for t in spec.inputs]
-        out = self.modules[graph](*args)
-        out = out if isinstance(out, tuple) else (out,)
-        outputs = {t.name: o.float().cpu().numpy() for t, o in zip(spec.outputs, out)}
-        if on_gpu:
-            end.record()
-            end.synchronize()
-            self.gpu_seconds = start.elapsed_time(end) / 1e3
-        return outputs
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 class OnnxRuntimeBackend:
     """The bundle's ONNX graphs in ONNX Runtime (CUDA execution provider when present)."""
 
     def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None):
-        from lamsc.export.onnx_export import session
-
         self.bundle = bundle
         self.sessions = {g: session(bundle.path(g), providers, threads) for g in bundle.graphs}
         self.graphs = bundle.graphs
+        self.config = bundle.config
         self.gpu_seconds = None
         provider = next(iter(self.sessions.values())).get_providers()[0]
         self.name = f"onnxruntime ({provider}, {bundle.precision})"
         self.processor = "cpu" if provider == "CPUExecutionProvider" else "gpu"
+
+    def spec(self, graph: str) -> GraphSpec:
+        return self.bundle.spec(graph)
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self.sessions[graph]
@@ -99,8 +50,6 @@ class TensorRTBackend:
     name-based I/O API, with pycuda device buffers. Imported lazily: TensorRT lives on the Jetson."""
 
     def __init__(self, bundle: Bundle):
-        from lamsc.export.tensorrt import tensorrt
-
         trt = tensorrt()
         try:
             import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
@@ -121,8 +70,12 @@ class TensorRTBackend:
         self.events = cuda.Event(), cuda.Event()
         self.gpu_seconds = None
         self.graphs = bundle.graphs
+        self.config = bundle.config
         self.name = f"tensorrt {trt.__version__} ({bundle.precision})"
         self.processor = "gpu"
+
+    def spec(self, graph: str) -> GraphSpec:
+        return self.bundle.spec(graph)
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         trt, cuda = self.trt, self.cuda
@@ -184,10 +137,6 @@ def open_backend(name: str, bundle: Bundle | None = None, model: LamscModel | No
     if name == "tensorrt":
         return TensorRTBackend(bundle)
     raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-
-
-def spec_of(backend: Backend, graph: str) -> GraphSpec:
-    return backend.specs[graph] if isinstance(backend, TorchBackend) else backend.bundle.spec(graph)
 
 
 def is_bundle(path: str | Path | None) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 from lamsc.errors import UserError
 from lamsc.export.bundle import Bundle, load_bundle
 from lamsc.runtime.backends import Backend, is_bundle, open_backend
+from lamsc.runtime.skb import graph_segmenter
 from lamsc.semcom.model import ModelConfig, load_model
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
 
@@ -45,10 +46,8 @@ class Deployment:
 
 def bundle_segmenter(bundle: Bundle, backend: Backend, sam_checkpoint: str | None) -> Segmenter:
     if bundle.skb["kind"] == "sam":
-        from lamsc.runtime.skb import GraphSamSegmenter
-
         options = MaskGenerationOptions.from_dict(bundle.skb["mask_generation"])
-        return GraphSamSegmenter(backend, options, bundle.skb.get("source", ""))
+        return graph_segmenter(backend, options, bundle.skb.get("source", ""))
     return build_segmenter(sam_checkpoint)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from lamsc.semcom.channels import Channel, transmit_bits
 from lamsc.semcom.payload import PayloadError
-from lamsc.semcom.transmission import analog_link, lost_image
+from lamsc.semcom.transmission import Receiver, Transmitter, analog_link, lost_image
 
 MAGIC = b"LSCF"
 FRAME = struct.Struct(">4sII")
@@ -59,11 +59,9 @@ def the_air(payload: bytes, channel: Channel, seed: int):
 
 
 def transmitter_process(deployment, images: list[np.ndarray], snr_db: float, asc: bool, port_q, report_q) -> None:
-    from lamsc.runtime.endpoints import EdgeTransmitter
-
     try:
-        backend, config, segmenter = deployment.open()
-        tx = EdgeTransmitter(backend, config, segmenter, snr_db, asc)
+        backend, _, segmenter = deployment.open()
+        tx = Transmitter(backend, segmenter, asc, snr_db)
         port = port_q.get(timeout=TIMEOUT_S)
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as sock:
             for seq, image in enumerate(images):
@@ -79,11 +77,9 @@ def transmitter_process(deployment, images: list[np.ndarray], snr_db: float, asc
 
 
 def receiver_process(deployment, sizes: list[tuple[int, int]], channel: Channel, seed: int, port_q, report_q) -> None:
-    from lamsc.runtime.endpoints import EdgeReceiver
-
     try:
         backend, _, _ = deployment.open()
-        rx = EdgeReceiver(backend)
+        rx = Receiver(backend)
         with socket.create_server(("127.0.0.1", 0)) as server:
             port_q.put(server.getsockname()[1])
             server.settimeout(TIMEOUT_S)

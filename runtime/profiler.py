@@ -1,4 +1,6 @@
-"""Per image: bits sent, what the receiver got (PSNR, SSIM), per-stage latency and energy per transmitted
+"""Latency and energy per transmitted image: ``profile_link(ProfileConfig(...)) -> ProfileResult``.
+
+Per image: bits sent, what the receiver got (PSNR, SSIM), per-stage latency and energy per transmitted
 image = compute energy of the transmitter + radio energy of its transmission, for lamsc and for JPEG.
 
 The JPEG baseline is matched in quality: the smallest JPEG whose PSNR reaches what lamsc delivered, sent
@@ -8,19 +10,122 @@ digitally at the best MCS for the SNR. Its compute energy is its encoding, measu
 from __future__ import annotations
 
 import io
+import json
+import os
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
+import torch
 from PIL import Image
 
-from lamsc.runtime.energy import EnergyMeter
+from lamsc.errors import UserError
+from lamsc.runtime.backends import is_bundle
+from lamsc.runtime.deployment import Deployment, describe
+from lamsc.runtime.energy import EnergyMeter, energy_meter
 from lamsc.runtime.latency import Latency, stage_latencies
-from lamsc.runtime.radio import Radio
+from lamsc.runtime.radio import Radio, radio as radio_preset
 from lamsc.semcom import metrics
-from lamsc.semcom.baseline import MCS_TABLE, symbols_needed
+from lamsc.semcom.baseline import MAX_SIDE, MCS_TABLE, symbols_needed
 from lamsc.semcom.channels import Channel
-from lamsc.semcom.images import NamedImage
-from lamsc.semcom.transmission import transmit
+from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
+from lamsc.semcom.metrics import strict_json
+from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+
+Track = Callable[..., Iterable]  # (items, description=...) -> the same items, showing progress (rich's track)
+
+
+@dataclass
+class ProfileConfig:
+    """What to profile, where, over which link and radio.
+
+    ``source``: a bundle folder (from ``lamsc export``), a model checkpoint, or None for the shipped model;
+    ``backend``: torch | onnxruntime | tensorrt (None: onnxruntime for a bundle, torch for a checkpoint);
+    ``images``: files, folders or NamedImages (None: the bundled photographs); ``energy``: a meter of
+    lamsc.runtime.energy.METERS; ``device_profile``: the device whose declared power the model meter uses;
+    ``snr_db`` in dB; ``repeats``: timed runs per image after one warm-up run; files go to ``out``.
+    """
+
+    source: Union[str, Path, None] = None
+    backend: str | None = None
+    images: Sequence[Union[str, Path, NamedImage]] | None = None
+    energy: str = "auto"
+    radio: str = "wifi"
+    device_profile: str = "cpu"
+    snr_db: float = 10.0
+    channel: str = "awgn"
+    sam_checkpoint: Union[str, Path, None] = None
+    repeats: int = 5
+    out: Union[str, Path] = Path("lamsc-out/profile")
+
+
+@dataclass(repr=False)
+class ProfileResult:
+    """Per image (``images``: one dict each, lamsc's and JPEG's bits, PSNR, latency in ms and energy in J),
+    their means (``summary``), what measured them (``backend``, ``segmenter``, ``energy_meter``: its source
+    and whether it is an estimate) and the files written (``files``: profile.json, energy.png)."""
+
+    source: str
+    backend: str
+    segmenter: str
+    channel: str
+    snr_db: float
+    radio: dict
+    energy_meter: dict
+    cpu_threads: int
+    cpu_count: int | None
+    summary: dict
+    images: list[dict]
+    files: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def __repr__(self) -> str:
+        lamsc = self.summary["lamsc"]
+        return (f"ProfileResult({len(self.images)} images on {self.backend}, {self.channel} {self.snr_db:g} dB: "
+                f"{lamsc['total_j'] * 1e3:.1f} mJ per image, compute energy from {self.energy_meter['source']})")
+
+
+def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileResult:
+    """Profile each image through the deployment: bits, quality, per-stage latency (median/p90/p99) and
+    energy per transmitted image, beside quality-matched JPEG; writes profile.json and energy.png to
+    ``config.out``. Raises UserError on a bundle or model that cannot be opened, an unknown meter, radio or
+    channel, or an image over JPEG's longest side (the baseline cannot encode it)."""
+    ch = Channel(config.channel, config.snr_db)
+    rad = radio_preset(config.radio)
+    source = str(config.source) if config.source else None
+    deployment = Deployment(source, config.backend or ("onnxruntime" if is_bundle(source) else "torch"),
+                            str(config.sam_checkpoint) if config.sam_checkpoint else None)
+    backend, _, segmenter = deployment.open()
+    meter = energy_meter(config.energy, config.device_profile,
+                         cores=torch.get_num_threads() if config.device_profile == "cpu" else 1,
+                         work_on=backend.processor)
+    tx, rx = Transmitter(backend, segmenter, snr_db=config.snr_db), Receiver(backend)
+    photos = ([i for i in config.images if isinstance(i, NamedImage)]
+              + list(iter_images([i for i in config.images if not isinstance(i, NamedImage)]))
+              if config.images else bundled_photos())
+    for item in photos:  # each image is compared with JPEG, which has a longest side
+        if max(item.pixels.shape[:2]) > MAX_SIDE["jpeg"]:
+            h, w = item.pixels.shape[:2]
+            raise UserError(f"{item.name} is {w} x {h} pixels: profile compares it with JPEG, which encodes at most "
+                            f"{MAX_SIDE['jpeg']} pixels a side; crop or cut it into tiles")
+    track = track or (lambda items, description: items)
+    rows = [profile_image(item, tx, rx, ch, meter, rad, config.repeats, 1, seed=k)
+            for k, item in enumerate(track(photos, description=f"profiling on {backend.name}"))]
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ProfileResult(describe(source), backend.name, segmenter.name, ch.name, config.snr_db,
+                           {"preset": config.radio, "name": rad.name, "source": rad.source},
+                           {"source": meter.source, "estimate": meter.estimate}, torch.get_num_threads(),
+                           os.cpu_count(), summary(rows), rows)
+    (out / "profile.json").write_text(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
+    plot_energy(rows, out / "energy.png", f"{backend.name}, {ch.name} {config.snr_db:g} dB, {rad.name}; "
+                                          f"compute energy: {meter.source}")
+    result.files = {"json": str(out / "profile.json"), "png": str(out / "energy.png")}
+    return result
 
 
 def repeat_measured(fn, meter: EnergyMeter, repeats: int, warmup: int) -> tuple[list, float, str, bool]:

@@ -1,76 +1,73 @@
-"""SAM's "segment everything" on the exported SKB graphs: what a bundle's transmitter segments with.
+"""The SKB of a deployment: SAM's "segment everything" driven by the exported skb_encoder and skb_decoder
+graphs, through the same mask generator as a checkpoint (lamsc.semcom.segmenter.SamSegmenter).
 
-The steps of segment_anything's automatic mask generator on one crop (the whole image): a grid of point
-prompts, the decoder's three masks per prompt, the predicted-IoU filter, the stability filter, and box
-NMS. Threshold, stability score, box and area come from lamsc.kernels' one-pass mask post-processing
-(CUDA on a GPU, its torch reference elsewhere) instead of segment_anything's several passes.
+``GraphSamPredictor`` gives segment_anything's SamPredictor interface over a backend's graphs: the image
+embedding from skb_encoder, the three multimask logits per point prompt from skb_decoder, upscaled as SAM's
+``postprocess_masks`` does. Crops, quality filters, NMS and small-region removal are the generator's own.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
+from segment_anything.predictor import SamPredictor
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
 
-from lamsc.export.samples import point_grid, skb_image
-from lamsc.kernels.mask import mask_postprocess
-from lamsc.runtime.backends import Backend, spec_of
-from lamsc.semcom.segmenter import MaskGenerationOptions, pad_for_sam
-from lamsc.semcom.segments import Segments
+from lamsc.semcom.backend import Backend
+from lamsc.semcom.segmenter import MaskGenerationOptions, SamSegmenter
 
-SAM_PIXEL_MEAN = torch.tensor([123.675, 116.28, 103.53])  # SAM's and MobileSAM's normalisation mean
-STABILITY_OFFSET = 1.0  # segment_anything's default
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's and MobileSAM's normalisation mean, RGB
+MASK_THRESHOLD = 0.0  # SAM's mask logit threshold (Sam.mask_threshold)
 
 
-class GraphSamSegmenter:
-    """Segment everything with the skb_encoder and skb_decoder graphs of a backend."""
+class GraphSamPredictor(SamPredictor):
+    """SamPredictor over a backend's skb_encoder (image (1, 3, S, S) in 0..255 -> embeddings) and
+    skb_decoder (embeddings, points (N, P, 2), labels (N, P) -> mask logits (N, 3, 4e, 4e), IoUs (N, 3))."""
 
-    def __init__(self, backend: Backend, options: MaskGenerationOptions | None = None, source: str = ""):
-        self.backend, self.options = backend, options or MaskGenerationOptions()
-        self.size = spec_of(backend, "skb_encoder").inputs[0].shape[-1]
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.name = f"SAM graphs on {backend.name}" + (f" ({source})" if source else "")
+    def __init__(self, backend: Backend):
+        size = backend.spec("skb_encoder").inputs[0].shape[-1]
+        # what SamPredictor and the generator read of a Sam module
+        super().__init__(SimpleNamespace(image_format="RGB", mask_threshold=MASK_THRESHOLD,
+                                         image_encoder=SimpleNamespace(img_size=size), device=torch.device("cpu")))
+        self.backend, self.size = backend, size
 
-    def segment(self, image: np.ndarray) -> Segments:
-        padded = pad_for_sam(image, self.size)
-        if padded is not image:  # a strip beyond 2048:1, as SamSegmenter does
-            return self.segment(padded).crop(*image.shape[:2])
-        o, h, w = self.options, *image.shape[:2]
-        emb = self.backend.run("skb_encoder", {"image": skb_image(image, self.size, SAM_PIXEL_MEAN).numpy()})
-        emb = emb["embeddings"]
-        scale = self.size / max(h, w)
-        nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
-        points = point_grid(o.points_per_side, (h, w)) * scale
-        kept_masks, kept_scores, kept_boxes = [], [], []
-        for start in range(0, len(points), o.points_per_batch):
-            pts = points[start:start + o.points_per_batch]
-            out = self.backend.run("skb_decoder", {"embeddings": emb, "point_coords": pts[:, None, :],
-                                                   "point_labels": np.ones((len(pts), 1), np.float32)})
-            logits = torch.from_numpy(out["mask_logits"]).flatten(0, 1)
-            iou = torch.from_numpy(out["iou_predictions"]).flatten()
-            keep = iou > o.pred_iou_thresh
-            if not keep.any():
-                continue
-            logits = self._upscale(logits[keep].to(self.device), (nh, nw), (h, w))
-            stats = mask_postprocess(logits, 0.0, STABILITY_OFFSET)
-            ok = stats.stability >= o.stability_score_thresh
-            kept_masks.append(stats.masks[ok].cpu())
-            kept_scores.append(iou[keep][ok.cpu()])
-            kept_boxes.append(stats.boxes[ok].cpu())
-        if not kept_masks or not sum(len(m) for m in kept_masks):
-            return Segments(np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros((0, 4), np.int64),
-                            np.zeros(0, np.int64), self.name)
-        masks, scores, boxes = torch.cat(kept_masks), torch.cat(kept_scores), torch.cat(kept_boxes)
-        order = batched_nms(boxes.float(), scores, torch.zeros(len(boxes)), o.box_nms_thresh)
-        masks, scores, boxes = masks[order].numpy(), scores[order].numpy(), boxes[order].numpy().astype(np.int64)
-        boxes[:, 2:] += 1  # inclusive ends (SAM's) to exclusive ones (ours)
-        segments = Segments(masks, scores.astype(np.float32), boxes,
-                            masks.reshape(len(masks), -1).sum(1).astype(np.int64), self.name)
-        return segments.largest(o.max_segments)
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """``transformed_image`` (1, 3, h, w) resized so its long side is S; padded with the pixel mean, which
+        the graph's normalisation makes the zero padding SAM applies."""
+        self.reset_image()
+        self.original_size = original_image_size
+        self.input_size = tuple(transformed_image.shape[-2:])
+        h, w = self.input_size
+        image = np.empty((1, 3, self.size, self.size), np.float32)
+        image[:] = np.asarray(SAM_PIXEL_MEAN, np.float32).reshape(1, 3, 1, 1)
+        image[:, :, :h, :w] = transformed_image.float().cpu().numpy()
+        self.features = self.backend.run("skb_encoder", {"image": image})["embeddings"]
+        self.is_image_set = True
 
-    def _upscale(self, logits: torch.Tensor, resized: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
-        """SAM's postprocess_masks: low-res logits -> encoder input size -> crop the padding -> image size."""
-        x = F.interpolate(logits[:, None], (self.size, self.size), mode="bilinear", align_corners=False)
-        x = x[..., : resized[0], : resized[1]]
-        return F.interpolate(x, original, mode="bilinear", align_corners=False)[:, 0]
+    @torch.no_grad()
+    def predict_torch(self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True,
+                      return_logits=False):
+        if boxes is not None or mask_input is not None or not multimask_output:
+            raise ValueError("the exported SKB decoder takes point prompts and gives SAM's three multimask outputs")
+        out = self.backend.run("skb_decoder", {"embeddings": self.features,
+                                               "point_coords": point_coords.float().cpu().numpy(),
+                                               "point_labels": point_labels.float().cpu().numpy()})
+        low_res = torch.from_numpy(out["mask_logits"])
+        masks = self.postprocess(low_res)
+        return (masks if return_logits else masks > MASK_THRESHOLD), torch.from_numpy(out["iou_predictions"]), low_res
+
+    def postprocess(self, low_res: torch.Tensor) -> torch.Tensor:
+        """SAM's postprocess_masks: low-res logits -> the encoder's input size -> its padding cropped -> the
+        image's size."""
+        x = F.interpolate(low_res, (self.size, self.size), mode="bilinear", align_corners=False)
+        x = x[..., : self.input_size[0], : self.input_size[1]]
+        return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)
+
+
+def graph_segmenter(backend: Backend, options: MaskGenerationOptions | None = None, source: str = "") -> SamSegmenter:
+    """Segment everything with the SKB graphs of ``backend`` (a bundle exported with a SAM checkpoint)."""
+    name = f"SAM graphs on {backend.name}" + (f" ({source})" if source else "")
+    return SamSegmenter.on_predictor(GraphSamPredictor(backend), name, options)

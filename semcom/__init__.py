@@ -11,7 +11,8 @@ from lamsc.semcom.fallback import FallbackOptions, FallbackSegmenter
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images, load_image, load_voc
 from lamsc.semcom.model import LamscModel, ModelConfig, load_model
 from lamsc.semcom.payload import PayloadError, pack, unpack
-from lamsc.semcom.sam_checkpoint import MODEL_TYPES, SamArchitecture, load_sam
+from lamsc.semcom.sam_architecture import MODEL_TYPES, SamArchitecture
+from lamsc.semcom.sam_checkpoint import load_sam
 from lamsc.semcom.segmenter import MaskGenerationOptions, SamSegmenter, Segmenter, build_segmenter
 from lamsc.semcom.segments import Segments
 from lamsc.semcom.transmission import Receiver, Reconstruction, Transmitter, transmit

@@ -19,7 +19,8 @@ from lamsc.semcom.codec import FiLM
 
 
 class MaskNetwork(nn.Module):
-    """Features (B, C, h, w) + importance (B, 1, h, w) + SNR -> depth in (0, 1) per position (B, 1, h, w)."""
+    """Features (B, C, h, w) + importance (B, 1, h, w) + SNR (as FiLM takes it) -> depth in (0, 1) per
+    position (B, 1, h, w)."""
 
     def __init__(self, channels: int = 16, hidden: int = 32):
         super().__init__()
@@ -28,8 +29,8 @@ class MaskNetwork(nn.Module):
         self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
         nn.init.constant_(self.conv2.bias, 2.0)  # start by keeping nearly everything
 
-    def forward(self, z: torch.Tensor, importance: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
-        x = self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr_db)
+    def forward(self, z: torch.Tensor, importance: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+        x = self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr)
         return torch.sigmoid(self.conv2(x))
 
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SNR_SCALE = 20.0  # SNRs enter the FiLM networks as dB / 20, so 0-20 dB spans 0-1
-
-
 class FiLM(nn.Module):
-    """Scale and shift each channel by amounts computed from the SNR."""
+    """Scale and shift each channel by amounts computed from the SNR, given as the model places it in its
+    trained range (0 at the bottom, 1 at the top: ``LamscModel.snr_input``)."""
 
     def __init__(self, channels: int, hidden: int = 32):
         super().__init__()
@@ -23,8 +21,8 @@ class FiLM(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)  # starts as the identity
 
-    def forward(self, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.net(snr_db.view(-1, 1) / SNR_SCALE).chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.net(snr.view(-1, 1)).chunk(2, dim=1)
         return x * (1 + gamma[..., None, None]) + beta[..., None, None]
 
 
@@ -63,8 +61,8 @@ class _Stage(nn.Module):
         self.res = ResBlock(cout)
         self.film = FiLM(cout)
 
-    def forward(self, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
-        return self.film(self.res(self.act(self.resample(x))), snr_db)
+    def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+        return self.film(self.res(self.act(self.resample(x))), snr)
 
 
 class Encoder(nn.Module):
@@ -76,9 +74,9 @@ class Encoder(nn.Module):
                                      _Stage(width, width, "down")])
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
-            x = stage(x, snr_db)
+            x = stage(x, snr)
         return self.out(x)
 
 
@@ -97,10 +95,10 @@ class Decoder(nn.Module):
                                      _Stage(width // 2, width // 2, "up")])
         self.out = nn.Conv2d(width // 2, 3, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, depth: torch.Tensor, snr_db: torch.Tensor):
+    def forward(self, z: torch.Tensor, depth: torch.Tensor, snr: torch.Tensor):
         bottleneck = self.inp_film(self.inp_res(torch.nn.functional.gelu(self.inp(torch.cat([z, depth], 1)))),
-                                   snr_db)
+                                   snr)
         x = bottleneck
         for stage in self.stages:
-            x = stage(x, snr_db)
+            x = stage(x, snr)
         return torch.sigmoid(self.out(x)), bottleneck, x

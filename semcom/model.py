@@ -73,31 +73,39 @@ class LamscModel(nn.Module):
     def encode(self, image: torch.Tensor, masks: torch.Tensor, snr_db: torch.Tensor, asc: bool = True,
                levels: torch.Tensor | None = None) -> dict:
         """Image (B, 3, H, W) in [0, 1] with H, W multiples of 8, SKB masks (B, K, H, W), SNR (B,) ->
-        power-normalised kept features, the mask, levels and the ASI maps.
+        power-normalised kept features ``z``, the encoder's ``features`` before masking, the mask, levels,
+        ASC's ``depth`` and the ASI maps.
 
         ``levels`` forces the depths (nested-dropout training); otherwise ASC decides, or with asc=False
         everything is kept.
         """
         weights, integrated, importance = self.asi(image, masks)
-        z = self.encoder(torch.cat([image, importance], 1), snr_db)
+        snr = self.snr_input(snr_db)
+        z = self.encoder(torch.cat([image, importance], 1), snr)
         c, L = self.config.channels, self.config.num_levels
         depth = None
         if levels is not None:
             mask = levels_to_mask(levels, c, L)
         elif asc:
-            depth = self.mask_net(z, F.avg_pool2d(importance, DOWNSAMPLING), snr_db)  # H, W are multiples of 8
+            depth = self.mask_net(z, F.avg_pool2d(importance, DOWNSAMPLING), snr)  # H, W are multiples of 8
             mask, levels = straight_through_mask(depth, c, L)
         else:
             levels = torch.full((z.shape[0], *z.shape[-2:]), L, dtype=torch.long, device=z.device)
             mask = torch.ones_like(z)
-        return {"z": power_normalise(z, mask), "mask": mask, "levels": levels, "depth": depth,
+        return {"z": power_normalise(z, mask), "features": z, "mask": mask, "levels": levels, "depth": depth,
                 "weights": weights, "integrated": integrated, "importance": importance}
+
+    def snr_input(self, snr_db: torch.Tensor) -> torch.Tensor:
+        """SNR (B,) in dB -> what the FiLM layers take: its place in the trained ``snr_range``, 0 at the
+        bottom and 1 at the top (beyond the range it extrapolates)."""
+        lo, hi = self.config.snr_range
+        return (snr_db - lo) / (hi - lo)
 
     # -- receiver side ----------------------------------------------------------------------------
     def decode(self, z: torch.Tensor, levels: torch.Tensor, snr_db: torch.Tensor) -> dict:
         """Received features (zeros where nothing was sent) and levels -> image and task outputs."""
         depth = (levels.float() / self.config.num_levels).unsqueeze(1)
-        image, bottleneck, hidden = self.decoder(z, depth, snr_db)
+        image, bottleneck, hidden = self.decoder(z, depth, self.snr_input(snr_db))
         out = {"image": image}
         if self.classifier is not None:
             out["class_logits"] = self.classifier(bottleneck)

@@ -36,16 +36,20 @@ def overlay(image: np.ndarray, segments: Segments, alpha: float = 0.5) -> Image.
     return picture
 
 
-def contact_sheet(pictures: list[Image.Image], captions: list[str], path: str | Path, cell: int = 320) -> Path:
-    """Tile pictures (scaled to fit a cell, captioned) into one PNG."""
-    cols = min(4, max(1, len(pictures)))
+def contact_sheet(pictures: list[Image.Image], captions: list[str], path: str | Path, cell: int = 320,
+                  cols: int = 4, title: str = "") -> Path:
+    """Tile pictures (scaled to fit a cell, captioned) into one PNG, ``cols`` to a row, under ``title``."""
+    cols = min(cols, max(1, len(pictures)))
     rows = -(-len(pictures) // cols)
-    sheet = Image.new("RGB", (cols * cell, rows * (cell + 18)), "white")
+    top = 24 if title else 0
+    sheet = Image.new("RGB", (cols * cell, top + rows * (cell + 18)), "white")
     draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((4, 6), title, fill="black")
     for k, (pic, caption) in enumerate(zip(pictures, captions)):
         thumb = pic.copy()
         thumb.thumbnail((cell, cell))
-        x, y = (k % cols) * cell, (k // cols) * (cell + 18)
+        x, y = (k % cols) * cell, top + (k // cols) * (cell + 18)
         sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
         draw.text((x + 4, y + cell + 2), caption, fill="black")
     path = Path(path)

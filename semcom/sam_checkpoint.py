@@ -9,52 +9,16 @@ from __future__ import annotations
 
 import logging
 import pickle
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lamsc.errors import UserError
+from lamsc.semcom.sam_architecture import MODEL_TYPES, SAM_INPUT_SIDE, SAM_VIT_TYPES, SamArchitecture, build_sam
+from lamsc.semcom.skb_student import is_skb_file, load_skb
 
-# The official image-encoder shapes (segment_anything/build_sam.py): dim, depth, heads, global blocks.
-SAM_VIT_TYPES = {
-    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
-    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
-    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
-}
-MODEL_TYPES = ("vit_t", *SAM_VIT_TYPES)
 log = logging.getLogger(__name__)
-_GRID = 1024 // 16  # SAM's token grid; a global-attention block's relative positions span 2 * 64 - 1
-
-
-@dataclass(frozen=True)
-class SamArchitecture:
-    """What a checkpoint's tensors say it is."""
-
-    family: str                 # "sam" (segment_anything ViT) or "mobilesam" (mobile_sam TinyViT)
-    embed_dim: int = 0
-    depth: int = 0
-    num_heads: int = 0
-    global_attn_indexes: tuple[int, ...] = ()
-    variant: str = ""           # "" for an official-shape model; "pruned ...", "resnet18 student ..." otherwise
-
-    @property
-    def model_type(self) -> str:
-        """The official type this architecture is, or "custom" (pruned, tiny, ...)."""
-        if self.family == "mobilesam":
-            return "vit_t"
-        for name, spec in SAM_VIT_TYPES.items():
-            if spec == (self.embed_dim, self.depth, self.num_heads, self.global_attn_indexes):
-                return name
-        return "custom"
-
-    def describe(self) -> str:
-        if self.family == "mobilesam":
-            return "MobileSAM vit_t (TinyViT)" + (f", {self.variant}" if self.variant else "")
-        what = self.model_type if self.model_type != "custom" else "custom ViT"
-        return (f"SAM {what} (dim {self.embed_dim}, depth {self.depth}, {self.num_heads} heads)"
-                + (f", {self.variant}" if self.variant else ""))
+_GRID = SAM_INPUT_SIDE // 16  # SAM's token grid; a global-attention block's relative positions span 2 * 64 - 1
 
 
 # Where training tools put a model's weights inside a checkpoint file, tried in this order: PyTorch
@@ -222,16 +186,14 @@ def load_sam(path: str | Path, model_type: str = "auto") -> tuple[torch.nn.Modul
     """
     if model_type != "auto" and model_type not in MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}; choose auto or one of {', '.join(MODEL_TYPES)}")
-    from lamsc.semcom.skb_student import is_skb_file, load_skb
-
     if is_skb_file(path):  # compressed by lamsc: safetensors + JSON, built from its base architecture
-        return load_skb(path, _build)
+        return load_skb(path, build_sam)
     state_dict = read_state_dict(path)
     arch = infer_architecture(state_dict, path)
     if model_type != "auto" and model_type != arch.model_type:
         fits = "auto" if arch.model_type == "custom" else f"{arch.model_type} (or auto)"
         raise UserError(f"{path} is a {arch.describe()} checkpoint, not {model_type}; use --model-type {fits}")
-    model = _build(arch)
+    model = build_sam(arch)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
@@ -250,24 +212,3 @@ def _not_sam(state_dict: dict[str, torch.Tensor], path) -> UserError:
     named = ", ".join(f"'{r}'" for r in roots[:5]) + (", ..." if len(roots) > 5 else "")
     return UserError(f"{path} has no SAM mask decoder (its tensor names start with {named}); it is not a SAM or "
                      "MobileSAM checkpoint: pass sam_vit_*.pth or mobile_sam.pt")
-
-
-def _build(arch: SamArchitecture) -> torch.nn.Module:
-    if arch.family == "mobilesam":
-        return mobile_sam().build_sam_vit_t(checkpoint=None)
-    # _build_sam is the official builder behind build_sam_vit_b/l/h; it takes the encoder shape directly.
-    from segment_anything.build_sam import _build_sam
-
-    return _build_sam(encoder_embed_dim=arch.embed_dim, encoder_depth=arch.depth,
-                      encoder_num_heads=arch.num_heads,
-                      encoder_global_attn_indexes=list(arch.global_attn_indexes), checkpoint=None)
-
-
-def mobile_sam():
-    """The mobile_sam package, imported without the timm deprecation noise its TinyViT module makes."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
-        warnings.filterwarnings("ignore", message="Overwriting tiny_vit")
-        import mobile_sam
-
-    return mobile_sam

@@ -8,10 +8,12 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from segment_anything import SamAutomaticMaskGenerator
 
 from lamsc.errors import UserError
 from lamsc.semcom.fallback import FallbackSegmenter
-from lamsc.semcom.sam_checkpoint import SamArchitecture, load_sam, mobile_sam
+from lamsc.semcom.sam_architecture import SAM_INPUT_SIDE, SamArchitecture, mobile_sam
+from lamsc.semcom.sam_checkpoint import load_sam
 from lamsc.semcom.segments import Segments
 
 
@@ -48,9 +50,6 @@ class MaskGenerationOptions:
         return cls(**d)
 
 
-SAM_INPUT_SIDE = 1024  # SAM (and MobileSAM) scale an image's long side to this before encoding
-
-
 def pad_for_sam(image: np.ndarray, side: int = SAM_INPUT_SIDE) -> np.ndarray:
     """``image`` (H, W, 3) with its short side edge-padded (bottom/right) just enough that scaling its long
     side to ``side`` leaves the short side at least one pixel (SAM rounds it to zero beyond 2048:1 and fails);
@@ -63,7 +62,10 @@ def pad_for_sam(image: np.ndarray, side: int = SAM_INPUT_SIDE) -> np.ndarray:
 
 
 class SamSegmenter:
-    """Segment everything with a SAM or MobileSAM model, through its own package's mask generator."""
+    """Segment everything with SAM's own automatic mask generator (segment_anything's, or MobileSAM's for
+    its models): the one mask-generation routine, whether the networks are a checkpoint's modules (this
+    constructor) or a deployment's exported graphs (``SamSegmenter.on_predictor`` with
+    lamsc.runtime.skb's predictor)."""
 
     def __init__(self, model: torch.nn.Module, arch: SamArchitecture, source: str = "",
                  options: MaskGenerationOptions | None = None, device: str = "auto"):
@@ -72,22 +74,24 @@ class SamSegmenter:
         self.model = model.to(self.device)
         self.arch = arch
         self.name = f"{arch.describe()}" + (f" from {source}" if source else "")
-        if arch.family == "mobilesam":
-            SamAutomaticMaskGenerator = mobile_sam().SamAutomaticMaskGenerator
-        else:
-            from segment_anything import SamAutomaticMaskGenerator
-        o = self.options
-        self._generator = SamAutomaticMaskGenerator(
-            self.model, points_per_side=o.points_per_side, points_per_batch=o.points_per_batch,
-            pred_iou_thresh=o.pred_iou_thresh, stability_score_thresh=o.stability_score_thresh,
-            box_nms_thresh=o.box_nms_thresh, min_mask_region_area=o.min_mask_region_area,
-            crop_n_layers=o.crop_n_layers, output_mode="binary_mask")
+        self._generator = mask_generator(self.model, self.options, arch.family)
+
+    @classmethod
+    def on_predictor(cls, predictor, name: str, options: MaskGenerationOptions | None = None) -> "SamSegmenter":
+        """SAM's mask generation driven by ``predictor``: anything with segment_anything's SamPredictor
+        interface (``set_image``, ``predict_torch``, ``reset_image``, ``transform``, ``device``, ``model``)."""
+        self = cls.__new__(cls)
+        self.options, self.name = options or MaskGenerationOptions(), name
+        self.model, self.arch, self.device = None, None, predictor.device
+        self._generator = mask_generator(predictor.model, self.options, "sam")
+        self._generator.predictor = predictor
+        return self
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray) -> Segments:
         """Segments of an RGB uint8 (H, W, 3) image of any size from 1 x 1 pixel up (strips beyond 2048:1 are
         segmented edge-padded, see ``pad_for_sam``)."""
-        padded = pad_for_sam(image)
+        padded = pad_for_sam(image, self._generator.predictor.transform.target_length)
         if padded is not image:
             return self.segment(padded).crop(*image.shape[:2])
         records = self._generator.generate(image)
@@ -104,6 +108,17 @@ class SamSegmenter:
         scores = np.array([r["predicted_iou"] for r in records], np.float32)
         segments = Segments(masks, scores, boxes, areas, self.name)
         return segments.largest(self.options.max_segments)
+
+
+def mask_generator(model, options: MaskGenerationOptions, family: str = "sam"):
+    """The package's SamAutomaticMaskGenerator for ``model`` with ``options`` (MobileSAM's for its family)."""
+    generator = mobile_sam().SamAutomaticMaskGenerator if family == "mobilesam" else SamAutomaticMaskGenerator
+    o = options
+    return generator(
+        model, points_per_side=o.points_per_side, points_per_batch=o.points_per_batch,
+        pred_iou_thresh=o.pred_iou_thresh, stability_score_thresh=o.stability_score_thresh,
+        box_nms_thresh=o.box_nms_thresh, min_mask_region_area=o.min_mask_region_area,
+        crop_n_layers=o.crop_n_layers, output_mode="binary_mask")
 
 
 def build_segmenter(checkpoint: str | Path | None = None, model_type: str = "auto",

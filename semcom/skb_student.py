@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from lamsc.errors import UserError
 from lamsc.semcom import architecture
+from lamsc.semcom.sam_architecture import SAM_INPUT_SIDE, SamArchitecture
 
 FORMAT, VERSION = "lamsc-skb", 2  # v2: a resized encoder records the grid its neck runs on (neck_grid)
 EMBED_DIM, GRID = 256, 64
@@ -39,7 +40,7 @@ EMBED_DIM, GRID = 256, 64
 class ResNetStudent(nn.Module):
     """(B, 3, 1024, 1024) SAM-normalised image -> (B, 256, 64, 64) embedding."""
 
-    img_size = 1024
+    img_size = SAM_INPUT_SIDE
 
     def __init__(self, backbone: str = "resnet18", input_size: int = 768):
         super().__init__()
@@ -83,7 +84,7 @@ class ResizedTinyViT(nn.Module):
     A plain resize scores 0.833.
     """
 
-    img_size = 1024
+    img_size = SAM_INPUT_SIDE
 
     def __init__(self, encoder: nn.Module, input_size: int, scale_consistent: bool = True, neck_grid: int = 48):
         super().__init__()
@@ -140,7 +141,7 @@ class ResizedTinyViT(nn.Module):
         return {"input_size": self.input_size, "scale_consistent": self.scale_consistent, "neck_grid": self.neck_grid}
 
 
-def check_resize(input_size: int, full: int = 1024) -> None:
+def check_resize(input_size: int, full: int = SAM_INPUT_SIDE) -> None:
     """A TinyViT input size that keeps every stage's token grid whole, or a one-line UserError."""
     if input_size % 16 or not 0 < input_size < full:
         raise UserError(f"TinyViT input size {input_size}: use a multiple of 16 below {full} (448 is a fifth "
@@ -197,8 +198,6 @@ def is_skb_file(path: str | Path) -> bool:
 
 def load_skb(path: str | Path, build):
     """(sam, SamArchitecture) from a compressed SKB; ``build(arch)`` is the official builder of the base."""
-    from lamsc.semcom.sam_checkpoint import SamArchitecture
-
     path = Path(path).with_suffix("")
     meta = json.loads(path.with_suffix(".json").read_text())
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,13 @@ from torch.nn import functional as F
 from lamsc.errors import UserError
 from lamsc.semcom import metrics
 from lamsc.semcom.asc import random_levels
-from lamsc.semcom.asi import default_targets, importance_targets, integrate, read_importance_map
+from lamsc.semcom.asi import default_targets, importance_targets, read_importance_map
 from lamsc.semcom.channels import Channel, analog_real
-from lamsc.semcom.images import NamedImage
+from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel, ModelConfig
-from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.segmenter import Segmenter, build_segmenter, torch_device
+from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.transmission import segment_masks
 
 STAGES = ("asi", "codec", "asc")
@@ -273,3 +274,97 @@ def save_recipe(cfg: TrainConfig, path: Path) -> None:
 def new_model(config: ModelConfig, seed: int = 0) -> LamscModel:
     torch.manual_seed(seed)
     return LamscModel(config)
+
+
+@dataclass
+class TrainJob:
+    """A model to train from image folders: what ``lamsc train`` does, as one Python call (``train_model``).
+
+    ``data``: image folders, class folders or VOC layouts; ``bundled`` adds scikit-image's photographs and
+    ``synthetic`` that many labelled shapes. Classification and segmentation heads follow the labels found.
+    ``recipe``: a preset name of PRESETS or a TrainConfig; ``steps`` overrides steps per stage
+    (e.g. {"codec": 500}). ``init``: a lamsc model to fine-tune (same heads). ``device``: auto | cpu | cuda[:N].
+    An ``out`` folder that holds a run resumes it.
+    """
+
+    data: list[Path | str] = field(default_factory=list)
+    bundled: bool = False
+    synthetic: int = 0
+    recipe: str | TrainConfig = "default"
+    steps: dict = field(default_factory=dict)
+    precision: str | None = None          # overrides the recipe's: auto | fp32 | bf16
+    out: Path | str = Path("lamsc-out/train")
+    sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
+    importance: Path | str | None = None  # folder of experience maps <image>.png for the ASI stage
+    init: Path | str | None = None
+    channels: int = ModelConfig.channels
+    width: int = ModelConfig.width
+    device: str = "auto"
+
+
+@dataclass(repr=False)
+class TrainResult:
+    model: Path                 # the trained model's .safetensors (its .json beside it)
+    curves: Path                # curves.png: loss and PSNR per stage
+    config: ModelConfig
+    final: dict                 # per stage, its last history row (loss, PSNR in dB, kept fraction...), or None
+
+    def __repr__(self) -> str:
+        codec = self.final.get("asc") or self.final.get("codec") or {}
+        psnr = f", PSNR {codec['psnr']:.2f} dB" if "psnr" in codec else ""
+        return f"TrainResult({self.model}{psnr})"
+
+
+def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
+    """Train (or resume) a model as ``job`` says; write it, its trainer state and curves to ``job.out``.
+
+    ``progress(stage, step, total, logs)`` follows every step; ``segmented()`` is called per image as the SKB
+    segments it. Raises UserError for an unknown preset, no images, an ``init`` model with other heads, and
+    the errors of ``train``.
+    """
+    if isinstance(job.recipe, str):
+        if job.recipe not in PRESETS:
+            raise UserError(f"unknown preset {job.recipe!r}; choose one of {', '.join(PRESETS)}")
+        preset, cfg = job.recipe, PRESETS[job.recipe]
+    else:
+        preset, cfg = "custom", job.recipe
+    cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}))
+    device = torch_device(job.device)
+    images = list(iter_images([Path(d) for d in job.data])) if job.data else []
+    if job.bundled:
+        images += bundled_photos()
+    classes: list[str] = []
+    seg_classes = 0
+    if job.synthetic:
+        images += make_shapes(job.synthetic, seed=cfg.seed)
+        classes, seg_classes = list(SHAPE_CLASSES), len(SHAPE_CLASSES) + 1
+    if not images:
+        raise UserError("no training images; pass --data DIR, --bundled or --synthetic N")
+    if any(i.label is not None for i in images) and not job.synthetic:
+        seg_classes = 21  # VOC: background + 20 classes
+    if any(i.category is not None for i in images) and not job.synthetic:
+        classes = sorted({i.name.split("/")[0] for i in images if i.category is not None})
+    segmenter = build_segmenter(job.sam_checkpoint)
+    config = ModelConfig(channels=job.channels, width=job.width, classes=classes, seg_classes=seg_classes,
+                         trained={"preset": preset, "images": len(images), "segmenter": segmenter.name,
+                                  "data": [Path(d).name for d in job.data] + (["bundled"] if job.bundled else [])
+                                  + ([f"synthetic:{job.synthetic}"] if job.synthetic else []), "recipe": asdict(cfg)})
+    prepared = prepare(images, segmenter, config.segments, Path(job.importance) if job.importance else None, segmented)
+    if job.init is not None:
+        start = LamscModel.load(job.init)
+        if (start.config.classes, start.config.seg_classes) != (classes, seg_classes):
+            raise UserError(f"{job.init} has heads for {start.config.classes or 'no'} classes / "
+                            f"{start.config.seg_classes} segmentation classes, unlike this data; fine-tune on data "
+                            "with the same labels")
+        config = replace(start.config, trained={**config.trained, "init": str(job.init),
+                                                "init_trained": start.config.trained})
+        model = new_model(config, cfg.seed)
+        model.load_state_dict(start.state_dict())
+    else:
+        model = new_model(config, cfg.seed)
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_recipe(cfg, out / "recipe.json")
+    state = train(model, prepared, cfg, out, progress, device=device)
+    final = {s: next((h for h in reversed(state["history"]) if h["stage"] == s), None) for s in STAGES}
+    return TrainResult(out / "model.safetensors", out / "curves.png", config, final)

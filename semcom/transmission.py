@@ -1,4 +1,5 @@
-"""One image across the link: ``Transmitter.send(image) -> payload`` and ``Receiver.receive(...)``.
+"""One image across the link: ``Transmitter.send(image) -> payload`` and ``Receiver.receive(...)``, one of
+each whatever runs their networks (PyTorch, ONNX Runtime, TensorRT: lamsc.semcom.backend).
 
 On an analog channel the payload's kept values travel as analog symbols (two per channel use) and its
 side information (header, depth map, CRC) as a digital control message, taken as received intact. On a
@@ -17,16 +18,16 @@ import torch
 
 from lamsc.errors import UserError
 from lamsc.semcom import metrics
-from lamsc.semcom.asc_pack import asc_pack
+from lamsc.semcom.asc import depth_levels, levels_to_mask
+from lamsc.semcom.asc_pack import asc_pack, asc_unpack
+from lamsc.semcom.backend import Backend, TorchBackend
 from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
-from lamsc.semcom.model import LamscModel, cbr, pad_to_multiple
-from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, unpack
+from lamsc.semcom.model import LamscModel, ModelConfig, cbr, pad_to_multiple, power_normalise
+from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, parse, unpack
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
 
 log = logging.getLogger(__name__)
-
-DIGITAL_DECODER_SNR = 20.0  # a payload that passed its CRC is noise-free: decode as at the top of the range
 
 
 def segment_masks(segments: Segments, k: int) -> np.ndarray:
@@ -64,36 +65,54 @@ class Sent:
 
 
 class Transmitter:
-    """Segment, integrate, encode, mask and pack one image.
+    """Segment, integrate, encode, mask and pack one image, with the networks on a backend.
 
-    On a CUDA device the pack step runs lamsc.kernels' CUDA kernel (bit-identical to the NumPy reference
-    used elsewhere); ``pack_backend`` says which ran last.
+    ``network``: a LamscModel, run eagerly by the PyTorch backend on ``device`` (the reference path), or a
+    Backend (lamsc.semcom.backend), such as ONNX Runtime or TensorRT over an exported bundle
+    (lamsc.runtime.backends). ASC masking and unit-power normalisation run after the graph, in float32,
+    and the pack on the GPU by lamsc.kernels' CUDA kernel where the backend runs on one (bit-identical to
+    the NumPy reference used elsewhere); ``pack_backend`` says which ran last.
     """
 
-    def __init__(self, model: LamscModel, segmenter: Segmenter, asc: bool = True, snr_db: float | None = None,
-                 device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.model, self.segmenter, self.asc, self.snr_db = model.eval().to(self.device), segmenter, asc, snr_db
+    def __init__(self, network: LamscModel | Backend, segmenter: Segmenter, asc: bool = True,
+                 snr_db: float | None = None, device: str | torch.device = "cpu"):
+        self.backend = as_backend(network, device)
+        self.config = self.backend.config
+        self.segmenter, self.asc, self.snr_db = segmenter, asc, snr_db
+        self.pack_device = gpu_or_cpu(self.backend)
         self.pack_backend = ""
 
-    @torch.inference_mode()
     def send(self, image: np.ndarray, snr_db: float | None = None) -> Sent:
-        """``snr_db``: the SNR the encoder adapts to, dB; default the transmitter's own (``transmit`` passes
-        the channel's). Raises UserError when neither is given."""
+        """One image (H, W, 3) uint8 -> the payload and what went into it.
+
+        ``snr_db``: the SNR the encoder adapts to, dB; default the transmitter's own (``transmit`` passes
+        the channel's). Raises UserError when neither is given. ``seconds``: segment, encode, pack.
+        """
         snr_db = assumed_snr(self.snr_db, snr_db)
         t0 = time.perf_counter()
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
-        x, masks = model_inputs(image, segments, self.model.config.segments)
-        enc = self.model.encode(x.to(self.device), masks.to(self.device), torch.tensor([snr_db], device=self.device),
-                                asc=self.asc)
+        x, masks = model_inputs(image, segments, self.config.segments)
+        out = self.backend.run("transmitter", {"image": x.numpy(), "masks": masks.numpy(),
+                                               "snr_db": np.array([snr_db], np.float32)})
+        self.backend.synchronize()
         t2 = time.perf_counter()
-        depth = enc["depth"][0, 0] if enc["depth"] is not None else None
-        sent = pack_features(enc["z"][0], depth, self.model.config, image.shape[:2], snr_db, segments,
-                             enc["importance"][0, 0].cpu().numpy())
+        sent = pack_features(out, self.config, image.shape[:2], snr_db, segments, self.asc, self.pack_device)
         self.pack_backend = sent.pack_backend
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
+        if self.backend.gpu_seconds is not None:
+            sent.gpu_seconds = {"encode": self.backend.gpu_seconds}
         return sent
+
+
+def as_backend(network: LamscModel | Backend, device: str | torch.device = "cpu") -> Backend:
+    """A model becomes the PyTorch backend on ``device``; a backend is taken as it is."""
+    return TorchBackend(network, device=device) if isinstance(network, LamscModel) else network
+
+
+def gpu_or_cpu(backend: Backend) -> torch.device:
+    """Where the masking kernels run: the GPU when the backend's graphs run on one, else the CPU."""
+    return torch.device("cuda" if backend.processor == "gpu" and torch.cuda.is_available() else "cpu")
 
 
 def assumed_snr(own: float | None, given: float | None) -> float:
@@ -113,17 +132,33 @@ def model_inputs(image: np.ndarray, segments: Segments, k: int) -> tuple[torch.T
     return x, masks
 
 
-def pack_features(z: torch.Tensor, depth: torch.Tensor | None, config, size: tuple[int, int], snr_db: float,
-                  segments: Segments, importance: np.ndarray) -> Sent:
-    """The encoder's features (C, h, w) and ASC depth (h, w) (None: ASC off, keep all) -> the payload."""
+def transmit_power(features: torch.Tensor, levels: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """Features (B, C, h, w) kept to ``levels`` (B, h, w) in 1..L and scaled to unit average power in
+    float32, as the radio sends them.
+
+    The model's graph ends before this on purpose: in a reduced precision the power's reduction and scale
+    are themselves quantised, so an int8 graph would send off unit power, and over a channel whose noise is
+    set for unit power that is free (or lost) SNR.
+    """
+    return power_normalise(features.float(), levels_to_mask(levels, features.shape[1], num_levels))
+
+
+def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db: float, segments: Segments | None,
+                  asc: bool = True, device: str | torch.device = "cpu") -> Sent:
+    """The transmitter graph's outputs for one image (``features`` (1, C, h, w), ``depth`` (1, 1, h, w),
+    ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
+    (all levels with ``asc`` off), unit power, then the ASC pack on ``device``."""
     h, w = size
-    asc = depth is not None
-    if depth is None:
-        depth = torch.ones(z.shape[1:], device=z.device)
-    packed = asc_pack(z, depth, config.num_levels, config.value_bits)
-    payload = assemble(h, w, tuple(z.shape), config.num_levels, config.value_bits, packed.scale, snr_db,
+    L = config.num_levels
+    depth = torch.as_tensor(out["depth"][0, 0]).to(device)
+    if not asc:
+        depth = torch.ones_like(depth)  # every position at the last level: everything kept
+    z = transmit_power(torch.as_tensor(out["features"]).to(device), depth_levels(depth, L)[None], L)[0]
+    packed = asc_pack(z, depth, L, config.value_bits)
+    payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db,
                        packed.level_bytes if asc else b"", packed.value_bytes)
-    return Sent(payload, segments, importance[:h, :w], packed.count / z.numel(), packed.count,
+    importance = np.asarray(out["importance"][0, 0])[:h, :w]
+    return Sent(payload, segments, importance, packed.count / z.numel(), packed.count,
                 packed.count * config.value_bits, {}, packed.backend)
 
 
@@ -141,25 +176,43 @@ class Reconstruction:
 
 
 class Receiver:
-    """Unpack (or take the analog link's features), decode, run the heads."""
+    """Unpack (or take the analog link's features), decode and run the task heads, with the networks on a
+    backend (``network`` as for Transmitter). The unpack runs lamsc.kernels' CUDA kernel where the backend
+    runs on a GPU; ``unpack_backend`` says which ran last, ``gpu_seconds`` the last receiver graph's time on
+    the GPU by CUDA events (None off a GPU)."""
 
-    def __init__(self, model: LamscModel):
-        self.model = model.eval()
+    def __init__(self, network: LamscModel | Backend, device: str | torch.device = "cpu"):
+        self.backend = as_backend(network, device)
+        self.config = self.backend.config
+        self.unpack_device = gpu_or_cpu(self.backend)
+        self.unpack_backend = ""
+        self.gpu_seconds = None
 
     def receive(self, payload: bytes, height: int | None = None, width: int | None = None) -> Reconstruction:
-        """A digital payload; damaged or foreign ones come back as a loss, never an exception."""
+        """A digital payload; damaged or foreign ones come back as a loss (mid-grey of ``height`` x
+        ``width``), never an exception. A payload that passed its CRC is noise-free: it is decoded as at
+        the top of the model's SNR range."""
         try:
-            unpacked = unpack(payload)
+            parsed = parse(payload)
         except PayloadError as e:
             return lost_image(height or 1, width or 1, str(e))
-        return self.receive_features(unpacked, DIGITAL_DECODER_SNR)
+        values, self.unpack_backend = asc_unpack(parsed, self.unpack_device)
+        return self.decode(values, parsed.levels, parsed.height, parsed.width, self.config.snr_range[1])
 
-    @torch.inference_mode()
     def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
-        z = torch.from_numpy(unpacked.features.values)[None]
-        levels = torch.from_numpy(unpacked.features.levels)[None]
-        out = self.model.decode(z, levels, torch.tensor([float(snr_db)]))
-        return reconstruction(out, unpacked.height, unpacked.width)
+        """Features that crossed an analog channel at ``snr_db`` (dB), with their side information."""
+        f = unpacked.features
+        return self.decode(f.values, f.levels, unpacked.height, unpacked.width, snr_db)
+
+    def decode(self, values, levels: np.ndarray, height: int, width: int, snr_db: float) -> Reconstruction:
+        """Features (C, h, w) (array or tensor, zeros where nothing arrived) and levels (h, w) in 1..L -> the
+        image cropped to ``height`` x ``width``, with the task heads' outputs."""
+        if not isinstance(self.backend, TorchBackend) and isinstance(values, torch.Tensor):
+            values = values.cpu().numpy()
+        out = self.backend.run("receiver", {"z": values[None], "levels": np.asarray(levels, np.int64)[None],
+                                            "snr_db": np.array([snr_db], np.float32)})
+        self.gpu_seconds = self.backend.gpu_seconds
+        return reconstruction(out, height, width)
 
 
 def reconstruction(out: dict, height: int, width: int) -> Reconstruction:

@@ -24,7 +24,7 @@ def tiny_sam_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mobilesam_checkpoint(tmp_path_factory):
     """MobileSAM (vit_t) from mobile_sam's builder, random weights, saved like the official mobile_sam.pt."""
-    from lamsc.semcom.sam_checkpoint import mobile_sam
+    from lamsc.semcom.sam_architecture import mobile_sam
 
     torch.manual_seed(0)
     model = mobile_sam().build_sam_vit_t(checkpoint=None)

@@ -42,9 +42,9 @@ def test_reconstruction_is_well_above_a_mean_colour_guess(runs):
     mean_colour, thumbnail = _guesses(photos)
     ours = float(np.mean([r.psnr for r in out[10.0, True]]))
     assert ours > mean_colour + 6.0, (ours, mean_colour)
-    # Measured 2026-11-22: ours 21.3 dB at CBR 0.023 against 14.1 (mean colour) and 22.0 (a noiseless
-    # 1/16 thumbnail): the CPU-trained default does not beat a thumbnail yet, so that is not asserted.
-    assert ours > thumbnail - 2.0
+    # A noiseless 1/16 bicubic thumbnail sends fewer values over no channel at all; the shipped default
+    # stays within 2 dB of it.
+    assert ours > thumbnail - 2.0, (ours, thumbnail)
 
 
 def test_asc_cuts_bits_by_40_percent_for_at_most_1_db(runs):
@@ -63,7 +63,7 @@ def test_the_mask_ratio_adapts_to_the_image(runs):
 def test_quality_degrades_gracefully_with_snr(runs):
     _, out = runs
     psnr = {snr: np.mean([r.psnr for r in out[snr, True]]) for snr in (0.0, 10.0, 20.0)}
-    assert psnr[0.0] < psnr[10.0] < psnr[20.0] + 0.5
+    assert psnr[0.0] < psnr[10.0] <= psnr[20.0], psnr
     assert psnr[10.0] - psnr[0.0] < 6.0  # no cliff: 0 dB costs a few dB, not the picture
     assert not any(r.reconstruction.lost for rs in out.values() for r in rs)
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lamsc.export.bundle import PRECISIONS, write_bundle
+from lamsc.export.bundle import PRECISIONS, Bundle, write_bundle
 from lamsc.export.device_steps import CMAKE_MINIMUM, write_device_steps
 from lamsc.export.tensorrt import TRTEXEC_OPTIONS
 from lamsc.semcom.images import bundled_photos
@@ -41,7 +41,7 @@ def device(request, bundle, tmp_path_factory) -> SimpleNamespace:
     the manifest)."""
     out = tmp_path_factory.mktemp(request.param) / "tiny-bundle"
     shutil.copytree(bundle.root, out)
-    write_device_steps(out, {**bundle.manifest, "precision": request.param})
+    write_device_steps(Bundle(out, {**bundle.manifest, "precision": request.param}))
     return SimpleNamespace(root=out, precision=request.param, graphs=bundle.graphs)
 
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from lamsc.semcom.model import ModelConfig
 from lamsc.semcom.payload import Features, PayloadError, pack, pack_bits, unpack, unpack_bits
 from lamsc.semcom.transmission import Receiver
 
@@ -77,9 +78,11 @@ def test_truncated_payload_is_rejected():
 
 
 def test_receiver_turns_damage_into_a_reported_loss():
-    class NoModel:  # the receiver must not reach the model for a payload it rejects
-        def eval(self):
-            return self
+    class NoNetwork:  # the receiver must not run its network for a payload it rejects
+        config, processor, gpu_seconds = ModelConfig(), "cpu", None
 
-    rec = Receiver(NoModel()).receive(b"LSC" + os.urandom(60), 12, 9)
+        def run(self, graph, feeds):
+            raise AssertionError("a rejected payload reached the receiver graph")
+
+    rec = Receiver(NoNetwork()).receive(b"LSC" + os.urandom(60), 12, 9)
     assert rec.lost and "damaged" in rec.reason and rec.image.shape == (12, 9, 3)

@@ -11,11 +11,12 @@ from PIL import Image
 from rich.table import Table
 
 from lamsc.commands.compress import compress_with_progress, report as report_compress
-from lamsc.commands.output import console, emit_json, print_table
-from lamsc.commands.profile import report as report_profile, run_profile
+from lamsc.commands.output import console, emit_json, print_table, progress
+from lamsc.commands.profile import report as report_profile
 from lamsc.commands.segment import report as report_segments, segment_images
 from lamsc.commands.transmit import run_link
 from lamsc.compress import CompressConfig
+from lamsc.runtime.profiler import ProfileConfig, profile_link
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
@@ -42,14 +43,25 @@ def demo(
     segmenter = build_segmenter(checkpoint)
     photos = bundled_photos()
     segmented = segment_images(segmenter, photos, out / "segments")
-    sheet = contact_sheet([Image.open(r["overlay"]) for r in segmented],
-                          [f"{r['image']}: {r['count']} segments" for r in segmented], out / "overview.png")
     net = load_model(model)
     links = {snr: run_link(photos, net, segmenter, Channel("awgn", snr), True, None, None, 0,
                            out / f"awgn_{snr:g}dB") for snr in DEMO_SNRS}
+    # Per photograph a row: its SKB segments, then what arrived at each SNR.
+    pictures, captions = [], []
+    for i, r in enumerate(segmented):
+        pictures.append(Image.open(r["overlay"]))
+        captions.append(f"{r['image']}: {r['count']} segments")
+        for snr in DEMO_SNRS:
+            got = links[snr][i]
+            pictures.append(Image.open(got["received"]))
+            captions.append(f"AWGN {snr:g} dB: PSNR {got['lamsc']['psnr']:.1f} dB, CBR {got['lamsc']['cbr']:.3f}")
+    sheet = contact_sheet(pictures, captions, out / "overview.png", cell=240, cols=1 + len(DEMO_SNRS),
+                          title=f"lamsc demo, shipped model; SKB: {segmenter.name}; received over AWGN "
+                                f"at {', '.join(f'{s:g}' for s in DEMO_SNRS)} dB (ASC on)")
     # Energy per transmitted image on this machine, for three of the photographs (a Wi-Fi radio at 10 dB).
-    profiled = run_profile(str(model) if model else None, None, "torch", "auto", "wifi", "cpu", 10.0, "awgn",
-                              checkpoint, 2, out / "profile", photos=photos[:3])
+    with progress() as bar:
+        profiled = profile_link(ProfileConfig(model, "torch", photos[:3], sam_checkpoint=checkpoint, repeats=2,
+                                              out=out / "profile"), bar.track).to_dict()
     # Compress the model to a budget of 60% of its own latency on this CPU.
     compressed = compress_with_progress(CompressConfig(
         budget=DEMO_BUDGET, target="cpu", model=model, out=out / "compressed",

@@ -9,8 +9,10 @@ import typer
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, print_table
+from lamsc.export.bundle import Int8Options, SamExport, write_bundle
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
+from lamsc.semcom.sam_checkpoint import load_sam
 
 
 def export(
@@ -31,19 +33,15 @@ def export(
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
 ) -> None:
     """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
-    from lamsc.export.bundle import write_bundle
-
     model = load_model(checkpoint)
-    sam, sam_name = None, ""
+    sam = None
     if sam_checkpoint is not None:
-        from lamsc.semcom.sam_checkpoint import load_sam
-
-        sam, arch = load_sam(sam_checkpoint)
-        sam_name = f"{arch.describe()} from {sam_checkpoint.name}"
+        module, arch = load_sam(sam_checkpoint)
+        sam = SamExport(module, f"{arch.describe()} from {sam_checkpoint.name}")
     photos = list(iter_images(images)) if images else bundled_photos()
     with console.status(f"exporting and verifying ({precision}) on {len(photos)} photographs"):
-        bundle = write_bundle(model, out, precision, sam, sam_name, images=photos, int8_max_drop=int8_max_drop,
-                              int8_for=int8_for)
+        bundle = write_bundle(model, out, precision, sam, images=photos,
+                              int8=Int8Options(int8_for, None, int8_max_drop))
     if json_out:
         emit_json("export", bundle.manifest)
         return

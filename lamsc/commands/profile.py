@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, number, print_table, progress
-from lamsc.errors import UserError
-from lamsc.runtime.backends import is_bundle
-from lamsc.runtime.deployment import Deployment, describe
-from lamsc.runtime.energy import METERS, energy_meter
-from lamsc.runtime.radio import RADIOS, radio as radio_preset
-from lamsc.semcom.baseline import MAX_SIDE
-from lamsc.semcom.channels import CHANNELS, Channel
-from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.metrics import strict_json
+from lamsc.runtime.energy import METERS
+from lamsc.runtime.profiler import ProfileConfig, profile_link
+from lamsc.runtime.radio import RADIOS
+from lamsc.semcom.channels import CHANNELS
 
 
 def profile(
@@ -40,50 +33,14 @@ def profile(
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
     """Profile bits, quality, per-stage latency (median/p90/p99) and energy per transmitted image."""
-    result = run_profile(source, images, backend, energy, radio, device_profile, snr, channel, sam_checkpoint,
-                               repeats, out)
+    config = ProfileConfig(source, backend, images, energy, radio, device_profile, snr, channel, sam_checkpoint,
+                           repeats, out)
+    with progress() as bar:
+        result = profile_link(config, bar.track).to_dict()
     if json_out:
         emit_json("profile", result)
         return
     report(result)
-
-
-def run_profile(source, images, backend, energy, radio, device_profile, snr, channel, sam_checkpoint, repeats, out,
-                photos=None):
-    import json
-
-    from lamsc.runtime.endpoints import EdgeReceiver, EdgeTransmitter
-    from lamsc.runtime.profiler import plot_energy, profile_image, summary
-
-    ch = Channel(channel, snr)
-    rad = radio_preset(radio)
-    deployment = Deployment(str(source) if source else None, backend or ("onnxruntime" if is_bundle(source) else "torch"),
-                            str(sam_checkpoint) if sam_checkpoint else None)
-    backend_obj, config, segmenter = deployment.open()
-    meter = energy_meter(energy, device_profile, cores=torch.get_num_threads() if device_profile == "cpu" else 1,
-                         work_on=backend_obj.processor)
-    tx, rx = EdgeTransmitter(backend_obj, config, segmenter, snr), EdgeReceiver(backend_obj)
-    if photos is None:
-        photos = list(iter_images(images)) if images else bundled_photos()
-    for item in photos:  # each image is compared with JPEG, which has a longest side
-        if max(item.pixels.shape[:2]) > MAX_SIDE["jpeg"]:
-            h, w = item.pixels.shape[:2]
-            raise UserError(f"{item.name} is {w} x {h} pixels: profile compares it with JPEG, which encodes at most "
-                            f"{MAX_SIDE['jpeg']} pixels a side; crop or cut it into tiles")
-    rows = []
-    with progress() as bar:
-        for k, item in enumerate(bar.track(photos, description=f"profiling on {backend_obj.name}")):
-            rows.append(profile_image(item, tx, rx, ch, meter, rad, repeats, 1, seed=k))
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"source": describe(source), "backend": backend_obj.name, "segmenter": segmenter.name,
-              "channel": ch.name, "snr_db": snr, "radio": {"preset": radio, "name": rad.name, "source": rad.source},
-              "energy_meter": {"source": meter.source, "estimate": meter.estimate}, "cpu_threads": torch.get_num_threads(),
-              "cpu_count": os.cpu_count(), "summary": summary(rows), "images": rows}
-    (out / "profile.json").write_text(json.dumps(strict_json(result), indent=2, allow_nan=False))
-    title = (f"{result['backend']}, {ch.name} {snr:g} dB, {rad.name}; compute energy: {meter.source}")
-    plot_energy(rows, out / "energy.png", title)
-    result["files"] = {"json": str(out / "profile.json"), "png": str(out / "energy.png")}
-    return result
 
 
 def report(result: dict) -> None:

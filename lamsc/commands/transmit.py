@@ -63,14 +63,18 @@ def run_link(images: list[NamedImage], net: LamscModel, segmenter: Segmenter, ch
             if ours.reconstruction.class_probs is not None:
                 row["class"] = net.config.classes[int(np.argmax(ours.reconstruction.class_probs))]
             if out is not None:
-                row["picture"] = str(side_by_side(item, results, out / f"{item.name.replace('/', '_')}_link.png"))
+                stem = out / item.name.replace('/', '_')
+                Image.fromarray(ours.reconstruction.image).save(f"{stem}_received.png")
+                row["received"] = f"{stem}_received.png"
+                row["picture"] = str(side_by_side(item, results, channel, Path(f"{stem}_link.png")))
             rows.append(row)
     return rows
 
 
-def side_by_side(item: NamedImage, results: list[LinkResult], path: Path) -> Path:
-    panels = [("original", item.pixels)] + [
-        (f"{r.name}: {r.psnr:.1f} dB, {r.bits} bits" + (" LOST" if r.reconstruction.lost else ""),
+def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, path: Path) -> Path:
+    """The original beside what each link delivered over ``channel``, each captioned with its PSNR and rate."""
+    panels = [(f"original; channel {channel.name} at SNR {channel.snr_db:g} dB", item.pixels)] + [
+        (f"{r.name}: PSNR {r.psnr:.1f} dB, CBR {r.cbr:.4f}, {r.bits} bits" + (" LOST" if r.reconstruction.lost else ""),
          r.reconstruction.image) for r in results]
     h, w = item.pixels.shape[:2]
     sheet = Image.new("RGB", (w * len(panels), h + 20), "white")
@@ -100,3 +104,6 @@ def report(rows: list[dict], net: LamscModel, segmenter: Segmenter, channel: Cha
                           number(r["ssim"], ".3f"), number(r["ms_ssim"], ".3f"), "yes" if r["lost"] else "")
     print_table(table)
     console.print(f"SKB: {segmenter.name}")
+    pictures = [row["picture"] for row in rows if "picture" in row]
+    if pictures:
+        console.print(f"pictures (original beside what arrived): {Path(pictures[0]).parent}/*_link.png")

@@ -162,6 +162,12 @@ class JtopMeter(EnergyMeter):
         self.samples: list[tuple[float, float]] = []
         client.attach(self._update)
         self.min_window_s = max(EnergyMeter.min_window_s, 5 * float(client.interval))
+        # A window opened before the service's first reading would integrate nothing up to it: wait for one.
+        deadline = time.perf_counter() + 1.0 + 5 * float(client.interval)
+        while not self.samples and time.perf_counter() < deadline:
+            time.sleep(0.001)
+        if not self.samples:
+            raise UserError("jetson-stats' service sent no power readings: check `jtop` by hand")
         mode = client.nvpmodel
         self.source = f"jetson rails via jetson-stats{f' (power mode {mode.name})' if mode else ''}"
 

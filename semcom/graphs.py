@@ -1,10 +1,15 @@
-"""The graphs a deployment runs, as export-only modules with plain tensor inputs and outputs.
+"""The networks each endpoint runs, as graphs with plain, named tensor inputs and outputs.
+
+The same modules run eagerly in the PyTorch backend (lamsc.semcom.backend), the reference path, and are
+what lamsc.export writes to ONNX for ONNX Runtime and TensorRT.
 
 Four graphs, exported and verified separately because they run at different places and rates:
 
 - ``skb_encoder``: the SAM/MobileSAM image encoder (normalisation inside), fixed 1024x1024, dynamic batch;
 - ``skb_decoder``: SAM's prompt encoder + mask decoder for N point prompts on one image embedding;
 - ``transmitter``: ASI, the SNR-conditioned encoder and the ASC mask network, dynamic batch, H and W;
+  it outputs the encoder's features before ASC masking and power normalisation, which the transmitter
+  applies on the host in float32 (with or without ASC) whatever the graph's precision;
 - ``receiver``: the decoder and the task heads, dynamic batch, h and w.
 
 The ASC pack (threshold, quantise, compact) stays outside the graphs: it is the CUDA kernel in
@@ -46,7 +51,8 @@ class GraphSpec:
 
 class TransmitterGraph(nn.Module):
     """image (B, 3, H, W) in [0, 1], H and W multiples of 8; SKB masks (B, K, H, W); SNR (B,) in dB
-    -> z (B, C, H/8, W/8) power-normalised and masked by ASC; depth (B, 1, H/8, W/8) in (0, 1)."""
+    -> features (B, C, H/8, W/8), the encoder's output before masking and power normalisation;
+    depth (B, 1, H/8, W/8) in (0, 1), ASC's keep depth; importance (B, 1, H, W), ASI's map."""
 
     def __init__(self, model: LamscModel):
         super().__init__()
@@ -54,7 +60,7 @@ class TransmitterGraph(nn.Module):
 
     def forward(self, image, masks, snr_db):
         enc = self.model.encode(image, masks, snr_db, asc=True)
-        return enc["z"], enc["depth"]
+        return enc["features"], enc["depth"], enc["importance"]
 
     def spec(self) -> GraphSpec:
         c = self.model.config
@@ -63,8 +69,9 @@ class TransmitterGraph(nn.Module):
             TensorSpec("masks", "float32", ("batch", c.segments, "height", "width")),
             TensorSpec("snr_db", "float32", ("batch",)),
         ), (
-            TensorSpec("z", "float32", ("batch", c.channels, "feature_height", "feature_width")),
+            TensorSpec("features", "float32", ("batch", c.channels, "feature_height", "feature_width")),
             TensorSpec("depth", "float32", ("batch", 1, "feature_height", "feature_width")),
+            TensorSpec("importance", "float32", ("batch", 1, "height", "width")),
         ))
 
     def example(self, height: int = 256, width: int = 320) -> tuple:
