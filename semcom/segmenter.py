@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -108,6 +109,21 @@ class SamSegmenter:
         scores = np.array([r["predicted_iou"] for r in records], np.float32)
         segments = Segments(masks, scores, boxes, areas, self.name)
         return segments.largest(self.options.max_segments)
+
+
+class CachedSegmenter:
+    """A segmenter that segments each distinct image once: the same pixels sent at several SNRs, with and
+    without ASC, or by several backends get the segments of the first call (keyed by a hash of the pixels)."""
+
+    def __init__(self, segmenter: Segmenter):
+        self.segmenter, self.name = segmenter, segmenter.name
+        self._cache: dict[tuple, Segments] = {}
+
+    def segment(self, image: np.ndarray) -> Segments:
+        key = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
+        if key not in self._cache:
+            self._cache[key] = self.segmenter.segment(image)
+        return self._cache[key]
 
 
 def mask_generator(model, options: MaskGenerationOptions, family: str = "sam"):

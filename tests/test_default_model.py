@@ -10,12 +10,13 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
+from lamsc.semcom.segmenter import CachedSegmenter
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 
 @pytest.fixture(scope="module")
 def runs():
-    model, seg = load_model(), FallbackSegmenter()
+    model, seg = load_model(), CachedSegmenter(FallbackSegmenter())  # one segmentation per photograph
     photos = bundled_photos()
     out = {}
     for snr in (0.0, 10.0, 20.0):

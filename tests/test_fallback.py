@@ -37,3 +37,25 @@ def test_mask_boxes_against_a_loop_reference():
             continue
         ys, xs = np.nonzero(m)
         assert tuple(b) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_cached_segmenter_segments_each_distinct_image_once():
+    from lamsc.semcom.segmenter import CachedSegmenter
+
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def segment(self, image):
+            calls.append(image.copy())
+            return FallbackSegmenter().segment(image)
+
+    seg = CachedSegmenter(Counting())
+    a = np.zeros((16, 24, 3), np.uint8)
+    b = a.copy()
+    b[3, 4, 1] = 1  # one value differs
+    first = seg.segment(a)
+    assert seg.segment(a.copy()) is first and len(calls) == 1  # the same pixels, another array
+    assert seg.segment(b) is not first and len(calls) == 2
+    assert seg.segment(a[:8]) is not first and len(calls) == 3 and seg.name == "counting"

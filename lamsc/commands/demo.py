@@ -21,7 +21,7 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.overlay import contact_sheet
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.segmenter import CachedSegmenter, build_segmenter
 
 DEMO_SNRS = (0.0, 10.0, 20.0)
 # The demo's compression: one pruned candidate, briefly distilled, so the whole job stays a few minutes.
@@ -40,7 +40,7 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
     """Segment the bundled photographs, transmit them over AWGN at 0, 10 and 20 dB, profile energy per image."""
-    segmenter = build_segmenter(checkpoint)
+    segmenter = CachedSegmenter(build_segmenter(checkpoint))  # each photograph segmented once for all SNRs
     photos = bundled_photos()
     segmented = segment_images(segmenter, photos, out / "segments")
     net = load_model(model)
