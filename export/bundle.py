@@ -252,8 +252,7 @@ def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], preci
 def rate_against_pytorch(depths: list[tuple], num_levels: int) -> dict:
     """How much the exported transmitter sends against PyTorch: the ASC feature levels it keeps, per
     verification photograph and over all of them, from (exported, PyTorch) depth maps. A reduced precision
-    moves the depth map across level boundaries, which changes the rate (the default codec's int8 before its
-    glue stayed in float: +3% overall, +19% on one photograph) where SQNR shows only an error."""
+    moves the depth map across level boundaries, which changes the rate where SQNR shows only an error."""
     kept = [(int(depth_levels(torch.from_numpy(got[:, 0]), num_levels).sum()),
              int(depth_levels(torch.from_numpy(ref[:, 0]), num_levels).sum())) for got, ref in depths]
     return {"levels_x_pytorch": [round(k / r, 4) for k, r in kept],

@@ -2,11 +2,11 @@
 receiver's networks.
 
 - ``asc_pack_cuda`` / ``asc_unpack_cuda``: ASC's threshold + quantise + compaction into the payload, and its
-  inverse; bit-identical to the reference in ``lamsc.semcom.payload``, which calls them on a GPU.
+  inverse; bit-identical to the reference in ``lamsc.semcom.payload``. ``lamsc.semcom.asc_pack`` calls them.
 
 Each runs when its input is on a CUDA device and liblamsc_kernels.so is built
-(``cmake -S . -B build && cmake --build build``); the ASC ones return None otherwise, and their caller runs
-the reference. Importing this package never initialises CUDA, and it imports nothing else of lamsc.
+(``cmake -S . -B build && cmake --build build``), and returns None otherwise; the caller then runs the
+reference. Importing this package never initialises CUDA, and it imports nothing else of lamsc.
 """
 
 from lamsc.kernels.asc import asc_pack_cuda, asc_pack_torch, asc_unpack_cuda

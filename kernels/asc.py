@@ -1,8 +1,8 @@
 """ASC pack / unpack on a GPU: the CUDA kernels of asc_pack.cu, and the composed-torch path they replace.
 
-The reference these must match bit for bit, and the dispatch between the two, is the payload's own code
-(``lamsc.semcom.payload.asc_pack`` / ``asc_unpack``); this module knows nothing of the payload format beyond
-the sizes it is handed, so it sits below lamsc.semcom.
+The reference these must match bit for bit is the payload's own code (lamsc.semcom.payload), and the dispatch
+between the two is ``lamsc.semcom.asc_pack``; this module knows nothing of the payload format beyond the sizes
+it is handed, so it sits below lamsc.semcom. Each launch runs on the device its tensors are on.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ def asc_pack_cuda(values: torch.Tensor, depth: torch.Tensor, num_levels: int, bi
     max_bits, count_t = (torch.zeros(1, dtype=torch.int32, device=dev) for _ in range(2))
     level_words = torch.zeros(max(1, math.ceil(hw * level_bits / 32)), dtype=torch.int32, device=dev)
     value_words = torch.zeros(max(1, math.ceil(c * hw * bits / 32)), dtype=torch.int32, device=dev)
-    check(lib.lamsc_asc_pack(values.data_ptr(), depth.data_ptr(), c, hw, num_levels, bits, level_bits,
-                             levels.data_ptr(), counts.data_ptr(), offsets.data_ptr(), max_bits.data_ptr(),
-                             level_words.data_ptr(), value_words.data_ptr(), count_t.data_ptr(), stream_of(values)),
-          "lamsc_asc_pack")
+    with torch.cuda.device(dev):  # the launch goes to the current device: make it the tensors'
+        check(lib.lamsc_asc_pack(values.data_ptr(), depth.data_ptr(), c, hw, num_levels, bits, level_bits,
+                                 levels.data_ptr(), counts.data_ptr(), offsets.data_ptr(), max_bits.data_ptr(),
+                                 level_words.data_ptr(), value_words.data_ptr(), count_t.data_ptr(),
+                                 stream_of(values)), "lamsc_asc_pack")
     count = int(count_t.item())
     scale = float(max_bits.view(torch.float32).item()) or 1.0
     return (levels.view(h, w).cpu().numpy().astype(np.int64),
@@ -61,9 +62,10 @@ def asc_unpack_cuda(level_bytes: bytes, value_bytes: bytes, shape: tuple[int, in
     val = torch.frombuffer(bytearray(value_bytes or b"\0"), dtype=torch.uint8).to(device)
     levels, counts, offsets = (torch.empty(hw, dtype=torch.int32, device=device) for _ in range(3))
     out = torch.empty(c, hw, dtype=torch.float32, device=device)
-    check(lib.lamsc_asc_unpack(lvl.data_ptr(), val.data_ptr(), c, hw, num_levels, bits, level_bits, float(step),
-                               levels.data_ptr(), counts.data_ptr(), offsets.data_ptr(), out.data_ptr(),
-                               stream_of(out)), "lamsc_asc_unpack")
+    with torch.cuda.device(device):
+        check(lib.lamsc_asc_unpack(lvl.data_ptr(), val.data_ptr(), c, hw, num_levels, bits, level_bits, float(step),
+                                   levels.data_ptr(), counts.data_ptr(), offsets.data_ptr(), out.data_ptr(),
+                                   stream_of(out)), "lamsc_asc_unpack")
     return out.view(c, h, w)
 
 
@@ -79,6 +81,7 @@ def asc_pack_torch(values: torch.Tensor, levels: torch.Tensor, num_levels: int, 
     kept = values.reshape(c, -1).t()[keep].double()
     qmax = (1 << (bits - 1)) - 1
     scale = kept.abs().amax().float().double() if kept.numel() else torch.tensor(1.0, device=values.device)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all zeros: 1, as the reference
     q = torch.clamp(torch.round(kept / scale * qmax), -qmax, qmax).long() + qmax + 1
     return _pack_bits_torch(levels - 1, level_bits), _pack_bits_torch(q, bits), float(scale)
 

@@ -39,7 +39,16 @@ _API = {
 __all__ = ["UserError", "__version__", *_API]
 
 
+STAGES = ("semcom", "compress", "export", "runtime", "kernels")
+
+
 def __getattr__(name: str):
     if name in _API:
         return getattr(import_module(_API[name]), name)
+    if name in STAGES:  # lamsc.runtime.backends... after a bare `import lamsc`
+        return import_module(f"lamsc.{name}")
     raise AttributeError(f"module 'lamsc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API, *STAGES])

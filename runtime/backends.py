@@ -52,7 +52,7 @@ class TensorRTBackend:
     def __init__(self, bundle: Bundle):
         trt = tensorrt()
         try:
-            import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
+            import pycuda.autoprimaryctx  # noqa: F401  (the device's primary context, which torch shares)
             import pycuda.driver as cuda
         except ImportError:
             raise UserError("the TensorRT backend needs pycuda: pip install 'lamsc[gpu]'") from None

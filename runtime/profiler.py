@@ -44,8 +44,10 @@ class ProfileConfig:
     ``source``: a bundle folder (from ``lamsc export``), a model checkpoint, or None for the shipped model;
     ``backend``: torch | onnxruntime | tensorrt (None: onnxruntime for a bundle, torch for a checkpoint);
     ``images``: files, folders or NamedImages (None: the bundled photographs); ``energy``: a meter of
-    lamsc.runtime.energy.METERS; ``device_profile``: the device whose declared power the model meter uses;
-    ``snr_db`` in dB; ``repeats``: timed runs per image after one warm-up run; files go to ``out``.
+    lamsc.runtime.energy.METERS; ``radio``: a preset of lamsc.runtime.radio.RADIOS; ``device_profile``: the
+    device whose declared power the model meter uses; ``channel`` (lamsc.semcom.channels.CHANNELS) at
+    ``snr_db`` dB; ``sam_checkpoint``: the SKB for a checkpoint (a bundle carries its own); ``repeats``: timed
+    runs per image after one warm-up run; files go to ``out``. A bad value raises UserError naming the fix.
     """
 
     source: Union[str, Path, None] = None
@@ -59,6 +61,10 @@ class ProfileConfig:
     sam_checkpoint: Union[str, Path, None] = None
     repeats: int = 5
     out: Union[str, Path] = Path("lamsc-out/profile")
+
+    def __post_init__(self):
+        if self.repeats < 1:
+            raise UserError(f"repeats {self.repeats}: give at least 1 timed run per image (--repeats)")
 
 
 @dataclass(repr=False)
@@ -120,11 +126,11 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
     result = ProfileResult(describe(source), backend.name, segmenter.name, ch.name, config.snr_db,
                            {"preset": config.radio, "name": rad.name, "source": rad.source},
                            {"source": meter.source, "estimate": meter.estimate}, torch.get_num_threads(),
-                           os.cpu_count(), summary(rows), rows)
+                           os.cpu_count(), summary(rows), rows,
+                           {"json": str(out / "profile.json"), "png": str(out / "energy.png")})
     (out / "profile.json").write_text(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
     plot_energy(rows, out / "energy.png", f"{backend.name}, {ch.name} {config.snr_db:g} dB, {rad.name}; "
                                           f"compute energy: {meter.source}")
-    result.files = {"json": str(out / "profile.json"), "png": str(out / "energy.png")}
     return result
 
 
@@ -264,7 +270,8 @@ def plot_energy(rows: list[dict], path, title: str) -> None:
     bars = [(key, part, colour) for key, colours in (("lamsc", ("#1f77b4", "#aec7e8")), ("jpeg", ("#d62728", "#ff9896")))
             for part, colour in zip(("compute", "radio"), colours)]
     width = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * n + 2), 4.5))
+    inches = max(6, 1.1 * n + 2)
+    fig, ax = plt.subplots(figsize=(inches, 4.5))
     values = []
     for k, (key, part, colour) in enumerate(bars):
         mj = np.array([r[key]["energy"][f"{part}_j"] for r in rows]) * 1e3
@@ -277,7 +284,7 @@ def plot_energy(rows: list[dict], path, title: str) -> None:
         ax.set_ylim(positive.min() / 3, positive.max() * 30)
     ax.set_xticks(x, [r["image"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("energy per transmitted image (mJ)")
-    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+    ax.set_title("\n".join(textwrap.wrap(title, int(inches * 11))), fontsize=8)  # 8 pt: about 11 characters an inch
     ax.legend(fontsize=8, ncol=len(bars), loc="upper center", frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -8,6 +8,7 @@ implement the same interface over an exported bundle (lamsc.runtime.backends).
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol
 
 import numpy as np
@@ -39,7 +40,9 @@ class TorchBackend:
 
     def __init__(self, model: LamscModel, sam: torch.nn.Module | None = None, device: str | torch.device = "auto"):
         self.device = torch_device(str(device))
-        self.modules = model_graphs(model.to(self.device))
+        if next(model.parameters()).device != self.device:  # a copy: the caller's model may serve another end
+            model = copy.deepcopy(model).to(self.device)
+        self.modules = model_graphs(model)
         if sam is not None:
             self.modules.update(skb_graphs(sam.to(self.device)))
         self.specs = {k: m.spec() for k, m in self.modules.items()}

@@ -27,7 +27,7 @@ from lamsc.semcom.asc import random_levels
 from lamsc.semcom.asi import default_targets, importance_targets, read_importance_map
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
-from lamsc.semcom.loop import TrainingRun
+from lamsc.semcom.loop import PRECISIONS, TrainingRun
 from lamsc.semcom.model import LamscModel, ModelConfig
 from lamsc.semcom.segmenter import Segmenter, build_segmenter, torch_device
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
@@ -43,7 +43,7 @@ class TrainConfig:
     steps: dict = field(default_factory=lambda: {"asi": 200, "codec": 1200, "asc": 600})
     crop: int = 128
     batch: int = 8
-    lr: float = 3e-4             # 1e-3 stalls this un-normalised codec at a blurry mean (seen at 11 dB)
+    lr: float = 3e-4             # 1e-3 stalls this un-normalised codec at a blurry mean
     rate_target: float = 0.5    # mean fraction of features ASC should keep; per image and position it varies
     rate_weight: float = 0.002  # initial lambda of the rate term, adapted so the mean kept fraction meets the target
     importance_weight: float = 1.0  # distortion weight of important pixels: 1 + this * ASI map
@@ -283,8 +283,9 @@ class TrainJob:
     ``data``: image folders, class folders or VOC layouts; ``bundled`` adds scikit-image's photographs and
     ``synthetic`` that many labelled shapes. Classification and segmentation heads follow the labels found.
     ``recipe``: a preset name of PRESETS or a TrainConfig; ``steps`` overrides steps per stage
-    (e.g. {"codec": 500}). ``init``: a lamsc model to fine-tune (same heads). ``device``: auto | cpu | cuda[:N].
-    An ``out`` folder that holds a run resumes it.
+    (e.g. {"codec": 500}). ``sam_checkpoint``: the SKB that segments the images (None: the fallback).
+    ``channels`` and ``width`` size a new model; ``init`` (a lamsc model to fine-tune, same heads) brings its
+    own. ``device``: auto | cpu | cuda[:N]. An ``out`` folder that holds a run resumes it.
     """
 
     data: list[Path | str] = field(default_factory=list)
@@ -328,6 +329,13 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
         preset, cfg = job.recipe, PRESETS[job.recipe]
     else:
         preset, cfg = "custom", job.recipe
+    unknown = set(job.steps) - set(STAGES)
+    if unknown:
+        raise UserError(f"steps for {', '.join(sorted(unknown))}: the stages are {', '.join(STAGES)}")
+    if job.precision not in (None, *PRECISIONS):
+        raise UserError(f"unknown training precision {job.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if job.importance is not None and not Path(job.importance).is_dir():
+        raise UserError(f"importance folder {job.importance} not found; give the folder of <image>.png maps")
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}))
     device = torch_device(job.device)
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []

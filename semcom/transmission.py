@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lamsc.errors import UserError
+from lamsc.kernels.loader import library
 from lamsc.semcom import metrics
 from lamsc.semcom.asc import depth_levels, levels_to_mask
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
@@ -111,8 +112,13 @@ def as_backend(network: LamscModel | Backend, device: str | torch.device = "cpu"
 
 
 def gpu_or_cpu(backend: Backend) -> torch.device:
-    """Where the masking kernels run: the GPU when the backend's graphs run on one, else the CPU."""
-    return torch.device("cuda" if backend.processor == "gpu" and torch.cuda.is_available() else "cpu")
+    """Where the masking runs: the GPU of the backend's graphs when the CUDA kernels are built, else the CPU
+    (the reference; a GPU without the kernels would only copy the features there and back)."""
+    device = getattr(backend, "device", None)
+    on_gpu = backend.processor == "gpu" and torch.cuda.is_available() and library() is not None
+    if not on_gpu:
+        return torch.device("cpu")
+    return device if isinstance(device, torch.device) and device.type == "cuda" else torch.device("cuda")
 
 
 def assumed_snr(own: float | None, given: float | None) -> float:

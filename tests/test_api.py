@@ -1,5 +1,7 @@
 """The Python API the commands wrap: every name ``lamsc`` lists resolves, and ``import lamsc`` stays light."""
 
+import dataclasses
+import json
 import subprocess
 import sys
 
@@ -24,4 +26,31 @@ def test_the_profile_call_returns_a_readable_result(tmp_path):
                                                     repeats=1, out=tmp_path))
     assert repr(result).startswith("ProfileResult(1 images on torch (cpu), awgn 10 dB:")
     assert (tmp_path / "profile.json").is_file() and result.images[0]["image"] == "coins"
+    assert json.loads((tmp_path / "profile.json").read_text())["files"]["png"] == str(tmp_path / "energy.png")
     assert result.energy_meter["estimate"] is True  # the declared model, labelled an estimate
+
+
+def test_stages_resolve_after_a_bare_import():
+    done = subprocess.run([sys.executable, "-c", "import lamsc; print(lamsc.runtime.backends.OnnxRuntimeBackend"
+                           ".__name__, 'compress' in dir(lamsc))"], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["OnnxRuntimeBackend", "True"]
+
+
+def test_endpoints_on_other_devices_leave_the_callers_model_where_it_is():
+    model = lamsc.load_model()
+    backend = lamsc.semcom.backend.TorchBackend(model, device="meta")  # a device with no data: nothing runs
+    assert next(backend.modules["transmitter"].parameters()).device.type == "meta"
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_configs_refuse_bad_values_before_any_work(tmp_path):
+    import pytest
+
+    with pytest.raises(lamsc.UserError, match="at least 1 timed run"):
+        lamsc.ProfileConfig(repeats=0)
+    for job, message in ((lamsc.TrainJob(bundled=True, steps={"codecs": 5}), "the stages are asi, codec, asc"),
+                         (lamsc.TrainJob(bundled=True, precision="bf17"), "unknown training precision 'bf17'"),
+                         (lamsc.TrainJob(bundled=True, importance=tmp_path / "none"), "importance folder")):
+        with pytest.raises(lamsc.UserError, match=message):
+            lamsc.train_model(dataclasses.replace(job, out=tmp_path / "run"))
+        assert not (tmp_path / "run").exists()  # refused before segmenting or writing anything

@@ -65,7 +65,7 @@ def test_the_contract_lists_every_stage_and_no_exceptions():
 def _package_files():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     for package, folder in setuptools["package-dir"].items():
-        for path in sorted((ROOT / folder).glob("*.py")):
+        for path in sorted((ROOT / folder).rglob("*.py")):
             yield package, path
 
 

@@ -274,7 +274,7 @@ def _tensorrt_and_pycuda_standins():
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = cuda
     return {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": cuda,
-            "pycuda.autoinit": types.ModuleType("pycuda.autoinit")}, allocations
+            "pycuda.autoprimaryctx": types.ModuleType("pycuda.autoprimaryctx")}, allocations
 
 
 def test_tensorrt_backend_io_matches_onnxruntime_and_keeps_its_buffers(bundle, tmp_path, monkeypatch):
