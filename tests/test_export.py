@@ -255,7 +255,7 @@ def test_tensorrt_command_and_profiles(fp32_bundle):
             build_engine(fp32_bundle.path("receiver"), "/tmp/x.engine", spec, "fp32")
 
 
-def test_export_command_writes_a_bundle_and_profile_runs_it(tmp_path, photo):
+def test_export_command_writes_a_bundle_and_profile_runs_it(tmp_path, photo, capsys):
     from PIL import Image
 
     from lamsc.cli import main
@@ -269,6 +269,15 @@ def test_export_command_writes_a_bundle_and_profile_runs_it(tmp_path, photo):
     result = json.loads((tmp_path / "p" / "profile.json").read_text())
     assert result["backend"].startswith("onnxruntime")
     assert main(["profile", str(out), "--backend", "torch", "--images", str(img)]) == 2
+    # lamsc transmit runs the bundle through the same Transmitter and Receiver as the checkpoint
+    rows = []
+    for source in (out, None):
+        capsys.readouterr()
+        assert main(["transmit", str(img), *(["--model", str(source)] if source else []), "--out",
+                     str(tmp_path / "t"), "--json"]) == 0
+        rows.append(json.loads(capsys.readouterr().out)["results"]["images"][0]["lamsc"])
+    ort_row, torch_row = rows
+    assert abs(ort_row["psnr"] - torch_row["psnr"]) < 0.05 and abs(ort_row["bits"] - torch_row["bits"]) <= 64
 
 
 def test_int8_linears_on_token_sequences_run_as_integer_matmuls(tmp_path):

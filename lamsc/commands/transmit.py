@@ -15,7 +15,10 @@ from lamsc.commands.output import console, emit_json, number, print_table, progr
 from lamsc.semcom.baseline import separation_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.images import NamedImage, iter_images
-from lamsc.semcom.model import LamscModel, load_model
+from lamsc.runtime.backends import is_bundle
+from lamsc.runtime.deployment import Deployment
+from lamsc.semcom.backend import Backend
+from lamsc.semcom.model import LamscModel, ModelConfig, load_model
 from lamsc.semcom.segmenter import Segmenter, build_segmenter
 from lamsc.semcom.transmission import LinkResult, Receiver, Transmitter, transmit as transmit_one
 
@@ -24,7 +27,9 @@ def transmit(
     images: list[Path] = typer.Argument(..., help="Image files, image folders or VOC-layout folders."),
     snr: float = typer.Option(10.0, help="Channel SNR in dB."),
     channel: str = typer.Option("awgn", help=f"One of {', '.join(CHANNELS)}."),
-    model: Optional[Path] = typer.Option(None, help="lamsc model (.safetensors with .json); default: shipped."),
+    model: Optional[Path] = typer.Option(None, help="lamsc model (.safetensors with .json) or an exported bundle "
+                                         "folder; default: the shipped model."),
+    backend: str = typer.Option("onnxruntime", help="For a bundle: onnxruntime | tensorrt."),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: fallback)."),
     no_asc: bool = typer.Option(False, "--no-asc", help="Send every feature (adaptive compression off)."),
     baseline: Optional[str] = typer.Option(None, help="Also send JPEG or WebP through 5G LDPC + QAM: jpeg|webp."),
@@ -37,14 +42,18 @@ def transmit(
     ch = Channel(channel, snr)
     if baseline not in (None, "jpeg", "webp"):
         raise typer.BadParameter("--baseline must be jpeg or webp")
-    net = load_model(model)
-    segmenter = build_segmenter(checkpoint)
+    if is_bundle(model):  # the same Transmitter and Receiver, the networks on the bundle's backend
+        net, _, segmenter = Deployment(str(model), backend, str(checkpoint) if checkpoint else None).open()
+    else:
+        net, segmenter = load_model(model), build_segmenter(checkpoint)
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baseline, design_snr, seed, out)
-    report(rows, net, segmenter, ch, json_out)
+    report(rows, net.config, segmenter, ch, json_out)
 
 
-def run_link(images: list[NamedImage], net: LamscModel, segmenter: Segmenter, channel: Channel, asc: bool,
+def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Segmenter, channel: Channel, asc: bool,
              baseline: str | None, design_snr: float | None, seed: int, out: Path | None) -> list[dict]:
+    """Each image over ``channel`` through a Transmitter and Receiver on ``net`` (a model or a backend), beside
+    the separation baseline when one is named; one summary dict per image, pictures in ``out``."""
     tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net)
     rows = []
     if out is not None:
@@ -61,7 +70,7 @@ def run_link(images: list[NamedImage], net: LamscModel, segmenter: Segmenter, ch
                 row["baseline"] = b.summary()
                 results.append(b)
             if ours.reconstruction.class_probs is not None:
-                row["class"] = net.config.classes[int(np.argmax(ours.reconstruction.class_probs))]
+                row["class"] = tx.config.classes[int(np.argmax(ours.reconstruction.class_probs))]
             if out is not None:
                 stem = out / item.name.replace('/', '_')
                 Image.fromarray(ours.reconstruction.image).save(f"{stem}_received.png")
@@ -86,10 +95,10 @@ def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, 
     return path
 
 
-def report(rows: list[dict], net: LamscModel, segmenter: Segmenter, channel: Channel, json_out: bool) -> None:
+def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel: Channel, json_out: bool) -> None:
     if json_out:
         emit_json("transmit", {"channel": channel.name, "snr_db": channel.snr_db, "segmenter": segmenter.name,
-                               "model": net.config.trained, "images": rows})
+                               "model": config.trained, "images": rows})
         return
     table = Table(title=f"{channel.name} at {channel.snr_db:g} dB — SKB: {segmenter.name}")
     for col in ("image", "link", "bits", "uses", "CBR", "kept", "PSNR", "SSIM", "MS-SSIM", "lost"):
