@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lamsc.semcom.channels import Channel, transmit_bits
-from lamsc.semcom.payload import PayloadError
-from lamsc.semcom.transmission import Receiver, Transmitter, analog_link, lost_image
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.transmission import Receiver, Transmitter, deliver
 
 MAGIC = b"LSCF"
 FRAME = struct.Struct(">4sII")
@@ -48,14 +47,6 @@ def recv_frame(sock: socket.socket) -> tuple[int, bytes] | None:
     if magic != MAGIC:
         raise ConnectionError("not a lamsc frame: something else is talking to this port")
     return None if length == 0 else (seq, recv_exact(sock, length))
-
-
-def the_air(payload: bytes, channel: Channel, seed: int):
-    """What the channel does to one payload: digital -> (damaged bytes, bit errors);
-    analog -> (noisy features, 0). Raises PayloadError if the payload cannot be read at all."""
-    if channel.digital:
-        return transmit_bits(payload, channel, seed)
-    return analog_link(payload, channel, seed), 0
 
 
 def transmitter_process(deployment, images: list[np.ndarray], snr_db: float, asc: bool, port_q, report_q) -> None:
@@ -90,12 +81,7 @@ def receiver_process(deployment, sizes: list[tuple[int, int]], channel: Channel,
                     seq, payload = frame
                     h, w = sizes[seq]
                     t0 = time.perf_counter()
-                    errors = 0
-                    try:
-                        received, errors = the_air(payload, channel, seed + seq)
-                        rec = rx.receive(received, h, w) if channel.digital else rx.receive_features(received, channel.snr_db)
-                    except PayloadError as e:
-                        rec = lost_image(h, w, str(e))
+                    rec, errors = deliver(payload, channel, rx, h, w, seed + seq)
                     report_q.put(("received", seq, {"image": rec.image, "lost": rec.lost, "reason": rec.reason,
                                                     "bit_errors": errors, "seconds": time.perf_counter() - t0}))
         report_q.put(("rx_done", -1, {"backend": backend.name}))

@@ -279,6 +279,20 @@ class LinkResult:
         return d
 
 
+def deliver(payload: bytes, channel: Channel, receiver: Receiver, height: int, width: int,
+            seed: int | None = None) -> tuple[Reconstruction, int]:
+    """The channel acting on one payload and the receiver decoding what arrived -> (reconstruction, bit
+    errors). Digital: every bit crosses, and a payload the CRC rejects is a loss; analog: the kept values
+    cross as symbols, the side information intact. A payload that cannot be read at all is a loss too."""
+    try:
+        if channel.digital:
+            received, errors = transmit_bits(payload, channel, seed)
+            return receiver.receive(received, height, width), errors
+        return receiver.receive_features(analog_link(payload, channel, seed), channel.snr_db), 0
+    except PayloadError as e:
+        return lost_image(height, width, str(e)), 0
+
+
 def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, channel: Channel,
              seed: int | None = None) -> LinkResult:
     """Send one image over ``channel`` and measure what arrived against what was sent.
@@ -293,12 +307,7 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
     sent = transmitter.send(image, channel.snr_db if transmitter.snr_db is None else None)
     h, w = image.shape[:2]
     t0 = time.perf_counter()
-    errors = 0
-    if channel.digital:
-        received, errors = transmit_bits(sent.payload, channel, seed)
-        rec = receiver.receive(received, h, w)
-    else:
-        rec = receiver.receive_features(analog_link(sent.payload, channel, seed), channel.snr_db)
+    rec, errors = deliver(sent.payload, channel, receiver, h, w, seed)
     decode_s = time.perf_counter() - t0
     bits = metrics.bits(sent.payload)
     uses = channel_uses(channel, bits, sent.value_count, sent.side_bits)
