@@ -35,6 +35,9 @@ class OnnxRuntimeBackend:
     def spec(self, graph: str) -> GraphSpec:
         return self.bundle.spec(graph)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}: {self.bundle.root})"
+
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s = self.sessions[graph]
         names = [o.name for o in s.get_outputs()]
@@ -76,6 +79,9 @@ class TensorRTBackend:
 
     def spec(self, graph: str) -> GraphSpec:
         return self.bundle.spec(graph)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}: {self.bundle.root})"
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         trt, cuda = self.trt, self.cuda

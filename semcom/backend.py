@@ -55,6 +55,9 @@ class TorchBackend:
     def spec(self, graph: str) -> GraphSpec:
         return self.specs[graph]
 
+    def __repr__(self) -> str:
+        return f"TorchBackend({self.name}: {', '.join(self.graphs)})"
+
     @torch.inference_mode()
     def run(self, graph: str, feeds: dict) -> dict[str, np.ndarray]:
         spec = self.specs[graph]

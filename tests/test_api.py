@@ -41,6 +41,7 @@ def test_endpoints_on_other_devices_leave_the_callers_model_where_it_is():
     backend = lamsc.semcom.backend.TorchBackend(model, device="meta")  # a device with no data: nothing runs
     assert next(backend.modules["transmitter"].parameters()).device.type == "meta"
     assert next(model.parameters()).device.type == "cpu"
+    assert repr(backend) == "TorchBackend(torch (meta): transmitter, receiver)"
 
 
 def test_configs_refuse_bad_values_before_any_work(tmp_path):
