@@ -31,12 +31,13 @@ from lamsc.compress.prune import count_parameters, prune_codec
 from lamsc.errors import UserError
 from lamsc.export.bundle import Int8Options, write_bundle
 from lamsc.runtime.backends import OnnxRuntimeBackend
+from lamsc.semcom.backend import Backend
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.graphs import model_graphs
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.metrics import mean_defined
 from lamsc.semcom.model import DOWNSAMPLING, LamscModel
-from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.segmenter import CachedSegmenter, Segmenter
 from lamsc.semcom.training import TrainingImage
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
@@ -135,7 +136,8 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
         raise ValueError("the ratios must include 0.0: the teacher is costed and scored as a candidate")
     say("checking that the budget is within reach")
     pruned = pruned_within_reach(teacher, budget, target, cfg, evaluation, work)
-    segments = {item.name: segmenter.segment(item.pixels) for item in evaluation}
+    # every candidate is verified and scored on the same SKB segments, each photograph segmented once
+    segmenter = CachedSegmenter(segmenter)
     candidates = []
     for ratio in sorted(cfg.ratios):
         folder = work / f"prune-{ratio:.2f}"
@@ -149,8 +151,7 @@ def plan_codec(teacher: LamscModel, budget: Budget, target: Target, train: list[
             c = Candidate(f"prune-{ratio:.2f}-{precision}", ratio, precision, model=model_file)
             say(f"{c.name}: export, verify, cost and score")
             try:
-                evaluate(c, student, target, evaluation, segments, segmenter, cfg, folder / f"bundle-{precision}",
-                         calibration)
+                evaluate(c, student, target, evaluation, segmenter, cfg, folder / f"bundle-{precision}", calibration)
             except UserError as e:  # an export the verification refuses is a rejected candidate, not a crash
                 c.rejected = str(e)
             candidates.append(c)
@@ -181,16 +182,14 @@ def codec_rule(max_rate_increase: float | None) -> Rule:
                                      label=f"sends > +{max_rate_increase:.0%}"),), explain)
 
 
-def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[NamedImage], segments: dict,
-             segmenter: Segmenter, cfg: PlanConfig, bundle_dir: Path,
-             calibration: list[NamedImage] | None = None) -> None:
+def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[NamedImage], segmenter: Segmenter,
+             cfg: PlanConfig, bundle_dir: Path, calibration: list[NamedImage] | None = None) -> None:
     """Export ``model`` at the candidate's precision, then cost and score it (fills ``c`` in)."""
     int8 = Int8Options("onnxruntime" if target.name == "cpu" else "tensorrt", calibration, cfg.int8_max_drop)
     bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation, int8=int8)
     c.bundle = bundle_dir
     c.workload = workload(model, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
-    c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), model, evaluation, segments,
-                             cfg.snr_db)
+    c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), evaluation, segmenter, cfg.snr_db)
 
 
 def workload(model: LamscModel, cfg: PlanConfig, files: list[Path] | None = None) -> dict:
@@ -258,24 +257,11 @@ def cost_all(candidates: list[Candidate], target: Target, repeats: int) -> None:
         c.cost, c.cost_model_check = cost_of(w["files"], w["work"], w["params"], c.precision, target, m)
 
 
-class _Segments:
-    """A segmenter that replays segments computed once (every candidate sees the same SKB output)."""
-
-    name = "segments computed once per photograph"
-    next = None
-
-    def segment(self, image):
-        return self.next
-
-
-def link_quality(backend, model: LamscModel, evaluation: list[NamedImage], segments: dict,
-                 snr_db: float) -> dict:
+def link_quality(backend: Backend, evaluation: list[NamedImage], segmenter: Segmenter, snr_db: float) -> dict:
     """Mean PSNR/SSIM of the whole link (transmitter graph, payload, AWGN, receiver graph) per photograph."""
-    replay = _Segments()
-    tx, rx = Transmitter(backend, replay, snr_db=snr_db), Receiver(backend)
+    tx, rx = Transmitter(backend, segmenter, snr_db=snr_db), Receiver(backend)
     psnr, ssim, bits = [], [], []
     for i, item in enumerate(evaluation):
-        replay.next = segments[item.name]
         result = transmit(item.pixels, tx, rx, Channel("awgn", snr_db), seed=i)
         psnr.append(result.psnr)
         ssim.append(result.ssim)

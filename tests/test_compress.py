@@ -620,8 +620,7 @@ def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path, capsys)
     from lamsc.semcom.segmenter import build_segmenter
 
     photos, seg = list(iter_images([two_photos])), build_segmenter(None)
-    again = link_quality(OnnxRuntimeBackend(load_bundle(tmp_path / "bundle")), load_model(tmp_path / "model"), photos,
-                         {p.name: seg.segment(p.pixels) for p in photos}, 10.0)
+    again = link_quality(OnnxRuntimeBackend(load_bundle(tmp_path / "bundle")), photos, seg, 10.0)
     q, t = res["chosen"]["quality"], res["teacher"]["quality"]
     assert q["per_image_bits"] == again["per_image_bits"] and all(b % 8 == 0 for b in q["per_image_bits"])
     assert q["bits_x_teacher"] == pytest.approx(q["bits"] / t["bits"], abs=1e-4) and t["bits_x_teacher"] == 1.0
