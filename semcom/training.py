@@ -283,7 +283,7 @@ class TrainJob:
     ``data``: image folders, class folders or VOC layouts; ``bundled`` adds scikit-image's photographs and
     ``synthetic`` that many labelled shapes. Classification and segmentation heads follow the labels found.
     ``recipe``: a preset name of PRESETS or a TrainConfig; ``steps`` overrides steps per stage
-    (e.g. {"codec": 500}). ``sam_checkpoint``: the SKB that segments the images (None: the fallback).
+    (e.g. {"codec": 500}). Bad values raise UserError when the job is made. ``sam_checkpoint``: the SKB that segments the images (None: the fallback).
     ``channels`` and ``width`` size a new model; ``init`` (a lamsc model to fine-tune, same heads) brings its
     own. ``device``: auto | cpu | cuda[:N]. An ``out`` folder that holds a run resumes it.
     """
@@ -301,6 +301,17 @@ class TrainJob:
     channels: int = ModelConfig.channels
     width: int = ModelConfig.width
     device: str = "auto"
+
+    def __post_init__(self):  # what can be wrong is refused here, before any image is read or segmented
+        if isinstance(self.recipe, str) and self.recipe not in PRESETS:
+            raise UserError(f"unknown preset {self.recipe!r}; choose one of {', '.join(PRESETS)}")
+        unknown = set(self.steps) - set(STAGES)
+        if unknown:
+            raise UserError(f"steps for {', '.join(sorted(unknown))}: the stages are {', '.join(STAGES)}")
+        if self.precision not in (None, *PRECISIONS):
+            raise UserError(f"unknown training precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.importance is not None and not Path(self.importance).is_dir():
+            raise UserError(f"importance folder {self.importance} not found; give the folder of <image>.png maps")
 
 
 @dataclass(repr=False)
@@ -320,22 +331,10 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
     """Train (or resume) a model as ``job`` says; write it, its trainer state and curves to ``job.out``.
 
     ``progress(stage, step, total, logs)`` follows every step; ``segmented()`` is called per image as the SKB
-    segments it. Raises UserError for an unknown preset, no images, an ``init`` model with other heads, and
-    the errors of ``train``.
+    segments it. Raises UserError for no images, an ``init`` model with other heads, and the errors of
+    ``train`` (a TrainJob refuses bad values when it is made).
     """
-    if isinstance(job.recipe, str):
-        if job.recipe not in PRESETS:
-            raise UserError(f"unknown preset {job.recipe!r}; choose one of {', '.join(PRESETS)}")
-        preset, cfg = job.recipe, PRESETS[job.recipe]
-    else:
-        preset, cfg = "custom", job.recipe
-    unknown = set(job.steps) - set(STAGES)
-    if unknown:
-        raise UserError(f"steps for {', '.join(sorted(unknown))}: the stages are {', '.join(STAGES)}")
-    if job.precision not in (None, *PRECISIONS):
-        raise UserError(f"unknown training precision {job.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if job.importance is not None and not Path(job.importance).is_dir():
-        raise UserError(f"importance folder {job.importance} not found; give the folder of <image>.png maps")
+    preset, cfg = (job.recipe, PRESETS[job.recipe]) if isinstance(job.recipe, str) else ("custom", job.recipe)
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}))
     device = torch_device(job.device)
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []

@@ -1,6 +1,5 @@
 """The Python API the commands wrap: every name ``lamsc`` lists resolves, and ``import lamsc`` stays light."""
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -49,9 +48,10 @@ def test_configs_refuse_bad_values_before_any_work(tmp_path):
 
     with pytest.raises(lamsc.UserError, match="at least 1 timed run"):
         lamsc.ProfileConfig(repeats=0)
-    for job, message in ((lamsc.TrainJob(bundled=True, steps={"codecs": 5}), "the stages are asi, codec, asc"),
-                         (lamsc.TrainJob(bundled=True, precision="bf17"), "unknown training precision 'bf17'"),
-                         (lamsc.TrainJob(bundled=True, importance=tmp_path / "none"), "importance folder")):
+    for bad, message in (({"steps": {"codecs": 5}}, "the stages are asi, codec, asc"),
+                         ({"precision": "bf17"}, "unknown training precision 'bf17'"),
+                         ({"importance": tmp_path / "none"}, "importance folder"),
+                         ({"recipe": "fastest"}, "unknown preset 'fastest'")):
         with pytest.raises(lamsc.UserError, match=message):
-            lamsc.train_model(dataclasses.replace(job, out=tmp_path / "run"))
+            lamsc.train_model(lamsc.TrainJob(bundled=True, out=tmp_path / "run", **bad))
         assert not (tmp_path / "run").exists()  # refused before segmenting or writing anything
