@@ -252,7 +252,16 @@ def analog_link(payload: bytes, channel: Channel, seed: int | None = None) -> Un
 
 @dataclass(repr=False)
 class LinkResult:
-    name: str                    # the link: "lamsc", "lamsc-no-asc", "jpeg+16qam-1/2", ...
+    """One image over one link, and what crossed it.
+
+    ``channel_uses`` (complex) and ``cbr`` = uses / (3 H W) compare every link. What else crossed depends on
+    ``link``: "analog" links send values as symbols and only ``side_bits`` (header, depth map, CRC; SoftCast's
+    metadata) as bits; "digital" links send ``coded_bits`` at ``mcs`` (uncoded links: the payload's bits).
+    ``bits`` is the message the transmitter built (8 x payload bytes; a codec's file), which on an analog
+    link does not cross as bits: compare links by channel uses, never by ``bits``.
+    """
+
+    name: str                    # the link: "lamsc", "lamsc-no-asc", "separation", "softcast", ...
     reconstruction: Reconstruction
     bits: int
     channel_uses: int
@@ -263,15 +272,21 @@ class LinkResult:
     ms_ssim: float
     bit_errors: int = 0
     seconds: dict = field(default_factory=dict)
+    link: str = "analog"         # "analog" | "digital"
+    side_bits: int = 0           # analog: bits sent digitally beside the values
+    coded_bits: int = 0          # digital: bits on the air after the channel code
+    mcs: str = ""                # digital: modulation and coding ("qpsk-uncoded", "16qam-1/2", ...)
+    detail: str = ""             # how the link sent this image (a baseline's codec, size, blocks)
 
     def __repr__(self) -> str:  # what print() shows: the figures, not the reconstruction's pixels
         s = self.summary()
         return "LinkResult(" + ", ".join(f"{k}={s[k]!r}" for k in s if k != "seconds") + ")"
 
     def summary(self) -> dict:
-        d = {k: getattr(self, k) for k in ("name", "bits", "channel_uses", "cbr", "kept_ratio", "psnr", "ssim",
-                                           "ms_ssim", "bit_errors")}
+        d = {k: getattr(self, k) for k in ("name", "bits", "channel_uses", "cbr", "link", "side_bits", "coded_bits",
+                                           "mcs", "kept_ratio", "psnr", "ssim", "ms_ssim", "bit_errors", "detail")}
         d["lost"] = self.reconstruction.lost
+        d["reason"] = self.reconstruction.reason
         d = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
         if self.reconstruction.class_probs is not None:
             d["class_probs"] = [round(float(p), 4) for p in self.reconstruction.class_probs]
@@ -311,6 +326,9 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
     decode_s = time.perf_counter() - t0
     bits = metrics.bits(sent.payload)
     uses = channel_uses(channel, bits, sent.value_count, sent.side_bits)
+    crossed = (dict(link="digital", coded_bits=bits, mcs=f"{channel.name.split('-')[1]}-uncoded") if channel.digital
+               else dict(link="analog", side_bits=sent.side_bits))
     return LinkResult(name, rec, bits, uses, cbr(uses, h, w), sent.kept_ratio,
                       float(metrics.psnr(image, rec.image)), float(metrics.ssim(image, rec.image)),
-                      float(metrics.ms_ssim(image, rec.image)), errors, {**sent.seconds, "receive": decode_s})
+                      float(metrics.ms_ssim(image, rec.image)), errors, {**sent.seconds, "receive": decode_s},
+                      **crossed)
