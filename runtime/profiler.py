@@ -28,7 +28,8 @@ from lamsc.runtime.energy import EnergyMeter, energy_meter
 from lamsc.runtime.latency import Latency, stage_latencies
 from lamsc.runtime.radio import Radio, radio as radio_preset
 from lamsc.semcom import metrics
-from lamsc.semcom.baseline import MAX_SIDE, MCS_TABLE, symbols_needed
+from lamsc.semcom.image_codecs import MAX_SIDE
+from lamsc.semcom.mcs import choose_mcs, symbols_needed
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
 from lamsc.semcom.metrics import strict_json
@@ -174,8 +175,7 @@ def jpeg_matched(image: np.ndarray, target_psnr: float) -> tuple[bytes, int, flo
 
 
 def radio_mcs(radio: Radio, snr_db: float):
-    usable = [m for m in MCS_TABLE if m.threshold_db <= snr_db and m.bits_per_symbol * m.rate <= radio.max_bits_per_use]
-    return usable[-1] if usable else MCS_TABLE[0]
+    return choose_mcs(snr_db, radio.max_bits_per_use)
 
 
 def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter, radio: Radio,

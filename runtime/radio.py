@@ -2,7 +2,7 @@
 
 Airtime: an analog transmission takes one resource element (complex channel use) per two feature values,
 sent at the radio's resource-element rate; a digital one sends its bits at the highest modulation and
-coding scheme whose measured threshold (lamsc.semcom.baseline.MCS_TABLE: 5G LDPC, BLER <= 1%) the SNR
+coding scheme whose measured threshold (lamsc.semcom.mcs.MCS_TABLE: 5G LDPC, BLER <= 1%) the SNR
 reaches, capped at the radio's own peak spectral efficiency. LoRa has no resource grid: its bits go at
 the spreading factor's fixed bit rate, and an analog payload is sent as its bits.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lamsc.errors import UserError
-from lamsc.semcom.baseline import MCS_TABLE
+from lamsc.semcom.mcs import MCS_TABLE
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 Images in (files, folders, class folders, VOC layout, bundled photographs); the SAM knowledge base (SKB)
 segmenters; ASI attention, the SNR-conditioned codec and the ASC mask (``LamscModel``); the payload;
-channels; ``Transmitter`` / ``Receiver``; training; the separation baseline; metrics.
+channels; ``Transmitter`` / ``Receiver``; training; the baselines (separation, ideal, SoftCast); metrics.
 """
 
-from lamsc.semcom.baseline import separation_baseline
+from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.fallback import FallbackOptions, FallbackSegmenter
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images, load_image, load_voc
@@ -18,6 +18,7 @@ from lamsc.semcom.segments import Segments
 from lamsc.semcom.transmission import Receiver, Reconstruction, Transmitter, transmit
 
 __all__ = [
+    "BASELINES",
     "CHANNELS",
     "MODEL_TYPES",
     "Channel",
@@ -43,7 +44,7 @@ __all__ = [
     "load_sam",
     "load_voc",
     "pack",
-    "separation_baseline",
+    "run_baseline",
     "transmit",
     "unpack",
 ]

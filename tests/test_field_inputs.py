@@ -231,13 +231,14 @@ def test_profile_takes_degenerate_sizes_on_torch_and_onnxruntime(small_images, t
         json.loads((tmp_path / "p" / "profile.json").read_text(), parse_constant=pytest.fail)  # strict JSON
 
 
-def test_a_side_over_a_formats_limit_is_a_stated_loss_or_refusal(tmp_path, capsys):
+def test_a_side_over_a_formats_limit_is_downscaled_or_refused(tmp_path, capsys):
     strip = tmp_path / "strip.png"
     Image.fromarray(np.zeros((1, 16400, 3), np.uint8)).save(strip)  # over WebP's 16383, under JPEG's 65500
     status, out, err = run(capsys, "transmit", strip, "--baseline", "webp", "--json", "--out", tmp_path)
     (row,) = json.loads(out)["results"]["images"]
-    assert status == 0 and row["baseline"]["lost"] and not row["lamsc"]["lost"]
-    assert "warning: the webp baseline of a 16400 x 1 image is lost: webp cannot encode a side over 16383" in err
+    (webp,) = row["baselines"]
+    assert status == 0 and not webp["lost"] and not row["lamsc"]["lost"]
+    assert webp["detail"].startswith("webp q100 16383x1 of 16400x1")  # downscaled to WebP's longest side
     Image.fromarray(np.zeros((1, 65600, 3), np.uint8)).save(strip)
     line = refusal(capsys, "profile", "--images", strip, "--energy", "model", "--out", tmp_path)
     assert "strip is 65600 x 1 pixels" in line and "at most 65500 pixels a side" in line

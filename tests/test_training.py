@@ -115,7 +115,7 @@ def test_transmit_command(trained, tmp_path, capsys, channel):
     (row,) = doc["images"]
     assert row["lamsc"]["bits"] > 0 and not row["lamsc"]["lost"]  # 30 dB: even uncoded QPSK is clean
     assert row["class"] in SHAPE_CLASSES
-    assert row["baseline"]["name"].startswith("webp+")
+    assert row["baselines"][0]["name"] == "webp+ldpc" and row["baselines"][0]["link"] == "digital"
     assert (tmp_path / "o" / "s_link.png").is_file()
 
 

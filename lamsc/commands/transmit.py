@@ -12,14 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, number, print_table, progress
-from lamsc.semcom.baseline import separation_baseline
+from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
+from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.model import LamscModel, ModelConfig, load_model
 from lamsc.semcom.segmenter import Segmenter, build_segmenter
+from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import LinkResult, Receiver, Transmitter, transmit as transmit_one
 
 
@@ -32,28 +34,46 @@ def transmit(
     backend: str = typer.Option("onnxruntime", help="For a bundle: onnxruntime | tensorrt."),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: fallback)."),
     no_asc: bool = typer.Option(False, "--no-asc", help="Send every feature (adaptive compression off)."),
-    baseline: Optional[str] = typer.Option(None, help="Also send JPEG or WebP through 5G LDPC + QAM: jpeg|webp."),
-    design_snr: Optional[float] = typer.Option(None, help="SNR the baseline's MCS is chosen for (default: --snr)."),
+    baseline: Optional[list[str]] = typer.Option(
+        None, help="Also send each image by a baseline at lamsc's channel uses; repeat for several. "
+        "separation: the best of JPEG/WebP/JPEG 2000/AVIF over 5G LDPC + QAM; jpeg, webp, jpeg2000, avif: one "
+        "codec over the same link; ideal: the codecs at Shannon capacity; softcast: SoftCast (analog); "
+        "all: separation, ideal and softcast."),
+    design_snr: Optional[float] = typer.Option(None, help="SNR in dB a separation baseline's MCS is chosen for "
+                                               "(default: --snr)."),
     seed: int = typer.Option(0, help="Seed of the channel noise."),
     out: Path = typer.Option(Path("lamsc-out/transmit"), help="Folder for side-by-side PNGs."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of the table."),
 ) -> None:
     """Transmit images over a noisy channel; report bits, channel uses, CBR, PSNR/SSIM/MS-SSIM, task outputs."""
     ch = Channel(channel, snr)
-    if baseline not in (None, "jpeg", "webp"):
-        raise typer.BadParameter("--baseline must be jpeg or webp")
+    baselines = baseline_names(baseline or [])
     if is_bundle(model):  # the same Transmitter and Receiver, the networks on the bundle's backend
         net, _, segmenter = Deployment(str(model), backend, str(checkpoint) if checkpoint else None).open()
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
-    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baseline, design_snr, seed, out)
+    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out)
     report(rows, net.config, segmenter, ch, json_out)
 
 
+def baseline_names(given: list[str]) -> list[str]:
+    """The baselines asked for, ``all`` expanded, each once in the order given; BadParameter for an unknown one."""
+    names = []
+    for name in given:
+        for n in (("separation", "ideal", "softcast") if name == "all" else (name,)):
+            if n not in BASELINES:
+                raise typer.BadParameter(f"unknown baseline {n!r}; choose from all, {', '.join(BASELINES)}",
+                                         param_hint="--baseline")
+            if n not in names:
+                names.append(n)
+    return names
+
+
 def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Segmenter, channel: Channel, asc: bool,
-             baseline: str | None, design_snr: float | None, seed: int, out: Path | None) -> list[dict]:
+             baselines: list[str], design_snr: float | None, seed: int, out: Path | None) -> list[dict]:
     """Each image over ``channel`` through a Transmitter and Receiver on ``net`` (a model or a backend), beside
-    the separation baseline when one is named; one summary dict per image, pictures in ``out``."""
+    the named baselines (lamsc.semcom.baseline.BASELINES) at the channel uses lamsc spent; one summary dict
+    per image, pictures in ``out``."""
     tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net)
     rows = []
     if out is not None:
@@ -63,12 +83,13 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
             ours = transmit_one(item.pixels, tx, rx, channel, seed + k)
             row = {"image": item.name, "lamsc": ours.summary()}
             results = [ours]
-            if baseline:
+            if baselines:
                 # the same channel uses as ours; a digital channel's modulation is the baseline's own choice
-                base_ch = Channel("rayleigh" if channel.fading else "awgn", channel.snr_db)
-                b = separation_baseline(item.pixels, ours.channel_uses, base_ch, design_snr, baseline, seed + k)
-                row["baseline"] = b.summary()
-                results.append(b)
+                search = CodecSearch(item.pixels)
+                base = [run_baseline(b, item.pixels, ours.channel_uses, channel, design_snr, seed + k, search)
+                        for b in baselines]
+                row["baselines"] = [b.summary() for b in base]
+                results += base
             if ours.reconstruction.class_probs is not None:
                 row["class"] = tx.config.classes[int(np.argmax(ours.reconstruction.class_probs))]
             if out is not None:
@@ -83,7 +104,7 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
 def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, path: Path) -> Path:
     """The original beside what each link delivered over ``channel``, each captioned with its PSNR and rate."""
     panels = [(f"original; channel {channel.name} at SNR {channel.snr_db:g} dB", item.pixels)] + [
-        (f"{r.name}: PSNR {r.psnr:.1f} dB, CBR {r.cbr:.4f}, {r.bits} bits" + (" LOST" if r.reconstruction.lost else ""),
+        (f"{r.name}: PSNR {r.psnr:.1f} dB, CBR {r.cbr:.4f}" + (" LOST" if r.reconstruction.lost else ""),
          r.reconstruction.image) for r in results]
     h, w = item.pixels.shape[:2]
     sheet = Image.new("RGB", (w * len(panels), h + 20), "white")
@@ -96,23 +117,35 @@ def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, 
 
 
 def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel: Channel, json_out: bool) -> None:
+    has_baseline = any(row.get("baselines") for row in rows)
     if json_out:
-        emit_json("transmit", {"channel": channel.name, "snr_db": channel.snr_db, "segmenter": segmenter.name,
-                               "model": config.trained, "images": rows})
+        doc = {"channel": channel.name, "snr_db": channel.snr_db, "segmenter": segmenter.name,
+               "model": config.trained, "images": rows}
+        if has_baseline:
+            doc["rules"] = {"link": WHAT_CROSSES, "separation": SCORING_RULE}
+        emit_json("transmit", doc)
         return
     table = Table(title=f"{channel.name} at {channel.snr_db:g} dB — SKB: {segmenter.name}")
-    for col in ("image", "link", "bits", "uses", "CBR", "kept", "PSNR", "SSIM", "MS-SSIM", "lost"):
-        table.add_column(col, justify="left" if col in ("image", "link") else "right")
+    for col in ("image", "link", "uses", "CBR", "analog: side bits", "digital: coded bits @ MCS", "kept", "PSNR",
+                "SSIM", "MS-SSIM", "lost"):
+        table.add_column(col, justify="left" if col in ("image", "link", "lost") else "right")
     for row in rows:
-        for key in ("lamsc", "baseline"):
-            if key not in row:
-                continue
-            r = row[key]
-            table.add_row(row["image"], escape(r["name"]), str(r["bits"]),
-                          str(r["channel_uses"]), f"{r['cbr']:.4f}", f"{r['kept_ratio']:.2f}", number(r["psnr"], ".2f"),
-                          number(r["ssim"], ".3f"), number(r["ms_ssim"], ".3f"), "yes" if r["lost"] else "")
-    print_table(table)
+        for r in [row["lamsc"], *row.get("baselines", [])]:
+            analog = r["link"] == "analog"
+            coded = f"{r['coded_bits']} @ {r['mcs']}" if r["coded_bits"] else r["mcs"]
+            table.add_row(row["image"], escape(r["name"]), str(r["channel_uses"]), f"{r['cbr']:.4f}",
+                          str(r["side_bits"]) if analog else "", "" if analog else escape(coded),
+                          f"{r['kept_ratio']:.2f}", number(r["psnr"], ".2f"), number(r["ssim"], ".3f"),
+                          number(r["ms_ssim"], ".3f"), escape(r["reason"]) if r["lost"] else "")
+    print_table(table, width=140)
     console.print(f"SKB: {segmenter.name}")
+    console.print(WHAT_CROSSES)
+    if has_baseline:
+        console.print(f"separation: {SCORING_RULE}")
     pictures = [row["picture"] for row in rows if "picture" in row]
     if pictures:
         console.print(f"pictures (original beside what arrived): {Path(pictures[0]).parent}/*_link.png")
+
+
+WHAT_CROSSES = ("every link is compared at its complex channel uses (CBR = uses / 3HW); analog links also send "
+                "side bits (header, depth map, metadata) digitally, digital links send coded bits at their MCS")
