@@ -26,7 +26,7 @@ from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment, describe
 from lamsc.runtime.energy import EnergyMeter, energy_meter
 from lamsc.runtime.latency import Latency, stage_latencies
-from lamsc.runtime.radio import Radio, radio as radio_preset
+from lamsc.runtime.radio import RULE as RADIO_RULE, Radio, radio as radio_preset
 from lamsc.semcom import metrics
 from lamsc.semcom.image_codecs import MAX_SIDE
 from lamsc.semcom.mcs import choose_mcs, symbols_needed
@@ -125,7 +125,7 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     result = ProfileResult(describe(source), backend.name, segmenter.name, ch.name, config.snr_db,
-                           {"preset": config.radio, "name": rad.name, "source": rad.source},
+                           {"preset": config.radio, "name": rad.name, "source": rad.source, "rule": RADIO_RULE},
                            {"source": meter.source, "estimate": meter.estimate}, torch.get_num_threads(),
                            os.cpu_count(), summary(rows), rows,
                            {"json": str(out / "profile.json"), "png": str(out / "energy.png")})
@@ -195,7 +195,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     if rx_gpu:
         gpu["decode"] = Latency.of(rx_gpu).to_dict()
     uses = result.channel_uses
-    radio_j = radio.energy_j(channel.snr_db, result.bits, uses)
+    radio_j = radio.link_energy_j(channel.snr_db, result.bits, uses)
     total_t = sum(s.median_ms for k, s in stages.items() if k != "total")
     ours = {
         "bits": result.bits, "channel_uses": uses, "psnr": result.psnr, "ssim": result.ssim,
@@ -206,7 +206,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
         "energy": {"compute_j": compute_j, "radio_j": radio_j, "total_j": compute_j + radio_j,
                    # the meter sees the whole send; stages share it by their median time
                    "stages_j": {k: compute_j * v.median_ms / total_t for k, v in stages.items() if k != "total"},
-                   "airtime_s": radio.airtime_s(channel.snr_db, result.bits, uses),
+                   "airtime_s": radio.link_airtime_s(channel.snr_db, result.bits, uses),
                    "source": source, "estimate": estimate},
         "pack_backend": sends[-1].pack_backend,
     }
@@ -214,7 +214,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     jpeg_runs, jpeg_j, _, _ = repeat_measured(lambda: jpeg_matched_encode(item.pixels, quality), meter, repeats, 1)
     mcs = radio_mcs(radio, channel.snr_db)
     jpeg_uses = symbols_needed(len(data), mcs)
-    jpeg_radio = radio.energy_j(channel.snr_db, 8 * len(data), None if radio.fixed_bps else jpeg_uses)
+    jpeg_radio = radio.link_energy_j(channel.snr_db, 8 * len(data), jpeg_uses)
     baseline = {"codec": "jpeg", "quality": quality, "bits": 8 * len(data), "psnr": psnr,
                 "ssim": float(metrics.ssim(item.pixels, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))),
                 "mcs": mcs.name, "channel_uses": jpeg_uses,

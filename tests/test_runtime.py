@@ -4,6 +4,7 @@ closed forms on sysfs-shaped trees), radio airtime, and the profile command."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -110,6 +111,16 @@ def test_radio_airtime_and_energy_closed_forms():
     assert t == pytest.approx(1.0) and lte.energy_j(8.0, bits=14_400_000) == pytest.approx(1.28804 + 0.43839 * 14.4)
     assert radio("nbiot").bits_per_use(30.0) == pytest.approx(4 / 3)  # capped at QPSK 2/3
     assert wifi.airtime_s(-5.0, bits=100) == float("inf")  # below the most robust MCS nothing gets through
+
+
+def test_radio_energy_rule_charges_digital_radios_coded_bits_and_analog_ones_channel_uses():
+    wifi, sdr, lora = radio("wifi"), radio("sdr"), radio("lora")
+    # 12,000 message bits at 8 dB: 16-QAM 1/2 codewords of 2400 bits less 24 CRC bits each, plus a 24-bit CRC
+    blocks = math.ceil((12_000 + 24) / (2400 - 24))
+    assert wifi.link_airtime_s(8.0, 12_000, channel_uses=999) == pytest.approx(blocks * 4800 / 4 / 13e6)
+    assert sdr.link_airtime_s(8.0, 12_000, channel_uses=999) == pytest.approx(999 / 13e6)
+    assert lora.link_airtime_s(8.0, 5469, channel_uses=999) == pytest.approx(1.0)
+    assert wifi.link_energy_j(-5.0, 100, 10) == float("inf")
 
 
 def test_latency_percentiles_are_numpys():

@@ -63,6 +63,7 @@ def report(result: dict) -> None:
     if gpu:
         medians = ", ".join(f"{k} {sum(g[k]['median_ms'] for g in gpu) / len(gpu):.2f} ms" for k in gpu[0])
         console.print(f"graphs on the GPU by CUDA events (median, mean over images): {medians}")
+    console.print(result["radio"]["rule"])
     console.print(f"compute energy{' (* = estimate)' if est else ''} from {result['energy_meter']['source']}; "
                   f"SKB: {result['segmenter']}")
     console.print(f"mean per image: lamsc {s['lamsc']['total_j'] * 1e3:.1f} mJ ({s['lamsc']['compute_j'] * 1e3:.1f} compute + "
