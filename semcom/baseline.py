@@ -15,7 +15,7 @@ import numpy as np
 
 from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
-from lamsc.semcom.image_codecs import CODECS, CodecSearch
+from lamsc.semcom.image_codecs import CODECS, CodecSearch, supported
 from lamsc.semcom.separation import ideal_separation, practical_separation
 from lamsc.semcom.softcast import softcast
 from lamsc.semcom.transmission import LinkResult
@@ -40,9 +40,12 @@ def run_baseline(name: str, image: np.ndarray, channel_uses: int, channel: Chann
     """Baseline ``name`` (one of BASELINES) for (H, W, 3) uint8 ``image`` in ``channel_uses`` complex uses over
     ``baseline_channel(channel)``. ``design_snr_db``: the SNR a separation link's MCS is chosen for (default
     the channel's); ``search``: a CodecSearch of this image, to reuse encodes. Raises UserError for an
-    unknown name."""
+    unknown name, or a codec this Pillow cannot encode."""
     if name not in BASELINES:
         raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    if name in CODECS and not supported(name):
+        raise UserError(f"this Pillow cannot encode {name}: install Pillow 11.3 or later from its wheels "
+                        "(pip install -U pillow), or choose another baseline")
     ch = baseline_channel(channel)
     if name == "softcast":
         return softcast(image, channel_uses, ch, seed)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, features
 
 from lamsc.semcom import metrics
 
@@ -28,6 +28,11 @@ SCALE_STEP = 2 ** -0.5
 _FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "jpeg2000": "JPEG2000", "avif": "AVIF"}
 # quality settings tried, lowest first: steps of 5, which cost a file at most a few percent of its budget
 _QUALITIES = {"jpeg": (1, *range(5, 96, 5)), "webp": tuple(range(0, 101, 5)), "avif": tuple(range(0, 101, 5))}
+
+
+def supported(codec: str) -> bool:
+    """Whether this Pillow encodes ``codec`` (wheels from 11.3 carry all four; a distribution's build may not)."""
+    return features.check({"jpeg": "jpg", "webp": "webp", "jpeg2000": "jpg_2000", "avif": "avif"}[codec])
 
 
 @dataclass(frozen=True)
@@ -127,9 +132,9 @@ class CodecSearch:
         return self._psnr[key]
 
     def best(self, max_bytes: int, codecs: tuple[str, ...] = CODECS) -> Encoded | None:
-        """The file of the highest PSNR among ``codecs`` whose length is at most ``max_bytes``; None when
-        none fits even at the smallest size and lowest setting."""
-        found = [e for c in codecs if (e := self.best_of(c, max_bytes)) is not None]
+        """The file of the highest PSNR among ``codecs`` (those this Pillow encodes) whose length is at most
+        ``max_bytes``; None when none fits even at the smallest size and lowest setting."""
+        found = [e for c in codecs if supported(c) and (e := self.best_of(c, max_bytes)) is not None]
         return max(found, key=lambda e: e.psnr, default=None)
 
     def best_of(self, codec: str, max_bytes: int) -> Encoded | None:

@@ -194,3 +194,15 @@ def test_baseline_names_and_dispatch(photo):
         run_baseline("bpg", photo, 1000, Channel("awgn", 10.0))
     r = run_baseline("softcast", photo, 1500, Channel("digital-qpsk", 10.0), seed=0)  # runs on AWGN at 10 dB
     assert r.name == "softcast" and set(BASELINES) >= {"separation", "ideal", "softcast", *CODECS}
+
+
+def test_a_codec_this_pillow_lacks_is_skipped_or_refused(photo, monkeypatch):
+    import lamsc.semcom.baseline as baseline
+    import lamsc.semcom.image_codecs as image_codecs
+
+    monkeypatch.setattr(image_codecs, "supported", lambda codec: codec != "avif")
+    monkeypatch.setattr(baseline, "supported", lambda codec: codec != "avif")
+    assert CodecSearch(photo).best(5000, ("avif",)) is None
+    assert CodecSearch(photo).best(5000, ("avif", "jpeg")).codec == "jpeg"
+    with pytest.raises(UserError, match="cannot encode avif"):
+        run_baseline("avif", photo, 3000, Channel("awgn", 10.0))
