@@ -74,7 +74,7 @@ def _plain_metavars(command) -> None:
         for param in sub.params:
             if getattr(param, "is_flag", False):
                 param.metavar = ""
-            elif param.param_type_name == "option" and param.multiple:
+            elif param.param_type_name == "option" and param.multiple and not param.metavar:  # keep one given
                 param.metavar = f"{_item_type(param).upper()}..."
             elif param.param_type_name == "argument" and param.nargs != 1:
                 param.display_type_rich = lambda ctx, label=f"{_item_type(param).upper()}...": label

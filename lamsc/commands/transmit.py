@@ -35,7 +35,7 @@ def transmit(
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: fallback)."),
     no_asc: bool = typer.Option(False, "--no-asc", help="Send every feature (adaptive compression off)."),
     baseline: Optional[list[str]] = typer.Option(
-        None, help="Also send each image by a baseline at lamsc's channel uses; repeat for several. "
+        None, metavar="NAME", help="Also send each image by a baseline at lamsc's channel uses; repeat for several. "
         "separation: the best of JPEG/WebP/JPEG 2000/AVIF over 5G LDPC + QAM; jpeg, webp, jpeg2000, avif: one "
         "codec over the same link; ideal: the codecs at Shannon capacity; softcast: SoftCast (analog); "
         "all: separation, ideal and softcast."),
