@@ -14,9 +14,9 @@ least.
 Receiver: the LLSE (linear least-squares) estimate per coefficient, x = g lambda / (g^2 lambda + N0) y,
 zero for dropped chunks, then the inverse DCT, means and colour transform.
 
-Metadata (header, grid, plane means, the bitmap of kept chunks, 8 bits per kept chunk's variance) crosses
-as lamsc's own side information does: digitally, two bits per channel use, counted in the channel uses and
-in ``side_bits``. SoftCast's Hadamard spreading across packets protects against packet loss, which these
+Metadata (a header with the grid, image size and plane means; the bitmap of kept chunks; 8 bits per kept
+chunk's variance) crosses as lamsc's own side information does: digitally, two bits per channel use,
+counted in the channel uses and in ``side_bits``. SoftCast's Hadamard spreading across packets protects against packet loss, which these
 channels do not have, and does not change the LLSE error on them: it is left out.
 """
 
@@ -37,7 +37,7 @@ from lamsc.semcom.transmission import LinkResult, Reconstruction, lost_image
 # Orthonormal rows: luma, red-blue, green-magenta. Orthonormal, so squared error is the same in RGB.
 COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], np.float64) / np.sqrt([[3.0], [2.0], [6.0]])
 GRIDS = (4, 8, 16, 32, 64)
-HEADER_BITS = 3 + 3 * 16      # the grid's index, three plane means as 16-bit fixed point
+HEADER_BITS = 3 + 2 * 16 + 3 * 16  # the grid's index, height and width, three plane means (16-bit fixed point)
 VARIANCE_BITS = 8             # per kept chunk: log2(lambda) in quarter steps, offset by LOG_OFFSET
 LOG_OFFSET = 96               # codes 1..255 cover lambda from 2^-23.75 to 2^39.75 (pixel units squared)
 
