@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import Channel
@@ -54,12 +55,16 @@ def setup_args() -> argparse.ArgumentParser:
                    help="SNR the separation link's MCS is chosen for (default: each channel SNR, its best case)")
     p.add_argument("--baselines", nargs="+", default=["separation", "ideal", "softcast"], choices=list(BASELINES))
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the sweep measures quality, not speed, and one thread is "
+                        "fastest on a busy machine)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
     model = load_model(args.model)
     images = list(iter_images([args.images])) if args.images else bundled_photos()
     images = images[: args.limit]
@@ -85,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     table = summarise(rows)
     crossings = crossing_points(table)
-    seconds = time.perf_counter() - t0
-    (args.out / "snr_sweep.md").write_text(markdown(table, crossings, args, len(images)))
+    config = provenance(args, model, len(images), time.perf_counter() - t0)
+    config["argv"] = list(sys.argv[1:] if argv is None else argv)
+    text = markdown(table, crossings, args, len(images), config)
+    (args.out / "snr_sweep.md").write_text(text)
     (args.out / "snr_sweep.json").write_text(json.dumps(
-        {"name": "snr_sweep", "config": provenance(args, model, len(images), seconds), "rules": RULES,
-         "results": table, "crossings": crossings}, indent=2))
+        {"name": "snr_sweep", "config": config, "rules": RULES, "results": table, "crossings": crossings}, indent=2))
     plot(table, args.out / "snr_sweep.png", args)
-    print(markdown(table, crossings, args, len(images)))
+    print(text)
     return 0
 
 
@@ -144,8 +150,14 @@ def crossing_points(table: list[dict]) -> dict:
     return out
 
 
-def markdown(table: list[dict], crossings: dict, args, n_images: int) -> str:
-    lines = [f"SNR sweep on {args.channel}, {n_images} images, means over images; separation's MCS chosen for "
+def markdown(table: list[dict], crossings: dict, args, n_images: int, config: dict) -> str:
+    command = " ".join(["python benchmarks/snr_sweep.py", *config["argv"]])
+    lines = ["# lamsc against the separation, ideal and SoftCast baselines at equal channel uses", "",
+             f"`{command}` (git {config['git']}, {config['machine']}, {config['seconds']:.0f} s): model "
+             f"{config['model'].get('preset', '')} ({config['model'].get('images', '?')} training images), the "
+             "weight-free fallback segmenter, channel noise seeded by the image's index. "
+             f"Plot: [snr_sweep.png](snr_sweep.png); per image: [snr_sweep.csv](snr_sweep.csv).", "",
+             f"SNR sweep on {args.channel}, {n_images} images, means over images; separation's MCS chosen for "
              + (f"{args.design_snr:g} dB." if args.design_snr is not None else "each channel SNR."), "", RULES, "",
              "| SNR dB | link | kind | channel uses | CBR | side bits (analog) | coded bits (digital) | PSNR dB | "
              "MS-SSIM | lost | why lost |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -171,8 +183,9 @@ def plot(table: list[dict], path: Path, args) -> None:
     for link in dict.fromkeys(t["link"] for t in table):
         sel = [t for t in table if t["link"] == link]
         style = "o-" if link.startswith("lamsc") else "s--"
-        a1.plot([t["snr_db"] for t in sel], [t["psnr"] for t in sel], style, label=link)
-        a2.plot([t["snr_db"] for t in sel], [t["ms_ssim"] for t in sel], style, label=link)
+        label = f"{link} ({sel[0]['kind']}, CBR {np.mean([t['cbr'] for t in sel]):.4f})"
+        a1.plot([t["snr_db"] for t in sel], [t["psnr"] for t in sel], style, label=label)
+        a2.plot([t["snr_db"] for t in sel], [t["ms_ssim"] for t in sel], style, label=label)
     a1.set(xlabel=f"SNR (dB), {args.channel}", ylabel="PSNR (dB)", title=f"PSNR at lamsc's channel uses (CBR {cbr:.4f})")
     a2.set(xlabel=f"SNR (dB), {args.channel}", ylabel="MS-SSIM", title="MS-SSIM at the same channel uses")
     a1.legend(fontsize=8)
