@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, number, print_table, progress
+from lamsc.retrieval.refine import Retriever
+from lamsc.semcom import metrics
 from lamsc.semcom.baseline import separation_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.images import NamedImage, iter_images
@@ -35,6 +37,8 @@ def transmit(
     baseline: Optional[str] = typer.Option(None, help="Also send JPEG or WebP through 5G LDPC + QAM: jpeg|webp."),
     design_snr: Optional[float] = typer.Option(None, help="SNR the baseline's MCS is chosen for (default: --snr)."),
     seed: int = typer.Option(0, help="Seed of the channel noise."),
+    kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
+                                            "(repeatable: local and global)."),
     out: Path = typer.Option(Path("lamsc-out/transmit"), help="Folder for side-by-side PNGs."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of the table."),
 ) -> None:
@@ -46,15 +50,19 @@ def transmit(
         net, _, segmenter = Deployment(str(model), backend, str(checkpoint) if checkpoint else None).open()
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
-    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baseline, design_snr, seed, out)
+    retriever = Retriever.open(kb) if kb else None
+    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baseline, design_snr, seed, out, retriever)
     report(rows, net.config, segmenter, ch, json_out)
 
 
 def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Segmenter, channel: Channel, asc: bool,
-             baseline: str | None, design_snr: float | None, seed: int, out: Path | None) -> list[dict]:
+             baseline: str | None, design_snr: float | None, seed: int, out: Path | None,
+             retriever: Retriever | None = None) -> list[dict]:
     """Each image over ``channel`` through a Transmitter and Receiver on ``net`` (a model or a backend), beside
-    the separation baseline when one is named; one summary dict per image, pictures in ``out``."""
-    tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net)
+    the separation baseline when one is named; one summary dict per image, pictures in ``out``. With a
+    ``retriever`` the receiver retrieves from its knowledge bases; each row then says what it used and the
+    PSNR of the image as decoded before retrieval."""
+    tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net, refine=retriever)
     rows = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +70,12 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
         for k, item in enumerate(bar.track(images, description=f"transmitting over {channel.name} {channel.snr_db:g} dB")):
             ours = transmit_one(item.pixels, tx, rx, channel, seed + k)
             row = {"image": item.name, "lamsc": ours.summary()}
+            if retriever is not None and not ours.reconstruction.lost:
+                last = retriever.last
+                row["kb"] = {"used": last["used"], "agreement": round(last["agreement"], 4),
+                             "psnr_without": round(float(metrics.psnr(item.pixels, last["decoded"])), 5),
+                             "retrieved": ours.reconstruction.retrieved,
+                             "seconds": {k: round(v, 5) for k, v in last["seconds"].items()}}
             results = [ours]
             if baseline:
                 # the same channel uses as ours; a digital channel's modulation is the baseline's own choice
@@ -101,16 +115,21 @@ def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel:
                                "model": config.trained, "images": rows})
         return
     table = Table(title=f"{channel.name} at {channel.snr_db:g} dB — SKB: {segmenter.name}")
-    for col in ("image", "link", "bits", "uses", "CBR", "kept", "PSNR", "SSIM", "MS-SSIM", "lost"):
+    kb = any("kb" in row for row in rows)
+    for col in ("image", "link", "bits", "uses", "CBR", "kept", "PSNR", "SSIM", "MS-SSIM", "lost") + (
+            ("PSNR no KB", "KB label") if kb else ()):
         table.add_column(col, justify="left" if col in ("image", "link") else "right")
     for row in rows:
         for key in ("lamsc", "baseline"):
             if key not in row:
                 continue
             r = row[key]
+            k = row.get("kb") if key == "lamsc" else None  # retrieval acts on lamsc's receiver only
+            extra = [number(k["psnr_without"], ".2f") if k else "", escape((k["retrieved"] or {}).get("label", ""))
+                     if k else ""] if kb else []
             table.add_row(row["image"], escape(r["name"]), str(r["bits"]),
                           str(r["channel_uses"]), f"{r['cbr']:.4f}", f"{r['kept_ratio']:.2f}", number(r["psnr"], ".2f"),
-                          number(r["ssim"], ".3f"), number(r["ms_ssim"], ".3f"), "yes" if r["lost"] else "")
+                          number(r["ssim"], ".3f"), number(r["ms_ssim"], ".3f"), "yes" if r["lost"] else "", *extra)
     print_table(table)
     console.print(f"SKB: {segmenter.name}")
     pictures = [row["picture"] for row in rows if "picture" in row]
