@@ -261,3 +261,38 @@ def test_transmit_and_profile_take_kb(tmp_path, scenes, capsys):
     result = profile_link(ProfileConfig(images=[NamedImage("view", np.ascontiguousarray(view))], energy="model",
                                         repeats=1, out=tmp_path / "p", kb=[tmp_path / "kb"]))
     assert result.images[0]["lamsc"]["kb"]["agreement"] == pytest.approx(kb["agreement"], abs=0.2)
+
+
+def test_fusion_training_runs_in_the_training_loop_and_resumes(tmp_path):
+    from lamsc.retrieval.training import FusionJob, train_fusion
+
+    photos = bundled_photos(("astronaut", "coffee"))
+    calibration = bundled_photos(("chelsea", "coins"))
+    job = dict(photos=photos, calibration=calibration, codec=tiny_codec(), views=1, batch=2, crop=32, out=tmp_path)
+    first = train_fusion(FusionJob(steps=3, **job))
+    state = torch.load(tmp_path / "trainer.pt", weights_only=True)
+    assert state["step"] == 3 and first.network.is_file()
+    assert -1.0 <= first.config.threshold <= 0.999
+    assert first.config.trained["calibration"]["pairs"] == 2 * 3  # each scene against the other, at 3 SNRs
+    more = train_fusion(FusionJob(steps=5, **job))
+    history = torch.load(tmp_path / "trainer.pt", weights_only=True)["history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5] and history[:3] == state["history"]
+    assert FusionNet.load(more.network).config.threshold == first.config.threshold
+
+
+def test_the_gain_sweep_measures_the_plain_receiver_beside_retrieval(tmp_path, scenes):
+    from lamsc.retrieval.sweep import SweepConfig, sweep_gain
+
+    codec = tiny_codec()
+    rng = np.random.default_rng(1)
+    views = scene_views(scenes["chelsea"], "chelsea", 2, rng, view=64, shift=8, occlusion=0.0)
+    retriever = Retriever([KnowledgeBase.build("cam", "local", [views[0].pixels], ["chelsea"])],
+                          FusionNet(FusionConfig(threshold=-0.5)))
+    result = sweep_gain(SweepConfig({"seen": [("v", views[1].pixels)]}, snrs=(0.0, 20.0), seed=7, out=tmp_path),
+                        codec, FallbackSegmenter(), retriever)
+    tx = Transmitter(codec, FallbackSegmenter())
+    for k, row in enumerate(result.rows):  # the "without" column is what a receiver without retrieval gets
+        plain = transmit(views[1].pixels, tx, Receiver(codec), Channel("awgn", row["snr_db"]), seed=7 + k)
+        assert row["psnr"] == pytest.approx(plain.psnr, abs=1e-9) and row["used"]
+    assert set(result.summary["seen"]) == {"0", "20"}
+    assert (tmp_path / "gain.png").stat().st_size > 0 and json.loads((tmp_path / "gain.json").read_text())["rows"]
