@@ -42,7 +42,9 @@ def box(a: np.ndarray, side: int) -> np.ndarray:
     """``a`` (H, W) or (H, W, C) float32 averaged over a ``side`` x ``side`` box (cut at the borders)."""
     t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
     t = (t[None] if t.ndim == 2 else t.permute(2, 0, 1))[None]
-    out = F.avg_pool2d(t, side, stride=1, padding=side // 2, count_include_pad=False)[0]
+    # separable: a column then a row mean is the box mean, the border counts included (they factorise)
+    t = F.avg_pool2d(t, (side, 1), stride=1, padding=(side // 2, 0), count_include_pad=False)
+    out = F.avg_pool2d(t, (1, side), stride=1, padding=(0, side // 2), count_include_pad=False)[0]
     return (out[0] if a.ndim == 2 else out.permute(1, 2, 0)).numpy()
 
 
@@ -56,16 +58,20 @@ def masked_ncc(target: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.n
     the shift (dy, dx)."""
     H, W = target.shape
     h, w = moving.shape
-    size = (H + h - 1, W + w - 1)
-    a, b = target.astype(np.float64), moving.astype(np.float64)
+    full = (H + h - 1, W + w - 1)
+    size = tuple(1 << (n - 1).bit_length() for n in full)  # powers of two: the FFTs' fast sizes
+    # float32 halves the FFTs' work; centring each image first keeps the variances' cancellation well conditioned
+    a = (target - target.mean()).astype(np.float32)
+    b = (moving - moving.mean()).astype(np.float32)[::-1, ::-1]  # correlation = convolution, flipped
+    fa, faa, fone_a = (np.fft.rfft2(x, size) for x in (a, a * a, np.ones_like(a)))
+    fb, fbb, fone_b = (np.fft.rfft2(x, size) for x in (b, b * b, np.ones_like(b)))
 
-    def corr(x, y):  # sum over the overlap of x(p) y(p - shift), for all shifts
-        return np.fft.irfft2(np.fft.rfft2(x, size) * np.fft.rfft2(y[::-1, ::-1], size), size)
+    def back(spectrum):  # sums over the overlap, for all shifts
+        return np.fft.irfft2(spectrum, size)[: full[0], : full[1]]
 
-    ones_a, ones_b = np.ones_like(a), np.ones_like(b)
-    n = np.round(corr(ones_a, ones_b))
-    sa, sb = corr(a, ones_b), corr(ones_a, b)
-    saa, sbb, sab = corr(a * a, ones_b), corr(ones_a, b * b), corr(a, b)
+    n = np.round(back(fone_a * fone_b)).astype(np.float64)
+    sa, sb, sab = (back(x).astype(np.float64) for x in (fa * fone_b, fone_a * fb, fa * fb))
+    saa, sbb = (back(x).astype(np.float64) for x in (faa * fone_b, fone_a * fbb))
     nn = np.maximum(n, 1)
     cov = sab - sa * sb / nn
     var = np.maximum(saa - sa * sa / nn, 0) * np.maximum(sbb - sb * sb / nn, 0)

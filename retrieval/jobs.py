@@ -139,7 +139,8 @@ def merge_bases(config: MergeConfig) -> BaseInfo:
 @dataclass
 class QueryConfig:
     """``bases``: folders; ``images``: what to look up (files, folders or NamedImages, as a receiver decoded
-    them); ``k``: entries per base; ``fusion``: the network whose threshold says which entries would be used
+    them); ``k``: entries registered (the nearest over all bases); ``fusion``: the network whose threshold
+    says which entries would be used
     (None: the shipped one)."""
 
     bases: Sequence[Union[str, Path]]

@@ -25,7 +25,8 @@ def image_key(image: np.ndarray) -> np.ndarray:
 
 def image_keys(images: np.ndarray) -> np.ndarray:
     """Keys of a batch (N, H, W, 3) uint8 -> (N, KEY_DIM) float32, each of unit norm."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+    x = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))  # copies read-only arrays
+    x = x.permute(0, 3, 1, 2).float().div(255.0)
     t = F.adaptive_avg_pool2d(x, KEY_SIDE)
     t = t - t.mean((2, 3), keepdim=True)
     t = t / (t.std((2, 3), keepdim=True) + 1e-3)  # a flat channel stays near zero instead of blowing up

@@ -1,8 +1,8 @@
 """Retrieval at the receiver: the Refiner (lamsc.semcom.transmission) that looks each decoded image up in the
 local and global knowledge bases and, when one of their entries is the same scene, fuses it in.
 
-For each decoded image: its key (lamsc.retrieval.keys) -> the ``k`` nearest entries of every base (faiss) ->
-each entry's content registered onto the decoded image (lamsc.retrieval.align) -> the entry that agrees best.
+For each decoded image: its key (lamsc.retrieval.keys) -> the ``k`` nearest entries over all bases (faiss,
+``k`` from each, the nearest ``k`` of those kept) -> each entry's content registered onto the decoded image (lamsc.retrieval.align) -> the entry that agrees best.
 If that agreement reaches the fusion network's ``threshold`` (set on held-out views: see
 lamsc.retrieval.training), the fusion network refines the image with it and the kNN label (the label most of
 the accepted entries carry, best agreement breaking ties) becomes a task output; otherwise the receiver's
@@ -26,13 +26,14 @@ from lamsc.retrieval.fusion import FusionNet
 from lamsc.retrieval.keys import image_key
 from lamsc.semcom.transmission import Reconstruction
 
-NEAREST = 4  # entries fetched per base and decoded image
+NEAREST = 4  # entries registered per decoded image: the nearest by key over all bases
 
 
 class Retriever:
     """A Refiner over ``bases`` (local and global KnowledgeBases) with ``fusion`` (default: the shipped network).
 
-    ``threshold`` overrides the fusion network's own; ``k``: entries per base. ``last`` holds what the last call
+    ``threshold`` overrides the fusion network's own; ``k``: entries registered, the nearest by key over all
+    bases. ``last`` holds what the last call
     did: timings in seconds (``key``, ``search``, ``fetch``, ``align``, ``fuse``), the best agreement, whether it
     was used, and the image as decoded (``decoded``), before retrieval."""
 
@@ -57,7 +58,8 @@ class Retriever:
         t0 = time.perf_counter()
         key = image_key(image)
         t1 = time.perf_counter()
-        hits = [(base, hit) for base in self.bases for hit in base.query(key, self.k)[0]]
+        hits = sorted(((base, hit) for base in self.bases for hit in base.query(key, self.k)[0]),
+                      key=lambda bh: bh[1].distance)[: self.k]
         t2 = time.perf_counter()
         contents = [base.content(hit.position) for base, hit in hits]
         t3 = time.perf_counter()
@@ -66,7 +68,6 @@ class Retriever:
         seconds = {"key": t1 - t0, "search": t2 - t1, "fetch": t3 - t2, "align": time.perf_counter() - t3}
         return found, seconds
 
-    @torch.inference_mode()
     def __call__(self, rec: Reconstruction, snr_db: float) -> Reconstruction:
         found, seconds = self.candidates(rec.image)
         best = found[0][0] if found else -1.0
@@ -86,6 +87,7 @@ class Retriever:
             "entries": [{"base": base.name, "kind": base.kind, "id": hit.id, "label": hit.label,
                          "distance": round(hit.distance, 4), "agreement": round(ag, 4)} for ag, base, hit in accepted]})
 
+    @torch.inference_mode()
     def fuse(self, decoded: np.ndarray, reference: np.ndarray, coverage: np.ndarray, snr_db: float) -> np.ndarray:
         """decoded (H, W, 3) uint8, reference (H, W, 3) float in [0, 1] and coverage (H, W) -> (H, W, 3) uint8."""
         h, w = decoded.shape[:2]

@@ -68,26 +68,34 @@ def sweep_gain(config: SweepConfig, codec: LamscModel, segmenter: Segmenter, ret
                      "psnr_kb": with_kb.psnr, "used": rec.retrieved is not None,
                      "label": (rec.retrieved or {}).get("label", ""), "agreement": retriever.last.get("agreement"),
                      "seconds": {**retriever.last.get("seconds", {}), "receive": with_kb.seconds["receive"]}})
-    summary = {}
-    for group in config.groups:
-        summary[group] = {}
-        for snr in config.snrs:
-            sel = [r for r in rows if r["group"] == group and r["snr_db"] == float(snr)]
-            if not sel:
-                continue
-            steps = sorted({s for r in sel for s in r["seconds"]})
-            summary[group][f"{snr:g}"] = {
-                "images": len(sel), "psnr": float(np.mean([r["psnr"] for r in sel])),
-                "psnr_kb": float(np.mean([r["psnr_kb"] for r in sel])),
-                "gain_db": float(np.mean([r["psnr_kb"] - r["psnr"] for r in sel])),
-                "used": float(np.mean([r["used"] for r in sel])),
-                "seconds": {s: float(np.mean([r["seconds"].get(s, 0.0) for r in sel])) for s in steps}}
+    summary = summarise(rows, retriever.threshold)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     result = SweepResult(summary, rows, {"json": str(out / "gain.json"), "png": str(out / "gain.png")})
     (out / "gain.json").write_text(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
     plot_gain(summary, out / "gain.png", f"{config.channel}; threshold {retriever.threshold:.3f}")
     return result
+
+
+def summarise(rows: list[dict], threshold: float) -> dict:
+    """Per group and SNR, the means of ``rows`` as retrieval at ``threshold`` gives them. A row's retrieval
+    depends on the threshold only through whether it is used (the best entry is fused either way), so rows of a
+    sweep run at any lower threshold give the figures of a higher one exactly: below it, a row keeps its PSNR
+    without retrieval."""
+    summary: dict = {}
+    for row in rows:
+        used = row["used"] and row["agreement"] is not None and row["agreement"] >= threshold
+        at = summary.setdefault(row["group"], {}).setdefault(f"{row['snr_db']:g}", [])
+        at.append((row["psnr"], row["psnr_kb"] if used else row["psnr"], used, row["seconds"]))
+    for group, per in summary.items():
+        for snr, vals in per.items():
+            steps = sorted({k for v in vals for k in v[3]})
+            per[snr] = {"images": len(vals), "psnr": float(np.mean([v[0] for v in vals])),
+                        "psnr_kb": float(np.mean([v[1] for v in vals])),
+                        "gain_db": float(np.mean([v[1] - v[0] for v in vals])),
+                        "used": float(np.mean([v[2] for v in vals])),
+                        "seconds": {k: float(np.mean([v[3].get(k, 0.0) for v in vals])) for k in steps}}
+    return summary
 
 
 def plot_gain(summary: dict, path: Path, title: str) -> None:

@@ -296,3 +296,10 @@ def test_the_gain_sweep_measures_the_plain_receiver_beside_retrieval(tmp_path, s
         assert row["psnr"] == pytest.approx(plain.psnr, abs=1e-9) and row["used"]
     assert set(result.summary["seen"]) == {"0", "20"}
     assert (tmp_path / "gain.png").stat().st_size > 0 and json.loads((tmp_path / "gain.json").read_text())["rows"]
+
+
+def test_kb_help_shows_no_python_type_placeholders(capsys):
+    for sub in ("build", "add", "merge", "query", "info", "train"):
+        assert main(["kb", sub, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--json" in out and "<bool>" not in out and "<list[" not in out, sub

@@ -77,7 +77,7 @@ def merge(bases: list[Path] = typer.Argument(..., help="Bases to merge; the orde
 @kb.command()
 def query(images: list[Path] = typer.Argument(..., help="Images to look up (as a receiver decoded them)."),
           kb_dirs: list[Path] = typer.Option(..., "--kb", help="A base folder (repeatable)."),
-          k: int = typer.Option(NEAREST, min=1, help="Entries per base."),
+          k: int = typer.Option(NEAREST, min=1, help="Entries registered: the nearest by key over all bases."),
           fusion: Optional[Path] = typer.Option(None, help="Fusion network whose threshold applies (default: shipped)."),
           json_out: bool = JSON) -> None:
     """The nearest entries to each image, with key distance and registration agreement."""
