@@ -82,7 +82,7 @@ def test_a_base_round_trips_through_its_files(tmp_path, scenes):
     np.testing.assert_array_equal(back.keys, base.keys)
     by_id = {entry_id(img): img for img in images}
     for i, entry in enumerate(back.ids):
-        np.testing.assert_array_equal(back.content(i), by_id[entry])  # PNG: lossless
+        np.testing.assert_array_equal(back.content(i), by_id[entry])  # kept raw: exact
     assert back.content_hash == base.content_hash
     q = image_keys(np.stack(images[:3]))
     assert [[h.id for h in hits] for hits in back.query(q, 3)] == [[h.id for h in hits] for hits in base.query(q, 3)]
