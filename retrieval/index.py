@@ -1,10 +1,10 @@
 """Nearest-neighbour search over a base's keys with faiss: exact (flat) for small bases, IVF past a size.
 
 Keys are unit vectors (lamsc.retrieval.keys), searched by squared L2 distance. Up to ``FLAT_LIMIT`` entries the
-index is ``IndexFlatL2``: exact, built at once, and its search grows with the base (on one core of this
-workplace's CPU, 1.5 ms median at 10k entries, 113 ms at 100k: benchmarks/results/kb_retrieval.md). Past it,
-``IndexIVFFlat`` with about 4 sqrt(N) lists, ``NPROBE`` of them searched: 1.7 ms at 100k entries with recall@1
-1.0 against the flat index there, for a build (k-means) of about 40 s.
+index is ``IndexFlatL2``: exact, built at once, and its search grows with the base (one core of this workplace's
+shared CPU: 6.5 ms median at 10k entries, 125 ms at 100k; benchmarks/results/kb_retrieval.md). Past it,
+``IndexIVFFlat`` with about 4 sqrt(N) lists, ``NPROBE`` of them searched: 0.37 ms at 10k (recall@1 0.99 against
+the flat index) and 2.3 ms at 100k (recall@1 1.0), for a build (k-means) of 1 s and 59 s.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import faiss
 import numpy as np
 
-FLAT_LIMIT = 20_000  # entries; past it an IVF index (flat: 1.5 ms at 10k, 113 ms at 100k; IVF: 1.7 ms at 100k)
+FLAT_LIMIT = 10_000  # entries; past it an IVF index (exact search stays within the 10 ms budget up to here)
 NPROBE = 16          # IVF lists searched per query
 
 
