@@ -10,6 +10,7 @@ out; they load on first use, so ``import lamsc`` stays light:
 - compress: ``compress_to_budget(CompressConfig(budget="latency-ms=60%"))``
 - export: ``write_bundle(model, "bundle/", "int8")``
 - profile: ``profile_link(ProfileConfig("bundle/", energy="auto"))``
+- knowledge bases: ``build_base(BuildConfig("kb/", ["photos/"]))``; ``Receiver(model, refine=Retriever.open(["kb/"]))``
 """
 
 from importlib import import_module
@@ -34,12 +35,16 @@ _API = {
     **dict.fromkeys(("CompressConfig", "CompressResult", "compress_to_budget"), "lamsc.compress.to_budget"),
     **dict.fromkeys(("write_bundle", "load_bundle", "Bundle", "Int8Options", "SamExport"), "lamsc.export.bundle"),
     **dict.fromkeys(("ProfileConfig", "ProfileResult", "profile_link"), "lamsc.runtime.profiler"),
+    "KnowledgeBase": "lamsc.retrieval.base",
+    "Retriever": "lamsc.retrieval.refine",
+    **dict.fromkeys(("BuildConfig", "MergeConfig", "QueryConfig", "BaseInfo", "build_base", "add_to_base", "merge_bases",
+                     "query_bases", "base_info"), "lamsc.retrieval.jobs"),
 }
 
 __all__ = ["UserError", "__version__", *_API]
 
 
-STAGES = ("semcom", "compress", "export", "runtime", "kernels")
+STAGES = ("semcom", "compress", "export", "runtime", "kernels", "retrieval")
 
 
 def __getattr__(name: str):

@@ -16,6 +16,7 @@ from lamsc import __version__
 from lamsc.commands.compress import compress
 from lamsc.commands.demo import demo
 from lamsc.commands.export import export
+from lamsc.commands.kb import kb
 from lamsc.commands.output import console, json_only_stdout
 from lamsc.commands.profile import profile
 from lamsc.commands.segment import segment
@@ -37,6 +38,7 @@ app.command()(compress)
 app.command()(export)
 app.command()(profile)
 app.command()(demo)
+app.add_typer(kb, name="kb")
 
 
 def _version(value: bool) -> None:
@@ -70,7 +72,10 @@ def _show_notes() -> None:
 def _plain_metavars(command) -> None:
     """typer labels each parameter in --help with its Python type (``<bool>`` on an on/off flag and on --help,
     ``<list[Path]>``): flags get no label, list parameters their item's (``PATH...``)."""
-    for sub in [command, *getattr(command, "commands", {}).values()]:
+    subs = [command, *getattr(command, "commands", {}).values()]
+    for sub in subs[1:]:  # a group's own subcommands (lamsc kb build ...)
+        subs += getattr(sub, "commands", {}).values()
+    for sub in subs:
         for param in sub.params:
             if getattr(param, "is_flag", False):
                 param.metavar = ""

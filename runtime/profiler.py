@@ -27,6 +27,7 @@ from lamsc.runtime.deployment import Deployment, describe
 from lamsc.runtime.energy import EnergyMeter, energy_meter
 from lamsc.runtime.latency import Latency, stage_latencies
 from lamsc.runtime.radio import RULE as RADIO_RULE, Radio, radio as radio_preset
+from lamsc.retrieval.refine import Retriever
 from lamsc.semcom import metrics
 from lamsc.semcom.image_codecs import MAX_SIDE
 from lamsc.semcom.mcs import choose_mcs, symbols_needed
@@ -48,7 +49,9 @@ class ProfileConfig:
     lamsc.runtime.energy.METERS; ``radio``: a preset of lamsc.runtime.radio.RADIOS; ``device_profile``: the
     device whose declared power the model meter uses; ``channel`` (lamsc.semcom.channels.CHANNELS) at
     ``snr_db`` dB; ``sam_checkpoint``: the SKB for a checkpoint (a bundle carries its own); ``repeats``: timed
-    runs per image after one warm-up run; files go to ``out``. A bad value raises UserError naming the fix.
+    runs per image after one warm-up run; files go to ``out``; ``kb``: knowledge base folders the receiver
+    retrieves from (lamsc.retrieval; its time is part of ``receive``, and each image's ``kb`` says what it
+    used). A bad value raises UserError naming the fix.
     """
 
     source: Union[str, Path, None] = None
@@ -62,6 +65,7 @@ class ProfileConfig:
     sam_checkpoint: Union[str, Path, None] = None
     repeats: int = 5
     out: Union[str, Path] = Path("lamsc-out/profile")
+    kb: Sequence[Union[str, Path]] | None = None
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -110,7 +114,8 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
     meter = energy_meter(config.energy, config.device_profile,
                          cores=torch.get_num_threads() if config.device_profile == "cpu" else 1,
                          work_on=backend.processor)
-    tx, rx = Transmitter(backend, segmenter, snr_db=config.snr_db), Receiver(backend)
+    retriever = Retriever.open(config.kb) if config.kb else None
+    tx, rx = Transmitter(backend, segmenter, snr_db=config.snr_db), Receiver(backend, refine=retriever)
     photos = ([i for i in config.images if isinstance(i, NamedImage)]
               + list(iter_images([i for i in config.images if not isinstance(i, NamedImage)]))
               if config.images else bundled_photos())
@@ -210,6 +215,10 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
                    "source": source, "estimate": estimate},
         "pack_backend": sends[-1].pack_backend,
     }
+    retriever = getattr(rx, "refine", None)
+    if isinstance(retriever, Retriever):  # what the last receive retrieved, and its steps' seconds
+        ours["kb"] = {"used": retriever.last["used"], "agreement": retriever.last["agreement"],
+                      "seconds": retriever.last["seconds"]}
     data, quality, psnr = jpeg_matched(item.pixels, result.psnr)
     jpeg_runs, jpeg_j, _, _ = repeat_measured(lambda: jpeg_matched_encode(item.pixels, quality), meter, repeats, 1)
     mcs = radio_mcs(radio, channel.snr_db)

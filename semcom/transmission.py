@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -175,19 +176,31 @@ class Reconstruction:
     reason: str = ""
     class_probs: np.ndarray | None = None
     seg_map: np.ndarray | None = None
+    retrieved: dict | None = None  # what a Refiner used (entries, agreement, label), when it changed the image
 
     def __repr__(self) -> str:  # the image's shape, not its pixels
         h, w = self.image.shape[:2]
         return f"Reconstruction({h}x{w}{', lost: ' + self.reason if self.lost else ''})"
 
 
+class Refiner(Protocol):
+    """What a receiver may do with what it decoded before handing it over: ``refine(reconstruction, snr_db)``
+    returns the same Reconstruction object when it has nothing to add, or a new one (lamsc.retrieval's
+    knowledge bases are one). ``snr_db``: the SNR the decoder was told, dB."""
+
+    def __call__(self, reconstruction: Reconstruction, snr_db: float) -> Reconstruction: ...
+
+
 class Receiver:
     """Unpack (or take the analog link's features), decode and run the task heads, with the networks on a
     backend (``network`` as for Transmitter). The unpack runs lamsc.kernels' CUDA kernel where the backend
     runs on a GPU; ``unpack_backend`` says which ran last, ``gpu_seconds`` the last receiver graph's time on
-    the GPU by CUDA events (None off a GPU)."""
+    the GPU by CUDA events (None off a GPU). ``refine``: a Refiner each decoded image passes through (None:
+    the decoder's output as it is); a lost payload is not refined."""
 
-    def __init__(self, network: LamscModel | Backend, device: str | torch.device = "cpu"):
+    def __init__(self, network: LamscModel | Backend, device: str | torch.device = "cpu",
+                 refine: Refiner | None = None):
+        self.refine = refine
         self.backend = as_backend(network, device)
         self.config = self.backend.config
         self.unpack_device = gpu_or_cpu(self.backend)
@@ -218,7 +231,8 @@ class Receiver:
         out = self.backend.run("receiver", {"z": values[None], "levels": np.asarray(levels, np.int64)[None],
                                             "snr_db": np.array([snr_db], np.float32)})
         self.gpu_seconds = self.backend.gpu_seconds
-        return reconstruction(out, height, width)
+        rec = reconstruction(out, height, width)
+        return rec if self.refine is None else self.refine(rec, snr_db)
 
 
 def reconstruction(out: dict, height: int, width: int) -> Reconstruction:

@@ -83,12 +83,14 @@ def test_a_built_wheel_holds_every_package(tmp_path):
                     str(tmp_path), str(source)], check=True, capture_output=True)
     names = zipfile.ZipFile(next(tmp_path.glob("lamsc-*.whl"))).namelist()
     folders = {"lamsc": root / "lamsc", "lamsc/semcom": root / "semcom", "lamsc/compress": root / "compress",
-               "lamsc/export": root / "export", "lamsc/runtime": root / "runtime", "lamsc/kernels": root / "kernels"}
+               "lamsc/export": root / "export", "lamsc/runtime": root / "runtime", "lamsc/kernels": root / "kernels",
+               "lamsc/retrieval": root / "retrieval"}
     for prefix, folder in folders.items():
         for init in folder.rglob("__init__.py"):
             module = f"{prefix}/{init.relative_to(folder).as_posix()}"
             assert module in names, f"{module} is not in the wheel: add its package to pyproject.toml"
     assert any(n.startswith("lamsc/semcom/default_model/") and n.endswith(".safetensors") for n in names)
+    assert any(n.startswith("lamsc/retrieval/default_fusion/") and n.endswith(".safetensors") for n in names)
 
 
 def test_ci_runs_the_readme_test_command():

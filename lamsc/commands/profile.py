@@ -30,11 +30,13 @@ def profile(
     sam_checkpoint: Optional[Path] = typer.Option(None, help="SKB for a checkpoint (default: the fallback)."),
     repeats: int = typer.Option(5, min=1, help="Timed runs per image after one warm-up run."),
     out: Path = typer.Option(Path("lamsc-out/profile"), help="Folder for profile.json and energy.png."),
+    kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
+                                            "(repeatable); its time is part of rx ms."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
     """Profile bits, quality, per-stage latency (median/p90/p99) and energy per transmitted image."""
     config = ProfileConfig(source, backend, images, energy, radio, device_profile, snr, channel, sam_checkpoint,
-                           repeats, out)
+                           repeats, out, kb)
     with progress() as bar:
         result = profile_link(config, bar.track).to_dict()
     if json_out:

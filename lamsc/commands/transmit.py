@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, number, print_table, progress
+from lamsc.retrieval.refine import Retriever
+from lamsc.semcom import metrics
 from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.image_codecs import CodecSearch
@@ -42,6 +44,8 @@ def transmit(
     design_snr: Optional[float] = typer.Option(None, help="SNR in dB a separation baseline's MCS is chosen for "
                                                "(default: --snr)."),
     seed: int = typer.Option(0, help="Seed of the channel noise."),
+    kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
+                                            "(repeatable: local and global)."),
     out: Path = typer.Option(Path("lamsc-out/transmit"), help="Folder for side-by-side PNGs."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of the table."),
 ) -> None:
@@ -52,7 +56,9 @@ def transmit(
         net, _, segmenter = Deployment(str(model), backend, str(checkpoint) if checkpoint else None).open()
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
-    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out)
+    retriever = Retriever.open(kb) if kb else None
+    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
+                    retriever)
     report(rows, net.config, segmenter, ch, json_out)
 
 
@@ -70,11 +76,13 @@ def baseline_names(given: list[str]) -> list[str]:
 
 
 def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Segmenter, channel: Channel, asc: bool,
-             baselines: list[str], design_snr: float | None, seed: int, out: Path | None) -> list[dict]:
+             baselines: list[str], design_snr: float | None, seed: int, out: Path | None,
+             retriever: Retriever | None = None) -> list[dict]:
     """Each image over ``channel`` through a Transmitter and Receiver on ``net`` (a model or a backend), beside
     the named baselines (lamsc.semcom.baseline.BASELINES) at the channel uses lamsc spent; one summary dict
-    per image, pictures in ``out``."""
-    tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net)
+    per image, pictures in ``out``. With a ``retriever`` the receiver retrieves from its knowledge bases; each
+    row then says what it used and the PSNR of the image as decoded before retrieval."""
+    tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net, refine=retriever)
     rows = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +90,12 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
         for k, item in enumerate(bar.track(images, description=f"transmitting over {channel.name} {channel.snr_db:g} dB")):
             ours = transmit_one(item.pixels, tx, rx, channel, seed + k)
             row = {"image": item.name, "lamsc": ours.summary()}
+            if retriever is not None and not ours.reconstruction.lost:
+                last = retriever.last
+                row["kb"] = {"used": last["used"], "agreement": round(last["agreement"], 4),
+                             "psnr_without": round(float(metrics.psnr(item.pixels, last["decoded"])), 5),
+                             "retrieved": ours.reconstruction.retrieved,
+                             "seconds": {k: round(v, 5) for k, v in last["seconds"].items()}}
             results = [ours]
             if baselines:
                 # the same channel uses as ours; a digital channel's modulation is the baseline's own choice
@@ -126,17 +140,21 @@ def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel:
         emit_json("transmit", doc)
         return
     table = Table(title=f"{channel.name} at {channel.snr_db:g} dB — SKB: {segmenter.name}")
+    kb = any("kb" in row for row in rows)
     for col in ("image", "link", "uses", "CBR", "analog: side bits", "digital: coded bits @ MCS", "kept", "PSNR",
-                "SSIM", "MS-SSIM", "lost"):
+                "SSIM", "MS-SSIM", "lost") + (("PSNR no KB", "KB label") if kb else ()):
         table.add_column(col, justify="left" if col in ("image", "link", "lost") else "right")
     for row in rows:
         for r in [row["lamsc"], *row.get("baselines", [])]:
             analog = r["link"] == "analog"
             coded = f"{r['coded_bits']} @ {r['mcs']}" if r["coded_bits"] else r["mcs"]
+            k = row.get("kb") if r is row["lamsc"] else None  # retrieval acts on lamsc's receiver only
+            extra = [number(k["psnr_without"], ".2f") if k else "", escape((k["retrieved"] or {}).get("label", ""))
+                     if k else ""] if kb else []
             table.add_row(row["image"], escape(r["name"]), str(r["channel_uses"]), f"{r['cbr']:.4f}",
                           str(r["side_bits"]) if analog else "", "" if analog else escape(coded),
                           f"{r['kept_ratio']:.2f}", number(r["psnr"], ".2f"), number(r["ssim"], ".3f"),
-                          number(r["ms_ssim"], ".3f"), escape(r["reason"]) if r["lost"] else "")
+                          number(r["ms_ssim"], ".3f"), escape(r["reason"]) if r["lost"] else "", *extra)
     print_table(table, width=140)
     console.print(f"SKB: {segmenter.name}")
     console.print(WHAT_CROSSES)

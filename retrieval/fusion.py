@@ -1,0 +1,120 @@
+"""The fusion network: refines a decoded image with a retrieved one placed over it (lamsc.retrieval.align).
+
+Input, per pixel: the decoded image (3), the aligned, light-matched reference (3), its coverage (1) and the
+SNR the decoder was told, placed in the codec's range as the codec's FiLM layers take it (1). Output: a weight
+``alpha`` in (0, 1) and a residual (3); the refined image is ``decoded + alpha * coverage * (reference -
+decoded) + residual``, clipped to [0, 1]. The network works at half resolution (a stride-2 convolution, residual
+blocks, a sub-pixel convolution back up), so it sees 10 x 10 pixel neighbourhoods at the cost of a few
+convolutions per image; it learns where to trust the reference (it agrees with what arrived: the same scene,
+not occluded) and how much at each SNR. It is trained with the codec frozen (lamsc.retrieval.training).
+
+A fusion checkpoint is a pair like a codec's: NAME.safetensors (weights) and NAME.json (``FusionConfig``:
+sizes, the acceptance ``threshold`` on the registration's agreement, and how both were obtained).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lamsc.errors import UserError
+
+FUSION_VERSION = 1
+DEFAULT_FUSION = Path(__file__).parent / "default_fusion" / "fusion"
+INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
+
+
+@dataclass
+class FusionConfig:
+    """``width``: feature maps at half resolution; ``blocks``: residual blocks; ``snr_range``: the codec's,
+    dB, for placing the SNR input; ``threshold``: the least registration agreement (masked NCC, -1..1) at which
+    a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold was set)."""
+
+    width: int = 32
+    blocks: int = 3
+    snr_range: tuple[float, float] = (0.0, 20.0)
+    threshold: float = 0.9
+    trained: dict = field(default_factory=dict)
+    version: int = FUSION_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FusionConfig":
+        d = json.loads(text)
+        if d.get("version") != FUSION_VERSION:
+            raise UserError(f"fusion config version {d.get('version')} is not {FUSION_VERSION}; retrain it with "
+                            "`lamsc kb train`")
+        d["snr_range"] = tuple(d["snr_range"])
+        return cls(**d)
+
+
+class Block(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)  # starts as the identity
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class FusionNet(nn.Module):
+    def __init__(self, config: FusionConfig):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.down = nn.Sequential(nn.Conv2d(INPUTS, w, 3, stride=2, padding=1), nn.GELU())
+        self.blocks = nn.Sequential(*[Block(w) for _ in range(config.blocks)])
+        self.up = nn.Sequential(nn.Conv2d(w, 4 * 4, 3, padding=1), nn.PixelShuffle(2))
+        self.skip = nn.Conv2d(INPUTS, 4, 3, padding=1)  # full-resolution detail the half-resolution path misses
+        for conv in (self.up[0], self.skip):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)  # starts at alpha 0.5, no residual
+
+    def forward(self, decoded: torch.Tensor, reference: torch.Tensor, coverage: torch.Tensor,
+                snr_db: torch.Tensor) -> torch.Tensor:
+        """decoded, reference (B, 3, H, W) in [0, 1], H and W even; coverage (B, 1, H, W) in {0, 1}; SNR (B,)
+        dB -> the refined image (B, 3, H, W) in [0, 1]."""
+        lo, hi = self.config.snr_range
+        snr = ((snr_db - lo) / (hi - lo)).view(-1, 1, 1, 1).expand_as(coverage)
+        x = torch.cat([decoded, reference * coverage, coverage, snr], 1)
+        out = self.up(self.blocks(self.down(x))) + self.skip(x)
+        alpha, residual = torch.sigmoid(out[:, :1]), out[:, 1:]
+        return (decoded + alpha * coverage * (reference - decoded) + residual).clamp(0, 1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write PATH.safetensors and PATH.json (PATH without suffix) -> the .safetensors path."""
+        base = Path(path).with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                  str(base.with_suffix(".safetensors")))
+        base.with_suffix(".json").write_text(self.config.to_json())
+        return base.with_suffix(".safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "FusionNet":
+        """A saved fusion network, or the shipped default when ``path`` is None. Raises UserError for missing,
+        damaged or mismatched files."""
+        base = Path(path).with_suffix("") if path is not None else DEFAULT_FUSION
+        weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        for f in (weights, config):
+            if not f.is_file():
+                raise UserError(f"fusion network file not found: {f}; give the .safetensors with its .json beside "
+                                "it, or train one with `lamsc kb train`")
+        try:
+            net = cls(FusionConfig.from_json(config.read_text()))
+            net.load_state_dict(load_file(str(weights)), strict=True)
+        except UserError:
+            raise
+        except Exception as e:  # damaged JSON, safetensors' own errors, or weights of other sizes
+            raise UserError(f"{weights} with {config.name} is not a lamsc fusion network ({type(e).__name__}); "
+                            "keep the pair that was saved together") from None
+        return net.eval()

@@ -1,0 +1,305 @@
+"""The receiver's knowledge bases (lamsc.retrieval): search against brute force, files, merging, refusal of
+damaged bases, registration, the no-retrieval path, and the kb commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lamsc.cli import main
+from lamsc.errors import UserError
+from lamsc.retrieval.align import align
+from lamsc.retrieval.base import KnowledgeBase, entry_id
+from lamsc.retrieval.fusion import FusionConfig, FusionNet
+from lamsc.retrieval.index import build_index, search
+from lamsc.retrieval.keys import KEY_DIM, image_keys
+from lamsc.retrieval.merge import MergePolicy, merge
+from lamsc.retrieval.refine import Retriever
+from lamsc.retrieval.scenes import scene_image, scene_views
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.transmission import Receiver, Transmitter, analog_link, reconstruction, to_tensor, transmit
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Three real photographs as scenes (scikit-image's astronaut, coffee, chelsea), short side 256."""
+    photos = {p.name: scene_image(p.pixels) for p in bundled_photos(("astronaut", "coffee", "chelsea"))}
+    return photos
+
+
+def crops(scene: np.ndarray, n: int, side: int = 32, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        y, x = rng.integers(0, scene.shape[0] - side), rng.integers(0, scene.shape[1] - side)
+        out.append(np.ascontiguousarray(scene[y: y + side, x: x + side]))
+    return out
+
+
+def brute_force(keys: np.ndarray, queries: np.ndarray, k: int):
+    d = ((queries[:, None, :].astype(np.float64) - keys[None].astype(np.float64)) ** 2).sum(-1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, 1), order
+
+
+def test_exact_search_matches_numpy_brute_force(scenes):
+    keys = image_keys(np.stack(crops(scenes["astronaut"], 300) + crops(scenes["coffee"], 300, seed=1)))
+    queries = image_keys(np.stack(crops(scenes["chelsea"], 20, seed=2) + crops(scenes["coffee"], 20, seed=3)))
+    dist, ids = search(build_index(keys, "flat"), queries, 5)
+    ref_d, ref_i = brute_force(keys, queries, 5)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
+    # ids agree wherever the distances are not tied to float32 precision
+    untied = np.abs(np.diff(ref_d, axis=1)).min(1) > 1e-5
+    assert untied.sum() > 30 and (ids[untied] == ref_i[untied]).all()
+
+
+def test_ivf_probing_every_list_is_exact():
+    rng = np.random.default_rng(0)
+    keys = rng.standard_normal((4000, 64)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    index = build_index(keys, "ivf")
+    index.nprobe = index.nlist
+    dist, ids = search(index, keys[:50] + 0.01, 3)
+    ref_d, ref_i = brute_force(keys, keys[:50] + 0.01, 3)
+    assert (ids == ref_i).all()
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
+
+
+def test_a_base_round_trips_through_its_files(tmp_path, scenes):
+    images = crops(scenes["astronaut"], 12) + crops(scenes["coffee"], 12, seed=1)
+    labels = ["astronaut"] * 12 + ["coffee"] * 12
+    base = KnowledgeBase.build("cam-1", "local", images, labels, times=list(range(24)))
+    base.save(tmp_path / "kb")
+    back = KnowledgeBase.open(tmp_path / "kb")
+    assert (back.name, back.kind, back.revision, len(back)) == ("cam-1", "local", 1, 24)
+    assert back.ids == base.ids and back.labels == base.labels and back.times == base.times
+    np.testing.assert_array_equal(back.keys, base.keys)
+    by_id = {entry_id(img): img for img in images}
+    for i, entry in enumerate(back.ids):
+        np.testing.assert_array_equal(back.content(i), by_id[entry])  # kept raw: exact
+    assert back.content_hash == base.content_hash
+    q = image_keys(np.stack(images[:3]))
+    assert [[h.id for h in hits] for hits in back.query(q, 3)] == [[h.id for h in hits] for hits in base.query(q, 3)]
+    assert back.query(q, 1)[0][0].id == entry_id(images[0]) and back.query(q, 1)[0][0].distance < 1e-5
+
+
+def test_a_damaged_or_foreign_base_is_refused_in_one_line(tmp_path, scenes):
+    base = KnowledgeBase.build("b", "global", crops(scenes["coffee"], 4))
+    root = base.save(tmp_path / "kb")
+    content = bytearray((root / "content.bin").read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    (root / "content.bin").write_bytes(bytes(content))
+    with pytest.raises(UserError, match="damaged: content.bin"):
+        KnowledgeBase.open(root)
+    base.save(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["key"]["kind"] = "clip-vit-b32"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="keyed by clip-vit-b32"):
+        KnowledgeBase.open(root)
+    with pytest.raises(UserError, match="not a knowledge base"):
+        KnowledgeBase.open(tmp_path)
+    assert main(["kb", "info", str(root)]) == 2
+
+
+def test_merging_gives_the_same_base_whatever_the_order(scenes):
+    a_img, b_img = crops(scenes["astronaut"], 10), crops(scenes["coffee"], 10, seed=1)
+    shared = crops(scenes["chelsea"], 3, seed=2)
+    a = KnowledgeBase.build("cam-a", "local", a_img + shared, ["astronaut"] * 10 + ["cat"] * 3, times=list(range(13)))
+    b = KnowledgeBase.build("cam-b", "local", b_img + shared, ["coffee"] * 10 + ["cat"] * 3,
+                            times=[100.0 + t for t in range(13)])
+    c = KnowledgeBase.build("global", "global", crops(scenes["astronaut"], 5, seed=4), ["astronaut"] * 5,
+                            times=[50.0] * 5)
+    policy = MergePolicy(cap=25, max_age=95.0, near_duplicate=0.0)
+    orders = [[a, b, c], [c, b, a], [b, a, c]]
+    merged = [merge(o, policy) for o in orders]
+    assert len({m.content_hash for m in merged}) == 1
+    assert all(m.files() == merged[0].files() for m in merged)
+    assert len({json.dumps(m.manifest()) for m in merged}) == 1
+    m = merged[0]
+    # the shared images are one entry each, carrying the newest delivery (cam-b's)
+    for img in shared:
+        i = m.ids.index(entry_id(img))
+        assert (m.labels[i], m.sources[i]) == ("cat", "cam-b")
+    # stale: older than 95 s before the newest (112) are gone; of 28 distinct entries, 10 are older than 17
+    assert min(m.times) >= 112 - 95 and len(m) == 10 + 3 + 5
+    assert m.revision == 2 and m.parents == sorted({a.content_hash, b.content_hash, c.content_hash})
+    capped = merge([a, b, c], MergePolicy(cap=4, near_duplicate=0.0))
+    assert sorted(capped.times) == [109.0, 110.0, 111.0, 112.0]
+
+
+def test_near_duplicates_keep_the_newer_entry(scenes):
+    img = crops(scenes["coffee"], 1)[0]
+    brighter = np.clip(img.astype(int) + 2, 0, 255).astype(np.uint8)  # the same view, a little more light
+    a = KnowledgeBase.build("a", "local", [img], ["coffee"], times=[1.0])
+    b = KnowledgeBase.build("b", "local", [brighter], ["coffee"], times=[2.0])
+    assert len(merge([a, b], MergePolicy(near_duplicate=0.0))) == 2
+    for order in ([a, b], [b, a]):
+        m = merge(order)
+        assert len(m) == 1 and m.ids == [entry_id(brighter)]
+
+
+def test_registration_recovers_a_known_shift(scenes):
+    scene = scenes["coffee"]
+    view = scene[40:168, 60:188]
+    for dy, dx in ((0, 0), (7, -12), (-16, 15)):
+        moved = scene[40 + dy: 168 + dy, 60 + dx: 188 + dx]
+        relit = np.clip(moved * 0.7 + 20, 0, 255).astype(np.uint8)  # other light: registration is blind to it
+        a = align(view, relit)
+        assert a.shift == (dy, dx) and a.agreement > 0.99
+        inside = a.coverage > 0
+        assert np.abs(a.image[inside] * 255 - view[inside]).mean() < 3  # light matched back
+
+
+def tiny_codec() -> LamscModel:
+    torch.manual_seed(0)
+    return LamscModel(ModelConfig(channels=8, width=16, num_levels=4, segments=2)).eval()
+
+
+def test_without_a_base_near_enough_the_receiver_output_is_bit_identical(scenes):
+    codec = tiny_codec()
+    view = np.ascontiguousarray(scenes["coffee"][:64, :96])
+    tx = Transmitter(codec, FallbackSegmenter())
+    unrelated = KnowledgeBase.build("other", "global", crops(scenes["astronaut"], 6, side=64), ["astronaut"] * 6)
+    retriever = Retriever([unrelated], FusionNet(FusionConfig(threshold=0.999)))
+    plain, assisted = Receiver(codec), Receiver(codec, refine=retriever)
+    sent = tx.send(view, 5.0)
+    unpacked = analog_link(sent.payload, Channel("awgn", 5.0), seed=3)
+    a, b = plain.receive_features(unpacked, 5.0), assisted.receive_features(unpacked, 5.0)
+    assert retriever.last["agreement"] < 0.999 and not retriever.last["used"]
+    np.testing.assert_array_equal(a.image, b.image)
+    assert b.retrieved is None
+    # and the plain receiver is the model's decoder itself, nothing added
+    f = unpacked.features
+    with torch.inference_mode():
+        out = codec.decode(torch.from_numpy(f.values)[None], torch.from_numpy(f.levels.astype(np.int64))[None],
+                           torch.tensor([5.0]))
+    np.testing.assert_array_equal(reconstruction(out, 64, 96).image, a.image)
+
+
+def test_retrieval_fuses_a_view_of_a_scene_in_the_base(scenes):
+    codec = tiny_codec()
+    rng = np.random.default_rng(0)
+    views = scene_views(scenes["chelsea"], "chelsea", 2, rng, view=96, occlusion=0.0)
+    base = KnowledgeBase.build("cam", "local", [views[0].pixels], ["chelsea"])
+    retriever = Retriever([base], FusionNet(FusionConfig(threshold=-0.5)))
+    rec = transmit(views[1].pixels, Transmitter(codec, FallbackSegmenter()), Receiver(codec, refine=retriever),
+                   Channel("awgn", 0.0), seed=0).reconstruction
+    assert retriever.last["used"] and rec.retrieved["label"] == "chelsea"
+    assert rec.retrieved["entries"][0]["id"] == base.ids[0]
+    # an untrained network starts at alpha 0.5 with no residual: half way to the reference where it covers
+    assert not np.array_equal(rec.image, retriever.last["decoded"])
+
+
+def test_a_fusion_network_round_trips_and_a_damaged_one_is_refused(tmp_path):
+    torch.manual_seed(0)
+    net = FusionNet(FusionConfig(width=8, blocks=1, threshold=0.5))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    path = net.save(tmp_path / "f")
+    back = FusionNet.load(tmp_path / "f")
+    x = [torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16), torch.tensor([3.0])]
+    assert torch.equal(net(*x), back(*x)) and back.config.threshold == 0.5
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserError, match="not a lamsc fusion network"):
+        FusionNet.load(tmp_path / "f")
+
+
+def test_kb_commands_build_add_merge_query_info(tmp_path, scenes, capsys):
+    from PIL import Image
+
+    for name, seed in (("astronaut", 0), ("coffee", 1)):
+        folder = tmp_path / "img" / name
+        folder.mkdir(parents=True)
+        for i, c in enumerate(crops(scenes[name], 3, side=48, seed=seed)):
+            Image.fromarray(c).save(folder / f"{i}.png")
+    imgs = tmp_path / "img"
+    assert main(["kb", "build", str(tmp_path / "a"), str(imgs / "astronaut"), "--label", "astronaut", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)["results"]
+    assert built["entries"] == 3 and built["kind"] == "local" and built["labels"] == {"astronaut": 3}
+    assert main(["kb", "add", str(tmp_path / "a"), str(imgs / "coffee"), "--label", "coffee", "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)["results"]
+    assert (added["entries"], added["added"], added["revision"]) == (6, 3, 2)
+    assert main(["kb", "build", str(tmp_path / "b"), str(imgs / "coffee"), "--kind", "global", "--json"]) == 0
+    capsys.readouterr()
+    outs = []
+    for order in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "b", tmp_path / "a"]):
+        out = tmp_path / f"m{len(outs)}"
+        assert main(["kb", "merge", *map(str, order), "--out", str(out), "--near-duplicate", "0", "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["results"])
+    assert outs[0]["content_hash"] == outs[1]["content_hash"] and outs[0]["entries"] == 6
+    assert main(["kb", "query", str(imgs / "coffee" / "0.png"), "--kb", str(tmp_path / "a"), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]["images"][0]["entries"]
+    assert hits[0]["label"] == "coffee" and hits[0]["distance"] < 1e-5 and hits[0]["agreement"] > 0.99
+    assert main(["kb", "info", str(tmp_path / "m0")]) == 0
+    assert "6 entries" in capsys.readouterr().err
+    assert main(["kb", "build", str(tmp_path / "a"), str(imgs / "coffee")]) == 2  # already a base there
+
+
+def test_transmit_and_profile_take_kb(tmp_path, scenes, capsys):
+    from PIL import Image
+
+    from lamsc.runtime.profiler import ProfileConfig, profile_link
+    from lamsc.semcom.images import NamedImage
+
+    scene = scenes["coffee"]
+    view, earlier = scene[60:156, 80:176], scene[64:160, 70:166]  # the same place, 4 and 10 pixels apart
+    Image.fromarray(view).save(tmp_path / "view.png")
+    KnowledgeBase.build("cam", "local", [earlier], ["coffee"]).save(tmp_path / "kb")
+    assert main(["transmit", str(tmp_path / "view.png"), "--snr", "0", "--kb", str(tmp_path / "kb"),
+                 "--out", str(tmp_path / "tx"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["results"]["images"][0]
+    kb = row["kb"]
+    assert kb["agreement"] > 0.5 and np.isfinite(kb["psnr_without"]) and set(kb["seconds"]) >= {"key", "search"}
+    assert (kb["retrieved"] is not None) == kb["used"]
+    result = profile_link(ProfileConfig(images=[NamedImage("view", np.ascontiguousarray(view))], energy="model",
+                                        repeats=1, out=tmp_path / "p", kb=[tmp_path / "kb"]))
+    assert result.images[0]["lamsc"]["kb"]["agreement"] == pytest.approx(kb["agreement"], abs=0.2)
+
+
+def test_fusion_training_runs_in_the_training_loop_and_resumes(tmp_path):
+    from lamsc.retrieval.training import FusionJob, train_fusion
+
+    photos = bundled_photos(("astronaut", "coffee"))
+    calibration = bundled_photos(("chelsea", "coins"))
+    job = dict(photos=photos, calibration=calibration, codec=tiny_codec(), views=1, batch=2, crop=32, out=tmp_path)
+    first = train_fusion(FusionJob(steps=3, **job))
+    state = torch.load(tmp_path / "trainer.pt", weights_only=True)
+    assert state["step"] == 3 and first.network.is_file()
+    assert -1.0 <= first.config.threshold <= 0.999
+    assert first.config.trained["calibration"]["pairs"] == 2 * 3  # each scene against the other, at 3 SNRs
+    more = train_fusion(FusionJob(steps=5, **job))
+    history = torch.load(tmp_path / "trainer.pt", weights_only=True)["history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5] and history[:3] == state["history"]
+    assert FusionNet.load(more.network).config.threshold == first.config.threshold
+
+
+def test_the_gain_sweep_measures_the_plain_receiver_beside_retrieval(tmp_path, scenes):
+    from lamsc.retrieval.sweep import SweepConfig, sweep_gain
+
+    codec = tiny_codec()
+    rng = np.random.default_rng(1)
+    views = scene_views(scenes["chelsea"], "chelsea", 2, rng, view=64, shift=8, occlusion=0.0)
+    retriever = Retriever([KnowledgeBase.build("cam", "local", [views[0].pixels], ["chelsea"])],
+                          FusionNet(FusionConfig(threshold=-0.5)))
+    result = sweep_gain(SweepConfig({"seen": [("v", views[1].pixels)]}, snrs=(0.0, 20.0), seed=7, out=tmp_path),
+                        codec, FallbackSegmenter(), retriever)
+    tx = Transmitter(codec, FallbackSegmenter())
+    for k, row in enumerate(result.rows):  # the "without" column is what a receiver without retrieval gets
+        plain = transmit(views[1].pixels, tx, Receiver(codec), Channel("awgn", row["snr_db"]), seed=7 + k)
+        assert row["psnr"] == pytest.approx(plain.psnr, abs=1e-9) and row["used"]
+    assert set(result.summary["seen"]) == {"0", "20"}
+    assert (tmp_path / "gain.png").stat().st_size > 0 and json.loads((tmp_path / "gain.json").read_text())["rows"]
+
+
+def test_kb_help_shows_no_python_type_placeholders(capsys):
+    for sub in ("build", "add", "merge", "query", "info", "train"):
+        assert main(["kb", sub, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--json" in out and "<bool>" not in out and "<list[" not in out, sub
