@@ -10,6 +10,7 @@ out; they load on first use, so ``import lamsc`` stays light:
 - compress: ``compress_to_budget(CompressConfig(budget="latency-ms=60%"))``
 - export: ``write_bundle(model, "bundle/", "int8")``
 - profile: ``profile_link(ProfileConfig("bundle/", energy="auto"))``
+- federate: ``federate(FederateConfig(data=["client0/", "client1/"], rounds=5))`` (needs ``lamsc[fl]``)
 """
 
 from importlib import import_module
@@ -34,12 +35,13 @@ _API = {
     **dict.fromkeys(("CompressConfig", "CompressResult", "compress_to_budget"), "lamsc.compress.to_budget"),
     **dict.fromkeys(("write_bundle", "load_bundle", "Bundle", "Int8Options", "SamExport"), "lamsc.export.bundle"),
     **dict.fromkeys(("ProfileConfig", "ProfileResult", "profile_link"), "lamsc.runtime.profiler"),
+    **dict.fromkeys(("FederateConfig", "FederateResult", "federate"), "lamsc.federated.simulation"),
 }
 
 __all__ = ["UserError", "__version__", *_API]
 
 
-STAGES = ("semcom", "compress", "export", "runtime", "kernels")
+STAGES = ("semcom", "compress", "export", "runtime", "kernels", "federated")
 
 
 def __getattr__(name: str):
