@@ -189,24 +189,25 @@ class Device:
         smashed_all, kept = {}, []
         snr = torch.tensor([float(control["snr"])])
         with torch.no_grad():
-            for n, (x, masks) in enumerate(map(self._eval_inputs, self.test_images)):
+            for n, (x, masks) in enumerate(eval_inputs(i, self.model.config.segments) for i in self.test_images):
                 smashed, _ = device_forward(self.model, x, masks, snr)
                 smashed_all.update({f"{n}.{k}": v for k, v in smashed.items()})
                 kept.append(float(smashed["mask"].mean()))
         torch.save({"kept": kept}, self.dir / "pending_eval.pt")
         return {"activations": smashed_all}
 
-    def _eval_inputs(self, item: TrainingImage) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(item.pixels).permute(2, 0, 1)[None].float() / 255.0
-        k = self.model.config.segments
-        masks = torch.from_numpy(((item.masks[None] >> np.arange(k)[:, None, None]) & 1).astype(np.float32))[None]
-        return pad_to_multiple(x), pad_to_multiple(masks, mode="constant")
-
     def evaluate_score(self, control: dict, activations: dict) -> dict:
         """Held-out metrics of the server's outputs: mean PSNR (dB), MS-SSIM, kept fraction, and the heads'
         accuracy and mIoU where the images carry labels."""
         kept = torch.load(self.dir / "pending_eval.pt", weights_only=True)["kept"]
         return {"metrics": score(self.test_images, activations, kept, self.model.config)}
+
+
+def eval_inputs(item: TrainingImage, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A held-out image (1, 3, H', W') in [0, 1] and its k SKB masks (1, k, H', W'), padded to multiples of 8."""
+    x = torch.from_numpy(item.pixels).permute(2, 0, 1)[None].float() / 255.0
+    masks = torch.from_numpy(((item.masks[None] >> np.arange(k)[:, None, None]) & 1).astype(np.float32))[None]
+    return pad_to_multiple(x), pad_to_multiple(masks, mode="constant")
 
 
 def score(images: list[TrainingImage], outputs: dict, kept: list[float], config: ModelConfig) -> dict:

@@ -30,7 +30,7 @@ from lamsc.federated.aggregation import fedavg
 from lamsc.federated.device import front_modules
 from lamsc.federated.messages import (ARRAY_KINDS, EVAL_FORWARD, EVAL_SCORE, TRAIN_BACKWARD, TRAIN_FORWARD,
                                       TRAIN_LOSS, array_bytes, described)
-from lamsc.federated.split import DIFFERENTIABLE, draw_snr, server_forward, split_point, surrogate
+from lamsc.federated.split import DIFFERENTIABLE, draw_snr, eval_generator, server_forward, split_point, surrogate
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
 
@@ -180,8 +180,8 @@ class SplitServer:
                 outputs[c] = {}
                 for n in sorted({key.split(".")[0] for key in acts}, key=int):
                     smashed = {name: acts[f"{n}.{name}"] for name in split_point(plan.split).smashed}
-                    gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + c * 1009 + int(n))  # same noise each round
-                    out = server_forward(self.model, smashed, torch.tensor([plan.eval_snr]), plan.channel, gen)
+                    out = server_forward(self.model, smashed, torch.tensor([plan.eval_snr]), plan.channel,
+                                         eval_generator(plan.seed, c, int(n)))
                     outputs[c].update({f"{n}.{key}": v for key, v in out.items()})
         self.server_seconds += time.perf_counter() - start
         scores = self.send(EVAL_SCORE, {c: {"control": {}, "activations": outputs[c]} for c in self.clients})

@@ -85,6 +85,12 @@ def draw_snr(model: LamscModel, batch: int, generator: torch.Generator) -> torch
     return lo + (hi - lo) * torch.rand(batch, generator=generator, device=generator.device)
 
 
+def eval_generator(seed: int, client: int, image: int) -> torch.Generator:
+    """The channel noise of held-out image ``image`` of ``client``: the same in every round and every method,
+    so that held-out metrics differ only by the model."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + client * 1009 + image)
+
+
 def device_loss(outputs: dict, batch: dict, kept: dict, importance_weight: float) -> tuple[torch.Tensor, dict]:
     """The loss a device computes on the server's ``outputs`` for its ``batch`` (x, category, label) with the
     ASI map in ``kept``: importance-weighted squared error plus the heads' cross-entropies (``HEAD_WEIGHT``

@@ -170,6 +170,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(clients, tmp_path):
         assert torch.equal(x, y)
     assert [r["clients"]["0"]["psnr"] for r in resumed["rows"]] == [r["clients"]["0"]["psnr"] for r in straight["rows"]]
     assert a.merged_model().state_dict()["encoder.out.weight"].ne(base.state_dict()["encoder.out.weight"]).any()
+    # round 0 is the no-fine-tuning baseline, scored in one process without any split exchange
+    from lamsc.federated.baselines import run_baselines
+
+    none = run_baselines(base, folders, plan, tmp_path / "baselines", ("none",))["none"]["clients"]
+    for c in ("0", "1"):
+        assert none[c]["psnr"] == pytest.approx(straight["rows"][0]["clients"][c]["psnr"], abs=1e-4)
 
 
 def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
