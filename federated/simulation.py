@@ -10,8 +10,10 @@ seconds), the server's resumable state, and each device's folder (``client-i``: 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from lamsc.errors import UserError
 from lamsc.federated.apps import client_app, server_app
@@ -20,7 +22,7 @@ from lamsc.federated.report import write_report
 from lamsc.federated.server import SplitPlan, SplitServer
 from lamsc.federated.split import split_point
 from lamsc.semcom.images import class_names, iter_images
-from lamsc.semcom.model import load_model
+from lamsc.semcom.model import LamscModel, load_model
 
 
 @dataclass
@@ -94,6 +96,15 @@ def client_folders(config: FederateConfig) -> list[Path]:
             for i, part in enumerate(partition_by_content(images, config.clients))]
 
 
+def with_classifier(base: LamscModel, classes: list[str], seed: int) -> LamscModel:
+    """``base`` with a new classification head for ``classes`` (drawn from ``seed``), every other weight kept."""
+    torch.manual_seed(seed)
+    model = LamscModel(replace(base.config, classes=list(classes)))
+    missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("classifier.") for k in missing), missing
+    return model
+
+
 def federate(config: FederateConfig, until_round: int | None = None, progress=None) -> FederateResult:
     """Run (or resume) ``config`` in Flower's simulation; stop after ``until_round`` rounds if given (running
     again with the same ``out`` continues). ``progress(step, total, logs)`` follows every server step.
@@ -108,8 +119,7 @@ def federate(config: FederateConfig, until_round: int | None = None, progress=No
     if classes and base.config.classes and classes != base.config.classes:
         raise UserError(f"the clients' classes {classes} are not the model's {base.config.classes}")
     if classes and not base.config.classes:  # a new classification head, trained on the server
-        raise UserError(f"{config.model or 'the default model'} has no classification head for the classes {classes}; "
-                        "train one with `lamsc train --data CLASS_FOLDERS` first, then federate it")
+        base = with_classifier(base, classes, config.seed)
     plan = SplitPlan(base.config.to_json(), config.split, config.rank, config.rounds, config.local_steps, config.batch,
                      config.crop, config.lr, eval_snr=config.eval_snr, seed=config.seed, classes=base.config.classes,
                      sam_checkpoint=str(config.sam_checkpoint) if config.sam_checkpoint else None)

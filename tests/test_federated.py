@@ -219,3 +219,14 @@ def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
 def _adapted(model: LamscModel, rank: int) -> LamscModel:
     add_adapters(model.encoder, rank)
     return model
+
+
+def test_class_folders_give_the_model_a_new_head_and_keep_every_other_weight():
+    from lamsc.federated.simulation import with_classifier
+
+    base = tiny_model(2)
+    model = with_classifier(base, ["cat", "dog"], seed=0)
+    assert model.config.classes == ["cat", "dog"] and model.classifier is not None
+    kept = model.state_dict()
+    for name, value in base.state_dict().items():
+        assert torch.equal(kept[name], value)
