@@ -13,10 +13,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lamsc.errors import UserError
 from lamsc.federated.device import Device
 from lamsc.federated.messages import (EVAL_FORWARD, EVAL_SCORE, HELLO, TRAIN_BACKWARD, TRAIN_FORWARD, TRAIN_LOSS,
                                       from_records, to_records)
-from lamsc.federated.server import SplitServer
+from lamsc.federated.server import SplitPlan, SplitServer
+from lamsc.semcom.model import load_model
 
 NODE_WAIT_S = 120.0  # how long the server waits for the simulation's or the federation's nodes to register
 
@@ -78,9 +80,11 @@ def local_exchange(data_dirs: list[Path], state_root: Path):
     return exchange
 
 
-def server_app(make_server, clients: int, until_round: int | None = None, progress=None, result: dict | None = None):
-    """A ServerApp that waits for ``clients`` nodes, orders them by partition id, and runs ``make_server()``
-    (a SplitServer) over them; the server's final state goes into ``result["state"]``."""
+def server_app(make_server, clients: int | None, until_round: int | None = None, progress=None,
+               result: dict | None = None):
+    """A ServerApp that waits for ``clients`` nodes (None: the run config's ``clients``), orders them by partition
+    id, and runs ``make_server(context)`` (a SplitServer) over them; the server's final state goes into
+    ``result["state"]``."""
     from flwr.app import Message
     from flwr.serverapp import ServerApp
 
@@ -88,12 +92,13 @@ def server_app(make_server, clients: int, until_round: int | None = None, progre
 
     @app.main()
     def main(grid, context) -> None:
+        wanted = clients if clients is not None else int(context.run_config.get("clients", 2))
         deadline = time.monotonic() + NODE_WAIT_S
-        while len(list(grid.get_node_ids())) < clients:
+        while len(list(grid.get_node_ids())) < wanted:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(list(grid.get_node_ids()))} of {clients} nodes registered")
+                raise RuntimeError(f"only {len(list(grid.get_node_ids()))} of {wanted} nodes registered")
             time.sleep(0.1)
-        nodes = sorted(grid.get_node_ids())[:clients]
+        nodes = sorted(grid.get_node_ids())[:wanted]
 
         def exchange(action: str, contents: dict[int, dict]) -> dict[int, dict]:
             messages = [Message(to_records(c), dst_node_id=node_of[p], message_type=action) for p, c in contents.items()]
@@ -113,7 +118,7 @@ def server_app(make_server, clients: int, until_round: int | None = None, progre
             hello[reply.metadata.src_node_id] = int(from_records(reply.content)["metrics"]["partition"])
         partition_of = hello
         node_of = {p: n for n, p in hello.items()}
-        server: SplitServer = make_server()
+        server: SplitServer = make_server(context)
         state = server.serve(exchange, sorted(node_of), until_round, progress)
         if result is not None:
             result["state"] = state
@@ -122,8 +127,27 @@ def server_app(make_server, clients: int, until_round: int | None = None, progre
     return app
 
 
+RUN_CONFIG = ("model", "out", "clients", "rounds", "local-steps", "rank", "batch", "crop", "lr", "eval-snr", "seed")
+
+
+def run_config_server(context):
+    """A SplitServer from a ``flwr run`` run config: ``model`` (a lamsc model file; "" for the shipped one), ``out``,
+    and SplitPlan's fields in kebab case (``local-steps``...)."""
+    config = dict(context.run_config)
+    unknown = set(config) - set(RUN_CONFIG)
+    if unknown:
+        raise UserError(f"unknown run config keys {sorted(unknown)}; known: {', '.join(RUN_CONFIG)}")
+    base = load_model(config.get("model") or None)
+    fields = {k.replace("-", "_"): v for k, v in config.items() if k not in ("model", "out", "clients")}
+    return SplitServer(base, SplitPlan(base.config.to_json(), classes=base.config.classes, **fields),
+                       Path(config.get("out", "lamsc-out/federate")))
+
+
 def __getattr__(name: str):
-    """``lamsc.federated.apps:clientapp`` for ``flwr run`` (folders from each SuperNode's node config)."""
+    """``lamsc.federated.apps:clientapp`` and ``:serverapp`` for ``flwr run``: folders from each SuperNode's node
+    config, the plan from the run config (``clients`` nodes, default 2)."""
     if name == "clientapp":
         return client_app()
+    if name == "serverapp":
+        return server_app(run_config_server, None)
     raise AttributeError(name)

@@ -124,7 +124,7 @@ def federate(config: FederateConfig, until_round: int | None = None, progress=No
                      config.crop, config.lr, eval_snr=config.eval_snr, seed=config.seed, classes=base.config.classes,
                      sam_checkpoint=str(config.sam_checkpoint) if config.sam_checkpoint else None)
     result: dict = {}
-    server = server_app(lambda: SplitServer(base, plan, out), config.clients, until_round, progress, result)
+    server = server_app(lambda context: SplitServer(base, plan, out), config.clients, until_round, progress, result)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     run_simulation(server, client_app(folders, out), num_supernodes=config.clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})

@@ -230,3 +230,18 @@ def test_class_folders_give_the_model_a_new_head_and_keep_every_other_weight():
     kept = model.state_dict()
     for name, value in base.state_dict().items():
         assert torch.equal(kept[name], value)
+
+
+def test_flwr_run_reads_the_plan_from_the_run_config(clients, tmp_path):
+    pytest.importorskip("flwr")
+    from types import SimpleNamespace
+
+    from lamsc.federated import apps
+
+    _, base_path, _ = clients
+    server = apps.run_config_server(SimpleNamespace(run_config={
+        "model": str(base_path), "out": str(tmp_path), "rounds": 3, "local-steps": 2, "rank": 2, "clients": 2}))
+    assert (server.plan.rounds, server.plan.local_steps, server.plan.rank, server.out) == (3, 2, 2, tmp_path)
+    with pytest.raises(UserError, match="local-stepz"):
+        apps.run_config_server(SimpleNamespace(run_config={"local-stepz": 2}))
+    assert type(apps.clientapp).__name__ == "ClientApp" and type(apps.serverapp).__name__ == "ServerApp"
