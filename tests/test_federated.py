@@ -245,3 +245,23 @@ def test_flwr_run_reads_the_plan_from_the_run_config(clients, tmp_path):
     with pytest.raises(UserError, match="local-stepz"):
         apps.run_config_server(SimpleNamespace(run_config={"local-stepz": 2}))
     assert type(apps.clientapp).__name__ == "ClientApp" and type(apps.serverapp).__name__ == "ServerApp"
+
+
+def test_the_loop_steps_until_a_bound_on_the_full_schedule_and_logs_after_each_step(tmp_path):
+    from lamsc.semcom.loop import TrainingRun, learning_rate
+
+    model = torch.nn.Linear(2, 1)
+    run = TrainingRun(tmp_path / "state.pt", model, torch.Generator(), every=100)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rates, after = [], []
+
+    def step():
+        rates.append(opt.param_groups[0]["lr"])
+        return model(torch.ones(1, 2)).sum(), {}
+
+    run.train(10, step, opt, 0.1, until=3, after_step=lambda: after.append(model.weight.grad.clone()) or {"seen": 1.0})
+    assert run.state["step"] == 3 and len(after) == 3
+    assert rates == [learning_rate(0.1, s, 10) for s in range(3)]  # the 10-step schedule, not a 3-step one
+    assert all(row["seen"] == 1.0 for row in run.state["history"])
+    # after the backward pass and the clipping (weight and bias gradients are all 1: norm sqrt(3) clipped to 1)
+    torch.testing.assert_close(after[0], torch.full((1, 2), 3 ** -0.5))
