@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -52,13 +53,14 @@ def adapted_model(plan: dict) -> LamscModel:
 
 def load_client_images(data_dir: Path, classes: list[str]) -> list[NamedImage]:
     """A client's images; class folders get the class index of the federation's class list ``classes``."""
-    images = list(iter_images([data_dir]))
-    for i in images:
+    images = []
+    for i in iter_images([data_dir]):
         if i.category is not None:
             name = i.name.split("/")[0]
             if name not in classes:
                 raise UserError(f"{data_dir} has class {name!r}, which the federation's classes {classes} lack")
-            i.category = classes.index(name)
+            i = replace(i, category=classes.index(name))
+        images.append(i)
     return images
 
 

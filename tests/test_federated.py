@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -265,3 +266,15 @@ def test_the_loop_steps_until_a_bound_on_the_full_schedule_and_logs_after_each_s
     assert all(row["seen"] == 1.0 for row in run.state["history"])
     # after the backward pass and the clipping (weight and bias gradients are all 1: norm sqrt(3) clipped to 1)
     torch.testing.assert_close(after[0], torch.full((1, 2), 3 ** -0.5))
+
+
+def test_a_clients_class_folders_take_the_federations_class_indices(tmp_path):
+    from lamsc.federated.device import load_client_images
+    from lamsc.semcom.synthetic import make_shapes
+
+    shapes = make_shapes(4, size=16)
+    write_folder([replace(s, name=f"{['b', 'c'][n % 2]}/{s.name}") for n, s in enumerate(shapes)], tmp_path)
+    images = load_client_images(tmp_path, ["a", "b", "c"])  # this client has no "a"
+    assert sorted((i.name.split("/")[0], i.category) for i in images) == [("b", 1), ("b", 1), ("c", 2), ("c", 2)]
+    with pytest.raises(UserError, match="'c'"):
+        load_client_images(tmp_path, ["a", "b"])
