@@ -11,6 +11,7 @@ out; they load on first use, so ``import lamsc`` stays light:
 - export: ``write_bundle(model, "bundle/", "int8")``
 - profile: ``profile_link(ProfileConfig("bundle/", energy="auto"))``
 - knowledge bases: ``build_base(BuildConfig("kb/", ["photos/"]))``; ``Receiver(model, refine=Retriever.open(["kb/"]))``
+- federate: ``federate(FederateConfig(data=["client0/", "client1/"], rounds=5))`` (needs ``lamsc[fl]``)
 """
 
 from importlib import import_module
@@ -39,12 +40,13 @@ _API = {
     "Retriever": "lamsc.retrieval.refine",
     **dict.fromkeys(("BuildConfig", "MergeConfig", "QueryConfig", "BaseInfo", "build_base", "add_to_base", "merge_bases",
                      "query_bases", "base_info"), "lamsc.retrieval.jobs"),
+    **dict.fromkeys(("FederateConfig", "FederateResult", "federate"), "lamsc.federated.simulation"),
 }
 
 __all__ = ["UserError", "__version__", *_API]
 
 
-STAGES = ("semcom", "compress", "export", "runtime", "kernels", "retrieval")
+STAGES = ("semcom", "compress", "export", "runtime", "kernels", "retrieval", "federated")
 
 
 def __getattr__(name: str):

@@ -17,12 +17,18 @@ from lamsc.commands.compress import compress
 from lamsc.commands.demo import demo
 from lamsc.commands.export import export
 from lamsc.commands.kb import kb
+from lamsc.commands.federate import federate
 from lamsc.commands.output import console, json_only_stdout
 from lamsc.commands.profile import profile
 from lamsc.commands.segment import segment
 from lamsc.commands.train import train
 from lamsc.commands.transmit import transmit
 from lamsc.errors import UserError
+
+try:  # typer 0.29 and later vendor click and raise their own usage errors
+    from typer import TyperException as UsageFailure
+except ImportError:  # earlier typers, which Flower (lamsc[fl]) pins below 0.21, raise click's
+    from click import ClickException as UsageFailure
 
 app = typer.Typer(
     name="lamsc",
@@ -39,6 +45,7 @@ app.command()(export)
 app.command()(profile)
 app.command()(demo)
 app.add_typer(kb, name="kb")
+app.command()(federate)
 
 
 def _version(value: bool) -> None:
@@ -95,6 +102,8 @@ def _plain_metavars(command) -> None:
 
 def _item_type(param) -> str:
     """The name of a list parameter's item type ("path" for list[Path], Optional or not)."""
+    if not hasattr(param, "type_descriptor"):  # typer before 0.29 keeps click's parameter type, not the annotation
+        return param.type.name
     annotation = param.type_descriptor.annotation
     while typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
-    except typer.TyperException as e:  # typer's usage errors: a missing argument, an unknown option
+    except UsageFailure as e:  # typer's usage errors: a missing argument, an unknown option
         if hasattr(e, "show"):
             e.show()
         else:

@@ -76,13 +76,18 @@ class TrainingRun:
 
     def train(self, total: int, step: Callable[[], tuple[torch.Tensor, dict]], optimizer: torch.optim.Optimizer,
               lr: float, warmup: int = 0, progress: Callable[[int, int, dict], object] | None = None,
-              tags: dict | None = None) -> None:
-        """Optimiser steps from ``state["step"]`` up to ``total`` (none if it is already there).
+              tags: dict | None = None, until: int | None = None,
+              after_step: Callable[[], dict | None] | None = None) -> None:
+        """Optimiser steps from ``state["step"]`` up to ``total`` (none if it is already there), or only up to
+        ``until`` while the schedule still runs to ``total`` (a federated device steps once per message).
 
         Each step sets the learning rate (``learning_rate``), calls ``step()`` under the run's autocast for a
         scalar loss and a dict of float logs, back-propagates, clips the gradients of the optimiser's
         parameters to ``MAX_GRAD_NORM`` and steps the optimiser; appends ``{**tags, "step", "loss", **logs}``
-        to the history; checkpoints every ``every`` steps and at ``total``; then calls
+        to the history; ``after_step()`` runs after the optimiser step and before the history row and the
+        checkpoint, and may return logs for the row (a split-learning server sends the activations' gradients
+        back and averages the devices' parts there, so a checkpoint holds them); checkpoints every ``every``
+        steps and at ``total``; then calls
         ``progress(step, total, {"loss", **logs})``, after the checkpoint, so a progress callback that stops
         the run (KeyboardInterrupt) loses no step that is already saved. ``optimizer`` takes the resumed
         optimiser state, if the checkpoint held one.
@@ -92,7 +97,7 @@ class TrainingRun:
             self.resumed_optimizer = None
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         state = self.state
-        while state["step"] < total:
+        while state["step"] < min(total, total if until is None else until):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(lr, state["step"], total, warmup)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -102,7 +107,7 @@ class TrainingRun:
             torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
             optimizer.step()
             state["step"] += 1
-            logs = {"loss": float(loss.detach()), **logs}
+            logs = {"loss": float(loss.detach()), **logs, **((after_step() if after_step is not None else None) or {})}
             state["history"].append({**(tags or {}), "step": state["step"], **logs})
             if state["step"] % self.every == 0 or state["step"] == total:
                 self.save(optimizer)

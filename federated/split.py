@@ -1,0 +1,119 @@
+"""Where the model is cut between a device and the server, and what each side computes per step.
+
+Federated split fine-tuning (arXiv 2503.22064, Sec. III; SplitFed, Thapa et al., AAAI 2022): a device runs
+the front of the model on its own images and sends the activations at the cut ("smashed data") up; the
+server runs the back and sends their gradients down. The images and their labels stay on the device, so the
+loss is computed there too (the U-shaped form of split learning): the server's outputs come down as
+activations and their gradients go up. The gradient of a distortion loss with respect to the reconstruction is
+proportional to the reconstruction error, so a server that keeps its reconstruction could estimate the image
+from it; the receiver reconstructs the image in deployment anyway, and this is the limit of the guarantee.
+
+The split point ``transmitter`` cuts at the transmitter's output, so the channel sits at the cut and
+fine-tuning sees the noise the link will: the device runs ASI, the encoder and the ASC mask network
+(``LamscModel.encode``); the server the channel, the decoder and the task heads (``LamscModel.decode``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from lamsc.errors import UserError
+from lamsc.semcom import metrics
+from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.model import LamscModel
+
+# Weight of each task head's cross-entropy beside the distortion, as the centralised recipe weighs them
+# (lamsc.semcom.training.link_loss), so that split and centralised fine-tuning optimise one objective.
+HEAD_WEIGHT = 0.01
+
+
+@dataclass(frozen=True)
+class SplitPoint:
+    """A named cut: the model's submodules on each side and the activations that cross it."""
+
+    name: str
+    device_modules: tuple[str, ...]
+    server_modules: tuple[str, ...]
+    smashed: tuple[str, ...]       # the activations sent up, by name; ``levels`` (integers) carry no gradient
+    about: str
+
+
+SPLIT_POINTS = {
+    "transmitter": SplitPoint(
+        "transmitter", ("asi", "encoder", "mask_net"), ("decoder", "classifier", "segmenter_head"),
+        ("z", "mask", "levels"),
+        "after ASC: the kept, power-normalised features and their depth levels; the channel sits at the cut"),
+}
+DIFFERENTIABLE = ("z", "mask")  # the smashed activations whose gradients come back down
+
+
+def split_point(name: str) -> SplitPoint:
+    """The split point called ``name``; UserError naming the known ones otherwise."""
+    if name not in SPLIT_POINTS:
+        raise UserError(f"unknown split point {name!r}; choose one of {', '.join(SPLIT_POINTS)} "
+                        "(a cut before the encoder would send the image itself)")
+    return SPLIT_POINTS[name]
+
+
+def device_forward(model: LamscModel, x: torch.Tensor, masks: torch.Tensor, snr_db: torch.Tensor) -> tuple[dict, dict]:
+    """The device's front on images (B, 3, H, W) in [0, 1], SKB masks (B, K, H, W) and the SNR (B,) in dB that
+    the server's channel will apply -> (smashed, kept): ``smashed`` z and mask (B, C, H/8, W/8) and levels
+    (B, H/8, W/8), which go up; ``kept`` the ASI map (B, 1, H, W) that weighs the loss and never leaves."""
+    enc = model.encode(x, masks, snr_db, asc=True)
+    return {"z": enc["z"], "mask": enc["mask"], "levels": enc["levels"]}, {"integrated": enc["integrated"]}
+
+
+def server_forward(model: LamscModel, smashed: dict, snr_db: torch.Tensor, channel: str,
+                   generator: torch.Generator) -> dict:
+    """The server's back: the channel (``channel`` at the SNR of each row, noise from ``generator``) on the
+    smashed activations of ``device_forward``, then the decoder and heads -> ``LamscModel.decode``'s dict
+    (image (B, 3, H, W) in [0, 1], class and segmentation logits where the model has those heads)."""
+    z, mask = smashed["z"], smashed["mask"]
+    b = z.shape[0]
+    lo = model.config.snr_range[0]
+    # the channel in float32, as the centralised recipe runs it (lamsc.semcom.training.link_loss)
+    noisy = analog_real(z.reshape(b, -1).float(), Channel(channel, lo), generator, snr_db=snr_db).view_as(z) * mask
+    return model.decode(noisy, smashed["levels"], snr_db)
+
+
+def draw_snr(model: LamscModel, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """SNRs (batch,) in dB drawn uniformly over the model's range, as the centralised recipe draws them."""
+    lo, hi = model.config.snr_range
+    return lo + (hi - lo) * torch.rand(batch, generator=generator, device=generator.device)
+
+
+def eval_generator(seed: int, client: int, image: int) -> torch.Generator:
+    """The channel noise of held-out image ``image`` of ``client``: the same in every round and every method,
+    so that held-out metrics differ only by the model."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + client * 1009 + image)
+
+
+def device_loss(outputs: dict, batch: dict, kept: dict, importance_weight: float) -> tuple[torch.Tensor, dict]:
+    """The loss a device computes on the server's ``outputs`` for its ``batch`` (x, category, label) with the
+    ASI map in ``kept``: importance-weighted squared error plus the heads' cross-entropies (``HEAD_WEIGHT``
+    each), as lamsc.semcom.training.link_loss; without its rate term, which the device adds on its own mask
+    (``rate_term``). Returns the loss and logs (PSNR in dB)."""
+    x = batch["x"]
+    weight = 1.0 + importance_weight * kept["integrated"].detach().float()
+    loss = ((outputs["image"].float() - x).pow(2) * weight).mean() / weight.mean()
+    if "class_logits" in outputs and (batch["category"] >= 0).any():
+        sel = batch["category"] >= 0
+        loss = loss + HEAD_WEIGHT * F.cross_entropy(outputs["class_logits"][sel].float(), batch["category"][sel])
+    if "seg_logits" in outputs and (batch["label"] != 255).any():
+        loss = loss + HEAD_WEIGHT * F.cross_entropy(outputs["seg_logits"].float(), batch["label"], ignore_index=255)
+    return loss, {"psnr": float(metrics.psnr(outputs["image"].detach().float(), x).mean())}
+
+
+def rate_term(smashed: dict, rate_weight: float) -> torch.Tensor:
+    """``rate_weight`` x the kept fraction of the device's mask: the cost of what is sent, on the device."""
+    return rate_weight * smashed["mask"].mean()
+
+
+def surrogate(values: dict, grads: dict, loss_value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """A scalar whose gradient with respect to each tensor in ``values`` is the matching tensor in ``grads``
+    (received from the other side) and whose value is ``loss_value``: what one side back-propagates."""
+    s = sum((values[k] * grads[k].to(values[k].dtype)).sum() for k in grads)
+    return s - s.detach() + loss_value
