@@ -30,8 +30,11 @@ class MaskNetwork(nn.Module):
         nn.init.constant_(self.conv2.bias, 2.0)  # start by keeping nearly everything
 
     def forward(self, z: torch.Tensor, importance: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
-        x = self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr)
-        return torch.sigmoid(self.conv2(x))
+        return torch.sigmoid(self.logits(z, importance, snr))
+
+    def logits(self, z: torch.Tensor, importance: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+        """The depth before its sigmoid (B, 1, h, w): what training shifts, since it never saturates."""
+        return self.conv2(self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr))
 
 
 def depth_levels(depth: torch.Tensor, num_levels: int) -> torch.Tensor:
@@ -40,6 +43,47 @@ def depth_levels(depth: torch.Tensor, num_levels: int) -> torch.Tensor:
     ceil(depth * L) in float32, exactly as the CUDA pack kernel thresholds it.
     """
     return torch.clamp(torch.ceil(depth.float() * num_levels), 1, num_levels).long()
+
+
+def depth_for_budget(depth: torch.Tensor, num_levels: int, per_level: int, max_values: int) -> torch.Tensor:
+    """ASC's depth map (h, w) in (0, 1), shifted so that it keeps as many feature values as fit in
+    ``max_values`` and no more: depth' = sigmoid(logit(depth) + t), one offset t for the whole map, found by
+    bisection (the kept count rises with t). Positions keep their order, so what ASC chose to send first is
+    still sent first; only the total moves. Every position keeps at least its first level, so a budget below
+    ``per_level * h * w`` values gets the shallowest map, which is then over the budget."""
+    logit = torch.logit(depth.float().clamp(1e-6, 1 - 1e-6))
+
+    def kept(t: float) -> int:
+        return per_level * int(depth_levels(torch.sigmoid(logit + t), num_levels).sum())
+
+    lo, hi = -40.0, 40.0
+    if kept(hi) <= max_values:
+        return torch.sigmoid(logit + hi)
+    for _ in range(50):  # the offset to well below a thousandth of a level
+        mid = 0.5 * (lo + hi)
+        if kept(mid) <= max_values:
+            lo = mid
+        else:
+            hi = mid
+    return torch.sigmoid(logit + lo)
+
+
+def shift_to_rate(logits: torch.Tensor, rate: torch.Tensor, num_levels: int, iterations: int = 40) -> torch.Tensor:
+    """ASC's depth logits (B, 1, h, w) -> depth maps in (0, 1), each shifted so that it keeps the fraction
+    ``rate`` (B,) of the feature values, or the most below it: depth = sigmoid(logits + t_b), one offset per
+    image, found by bisection without gradient. Gradients reach ``logits`` through the sigmoid around the
+    kept rate, so a mask network trained through this learns where to send (the order of positions), while
+    the amount is set from outside: its rate cannot collapse to a constant, and nothing saturates."""
+    logits = logits.float()
+    with torch.no_grad():
+        flat = logits.flatten(1)  # from every position at level 1 to every position at level L
+        lo, hi = -flat.amax(1) - 20.0, -flat.amin(1) + 20.0
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            kept = depth_levels(torch.sigmoid(logits + mid.view(-1, 1, 1, 1)), num_levels).float().mean((1, 2, 3))
+            fits = kept / num_levels <= rate
+            lo, hi = torch.where(fits, mid, lo), torch.where(fits, hi, mid)
+    return torch.sigmoid(logits + lo.view(-1, 1, 1, 1))
 
 
 def levels_to_mask(levels: torch.Tensor, channels: int, num_levels: int) -> torch.Tensor:

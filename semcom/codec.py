@@ -1,9 +1,12 @@
 """The semantic and channel codec: a convolutional joint source-channel encoder/decoder conditioned on SNR.
 
 One model serves a range of SNRs: every stage is modulated by FiLM (a per-channel scale and shift
-computed from the SNR), as attention-modulated Deep JSCC does, so training samples SNRs at random.
-The encoder sees the semantic-aware image (RGB plus the ASI importance map) and outputs ``channels``
-feature maps at 1/8 of the image size; the decoder sees the received features plus the depth map.
+computed from the SNR), as ADJSCC's attention-feature modules do (Xu et al., IEEE TCSVT 2022), so
+training samples SNRs at random. Each stage normalises with GDN in the encoder and IGDN in the decoder
+(Ballé et al., ICLR 2017), the nonlinearity of Deep JSCC (Bourtsoulatze et al., IEEE TCCN 2019) and of
+the learned image codecs. The encoder sees the semantic-aware image (RGB plus the ASI importance map) and
+outputs ``channels`` feature maps at 1/8 of the image size; the decoder sees the received features plus
+the depth map, and has residual blocks at its bottleneck and in every stage.
 """
 
 from __future__ import annotations
@@ -48,17 +51,40 @@ class SubPixelUpsample(nn.Sequential):
         super().__init__(nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2))
 
 
-class _Stage(nn.Module):
-    """conv (strided down or pixel-shuffled up) -> GELU -> residual block -> FiLM(SNR)."""
+class GDN(nn.Module):
+    """Generalised divisive normalisation, y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2) (Ballé,
+    Laparra & Simoncelli, ICLR 2016), or with ``inverse`` its inverse y_i = x_i * sqrt(...) (IGDN).
+    Shape-preserving: (B, C, H, W) -> (B, C, H, W).
 
-    def __init__(self, cin: int, cout: int, direction: str):
+    beta and gamma are the bias and weights of a 1x1 convolution on x², so pruning sees an ordinary
+    convolution whose input and output channels follow the feature map's. The normaliser is clamped
+    positive where it is used rather than reparametrised (CompressAI's way), which keeps the module plain.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.norm = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():  # beta = 1, gamma = 0.1 I: CompressAI's initialisation
+            self.norm.weight.copy_(0.1 * torch.eye(channels).view(channels, channels, 1, 1))
+            self.norm.bias.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.sqrt(self.norm(x * x).clamp(min=1e-6))
+        return x * scale if self.inverse else x / scale
+
+
+class _Stage(nn.Module):
+    """conv (strided down or pixel-shuffled up) -> GDN (IGDN up) -> residual blocks -> FiLM(SNR)."""
+
+    def __init__(self, cin: int, cout: int, direction: str, blocks: int = 1):
         super().__init__()
         if direction == "down":
             self.resample = nn.Conv2d(cin, cout, 5, stride=2, padding=2)
         else:
             self.resample = SubPixelUpsample(cin, cout)
-        self.act = nn.GELU()
-        self.res = ResBlock(cout)
+        self.act = GDN(cout, inverse=direction == "up")
+        self.res = nn.Sequential(*(ResBlock(cout) for _ in range(blocks)))
         self.film = FiLM(cout)
 
     def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
@@ -68,10 +94,10 @@ class _Stage(nn.Module):
 class Encoder(nn.Module):
     """Semantic-aware image (B, 4, H, W) -> features (B, channels, H/8, W/8)."""
 
-    def __init__(self, channels: int = 16, width: int = 96):
+    def __init__(self, channels: int = 16, width: int = 128):
         super().__init__()
         self.stages = nn.ModuleList([_Stage(4, width // 2, "down"), _Stage(width // 2, width, "down"),
-                                     _Stage(width, width, "down")])
+                                     _Stage(width, width, "down", blocks=2)])
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
@@ -86,14 +112,14 @@ class Decoder(nn.Module):
     ``forward`` also returns the bottleneck and the last hidden feature maps, which the task heads read.
     """
 
-    def __init__(self, channels: int = 16, width: int = 96):
+    def __init__(self, channels: int = 16, width: int = 128):
         super().__init__()
         self.inp = nn.Conv2d(channels + 1, width, 3, padding=1)
-        self.inp_res = ResBlock(width)
+        self.inp_res = nn.Sequential(ResBlock(width), ResBlock(width))
         self.inp_film = FiLM(width)
-        self.stages = nn.ModuleList([_Stage(width, width, "up"), _Stage(width, width // 2, "up"),
-                                     _Stage(width // 2, width // 2, "up")])
-        self.out = nn.Conv2d(width // 2, 3, 3, padding=1)
+        self.stages = nn.ModuleList([_Stage(width, width, "up", blocks=2), _Stage(width, width // 2, "up"),
+                                     _Stage(width // 2, width // 4, "up")])  # light at full size: CPUs decode
+        self.out = nn.Conv2d(width // 4, 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor, depth: torch.Tensor, snr: torch.Tensor):
         bottleneck = self.inp_film(self.inp_res(torch.nn.functional.gelu(self.inp(torch.cat([z, depth], 1)))),

@@ -17,12 +17,12 @@ from torch.nn import functional as F
 
 from lamsc.errors import UserError
 from lamsc.semcom.architecture import apply as apply_architecture
-from lamsc.semcom.asc import MaskNetwork, levels_to_mask, straight_through_mask
+from lamsc.semcom.asc import MaskNetwork, levels_to_mask, shift_to_rate, straight_through_mask
 from lamsc.semcom.asi import ASI
 from lamsc.semcom.codec import Decoder, Encoder
 from lamsc.semcom.heads import ClassificationHead, SegmentationHead
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: GDN/IGDN stages, residual blocks at the decoder's bottleneck
 DOWNSAMPLING = 8  # the encoder's three stride-2 stages
 DEFAULT_MODEL = Path(__file__).parent / "default_model" / "lamsc-default"
 
@@ -32,7 +32,7 @@ class ModelConfig:
     """Everything needed to rebuild a model; round-trips through JSON."""
 
     channels: int = 16          # feature maps at 1/8 resolution; CBR with everything sent = channels / 384
-    width: int = 96
+    width: int = 128
     num_levels: int = 8         # ASC depth levels per position
     segments: int = 8           # K: the largest K SKB segments enter ASI
     value_bits: int = 8         # payload quantisation of the kept features
@@ -67,17 +67,18 @@ class LamscModel(nn.Module):
         self.mask_net = MaskNetwork(config.channels)
         self.decoder = Decoder(config.channels, config.width)
         self.classifier = ClassificationHead(config.width, len(config.classes)) if config.classes else None
-        self.segmenter_head = SegmentationHead(config.width // 2, config.seg_classes) if config.seg_classes else None
+        self.segmenter_head = SegmentationHead(config.width // 4, config.seg_classes) if config.seg_classes else None
 
     # -- transmitter side -------------------------------------------------------------------------
     def encode(self, image: torch.Tensor, masks: torch.Tensor, snr_db: torch.Tensor, asc: bool = True,
-               levels: torch.Tensor | None = None) -> dict:
+               levels: torch.Tensor | None = None, rate: torch.Tensor | None = None) -> dict:
         """Image (B, 3, H, W) in [0, 1] with H, W multiples of 8, SKB masks (B, K, H, W), SNR (B,) ->
         power-normalised kept features ``z``, the encoder's ``features`` before masking, the mask, levels,
         ASC's ``depth`` and the ASI maps.
 
         ``levels`` forces the depths (nested-dropout training); otherwise ASC decides, or with asc=False
-        everything is kept.
+        everything is kept. ``rate`` (B,): the fraction of values ASC keeps per image (``shift_to_rate``);
+        ``depth`` stays ASC's own.
         """
         weights, integrated, importance = self.asi(image, masks)
         snr = self.snr_input(snr_db)
@@ -87,12 +88,17 @@ class LamscModel(nn.Module):
         if levels is not None:
             mask = levels_to_mask(levels, c, L)
         elif asc:
-            depth = self.mask_net(z, F.avg_pool2d(importance, DOWNSAMPLING), snr)  # H, W are multiples of 8
-            mask, levels = straight_through_mask(depth, c, L)
+            # ASC sees the features at unit power and without a path back into the encoder: its decision does
+            # not hang on their scale, and its rate term cannot reshape them
+            seen = z.detach() * torch.rsqrt(z.detach().float().pow(2).mean((1, 2, 3), keepdim=True) + 1e-12).to(z.dtype)
+            logits = self.mask_net.logits(seen, F.avg_pool2d(importance, DOWNSAMPLING), snr)  # H, W: multiples of 8
+            depth = torch.sigmoid(logits)
+            mask, levels = straight_through_mask(depth if rate is None else shift_to_rate(logits, rate, L), c, L)
         else:
             levels = torch.full((z.shape[0], *z.shape[-2:]), L, dtype=torch.long, device=z.device)
             mask = torch.ones_like(z)
         return {"z": power_normalise(z, mask), "features": z, "mask": mask, "levels": levels, "depth": depth,
+                "depth_logits": None if depth is None else logits,
                 "weights": weights, "integrated": integrated, "importance": importance}
 
     def snr_input(self, snr_db: torch.Tensor) -> torch.Tensor:

@@ -207,6 +207,14 @@ def _scatter_values(kept: np.ndarray, levels: np.ndarray, per_level: int, c: int
     return np.ascontiguousarray(flat.T.reshape(c, h, w))
 
 
+def side_bits(shape: tuple[int, int, int], num_levels: int, asc: bool = True) -> int:
+    """Bits of a payload that are not feature values, for features of ``shape`` (C, h, w): header, depth map
+    (with ASC) and CRC. An analog link sends these digitally (``lamsc.semcom.channels.channel_uses``)."""
+    _, h, w = shape
+    depth_map = math.ceil(h * w * level_bits(num_levels) / 8) if asc else 0
+    return 8 * (_HEADER.size + depth_map + 4)
+
+
 def level_bits(num_levels: int) -> int:
     """Bits per position in the depth map."""
     return max(1, math.ceil(math.log2(num_levels)))

@@ -3,7 +3,10 @@
 1. ``asi``   — the ASI attention learns segment importance from experience (MSE to per-segment targets);
 2. ``codec`` — encoder, decoder (and task heads) across SNRs, with random ASC depths (nested dropout),
                so that one model serves the whole SNR range and truncated features;
-3. ``asc``   — the mask network jointly with the codec, under a rate term on the fraction sent.
+3. ``asc``   — the mask network jointly with the codec: each image's depth map is shifted to a random
+               fraction sent (``shift_to_rate``), so the network learns where to send at every rate, and
+               a rate term pulls its own mean depth logit to ``rate_target``'s, what it sends when no budget
+               is set.
 
 The stages train in the one resumable loop (semcom.loop): every ``checkpoint_every`` steps and at each
 stage's end the model (safetensors + JSON) and the trainer state (stage, step, weights, optimiser, RNG,
@@ -12,13 +15,18 @@ crop sampler, history) are written to the output folder; running again with the 
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
+import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from lamsc.errors import UserError
@@ -27,13 +35,14 @@ from lamsc.semcom.asc import random_levels
 from lamsc.semcom.asi import default_targets, importance_targets, read_importance_map
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
-from lamsc.semcom.loop import PRECISIONS, TrainingRun
+from lamsc.semcom.loop import PRECISIONS, TrainingRun, autocast_bf16
 from lamsc.semcom.model import LamscModel, ModelConfig
 from lamsc.semcom.segmenter import Segmenter, build_segmenter, torch_device
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.transmission import segment_masks
 
 STAGES = ("asi", "codec", "asc")
+MODEL_PARTS = ("asi", "encoder", "mask_net", "decoder", "classifier", "segmenter_head")  # LamscModel's children
 
 
 @dataclass
@@ -44,18 +53,24 @@ class TrainConfig:
     crop: int = 128
     batch: int = 8
     lr: float = 3e-4             # 1e-3 stalls this un-normalised codec at a blurry mean
-    rate_target: float = 0.5    # mean fraction of features ASC should keep; per image and position it varies
-    rate_weight: float = 0.002  # initial lambda of the rate term, adapted so the mean kept fraction meets the target
+    rate_target: float = 0.5    # mean fraction of features ASC keeps on its own; per image and position it varies
+    rate_weight: float = 0.01   # weight of the squared gap between ASC's mean depth logit and rate_target's
+    rates: tuple[float, float] = (0.15, 0.75)  # ASC stage: each image's kept fraction drawn uniformly from these
     importance_weight: float = 1.0  # distortion weight of important pixels: 1 + this * ASI map
     channel: str = "awgn"       # the training channel; the SNR is drawn per image from the model's range
     checkpoint_every: int = 250
     seed: int = 0
     precision: str = "auto"     # auto | fp32 | bf16: bf16 autocast where it is faster (semcom.loop.autocast_bf16)
+    scales: tuple[float, ...] = (1.0,)  # each photograph also cropped at these sizes (more detail per pixel)
+    minutes: float | None = None  # wall-clock budget: steps scaled to fill it on this device (fit_to_budget)
 
 
 PRESETS = {
-    # The shipped default: real photographs, CPU-sized (about 30 minutes on 2 idle cores).
+    # CPU-sized: real photographs, about an hour on 2 idle cores.
     "default": TrainConfig(),
+    # The shipped default's recipe: a wall-clock budget on one GPU, steps in these proportions.
+    "gpu": TrainConfig(steps={"asi": 300, "codec": 20000, "asc": 8000}, crop=192, batch=32, rate_target=0.25,
+                       checkpoint_every=1000, scales=(1.0, 0.75, 0.5), minutes=6.0),
     # Seconds on a CPU: for tests and smoke runs, not for quality.
     "tiny": TrainConfig(steps={"asi": 5, "codec": 10, "asc": 10}, crop=64, batch=4, checkpoint_every=5),
 }
@@ -71,16 +86,27 @@ class TrainingImage:
 
 
 def prepare(images: list[NamedImage], segmenter: Segmenter, k: int, importance_dir: Path | None = None,
-            progress=None) -> list[TrainingImage]:
-    """Segment every image once (the SKB is the slow part) and keep its k largest masks as a bit field."""
+            progress=None, cache: Path | None = None) -> list[TrainingImage]:
+    """Segment every image once (the SKB is the slow part) and keep its k largest masks as a bit field.
+
+    ``cache``: an .npz of bit fields by segmenter, k and a hash of the pixels; images found there are not
+    segmented again (a resumed run, a second run on the same photographs), new ones are added to it.
+    """
     if k > 8:
         raise ValueError("the training cache packs at most 8 segments per image")
+    known = dict(np.load(cache)) if cache is not None and cache.is_file() else {}
+    added = False
     out = []
     for item in images:
-        masks = segment_masks(segmenter.segment(item.pixels), k).astype(bool)
-        bitfield = np.zeros(masks.shape[1:], np.uint8)
-        for i, m in enumerate(masks):
-            bitfield |= m.astype(np.uint8) << i
+        key = segments_key(item.pixels, segmenter.name, k)
+        if key in known:
+            bitfield = known[key]
+        else:
+            masks = segment_masks(segmenter.segment(item.pixels), k).astype(bool)
+            bitfield = np.zeros(masks.shape[1:], np.uint8)
+            for i, m in enumerate(masks):
+                bitfield |= m.astype(np.uint8) << i
+            known[key], added = bitfield, True
         imp = None
         if importance_dir is not None and (importance_dir / f"{item.name}.png").is_file():
             imp = read_importance_map(importance_dir / f"{item.name}.png", item.pixels.shape[:2])
@@ -88,19 +114,54 @@ def prepare(images: list[NamedImage], segmenter: Segmenter, k: int, importance_d
                                  item.label))
         if progress is not None:
             progress()
+    if cache is not None and added:
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez_compressed(tmp, **known)
+        os.replace(tmp, cache)  # a run stopped while saving keeps the last whole cache
     return out
 
 
-class Batches:
-    """Random crops (with flips) of the prepared images, as tensors."""
+def segments_key(pixels: np.ndarray, segmenter: str, k: int) -> str:
+    """The cache key of an image's k largest segments by ``segmenter``: a hash of all three."""
+    digest = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=16)
+    digest.update(f"{pixels.shape}|{segmenter}|{k}".encode())
+    return digest.hexdigest()
 
-    def __init__(self, images: list[TrainingImage], k: int, crop: int, batch: int, seed: int):
+
+def rescaled(image: TrainingImage, scale: float) -> TrainingImage:
+    """The image resized by ``scale``: pixels by area averaging (Lanczos), masks, labels and the experience
+    map by nearest neighbour, so segments stay bit fields and labels stay classes."""
+    if scale == 1.0:
+        return image
+    h, w = image.masks.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def nearest(a):
+        if a is None:
+            return None
+        mode = "F" if a.dtype.kind == "f" else None
+        return np.asarray(Image.fromarray(a.astype(np.float32) if mode else a, mode).resize(size, Image.NEAREST)
+                          ).astype(a.dtype)
+
+    pixels = np.asarray(Image.fromarray(image.pixels).resize(size, Image.LANCZOS))
+    return TrainingImage(pixels, nearest(image.masks), nearest(image.importance), image.category,
+                         nearest(image.label))
+
+
+class Batches:
+    """Random crops (with flips) of the prepared images, at each of ``scales``, as tensors."""
+
+    def __init__(self, images: list[TrainingImage], k: int, crop: int, batch: int, seed: int,
+                 scales: tuple[float, ...] = (1.0,)):
         if not images:
             raise UserError("no training images; pass --data with image folders, --bundled or --synthetic N")
+        images = [rescaled(i, s) for s in scales for i in images]
         self.images, self.k, self.crop, self.batch = images, k, crop, batch
         self.rng = np.random.default_rng(seed)
 
-    def next(self) -> dict:
+    def next(self, device: torch.device | str = "cpu") -> dict:
+        """One batch: images ``x`` (B, 3, S, S) in [0, 1] and segment ``masks`` (B, K, S, S) on ``device``;
+        experience maps, categories and labels on the CPU (``to_device`` moves them)."""
         xs, ms, imps, cats, labels = [], [], [], [], []
         for _ in range(self.batch):
             item = self.images[self.rng.integers(len(self.images))]
@@ -122,9 +183,11 @@ class Batches:
             imps.append(f(cut(item.importance)) if item.importance is not None else None)
             labels.append(f(cut(item.label, 255)) if item.label is not None else np.full((s, s), 255, np.uint8))
             cats.append(item.category)
-        x = torch.from_numpy(np.stack(xs).copy()).permute(0, 3, 1, 2).float() / 255.0
-        bits = torch.from_numpy(np.stack(ms).copy()).long()
-        masks = ((bits[:, None] >> torch.arange(self.k).view(1, -1, 1, 1)) & 1).float()
+        # crops cross to the device as bytes and become floats and masks there: a quarter of the copy, and
+        # no per-pixel work on the CPU that feeds a GPU
+        x = torch.from_numpy(np.stack(xs)).to(device).permute(0, 3, 1, 2).float() / 255.0
+        bits = torch.from_numpy(np.stack(ms)).to(device).long()
+        masks = ((bits[:, None] >> torch.arange(self.k, device=device).view(1, -1, 1, 1)) & 1).float()
         has_imp = torch.tensor([i is not None for i in imps])
         imp = torch.stack([torch.from_numpy(i.copy()) if i is not None else torch.zeros(s, s) for i in imps])[:, None]
         return {"x": x, "masks": masks, "importance": imp, "has_importance": has_imp,
@@ -148,17 +211,19 @@ def asi_loss(model: LamscModel, batch: dict) -> tuple[torch.Tensor, dict]:
     return F.mse_loss(weights[valid].float(), targets[valid].float()), {}
 
 
-def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen: torch.Generator,
-              rate_weight: float = 0.0):
+def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen: torch.Generator):
     x, masks = batch["x"], batch["masks"]
     b, device = x.shape[0], x.device
     lo, hi = model.config.snr_range
     snr = lo + (hi - lo) * torch.rand(b, generator=gen, device=gen.device).to(device)
-    levels = None
+    levels = rate = None
     if stage == "codec":
         h, w = x.shape[-2] // 8, x.shape[-1] // 8
         levels = random_levels((b, h, w), model.config.num_levels, device=gen.device, generator=gen).to(device)
-    enc = model.encode(x, masks, snr, asc=stage == "asc", levels=levels)
+    elif stage == "asc":
+        r0, r1 = cfg.rates
+        rate = (r0 + (r1 - r0) * torch.rand(b, generator=gen, device=gen.device)).to(device)
+    enc = model.encode(x, masks, snr, asc=stage == "asc", levels=levels, rate=rate)
     z, mask = enc["z"], enc["mask"]
     noisy = analog_real(z.reshape(b, -1).float(), Channel(cfg.channel, lo), gen, snr_db=snr).view_as(z) * mask
     out = model.decode(noisy, enc["levels"], snr)
@@ -167,15 +232,19 @@ def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen:
     distortion = ((out["image"].float() - x).pow(2) * weight).mean() / weight.mean()
     loss = distortion
     kept = mask.mean()
+    logs = {}
     if stage == "asc":
-        loss = loss + rate_weight * kept
+        # in logit space, where the pull never vanishes: ASC's median position keeps about rate_target
+        own = enc["depth_logits"].float().mean()
+        loss = loss + cfg.rate_weight * (own - math.log(cfg.rate_target / (1 - cfg.rate_target))) ** 2
+        logs["own_kept"] = float(enc["depth"].detach().float().mean())
     if "class_logits" in out and (batch["category"] >= 0).any():
         sel = batch["category"] >= 0
         loss = loss + 0.01 * F.cross_entropy(out["class_logits"][sel].float(), batch["category"][sel])
     if "seg_logits" in out and (batch["label"] != 255).any():
         loss = loss + 0.01 * F.cross_entropy(out["seg_logits"].float(), batch["label"], ignore_index=255)
     psnr = float(metrics.psnr(out["image"].detach().float(), x).mean())
-    return loss, {"psnr": psnr, "kept": float(kept.detach())}
+    return loss, {"psnr": psnr, "kept": float(kept.detach()), **logs}
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -183,6 +252,43 @@ def to_device(batch: dict, device: torch.device) -> dict:
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     out["x"] = out["x"].contiguous(memory_format=torch.channels_last)
     return out
+
+
+PROBE_STEPS = 10  # link steps timed by fit_to_budget, after as many unmeasured warm-up steps
+
+
+def fit_to_budget(model: LamscModel, batches: Batches, cfg: TrainConfig, device: torch.device) -> dict[str, int]:
+    """Steps per stage, in the proportions of ``cfg.steps``, that fill ``cfg.minutes`` of wall-clock time on
+    ``device``: a copy of ``model`` trains ``PROBE_STEPS`` link steps to warm up and as many timed (the
+    batch sampler is put back where it was, so the run draws the crops it would have drawn), and the rest
+    of the budget is divided by the time of one step. An ASI step is counted as a tenth of a link step (it
+    runs the small attention network alone)."""
+    start = time.perf_counter()
+    probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    sampler = batches.rng.bit_generator.state
+    optimizer = torch.optim.Adam(stage_parameters(probe, "asc"), lr=cfg.lr)
+    bf16 = autocast_bf16(cfg.precision, device)
+
+    def timed(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, _ = link_loss(probe, to_device(batches.next(device), device), "asc", cfg, gen)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        float(loss.detach())  # waits for the device
+        return time.perf_counter() - t0
+
+    timed(PROBE_STEPS)
+    per_step = timed(PROBE_STEPS) / PROBE_STEPS
+    batches.rng.bit_generator.state = sampler
+    del probe, optimizer
+    left = 0.95 * cfg.minutes * 60 - (time.perf_counter() - start)  # 5% for checkpoints and the curves
+    weighted = sum(n * (0.1 if stage == "asi" else 1.0) for stage, n in cfg.steps.items())
+    scale = max(left, 0.0) / (per_step * weighted)
+    return {stage: max(1, round(n * scale)) if n else 0 for stage, n in cfg.steps.items()}
 
 
 def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out: Path, progress=None,
@@ -194,12 +300,18 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     images, and for a run in ``out`` begun on another device type.
     """
     device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest convolutions once
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    batches = Batches(images, model.config.segments, cfg.crop, cfg.batch, cfg.seed)
+    batches = Batches(images, model.config.segments, cfg.crop, cfg.batch, cfg.seed, cfg.scales)
     run = TrainingRun(out / "trainer_state.pt", model, gen, batches.rng, lambda: model.save(out / "model"),
                       cfg.checkpoint_every, device, cfg.precision,
-                      {"stage": STAGES[0], "rate_weight": cfg.rate_weight}, out / "model.safetensors")
+                      {"stage": STAGES[0]}, out / "model.safetensors")
     state = run.state
+    if "steps" not in state:  # decided once, when the run begins; a resumed run keeps them
+        state["steps"] = fit_to_budget(model, batches, cfg, device) if cfg.minutes else dict(cfg.steps)
+    if model.config.trained.get("recipe"):
+        model.config.trained["recipe"]["steps"] = dict(state["steps"])  # what ran, also when fitted to minutes
     start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
     model.to(device, memory_format=torch.channels_last)
     try:
@@ -207,21 +319,17 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
             stage = STAGES[index]
 
             def step():
-                batch = to_device(batches.next(), device)
+                batch = to_device(batches.next(device), device)
                 if stage == "asi":
                     return asi_loss(model, batch)
-                loss, logs = link_loss(model, batch, stage, cfg, gen, state["rate_weight"])
-                if stage == "asc":  # dual ascent on lambda: the mean kept fraction settles at the target
-                    state["rate_weight"] *= math.exp(0.2 * (logs["kept"] - cfg.rate_target))
-                    logs["lambda"] = state["rate_weight"]
-                return loss, logs
+                return link_loss(model, batch, stage, cfg, gen)
 
             def report(step, total, logs):
                 progress(stage, step, total, logs)
 
             model.train()
             # a fresh optimiser per stage, its learning rate decayed along a cosine within the stage
-            run.train(cfg.steps.get(stage, 0), step, torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr),
+            run.train(state["steps"].get(stage, 0), step, torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr),
                       cfg.lr, progress=report if progress is not None else None, tags={"stage": stage})
             state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0)
         if start < len(STAGES):  # the finished state: running the folder again only plots
@@ -294,10 +402,12 @@ class TrainJob:
     recipe: str | TrainConfig = "default"
     steps: dict = field(default_factory=dict)
     precision: str | None = None          # overrides the recipe's: auto | fp32 | bf16
+    minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it)
     out: Path | str = Path("lamsc-out/train")
     sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
     importance: Path | str | None = None  # folder of experience maps <image>.png for the ASI stage
     init: Path | str | None = None
+    reinit: tuple[str, ...] = ()          # parts of ``init`` that start afresh (e.g. "mask_net" to re-learn ASC)
     channels: int = ModelConfig.channels
     width: int = ModelConfig.width
     device: str = "auto"
@@ -310,6 +420,13 @@ class TrainJob:
             raise UserError(f"steps for {', '.join(sorted(unknown))}: the stages are {', '.join(STAGES)}")
         if self.precision not in (None, *PRECISIONS):
             raise UserError(f"unknown training precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise UserError(f"a training budget of {self.minutes} minutes: give a positive number of minutes")
+        if self.reinit and self.init is None:
+            raise UserError("--reinit names parts of a model to fine-tune: give the model with --init")
+        unknown = set(self.reinit) - set(MODEL_PARTS)
+        if unknown:
+            raise UserError(f"no model part {', '.join(sorted(unknown))}; the parts are {', '.join(MODEL_PARTS)}")
         if self.importance is not None and not Path(self.importance).is_dir():
             raise UserError(f"importance folder {self.importance} not found; give the folder of <image>.png maps")
 
@@ -335,7 +452,8 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
     ``train`` (a TrainJob refuses bad values when it is made).
     """
     preset, cfg = (job.recipe, PRESETS[job.recipe]) if isinstance(job.recipe, str) else ("custom", job.recipe)
-    cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}))
+    cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}),
+                  **({"minutes": job.minutes} if job.minutes is not None else {}))
     device = torch_device(job.device)
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []
     if job.bundled:
@@ -356,7 +474,10 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
                          trained={"preset": preset, "images": len(images), "segmenter": segmenter.name,
                                   "data": [Path(d).name for d in job.data] + (["bundled"] if job.bundled else [])
                                   + ([f"synthetic:{job.synthetic}"] if job.synthetic else []), "recipe": asdict(cfg)})
-    prepared = prepare(images, segmenter, config.segments, Path(job.importance) if job.importance else None, segmented)
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(images, segmenter, config.segments, Path(job.importance) if job.importance else None, segmented,
+                       cache=out / "segments.npz")
     if job.init is not None:
         start = LamscModel.load(job.init)
         if (start.config.classes, start.config.seg_classes) != (classes, seg_classes):
@@ -364,13 +485,13 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
                             f"{start.config.seg_classes} segmentation classes, unlike this data; fine-tune on data "
                             "with the same labels")
         config = replace(start.config, trained={**config.trained, "init": str(job.init),
-                                                "init_trained": start.config.trained})
+                                                "init_trained": start.config.trained,
+                                                **({"reinit": list(job.reinit)} if job.reinit else {})})
         model = new_model(config, cfg.seed)
-        model.load_state_dict(start.state_dict())
+        fresh = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in job.reinit}
+        model.load_state_dict({**start.state_dict(), **fresh})
     else:
         model = new_model(config, cfg.seed)
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     save_recipe(cfg, out / "recipe.json")
     state = train(model, prepared, cfg, out, progress, device=device)
     final = {s: next((h for h in reversed(state["history"]) if h["stage"] == s), None) for s in STAGES}

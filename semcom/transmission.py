@@ -20,12 +20,12 @@ import torch
 from lamsc.errors import UserError
 from lamsc.kernels.loader import library
 from lamsc.semcom import metrics
-from lamsc.semcom.asc import depth_levels, levels_to_mask
+from lamsc.semcom.asc import depth_for_budget, depth_levels, levels_to_mask
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
 from lamsc.semcom.backend import Backend, TorchBackend
 from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
 from lamsc.semcom.model import LamscModel, ModelConfig, cbr, pad_to_multiple, power_normalise
-from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, parse, unpack
+from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, parse, side_bits, unpack
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
 
@@ -74,13 +74,21 @@ class Transmitter:
     (lamsc.runtime.backends). ASC masking and unit-power normalisation run after the graph, in float32,
     and the pack on the GPU by lamsc.kernels' CUDA kernel where the backend runs on one (bit-identical to
     the NumPy reference used elsewhere); ``pack_backend`` says which ran last.
+
+    ``cbr``: a channel budget, complex channel uses per source dimension (3 H W) on an analog link, the
+    side information included: ASC's depth map is shifted to send the most features that fit
+    (``lamsc.semcom.asc.depth_for_budget``). None: ASC's own choice. Raises UserError for a budget
+    without ASC, or one not in (0, 1].
     """
 
     def __init__(self, network: LamscModel | Backend, segmenter: Segmenter, asc: bool = True,
-                 snr_db: float | None = None, device: str | torch.device = "cpu"):
+                 snr_db: float | None = None, device: str | torch.device = "cpu", cbr: float | None = None):
+        if cbr is not None and not (asc and 0 < cbr <= 1):
+            raise UserError(f"a channel budget of CBR {cbr}: give one in (0, 1], with ASC on (it chooses what "
+                            "to drop)")
         self.backend = as_backend(network, device)
         self.config = self.backend.config
-        self.segmenter, self.asc, self.snr_db = segmenter, asc, snr_db
+        self.segmenter, self.asc, self.snr_db, self.cbr = segmenter, asc, snr_db, cbr
         self.pack_device = gpu_or_cpu(self.backend)
         self.pack_backend = ""
 
@@ -99,7 +107,8 @@ class Transmitter:
                                                "snr_db": np.array([snr_db], np.float32)})
         self.backend.synchronize()
         t2 = time.perf_counter()
-        sent = pack_features(out, self.config, image.shape[:2], snr_db, segments, self.asc, self.pack_device)
+        sent = pack_features(out, self.config, image.shape[:2], snr_db, segments, self.asc, self.pack_device,
+                             self.cbr)
         self.pack_backend = sent.pack_backend
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
         if self.backend.gpu_seconds is not None:
@@ -151,15 +160,22 @@ def transmit_power(features: torch.Tensor, levels: torch.Tensor, num_levels: int
 
 
 def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db: float, segments: Segments | None,
-                  asc: bool = True, device: str | torch.device = "cpu") -> Sent:
+                  asc: bool = True, device: str | torch.device = "cpu", max_cbr: float | None = None) -> Sent:
     """The transmitter graph's outputs for one image (``features`` (1, C, h, w), ``depth`` (1, 1, h, w),
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
-    (all levels with ``asc`` off), unit power, then the ASC pack on ``device``."""
+    (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
+    ``device``."""
     h, w = size
     L = config.num_levels
     depth = torch.as_tensor(out["depth"][0, 0]).to(device)
+    shape = tuple(out["features"].shape[1:])
     if not asc:
         depth = torch.ones_like(depth)  # every position at the last level: everything kept
+    elif max_cbr is not None:
+        # two values per complex channel use; the side information's own uses (and a byte of value padding)
+        # come out of the same budget
+        uses = math.floor(max_cbr * 3 * h * w) - math.ceil((side_bits(shape, L) + 7) / 2)
+        depth = depth_for_budget(depth, L, shape[0] // L, 2 * uses)
     z = transmit_power(torch.as_tensor(out["features"]).to(device), depth_levels(depth, L)[None], L)[0]
     packed = asc_pack(z, depth, L, config.value_bits)
     payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db,

@@ -5,9 +5,14 @@ import pytest
 import torch
 
 from lamsc.errors import UserError
-from lamsc.semcom.asc import MaskNetwork, levels_to_mask, straight_through_mask
+from lamsc.semcom.asc import (MaskNetwork, depth_for_budget, depth_levels, levels_to_mask, shift_to_rate,
+                              straight_through_mask)
 from lamsc.semcom.asi import default_targets, importance_targets, integrate
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.codec import GDN
+from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.model import LamscModel, ModelConfig, power_normalise
+from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +119,55 @@ def test_half_precision_files_load_back_close(model, tmp_path):
     for name, tensor in model.state_dict().items():
         assert again.state_dict()[name].dtype == tensor.dtype
         assert torch.allclose(again.state_dict()[name], tensor, rtol=1e-3, atol=1e-4), name
+
+
+def test_gdn_and_igdn_are_their_closed_forms():
+    torch.manual_seed(1)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    for inverse in (False, True):
+        m = GDN(4, inverse=inverse).double()
+        with torch.no_grad():
+            m.norm.weight.uniform_(0.0, 0.3)
+            m.norm.bias.uniform_(0.5, 1.5)
+        gamma, beta = m.norm.weight[:, :, 0, 0], m.norm.bias.view(1, -1, 1, 1)
+        s = torch.sqrt(beta + torch.einsum("ij,bjhw->bihw", gamma, x * x))  # Ballé et al. 2016, eq. 6
+        assert torch.allclose(m(x), x * s if inverse else x / s, atol=1e-12)
+
+
+def test_a_depth_map_shifted_to_a_budget_keeps_its_order_and_fits():
+    torch.manual_seed(2)
+    depth = torch.rand(20, 30)
+    L, per_level = 8, 4
+    for budget in (20 * 30 * per_level, 5000, 9000, 20 * 30 * 32 - 1, 20 * 30 * 32):
+        shifted = depth_for_budget(depth, L, per_level, budget)
+        levels = depth_levels(shifted, L)
+        kept = per_level * int(levels.sum())
+        assert kept <= budget and budget - kept < 3 * per_level  # the most that fits, to a level or two
+        order = torch.argsort(depth.ravel())
+        assert bool((levels.ravel()[order].diff() >= 0).all())  # deeper stays deeper
+    assert int(depth_levels(depth_for_budget(depth, L, per_level, 10), L).sum()) == 20 * 30  # floor: level 1
+
+
+def test_a_transmitter_given_a_channel_budget_meets_it(model):
+    image = (np.random.default_rng(3).random((192, 256, 3)) * 255).astype(np.uint8)
+    seg = FallbackSegmenter()
+    rx, channel = Receiver(model), Channel("awgn", 10.0)
+    for target in (1 / 48, 1 / 32):
+        result = transmit(image, Transmitter(model, seg, cbr=target), rx, channel)
+        assert target * 0.98 < result.cbr <= target
+    # below the floor (every position at its first level, and the side information) the floor is sent
+    floor = transmit(image, Transmitter(model, seg, cbr=1 / 96), rx, channel)
+    assert floor.cbr > 1 / 96 and floor.kept_ratio == 1 / model.config.num_levels
+    with pytest.raises(UserError, match="with ASC on"):
+        Transmitter(model, seg, asc=False, cbr=1 / 48)
+
+
+def test_depth_maps_shifted_to_rates_keep_them_and_pass_gradients():
+    torch.manual_seed(4)
+    logits = (torch.randn(3, 1, 12, 16) - torch.tensor([0.0, 30.0, -30.0]).view(3, 1, 1, 1)).requires_grad_()
+    rate = torch.tensor([0.2, 0.5, 0.9])  # the second map is saturated low, the third high: both still shift
+    shifted = shift_to_rate(logits, rate, 8)
+    kept = depth_levels(shifted.detach(), 8).float().mean((1, 2, 3)) / 8
+    assert bool((kept <= rate).all()) and bool((rate - kept < 3 / (8 * 12 * 16)).all())  # within 3 level steps
+    shifted.sum().backward()
+    assert bool((logits.grad > 0).all())  # the sigmoid's slope reaches every position

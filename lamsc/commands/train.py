@@ -25,16 +25,22 @@ def train(
     importance: Optional[Path] = typer.Option(None, help="Folder of experience maps <image>.png (see docs)."),
     steps: Optional[str] = typer.Option(None, help="Override steps per stage, e.g. asi=100,codec=500,asc=300."),
     init: Optional[Path] = typer.Option(None, help="Start from this lamsc model's weights and config (fine-tune)."),
+    reinit: list[str] = typer.Option([], "--reinit", help="A part of the --init model that starts afresh "
+                                     "(repeatable): asi, encoder, mask_net, decoder, classifier, segmenter_head."),
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N: where to train (auto: a GPU if there is one)."),
     precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast on CPUs that "
                                             "compute in bf16, else fp32), bf16 or fp32."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill it "
+                                            "on this device (the gpu preset's own: 6)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve."""
-    job = TrainJob(data, bundled, synthetic, preset, _parse_steps(steps) if steps else {}, precision, out, checkpoint,
-                   importance, init, channels, width, device)
+    job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
+                   steps=_parse_steps(steps) if steps else {}, precision=precision, minutes=minutes, out=out,
+                   sam_checkpoint=checkpoint, importance=importance, init=init, reinit=tuple(reinit),
+                   channels=channels, width=width, device=device)
     with progress() as bar:
         seg_task = bar.add_task("SKB segments", total=None)
         tasks = {}
