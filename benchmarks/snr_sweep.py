@@ -55,6 +55,8 @@ def setup_args() -> argparse.ArgumentParser:
                    help="SNR the separation link's MCS is chosen for (default: each channel SNR, its best case)")
     p.add_argument("--baselines", nargs="+", default=["separation", "ideal", "softcast"], choices=list(BASELINES))
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
+    p.add_argument("--cbr", type=float, default=None,
+                   help="lamsc's channel budget (CBR, side information included); default: ASC's own choice")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the sweep measures quality, not speed, and one thread is "
                         "fastest on a busy machine)")
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for snr in args.snrs:
         channel = Channel(args.channel, snr)
         for asc in (True, False):
-            tx, rx = Transmitter(model, segmenter, asc=asc, snr_db=snr), Receiver(model)
+            tx = Transmitter(model, segmenter, asc=asc, snr_db=snr, cbr=args.cbr if asc else None)
+            rx = Receiver(model)
             for k, item in enumerate(images):
                 r = transmit(item.pixels, tx, rx, channel, seed=k)
                 rows.append(row(snr, item.name, r))

@@ -36,6 +36,8 @@ def transmit(
     backend: str = typer.Option("onnxruntime", help="For a bundle: onnxruntime | tensorrt."),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: fallback)."),
     no_asc: bool = typer.Option(False, "--no-asc", help="Send every feature (adaptive compression off)."),
+    cbr: Optional[float] = typer.Option(None, help="Channel budget: the most complex channel uses per source "
+                                        "dimension (3HW), side information included; ASC fits what it sends to it."),
     baseline: Optional[list[str]] = typer.Option(
         None, metavar="NAME", help="Also send each image by a baseline at lamsc's channel uses; repeat for several. "
         "separation: the best of JPEG/WebP/JPEG 2000/AVIF over 5G LDPC + QAM; jpeg, webp, jpeg2000, avif: one "
@@ -58,7 +60,7 @@ def transmit(
         net, segmenter = load_model(model), build_segmenter(checkpoint)
     retriever = Retriever.open(kb) if kb else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
-                    retriever)
+                    retriever, cbr)
     report(rows, net.config, segmenter, ch, json_out)
 
 
@@ -77,12 +79,14 @@ def baseline_names(given: list[str]) -> list[str]:
 
 def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Segmenter, channel: Channel, asc: bool,
              baselines: list[str], design_snr: float | None, seed: int, out: Path | None,
-             retriever: Retriever | None = None) -> list[dict]:
+             retriever: Retriever | None = None, cbr: float | None = None) -> list[dict]:
     """Each image over ``channel`` through a Transmitter and Receiver on ``net`` (a model or a backend), beside
     the named baselines (lamsc.semcom.baseline.BASELINES) at the channel uses lamsc spent; one summary dict
     per image, pictures in ``out``. With a ``retriever`` the receiver retrieves from its knowledge bases; each
-    row then says what it used and the PSNR of the image as decoded before retrieval."""
-    tx, rx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db), Receiver(net, refine=retriever)
+    row then says what it used and the PSNR of the image as decoded before retrieval. ``cbr``: the channel
+    budget ASC fits each image to (None: ASC's own choice)."""
+    tx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db, cbr=cbr)
+    rx = Receiver(net, refine=retriever)
     rows = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
