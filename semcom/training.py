@@ -162,20 +162,31 @@ def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen:
     z, mask = enc["z"], enc["mask"]
     noisy = analog_real(z.reshape(b, -1).float(), Channel(cfg.channel, lo), gen, snr_db=snr).view_as(z) * mask
     out = model.decode(noisy, enc["levels"], snr)
-    # weight by the segment map (integrated), not the refined one, so ASI cannot game the loss
-    weight = 1.0 + cfg.importance_weight * enc["integrated"].detach().float()
-    distortion = ((out["image"].float() - x).pow(2) * weight).mean() / weight.mean()
-    loss = distortion
+    loss, psnr = reconstruction_loss(out, batch, enc["integrated"], cfg.importance_weight)
     kept = mask.mean()
     if stage == "asc":
         loss = loss + rate_weight * kept
+    return loss, {"psnr": psnr, "kept": float(kept.detach())}
+
+
+HEAD_WEIGHT = 0.01  # each task head's cross-entropy beside the image distortion
+
+
+def reconstruction_loss(out: dict, batch: dict, integrated: torch.Tensor, importance_weight: float
+                        ) -> tuple[torch.Tensor, float]:
+    """The receiver's outputs ``out`` (image (B, 3, H, W), head logits) against ``batch`` (x, category, label):
+    squared error weighted by 1 + ``importance_weight`` x the ASI segment map ``integrated`` (B, 1, H, W), plus
+    ``HEAD_WEIGHT`` x each head's cross-entropy where the batch has labels. Returns the loss and the PSNR in dB."""
+    x = batch["x"]
+    # weight by the segment map (integrated), not the refined one, so ASI cannot game the loss
+    weight = 1.0 + importance_weight * integrated.detach().float()
+    loss = ((out["image"].float() - x).pow(2) * weight).mean() / weight.mean()
     if "class_logits" in out and (batch["category"] >= 0).any():
         sel = batch["category"] >= 0
-        loss = loss + 0.01 * F.cross_entropy(out["class_logits"][sel].float(), batch["category"][sel])
+        loss = loss + HEAD_WEIGHT * F.cross_entropy(out["class_logits"][sel].float(), batch["category"][sel])
     if "seg_logits" in out and (batch["label"] != 255).any():
-        loss = loss + 0.01 * F.cross_entropy(out["seg_logits"].float(), batch["label"], ignore_index=255)
-    psnr = float(metrics.psnr(out["image"].detach().float(), x).mean())
-    return loss, {"psnr": psnr, "kept": float(kept.detach())}
+        loss = loss + HEAD_WEIGHT * F.cross_entropy(out["seg_logits"].float(), batch["label"], ignore_index=255)
+    return loss, float(metrics.psnr(out["image"].detach().float(), x).mean())
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
