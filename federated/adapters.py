@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from lamsc.semcom.codec import GDN
+
 ADAPTER_PREFIX = "adapter_"  # the adapters' parameter names: what the device trains and FedAvg averages
 
 
@@ -55,13 +57,15 @@ class AdaptedConv2d(nn.Module):
 
 
 def add_adapters(module: nn.Module, rank: int, min_weights: int = 0) -> list[str]:
-    """Wrap every ``nn.Conv2d`` in ``module`` with at least ``min_weights`` weights in an ``AdaptedConv2d``
-    (in place) and freeze everything else in ``module``; return the wrapped convolutions' names."""
+    """Wrap every ``nn.Conv2d`` in ``module`` with at least ``min_weights`` weights, GDN normalisers aside, in an
+    ``AdaptedConv2d`` (in place) and freeze everything else in ``module``; return the wrapped convolutions' names."""
     module.requires_grad_(False)
+    # GDN's 1x1 convolution acts on squared features as a normaliser that must stay positive: no update there
+    normalisers = {f"{n}.norm" for n, m in module.named_modules() if isinstance(m, GDN)}
     wrapped = []
     for name, child in list(module.named_modules()):
-        if isinstance(child, nn.Conv2d) and child.weight.numel() >= min_weights and not name.split(".")[-1].startswith(
-                ADAPTER_PREFIX):
+        if (isinstance(child, nn.Conv2d) and child.weight.numel() >= min_weights and name not in normalisers
+                and not name.split(".")[-1].startswith(ADAPTER_PREFIX)):
             parent, _, attr = name.rpartition(".")
             setattr(module.get_submodule(parent) if parent else module, attr, AdaptedConv2d(child, rank))
             wrapped.append(name)

@@ -69,7 +69,9 @@ def fine_tune(model: LamscModel, images: list[TrainingImage], plan: SplitPlan, s
     """``steps`` steps of the centralised recipe's loss on ``images`` over ``parameters``, in the one loop,
     from step ``start`` of the plan's learning-rate schedule; ``timer`` collects each step's compute seconds
     (checkpoint writes excluded)."""
+    # ASC at its own rate with no rate term: what a device's split step computes (lamsc.federated.split)
     cfg = replace(TrainConfig(), crop=plan.crop, batch=batch, lr=plan.lr, importance_weight=plan.importance_weight,
+                  rates=None, rate_weight=0.0,
                   channel=plan.channel, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     batches = Batches(images, model.config.segments, plan.crop, batch, seed)
@@ -79,7 +81,7 @@ def fine_tune(model: LamscModel, images: list[TrainingImage], plan: SplitPlan, s
 
     def step():
         started.setdefault("t", time.perf_counter())
-        return link_loss(model, batches.next(), "asc", cfg, gen, plan.rate_weight)
+        return link_loss(model, batches.next(), "asc", cfg, gen)
 
     def done():
         if timer is not None:

@@ -26,7 +26,7 @@ from torch import nn
 from lamsc.errors import UserError
 from lamsc.federated.adapters import add_adapters, adapter_state
 from lamsc.federated.partition import held_out
-from lamsc.federated.split import device_forward, device_loss, rate_term, split_point, surrogate
+from lamsc.federated.split import device_forward, device_loss, split_point, surrogate
 from lamsc.semcom import metrics
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.loop import TrainingRun
@@ -154,7 +154,7 @@ class Device:
         def step():
             batch = self.batch()
             smashed, _ = device_forward(self.model, batch["x"], batch["masks"], pending["snr"])
-            return surrogate(smashed, gradients, pending["loss"]) + rate_term(smashed, self.plan["rate_weight"]), {}
+            return surrogate(smashed, gradients, pending["loss"]), {}
 
         start = time.perf_counter()
         self.run.train(self.plan["steps"], step, self.optimizer, self.plan["lr"], until=control["step"] + 1,

@@ -51,7 +51,6 @@ class SplitPlan:
     crop: int = 96
     lr: float = 3e-4
     importance_weight: float = 1.0
-    rate_weight: float = 0.002
     channel: str = "awgn"
     eval_snr: float = 10.0       # dB, the fixed SNR of the held-out metrics
     seed: int = 0

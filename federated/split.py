@@ -18,16 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from lamsc.errors import UserError
-from lamsc.semcom import metrics
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.model import LamscModel
-
-# Weight of each task head's cross-entropy beside the distortion, as the centralised recipe weighs them
-# (lamsc.semcom.training.link_loss), so that split and centralised fine-tuning optimise one objective.
-HEAD_WEIGHT = 0.01
+from lamsc.semcom.training import reconstruction_loss
 
 
 @dataclass(frozen=True)
@@ -93,23 +88,11 @@ def eval_generator(seed: int, client: int, image: int) -> torch.Generator:
 
 def device_loss(outputs: dict, batch: dict, kept: dict, importance_weight: float) -> tuple[torch.Tensor, dict]:
     """The loss a device computes on the server's ``outputs`` for its ``batch`` (x, category, label) with the
-    ASI map in ``kept``: importance-weighted squared error plus the heads' cross-entropies (``HEAD_WEIGHT``
-    each), as lamsc.semcom.training.link_loss; without its rate term, which the device adds on its own mask
-    (``rate_term``). Returns the loss and logs (PSNR in dB)."""
-    x = batch["x"]
-    weight = 1.0 + importance_weight * kept["integrated"].detach().float()
-    loss = ((outputs["image"].float() - x).pow(2) * weight).mean() / weight.mean()
-    if "class_logits" in outputs and (batch["category"] >= 0).any():
-        sel = batch["category"] >= 0
-        loss = loss + HEAD_WEIGHT * F.cross_entropy(outputs["class_logits"][sel].float(), batch["category"][sel])
-    if "seg_logits" in outputs and (batch["label"] != 255).any():
-        loss = loss + HEAD_WEIGHT * F.cross_entropy(outputs["seg_logits"].float(), batch["label"], ignore_index=255)
-    return loss, {"psnr": float(metrics.psnr(outputs["image"].detach().float(), x).mean())}
-
-
-def rate_term(smashed: dict, rate_weight: float) -> torch.Tensor:
-    """``rate_weight`` x the kept fraction of the device's mask: the cost of what is sent, on the device."""
-    return rate_weight * smashed["mask"].mean()
+    ASI map in ``kept``: the centralised recipe's ``reconstruction_loss``. ASC sends at its own rate and its
+    mask network stays frozen (it sees the features detached), so no rate term has anything to train here.
+    Returns the loss and logs (PSNR in dB)."""
+    loss, psnr = reconstruction_loss(outputs, batch, kept["integrated"], importance_weight)
+    return loss, {"psnr": psnr}
 
 
 def surrogate(values: dict, grads: dict, loss_value: float | torch.Tensor = 0.0) -> torch.Tensor:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lamsc.errors import UserError
+from lamsc.semcom.codec import ResBlock
 
 FUSION_VERSION = 1
 DEFAULT_FUSION = Path(__file__).parent / "default_fusion" / "fusion"
@@ -55,24 +56,13 @@ class FusionConfig:
         return cls(**d)
 
 
-class Block(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1))
-        nn.init.zeros_(self.body[-1].weight)  # starts as the identity
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
 class FusionNet(nn.Module):
     def __init__(self, config: FusionConfig):
         super().__init__()
         self.config = config
         w = config.width
         self.down = nn.Sequential(nn.Conv2d(INPUTS, w, 3, stride=2, padding=1), nn.GELU())
-        self.blocks = nn.Sequential(*[Block(w) for _ in range(config.blocks)])
+        self.blocks = nn.Sequential(*[ResBlock(w) for _ in range(config.blocks)])
         self.up = nn.Sequential(nn.Conv2d(w, 4 * 4, 3, padding=1), nn.PixelShuffle(2))
         self.skip = nn.Conv2d(INPUTS, 4, 3, padding=1)  # full-resolution detail the half-resolution path misses
         for conv in (self.up[0], self.skip):

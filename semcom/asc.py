@@ -97,6 +97,8 @@ def straight_through_mask(depth: torch.Tensor, channels: int, num_levels: int,
     """Hard mask forward, sigmoid-relaxed gradient backward. Returns (mask, levels)."""
     levels = depth_levels(depth.squeeze(1), num_levels)
     hard = levels_to_mask(levels, channels, num_levels)
+    if not (torch.is_grad_enabled() and depth.requires_grad):
+        return hard, levels  # hard + soft - soft is not exactly hard in floating point
     per_level = channels // num_levels
     c = torch.arange(channels, device=depth.device).view(1, -1, 1, 1).float()
     # Soft mask: 1 well below the kept depth, 0 well above it, about one level wide in between.

@@ -57,8 +57,10 @@ class GDN(nn.Module):
     Shape-preserving: (B, C, H, W) -> (B, C, H, W).
 
     beta and gamma are the bias and weights of a 1x1 convolution on x², so pruning sees an ordinary
-    convolution whose input and output channels follow the feature map's. The normaliser is clamped
-    positive where it is used rather than reparametrised (CompressAI's way), which keeps the module plain.
+    convolution whose input and output channels follow the feature map's. GDN is defined for beta > 0 and
+    gamma >= 0; rather than reparametrise them (CompressAI's way), which would hide the convolution, the
+    training loop projects them back after every step (``project_``). Without that a trained normaliser
+    turns negative, the clamp below divides by 1e-3, and activations reach 1e7: fp16 and int8 cannot hold them.
     """
 
     def __init__(self, channels: int, inverse: bool = False):
@@ -70,8 +72,25 @@ class GDN(nn.Module):
             self.norm.bias.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = torch.sqrt(self.norm(x * x).clamp(min=1e-6))
+        scale = torch.sqrt(self.norm(x * x).clamp(min=BETA_MIN))
         return x * scale if self.inverse else x / scale
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Put beta and gamma back in GDN's domain, in place: beta >= ``BETA_MIN``, gamma >= 0."""
+        self.norm.weight.clamp_(min=0.0)
+        self.norm.bias.clamp_(min=BETA_MIN)
+
+
+BETA_MIN = 1e-6  # GDN's smallest beta, CompressAI's value
+
+
+def project_constraints(module: nn.Module) -> None:
+    """Project every GDN in ``module`` back into its domain (``GDN.project_``); what the training loop runs
+    after each optimiser step."""
+    for m in module.modules():
+        if isinstance(m, GDN):
+            m.project_()
 
 
 class _Stage(nn.Module):

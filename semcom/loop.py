@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from lamsc.errors import UserError
+from lamsc.semcom.codec import project_constraints
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_GRAD_NORM = 1.0  # every lamsc model trains with gradients clipped to this global L2 norm
@@ -106,6 +107,7 @@ class TrainingRun:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
             optimizer.step()
+            project_constraints(self.model)
             state["step"] += 1
             logs = {"loss": float(loss.detach()), **logs, **((after_step() if after_step is not None else None) or {})}
             state["history"].append({**(tags or {}), "step": state["step"], **logs})

@@ -55,7 +55,8 @@ class TrainConfig:
     lr: float = 3e-4             # 1e-3 stalls this un-normalised codec at a blurry mean
     rate_target: float = 0.5    # mean fraction of features ASC keeps on its own; per image and position it varies
     rate_weight: float = 0.01   # weight of the squared gap between ASC's mean depth logit and rate_target's
-    rates: tuple[float, float] = (0.15, 0.75)  # ASC stage: each image's kept fraction drawn uniformly from these
+    # ASC stage: each image's kept fraction drawn uniformly from these; None: ASC's own (split fine-tuning)
+    rates: tuple[float, float] | None = (0.15, 0.75)
     importance_weight: float = 1.0  # distortion weight of important pixels: 1 + this * ASI map
     channel: str = "awgn"       # the training channel; the SNR is drawn per image from the model's range
     checkpoint_every: int = 250
@@ -220,17 +221,14 @@ def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen:
     if stage == "codec":
         h, w = x.shape[-2] // 8, x.shape[-1] // 8
         levels = random_levels((b, h, w), model.config.num_levels, device=gen.device, generator=gen).to(device)
-    elif stage == "asc":
+    elif stage == "asc" and cfg.rates is not None:
         r0, r1 = cfg.rates
         rate = (r0 + (r1 - r0) * torch.rand(b, generator=gen, device=gen.device)).to(device)
     enc = model.encode(x, masks, snr, asc=stage == "asc", levels=levels, rate=rate)
     z, mask = enc["z"], enc["mask"]
     noisy = analog_real(z.reshape(b, -1).float(), Channel(cfg.channel, lo), gen, snr_db=snr).view_as(z) * mask
     out = model.decode(noisy, enc["levels"], snr)
-    # weight by the segment map (integrated), not the refined one, so ASI cannot game the loss
-    weight = 1.0 + cfg.importance_weight * enc["integrated"].detach().float()
-    distortion = ((out["image"].float() - x).pow(2) * weight).mean() / weight.mean()
-    loss = distortion
+    loss, psnr = reconstruction_loss(out, batch, enc["integrated"], cfg.importance_weight)
     kept = mask.mean()
     logs = {}
     if stage == "asc":
@@ -238,13 +236,27 @@ def link_loss(model: LamscModel, batch: dict, stage: str, cfg: TrainConfig, gen:
         own = enc["depth_logits"].float().mean()
         loss = loss + cfg.rate_weight * (own - math.log(cfg.rate_target / (1 - cfg.rate_target))) ** 2
         logs["own_kept"] = float(enc["depth"].detach().float().mean())
+    return loss, {"psnr": psnr, "kept": float(kept.detach()), **logs}
+
+
+HEAD_WEIGHT = 0.01  # each task head's cross-entropy beside the image distortion
+
+
+def reconstruction_loss(out: dict, batch: dict, integrated: torch.Tensor, importance_weight: float
+                       ) -> tuple[torch.Tensor, float]:
+    """The receiver's outputs ``out`` (image (B, 3, H, W), head logits) against ``batch`` (x, category, label):
+    squared error weighted by 1 + ``importance_weight`` x the ASI segment map ``integrated`` (B, 1, H, W), plus
+    ``HEAD_WEIGHT`` x each head's cross-entropy where the batch has labels. Returns the loss and the PSNR in dB."""
+    x = batch["x"]
+    # weight by the segment map (integrated), not the refined one, so ASI cannot game the loss
+    weight = 1.0 + importance_weight * integrated.detach().float()
+    loss = ((out["image"].float() - x).pow(2) * weight).mean() / weight.mean()
     if "class_logits" in out and (batch["category"] >= 0).any():
         sel = batch["category"] >= 0
-        loss = loss + 0.01 * F.cross_entropy(out["class_logits"][sel].float(), batch["category"][sel])
+        loss = loss + HEAD_WEIGHT * F.cross_entropy(out["class_logits"][sel].float(), batch["category"][sel])
     if "seg_logits" in out and (batch["label"] != 255).any():
-        loss = loss + 0.01 * F.cross_entropy(out["seg_logits"].float(), batch["label"], ignore_index=255)
-    psnr = float(metrics.psnr(out["image"].detach().float(), x).mean())
-    return loss, {"psnr": psnr, "kept": float(kept.detach()), **logs}
+        loss = loss + HEAD_WEIGHT * F.cross_entropy(out["seg_logits"].float(), batch["label"], ignore_index=255)
+    return loss, float(metrics.psnr(out["image"].detach().float(), x).mean())
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

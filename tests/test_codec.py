@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from lamsc.errors import UserError
 from lamsc.semcom.asc import (MaskNetwork, depth_for_budget, depth_levels, levels_to_mask, shift_to_rate,
                               straight_through_mask)
 from lamsc.semcom.asi import default_targets, importance_targets, integrate
 from lamsc.semcom.channels import Channel
-from lamsc.semcom.codec import GDN
+from lamsc.semcom.codec import BETA_MIN, GDN
+from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.model import LamscModel, ModelConfig, power_normalise
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
@@ -132,6 +134,24 @@ def test_gdn_and_igdn_are_their_closed_forms():
         gamma, beta = m.norm.weight[:, :, 0, 0], m.norm.bias.view(1, -1, 1, 1)
         s = torch.sqrt(beta + torch.einsum("ij,bjhw->bihw", gamma, x * x))  # Ballé et al. 2016, eq. 6
         assert torch.allclose(m(x), x * s if inverse else x / s, atol=1e-12)
+
+
+def test_the_training_loop_keeps_gdn_in_its_domain(tmp_path):
+    """Steps that drive gamma and beta negative: after each one the loop projects them back (gamma >= 0,
+    beta >= BETA_MIN, the nearest point of the domain), so the normaliser never needs its clamp."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), GDN(4))
+    gdn = model[1]
+    with torch.no_grad():
+        gdn.norm.bias.fill_(0.01)  # within one step of the boundary
+    run = TrainingRun(tmp_path / "state.pt", model, torch.Generator().manual_seed(0))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    step = lambda: (gdn.norm.weight.sum() + gdn.norm.bias.sum(), {})
+    before = [p.detach().clone() for p in (gdn.norm.weight, gdn.norm.bias)]
+    run.train(1, step, optimizer, 1.0, warmup=0)
+    weight, bias = gdn.norm.weight.detach(), gdn.norm.bias.detach()
+    assert weight.min() == 0.0 and bias.min() == BETA_MIN  # pushed below: projected onto the boundary
+    assert not torch.equal(weight, before[0].clamp(min=0))  # the step moved them before the projection
 
 
 def test_a_depth_map_shifted_to_a_budget_keeps_its_order_and_fits():

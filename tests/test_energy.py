@@ -68,7 +68,7 @@ def test_tegrastats_meter_integrates_the_input_rail_of_a_running_process(tmp_pat
     meter = TegrastatsMeter(interval_ms=20)
     with meter.measure() as w:
         time.sleep(0.5)
-    assert w.reading.watts == pytest.approx(watts, rel=0.05) and not w.reading.estimate  # rel: stopping the process
+    assert w.reading.watts == pytest.approx(watts) and not w.reading.estimate
     assert w.reading.source == f"jetson rails via tegrastats: {rail}"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(UserError, match="tegrastats is not on PATH"):
@@ -90,7 +90,7 @@ def test_hwmon_rails_integrate_the_boards_power(tmp_path):
     assert meter.power_w() == pytest.approx(5.0)  # VDD_IN alone: it already includes the other rails
     with meter.measure() as w:
         time.sleep(0.2)
-    assert w.reading.watts == pytest.approx(5.0, rel=0.02)
+    assert w.reading.watts == pytest.approx(5.0)
     assert w.reading.source == "jetson rails via hwmon: VDD_IN"
     # an AGX Orin's monitors: no input rail, unconnected (NC) channels, the sum-of-shunts channel
     agx = tmp_path / "agx"
@@ -115,14 +115,18 @@ def test_held_readings_integrate_as_steps():
 
 def _jtop_standin(monkeypatch, watts, service_interval=0.02, reachable=True):
     """A stand-in ``jtop`` module with jetson-stats' names: a client whose service publishes the board's
-    total power (mW) to attached observers every ``service_interval`` seconds from a daemon thread."""
+    total power (mW) to attached observers every ``service_interval`` seconds from a daemon thread while
+    ``watts["auto"]``; ``publish()`` sends one update from the caller's thread."""
     module = types.ModuleType("jtop")
     module.JtopException = type("JtopException", (Exception,), {})
+    module.clients = []
 
     class Client:
         def __init__(self, interval=1.0):  # the service keeps its own speed, as when another client set it
             self.interval, self.observers, self.running = service_interval, set(), False
             self.nvpmodel = types.SimpleNamespace(name="15W")
+            self.lock = threading.Lock()
+            module.clients.append(self)
 
         def start(self):
             if not reachable:
@@ -130,11 +134,16 @@ def _jtop_standin(monkeypatch, watts, service_interval=0.02, reachable=True):
             self.running = True
             threading.Thread(target=self._serve, daemon=True).start()
 
+        def publish(self):
+            self.power = {"rail": {}, "tot": {"power": int(watts["now"] * 1000), "avg": 0, "name": "VDD_IN"}}
+            for observer in list(self.observers):
+                observer(self)
+
         def _serve(self):
             while self.running:
-                self.power = {"rail": {}, "tot": {"power": int(watts["now"] * 1000), "avg": 0, "name": "VDD_IN"}}
-                for observer in list(self.observers):
-                    observer(self)
+                with self.lock:
+                    if watts.get("auto", True):
+                        self.publish()
                 time.sleep(self.interval)
 
         def attach(self, observer):
@@ -145,24 +154,33 @@ def _jtop_standin(monkeypatch, watts, service_interval=0.02, reachable=True):
 
     module.jtop = Client
     monkeypatch.setitem(sys.modules, "jtop", module)
+    return module
 
 
 def test_jtop_meter_integrates_the_services_total_power(monkeypatch):
     watts = {"now": 6.0}
-    _jtop_standin(monkeypatch, watts)
+    service = _jtop_standin(monkeypatch, watts)
     meter = jetson_meter()  # no Jetson for Zeus and no hwmon rails on this machine: jetson-stats' service comes next
     assert isinstance(meter, JtopMeter) and meter.source == "jetson rails via jetson-stats (power mode 15W)"
     assert meter.min_window_s == pytest.approx(0.25)  # five of the service's 20 ms updates would be 0.1 s
     with meter.measure() as w:
         time.sleep(0.3)
-    assert w.reading.watts == pytest.approx(6.0, rel=1e-3) and not w.reading.estimate  # rel: the window's edges
+    assert w.reading.watts == pytest.approx(6.0) and not w.reading.estimate
+    client = service.clients[-1]
+    with client.lock:  # the service's thread stops publishing: the test sends each update itself
+        watts["auto"] = False
     watts["now"] = 2.0
-    time.sleep(0.05)
-    with meter.measure() as w:  # 2 W then 10 W: the integral follows the step to within one update
-        time.sleep(0.2)
+    client.publish()
+    with meter.measure() as w:  # 2 W then 10 W: each reading holds from when it arrived
+        time.sleep(0.05)
         watts["now"] = 10.0
-        time.sleep(0.2)
-    assert w.reading.joules == pytest.approx(2 * 0.2 + 10 * 0.2, abs=8 * 0.03)
+        before = time.perf_counter()
+        client.publish()
+        after = time.perf_counter()
+        time.sleep(0.05)
+    latest = 2 * (after - w.opened) + 10 * (w.closed - after)  # the update's instant lies between the two
+    earliest = 2 * (before - w.opened) + 10 * (w.closed - before)
+    assert latest <= w.reading.joules <= earliest
     _jtop_standin(monkeypatch, watts, reachable=False)
     with pytest.raises(UserError, match="service is not reachable.*install-service"):
         JtopMeter()

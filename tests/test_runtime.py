@@ -20,7 +20,7 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
-from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+from lamsc.semcom.transmission import Receiver, Transmitter, model_inputs, transmit
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,10 @@ def test_bundle_end_to_end_psnr_is_pytorchs(bundle):
 
 
 def test_torch_and_onnxruntime_backends_send_the_same_payload(bundle):
-    """The one Transmitter over either backend, on every bundled photograph, ASC on and off: the same depth
-    map and sizes, the quantiser's scale within float32 rounding, and the same values except where two fp32
-    engines' summation orders put a feature on the other side of a rounding boundary (one step, rarely)."""
+    """The one Transmitter over either backend, on every bundled photograph, ASC on and off: the same sizes,
+    the same depth map except where two fp32 engines' summation orders put a position's depth on the other
+    side of a level boundary (one level, rarely), the quantiser's scale within float32 rounding, and the same
+    values except where a feature crosses a rounding boundary the same way (one step, rarely)."""
     from lamsc.semcom.payload import parse, unpack_bits
 
     from lamsc.semcom.segmenter import CachedSegmenter
@@ -54,7 +55,18 @@ def test_torch_and_onnxruntime_backends_send_the_same_payload(bundle):
     for item, asc in cases:
         a, b = (parse(Transmitter(backends[n], seg, asc, snr_db=10.0).send(item.pixels).payload) for n in backends)
         assert (a.height, a.width, a.shape, a.num_levels, a.asc) == (b.height, b.width, b.shape, b.num_levels, asc)
-        assert a.level_bytes == b.level_bytes and np.array_equal(a.levels, b.levels)
+        if not np.array_equal(a.levels, b.levels):
+            # each moved position's depth lies within float32 rounding of a level boundary in both engines (a
+            # flat region, as retina's black surround, puts many positions at one depth: they move together)
+            x, masks = model_inputs(item.pixels, seg.segment(item.pixels), backends["torch"].config.segments)
+            feeds = {"image": x.numpy(), "masks": masks.numpy(), "snr_db": np.array([10.0], np.float32)}
+            at = a.levels != b.levels
+            for backend in backends.values():
+                depth = backend.run("transmitter", feeds)["depth"][0, 0][: a.levels.shape[0], : a.levels.shape[1]]
+                scaled = depth[at] * a.num_levels
+                assert np.abs(scaled - np.round(scaled)).max() < 1e-4
+            assert np.abs(a.levels - b.levels).max() <= 1
+            continue  # the value streams no longer line up
         assert b.scale == pytest.approx(a.scale, rel=1e-6)
         count = int(a.levels.sum()) * (a.shape[0] // a.num_levels)
         qa, qb = (unpack_bits(p.value_bytes, p.value_bits, count) for p in (a, b))

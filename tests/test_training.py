@@ -132,8 +132,9 @@ def test_transmitter_payload_is_the_reference_payload(trained):
         sent = tx.send(image)
         assert tx.pack_backend == "reference"  # no GPU here; on one, the CUDA kernel must give the same bytes
         # Encode again and write the payload with the payload module's own packer
-        enc = model.encode(pad_to_multiple(to_tensor(image)), torch.from_numpy(masks)[None], torch.tensor([7.0]),
-                           asc=asc)
+        with torch.no_grad():
+            enc = model.encode(pad_to_multiple(to_tensor(image)), torch.from_numpy(masks)[None], torch.tensor([7.0]),
+                               asc=asc)
         features = Features(enc["z"][0].detach().numpy(), enc["levels"][0].numpy(), 8)
         assert pack(features, 72, 72, 8, asc=asc, snr_db=7.0) == sent.payload
 

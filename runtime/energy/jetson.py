@@ -55,8 +55,8 @@ def board_rails(names) -> list[str]:
 
 
 class HwmonRailsMeter(EnergyMeter):
-    """Integrates the board's power from its INA3221 rails under hwmon (trapezoids, sampled every
-    ``period_s``)."""
+    """Integrates the board's power from its INA3221 rails under hwmon, sampled every ``period_s`` from a
+    thread; each reading holds until the next."""
 
     def __init__(self, root: Path = HWMON, period_s: float = 0.005):
         rails = ina3221_rails(root)
@@ -70,25 +70,20 @@ class HwmonRailsMeter(EnergyMeter):
         return sum(int(v.read_text()) * int(a.read_text()) for v, a in self.rails.values()) * 1e-6
 
     def start(self):
-        state = {"joules": 0.0, "stop": threading.Event()}
+        state = {"samples": [(time.perf_counter(), self.power_w())], "stop": threading.Event()}
 
         def sample():
-            last_t, last_p = time.perf_counter(), self.power_w()
             while not state["stop"].wait(self.period_s):
-                t, p = time.perf_counter(), self.power_w()
-                state["joules"] += 0.5 * (p + last_p) * (t - last_t)  # trapezoid
-                last_t, last_p = t, p
-            t, p = time.perf_counter(), self.power_w()
-            state["joules"] += 0.5 * (p + last_p) * (t - last_t)
+                state["samples"].append((time.perf_counter(), self.power_w()))
 
         state["thread"] = threading.Thread(target=sample, daemon=True)
         state["thread"].start()
         return state
 
-    def stop(self, state) -> float:
+    def stop(self, state, t0: float, t1: float) -> float:
         state["stop"].set()
         state["thread"].join()
-        return state["joules"]
+        return held_energy(state["samples"], t0, t1)
 
 
 def parse_tegrastats(line: str) -> dict[str, float]:
@@ -128,18 +123,16 @@ class TegrastatsMeter(EnergyMeter):
 
         state["thread"] = threading.Thread(target=read, daemon=True)
         state["thread"].start()
-        state["first"].wait(timeout=10 * self.interval_ms / 1000 + 5)
-        state["t0"] = time.perf_counter()  # the window opens once a reading is in force, not while tegrastats starts
+        state["first"].wait(timeout=10 * self.interval_ms / 1000 + 5)  # the window opens once a reading is in force
         return state
 
-    def stop(self, state) -> float:
-        t1 = time.perf_counter()
+    def stop(self, state, t0: float, t1: float) -> float:
         state["proc"].terminate()
         state["proc"].wait()
         state["thread"].join()
         if not state["samples"]:
             raise UserError(f"{self.command} printed no power rails: run it by hand to see what it prints")
-        return held_energy(state["samples"], state["t0"], t1)
+        return held_energy(state["samples"], t0, t1)
 
 
 class JtopMeter(EnergyMeter):
@@ -176,10 +169,9 @@ class JtopMeter(EnergyMeter):
 
     def start(self):
         del self.samples[:-1]  # only the reading in force now matters to this window
-        return time.perf_counter()
+        return None
 
-    def stop(self, t0) -> float:
-        t1 = time.perf_counter()
+    def stop(self, state, t0: float, t1: float) -> float:
         if not self.samples:
             raise UserError("jetson-stats' service sent no power readings: check `jtop` by hand")
         return held_energy(self.samples, t0, t1)

@@ -26,13 +26,20 @@ class Reading:
 
 
 class Window:
-    """What ``with meter.measure() as w`` yields; ``w.reading`` is set when the block ends."""
+    """What ``with meter.measure() as w`` yields; ``w.reading`` is set when the block ends. ``opened`` and
+    ``closed`` are its edges on ``time.perf_counter`` (s), the span the meter integrates."""
 
     reading: Reading | None = None
+    opened: float = 0.0
+    closed: float = 0.0
 
 
 class EnergyMeter:
-    """Base: subclasses give ``start() -> state`` and ``stop(state) -> joules`` and set ``source``.
+    """Base: subclasses give ``start() -> state`` and ``stop(state, t0, t1) -> joules`` and set ``source``.
+
+    The measurement opens its window (``t0``, ``time.perf_counter`` s) once ``start`` has returned and closes it
+    (``t1``) before ``stop`` is called; a meter that samples power integrates over exactly [t0, t1], so the
+    reading's watts are its joules over the same span. Meters with their own clock (Zeus) may ignore them.
 
     ``min_window_s``: the shortest window the counter resolves (NVML updates every 20-100 ms); the profiler
     repeats work until a window is at least that long.
@@ -48,7 +55,7 @@ class EnergyMeter:
     def start(self):
         raise NotImplementedError
 
-    def stop(self, state) -> float:
+    def stop(self, state, t0: float, t1: float) -> float:
         raise NotImplementedError
 
 
@@ -58,12 +65,14 @@ class _Measurement:
 
     def __enter__(self) -> Window:
         self.state = self.meter.start()  # a meter may take a while to start (tegrastats): time from once it has
-        self.t0 = time.perf_counter()
+        self.window.opened = time.perf_counter()
         return self.window
 
     def __exit__(self, *exc) -> None:
-        joules = self.meter.stop(self.state)
-        self.window.reading = Reading(joules, time.perf_counter() - self.t0, self.meter.source, self.meter.estimate)
+        w = self.window
+        w.closed = time.perf_counter()
+        joules = self.meter.stop(self.state, w.opened, w.closed)
+        w.reading = Reading(joules, w.closed - w.opened, self.meter.source, self.meter.estimate)
 
 
 def held_energy(samples: list[tuple[float, float]], t0: float, t1: float) -> float:

@@ -39,7 +39,7 @@ class _ZeusMeter(EnergyMeter):
         self.monitor.begin_window(key, sync_execution=False)
         return key
 
-    def stop(self, key) -> float:
+    def stop(self, key, t0: float, t1: float) -> float:
         return self.joules(self.monitor.end_window(key, sync_execution=False))
 
     def joules(self, measurement) -> float:
