@@ -7,6 +7,10 @@ A checkpoint is one file: step, history, the model's weights, the optimiser's st
 run's torch generator and of its batch sampler, and the caller's own entries. It is written to a
 temporary file that is then renamed over the last one, so a run stopped at any moment (even while
 saving) resumes from its last complete checkpoint, and a resumed run is the straight run, bit for bit.
+
+Under torchrun (a process group, semcom.distributed) the same loop trains data-parallel: each step
+all-reduces the gradients (the mean over ranks) before clipping, so every rank clips and steps the same
+weights; rank 0 writes the checkpoint, which holds every rank's random states, and every rank resumes from it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from lamsc.errors import UserError
+from lamsc.semcom import distributed
 from lamsc.semcom.codec import project_constraints
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -39,8 +44,11 @@ class TrainingRun:
     ``step`` and ``history``; all of ``state`` is saved and restored. ``weights``: the safetensors file
     ``on_checkpoint`` writes, read on resuming a checkpoint file that holds no weights of its own.
 
-    Raises UserError for an unknown precision, and for a checkpoint begun on another device type (a CUDA
-    generator's state does not fit a CPU generator).
+    In a process group (torchrun), ``generator`` and ``sampler`` are this rank's; ``on_checkpoint`` runs and
+    the checkpoint is written on rank 0 only, and every rank resumes its own random states from it.
+
+    Raises UserError for an unknown precision, for a checkpoint begun on another device type (a CUDA
+    generator's state does not fit a CPU generator), and for one begun by another number of processes.
     """
 
     def __init__(self, path: Path, model: torch.nn.Module, generator: torch.Generator,
@@ -50,6 +58,7 @@ class TrainingRun:
         self.path, self.model, self.generator, self.sampler = Path(path), model, generator, sampler
         self.on_checkpoint, self.every, self.device = on_checkpoint, every, torch.device(device)
         self.bf16 = autocast_bf16(precision, self.device)
+        self.ranks = distributed.current()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.state = {"step": 0, "history": [], **(state or {})}
         self.resumed_optimizer = None  # the saved optimiser state, for the next ``train``
@@ -63,12 +72,20 @@ class TrainingRun:
         if begun != self.device.type:
             raise UserError(f"{self.path.parent} holds a run begun on {begun}, whose random state "
                             f"{self.device.type} cannot take: resume it with --device {begun}, or start a new --out")
+        world = saved.pop("world", 1)
+        if world != self.ranks.world:
+            launch = f"torchrun --nproc_per_node {world}" if world > 1 else "one process (without torchrun)"
+            raise UserError(f"{self.path.parent} holds a run of {world} process(es), not {self.ranks.world}: "
+                            f"resume it with {launch}, or start a new --out")
         if "model" in saved:
             self.model.load_state_dict(saved.pop("model"))
         elif weights is not None:
             self.model.load_state_dict(load_file(str(weights)))
         self.resumed_optimizer = saved.pop("optimizer", None)
         rng, crops = saved.pop("rng", None), saved.pop("crops", None)
+        per_rank = saved.pop("ranks", None)
+        if per_rank is not None:
+            rng, crops = per_rank[self.ranks.rank]["rng"], per_rank[self.ranks.rank].get("crops")
         if rng is not None:
             self.generator.set_state(rng)
         if crops is not None and self.sampler is not None:
@@ -92,12 +109,18 @@ class TrainingRun:
         ``progress(step, total, {"loss", **logs})``, after the checkpoint, so a progress callback that stops
         the run (KeyboardInterrupt) loses no step that is already saved. ``optimizer`` takes the resumed
         optimiser state, if the checkpoint held one.
+
+        In a process group every rank starts from rank 0's weights, and after each backward pass the
+        gradients and the step's loss and logs are averaged over the ranks (``step()`` returns the same log
+        keys on every rank); the history rows hold those means. ``progress`` runs on every rank.
         """
         if self.resumed_optimizer is not None:
             optimizer.load_state_dict(self.resumed_optimizer)
             self.resumed_optimizer = None
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         state = self.state
+        if self.ranks.world > 1:
+            distributed.broadcast_module(self.model)  # the same start on every rank, however each built it
         while state["step"] < min(total, total if until is None else until):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(lr, state["step"], total, warmup)
@@ -105,11 +128,14 @@ class TrainingRun:
                 loss, logs = step()
             optimizer.zero_grad()
             loss.backward()
+            logs = {"loss": float(loss.detach()), **logs}
+            if self.ranks.world > 1:  # the gradient of the global batch, on every rank, before it is clipped
+                logs = dict(zip(logs, distributed.average_gradients(parameters, list(logs.values()))))
             torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
             optimizer.step()
             project_constraints(self.model)
             state["step"] += 1
-            logs = {"loss": float(loss.detach()), **logs, **((after_step() if after_step is not None else None) or {})}
+            logs = {**logs, **((after_step() if after_step is not None else None) or {})}
             state["history"].append({**(tags or {}), "step": state["step"], **logs})
             if state["step"] % self.every == 0 or state["step"] == total:
                 self.save(optimizer)
@@ -117,15 +143,22 @@ class TrainingRun:
                 progress(state["step"], total, logs)
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """``on_checkpoint``, then the checkpoint (with ``optimizer``'s state, if given), atomically."""
+        """``on_checkpoint``, then the checkpoint (with ``optimizer``'s state, if given), atomically. In a
+        process group every rank calls it (it gathers their random states) and rank 0 writes."""
+        randomness = {"rng": self.generator.get_state()}
+        if self.sampler is not None:
+            randomness["crops"] = self.sampler.bit_generator.state
+        every_rank = distributed.all_gather(randomness)
+        if not self.ranks.main:
+            return
         if self.on_checkpoint is not None:
             self.on_checkpoint()
         saved = {**self.state, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                 "rng": self.generator.get_state()}
+                 **randomness}
+        if self.ranks.world > 1:
+            saved.update(world=self.ranks.world, ranks=every_rank)
         if optimizer is not None:
             saved["optimizer"] = optimizer.state_dict()
-        if self.sampler is not None:
-            saved["crops"] = self.sampler.bit_generator.state
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
             torch.save(saved, f)
