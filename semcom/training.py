@@ -11,6 +11,8 @@
 The stages train in the one resumable loop (semcom.loop): every ``checkpoint_every`` steps and at each
 stage's end the model (safetensors + JSON) and the trainer state (stage, step, weights, optimiser, RNG,
 crop sampler, history) are written to the output folder; running again with the same folder resumes.
+Under ``torchrun --nproc_per_node N`` the same calls train data-parallel (semcom.distributed): each rank
+draws its own batch, so a step sees N x ``batch`` crops, and rank 0 writes the folder.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from lamsc.semcom import metrics
 from lamsc.semcom.asc import random_levels
 from lamsc.semcom.asi import default_targets, importance_targets, read_importance_map
 from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.distributed import broadcast, current, main_first, process_group, rank_seed
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
 from lamsc.semcom.loop import PRECISIONS, TrainingRun, autocast_bf16
 from lamsc.semcom.model import LamscModel, ModelConfig
-from lamsc.semcom.segmenter import Segmenter, build_segmenter, torch_device
+from lamsc.semcom.segmenter import Segmenter, build_segmenter
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.transmission import segment_masks
 
@@ -274,7 +277,8 @@ def fit_to_budget(model: LamscModel, batches: Batches, cfg: TrainConfig, device:
     ``device``: a copy of ``model`` trains ``PROBE_STEPS`` link steps to warm up and as many timed (the
     batch sampler is put back where it was, so the run draws the crops it would have drawn), and the rest
     of the budget is divided by the time of one step. An ASI step is counted as a tenth of a link step (it
-    runs the small attention network alone)."""
+    runs the small attention network alone). In a process group every rank probes (the machine is as busy
+    as in the run) and takes rank 0's counts, so all ranks step alike."""
     start = time.perf_counter()
     probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -300,7 +304,7 @@ def fit_to_budget(model: LamscModel, batches: Batches, cfg: TrainConfig, device:
     left = 0.95 * cfg.minutes * 60 - (time.perf_counter() - start)  # 5% for checkpoints and the curves
     weighted = sum(n * (0.1 if stage == "asi" else 1.0) for stage, n in cfg.steps.items())
     scale = max(left, 0.0) / (per_step * weighted)
-    return {stage: max(1, round(n * scale)) if n else 0 for stage, n in cfg.steps.items()}
+    return broadcast({stage: max(1, round(n * scale)) if n else 0 for stage, n in cfg.steps.items()})
 
 
 def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out: Path, progress=None,
@@ -308,49 +312,57 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
     """Run (or resume) the three stages on ``device``; write the model, state and curves into ``out``.
 
     ``progress(stage, step, total, logs)`` follows every step. Returns the trainer state (stage "done",
-    history). Raises UserError for a precision the recipe names but this library does not know, for no
-    images, and for a run in ``out`` begun on another device type.
+    history). Under torchrun (semcom.distributed.process_group) every process calls this with the same
+    arguments: each trains on its own device (cuda:LOCAL_RANK for "cuda") with its own crops and noise,
+    gradients are averaged, and rank 0 alone writes ``out`` and calls ``progress``. Raises UserError for a
+    precision the recipe names but this library does not know, for no images, for a run in ``out`` begun on
+    another device type or by another number of processes, and for a device torchrun's ranks cannot take.
     """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest convolutions once
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    batches = Batches(images, model.config.segments, cfg.crop, cfg.batch, cfg.seed, cfg.scales)
-    run = TrainingRun(out / "trainer_state.pt", model, gen, batches.rng, lambda: model.save(out / "model"),
-                      cfg.checkpoint_every, device, cfg.precision,
-                      {"stage": STAGES[0]}, out / "model.safetensors")
-    state = run.state
-    if "steps" not in state:  # decided once, when the run begins; a resumed run keeps them
-        state["steps"] = fit_to_budget(model, batches, cfg, device) if cfg.minutes else dict(cfg.steps)
-    if model.config.trained.get("recipe"):
-        model.config.trained["recipe"]["steps"] = dict(state["steps"])  # what ran, also when fitted to minutes
-    start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
-    model.to(device, memory_format=torch.channels_last)
-    try:
-        for index in range(start, len(STAGES)):
-            stage = STAGES[index]
+    with process_group(device) as (ranks, device):
+        if not ranks.main:
+            progress = None
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest convolutions once
+        seed = rank_seed(cfg.seed, ranks.rank)  # each rank its own crops and noise: the global batch is N x batch
+        gen = torch.Generator(device=device).manual_seed(seed)
+        batches = Batches(images, model.config.segments, cfg.crop, cfg.batch, seed, cfg.scales)
+        run = TrainingRun(out / "trainer_state.pt", model, gen, batches.rng, lambda: model.save(out / "model"),
+                          cfg.checkpoint_every, device, cfg.precision,
+                          {"stage": STAGES[0]}, out / "model.safetensors")
+        state = run.state
+        if "steps" not in state:  # decided once, when the run begins; a resumed run keeps them
+            state["steps"] = fit_to_budget(model, batches, cfg, device) if cfg.minutes else dict(cfg.steps)
+        if model.config.trained.get("recipe"):
+            model.config.trained["recipe"]["steps"] = dict(state["steps"])  # what ran, also when fitted to minutes
+        start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
+        model.to(device, memory_format=torch.channels_last)
+        try:
+            for index in range(start, len(STAGES)):
+                stage = STAGES[index]
 
-            def step():
-                batch = to_device(batches.next(device), device)
-                if stage == "asi":
-                    return asi_loss(model, batch)
-                return link_loss(model, batch, stage, cfg, gen)
+                def step():
+                    batch = to_device(batches.next(device), device)
+                    if stage == "asi":
+                        return asi_loss(model, batch)
+                    return link_loss(model, batch, stage, cfg, gen)
 
-            def report(step, total, logs):
-                progress(stage, step, total, logs)
+                def report(step, total, logs):
+                    progress(stage, step, total, logs)
 
-            model.train()
-            # a fresh optimiser per stage, its learning rate decayed along a cosine within the stage
-            run.train(state["steps"].get(stage, 0), step, torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr),
-                      cfg.lr, progress=report if progress is not None else None, tags={"stage": stage})
-            state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0)
-        if start < len(STAGES):  # the finished state: running the folder again only plots
-            run.save()
-    finally:  # the caller's model comes back where it was built, whether the run ended or stopped
-        model.to("cpu", memory_format=torch.contiguous_format).eval()
-    plot_curves(state["history"], out / "curves.png")
-    (out / "history.json").write_text(json.dumps(state["history"]))
-    return state
+                model.train()
+                # a fresh optimiser per stage, its learning rate decayed along a cosine within the stage
+                run.train(state["steps"].get(stage, 0), step,
+                          torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr), cfg.lr,
+                          progress=report if progress is not None else None, tags={"stage": stage})
+                state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0)
+            if start < len(STAGES):  # the finished state: running the folder again only plots
+                run.save()
+        finally:  # the caller's model comes back where it was built, whether the run ended or stopped
+            model.to("cpu", memory_format=torch.contiguous_format).eval()
+        if ranks.main:
+            plot_curves(state["history"], out / "curves.png")
+            (out / "history.json").write_text(json.dumps(state["history"]))
+        return state
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -460,13 +472,19 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
     """Train (or resume) a model as ``job`` says; write it, its trainer state and curves to ``job.out``.
 
     ``progress(stage, step, total, logs)`` follows every step; ``segmented()`` is called per image as the SKB
-    segments it. Raises UserError for no images, an ``init`` model with other heads, and the errors of
-    ``train`` (a TrainJob refuses bad values when it is made).
+    segments it. Under ``torchrun --nproc_per_node N`` every process makes the same call: rank 0 segments
+    (the others read its ``segments.npz``), reports and writes; see ``train``. Raises UserError for no images,
+    an ``init`` model with other heads, and the errors of ``train`` (a TrainJob refuses bad values when it is
+    made).
     """
+    with process_group(job.device) as (ranks, device):  # one group for segmenting and training
+        return _train_model(job, progress if ranks.main else None, segmented if ranks.main else None, device)
+
+
+def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> TrainResult:
     preset, cfg = (job.recipe, PRESETS[job.recipe]) if isinstance(job.recipe, str) else ("custom", job.recipe)
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}),
                   **({"minutes": job.minutes} if job.minutes is not None else {}))
-    device = torch_device(job.device)
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []
     if job.bundled:
         images += bundled_photos()
@@ -488,8 +506,9 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
                                   + ([f"synthetic:{job.synthetic}"] if job.synthetic else []), "recipe": asdict(cfg)})
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    prepared = prepare(images, segmenter, config.segments, Path(job.importance) if job.importance else None, segmented,
-                       cache=out / "segments.npz")
+    prepared = main_first(lambda: prepare(images, segmenter, config.segments,
+                                          Path(job.importance) if job.importance else None, segmented,
+                                          cache=out / "segments.npz"))
     if job.init is not None:
         start = LamscModel.load(job.init)
         if (start.config.classes, start.config.seg_classes) != (classes, seg_classes):
@@ -504,7 +523,8 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
         model.load_state_dict({**start.state_dict(), **fresh})
     else:
         model = new_model(config, cfg.seed)
-    save_recipe(cfg, out / "recipe.json")
+    if current().main:
+        save_recipe(cfg, out / "recipe.json")
     state = train(model, prepared, cfg, out, progress, device=device)
     final = {s: next((h for h in reversed(state["history"]) if h["stage"] == s), None) for s in STAGES}
     return TrainResult(out / "model.safetensors", out / "curves.png", config, final)

@@ -10,6 +10,7 @@ import typer
 
 from lamsc.commands.output import console, emit_json, progress
 from lamsc.errors import UserError
+from lamsc.semcom.distributed import launched
 from lamsc.semcom.model import ModelConfig
 from lamsc.semcom.training import PRESETS, TrainJob, train_model
 
@@ -36,11 +37,15 @@ def train(
                                             "on this device (the gpu preset's own: 6)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
-    """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve."""
+    """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve. Under
+    ``torchrun --nproc_per_node N`` it trains on N processes (N GPUs), each step on N x the recipe's batch."""
     job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
                    steps=_parse_steps(steps) if steps else {}, precision=precision, minutes=minutes, out=out,
                    sam_checkpoint=checkpoint, importance=importance, init=init, reinit=tuple(reinit),
                    channels=channels, width=width, device=device)
+    if not launched().main:  # torchrun's other processes train alongside rank 0, which draws and prints
+        train_model(job)
+        return
     with progress() as bar:
         seg_task = bar.add_task("SKB segments", total=None)
         tasks = {}
