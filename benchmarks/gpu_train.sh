@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Trains the shipped default in a fixed wall-clock budget on one GPU, from the repository root with lamsc
-# installed:
+# Trains the shipped default in a fixed wall-clock budget on one GPU (or NPROC GPUs), from the repository root
+# with lamsc installed:
 #
 #   sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES]
+#   NPROC=4 sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES]   # data-parallel on 4 GPUs under torchrun
 #
+# With NPROC > 1 each step trains on NPROC x the preset's batch (one batch per GPU), in the same budget.
 # PHOTOS: the folder ../shared/data/photos.sh builds (a segments.npz beside the photographs' run folder is
 # reused: put one in OUT/train to skip segmenting). MINUTES: the training budget (default: the gpu preset's).
 # Writes OUT/lamsc-default.{safetensors,json} (fp16 weights, what ships in semcom/default_model/),
@@ -13,7 +15,11 @@ photos=${1:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
 out=${2:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
 py=${PYTHON:-python3}
 mkdir -p "$out/train"
-$py -m lamsc.cli train --preset gpu --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 \
+launch=$py
+if [ "${NPROC:-1}" -gt 1 ]; then  # torchrun: one process per GPU; rank 0 alone writes train.json
+  launch="$py -m torch.distributed.run --standalone --nproc_per_node $NPROC"
+fi
+$launch -m lamsc.cli train --preset gpu --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 \
   ${3:+--minutes "$3"} --out "$out/train" --json >"$out/train.json"
 $py - "$out" <<'PY'
 import shutil, sys
