@@ -7,7 +7,11 @@ each SNR itself), ``ideal`` (the same codecs at Shannon capacity), ``softcast`` 
 compared at equal channel uses; analog links report the side bits they send digitally, digital links the
 coded bits at their MCS, in separate columns.
 
-    python benchmarks/snr_sweep.py --out benchmarks/results [--model M] [--images DIR] [--limit N]
+    python benchmarks/snr_sweep.py --out benchmarks/results [--model M] [--images DIR] [--limit N] [--digital STEP]
+
+``--digital STEP`` adds lamsc's digital mode ("lamsc-digital": features range-coded at quantiser step STEP
+over the same 5G LDPC + QAM link as separation, at the MCS for each SNR), with the entropy model beside the
+model (``lamsc density fit``); it spends its own channel uses, reported in its row.
 
 Writes snr_sweep.csv (per photograph), snr_sweep.json, snr_sweep.png and snr_sweep.md (the table, the
 rules, and the SNR where lamsc's PSNR curve crosses each baseline's) into --out.
@@ -29,10 +33,11 @@ import torch
 
 from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import Channel
+from lamsc.semcom.entropy import DigitalMode, load_entropy_model, nearest_step
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.model import load_model
+from lamsc.semcom.model import DEFAULT_MODEL, load_model
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
@@ -57,6 +62,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
     p.add_argument("--cbr", type=float, default=None,
                    help="lamsc's channel budget (CBR, side information included); default: ASC's own choice")
+    p.add_argument("--digital", type=float, default=None, metavar="STEP",
+                   help="also send in the digital mode at this quantiser step (needs the model's entropy model)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the sweep measures quality, not speed, and one thread is "
                         "fastest on a busy machine)")
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     images = list(iter_images([args.images])) if args.images else bundled_photos()
     images = images[: args.limit]
     segmenter = FallbackSegmenter()
+    digital = (DigitalMode(load_entropy_model(args.model or DEFAULT_MODEL), nearest_step(args.digital))
+               if args.digital is not None else None)
     searches = [CodecSearch(item.pixels) for item in images]  # encodes shared across SNRs and baselines
     rows = []
     for snr in args.snrs:
@@ -85,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                     for name in args.baselines:
                         b = run_baseline(name, item.pixels, r.channel_uses, channel, args.design_snr, k, searches[k])
                         rows.append(row(snr, item.name, b))
+        if digital is not None:
+            tx, rx = Transmitter(model, segmenter, digital=digital), Receiver(model, entropy=digital.entropy)
+            for k, item in enumerate(images):
+                rows.append(row(snr, item.name, transmit(item.pixels, tx, rx, channel, seed=k)))
         print(f"{snr:5.1f} dB done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "snr_sweep.csv", "w", newline="") as f:

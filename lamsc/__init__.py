@@ -6,6 +6,8 @@ The ``lamsc`` command (``lamsc.cli``) wraps the Python calls named here, each a 
 out; they load on first use, so ``import lamsc`` stays light:
 
 - transmit: ``transmit(image, Transmitter(model, segmenter), Receiver(model), Channel("awgn", 10.0))``
+- digital mode: ``Transmitter(model, segmenter, digital=DigitalMode(load_entropy_model("m.safetensors"), 0.5))``,
+  ``Receiver(model, entropy=...)``; fit the entropy model with ``fit_entropy_model`` (``lamsc density fit``)
 - train: ``train_model(TrainJob(data=["photos/"]))``
 - compress: ``compress_to_budget(CompressConfig(budget="latency-ms=60%"))``
 - export: ``write_bundle(model, "bundle/", "int8")``
@@ -28,6 +30,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _API = {
     **dict.fromkeys(("Transmitter", "Receiver", "transmit", "LinkResult"), "lamsc.semcom.transmission"),
     "Channel": "lamsc.semcom.channels",
+    **dict.fromkeys(("DigitalMode", "EntropyModel", "load_entropy_model"), "lamsc.semcom.entropy"),
+    "fit_entropy_model": "lamsc.semcom.entropy_fit",
     **dict.fromkeys(("load_model", "LamscModel", "ModelConfig"), "lamsc.semcom.model"),
     **dict.fromkeys(("load_image", "bundled_photos", "iter_images"), "lamsc.semcom.images"),
     **dict.fromkeys(("build_segmenter", "SamSegmenter"), "lamsc.semcom.segmenter"),

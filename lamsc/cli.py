@@ -15,6 +15,7 @@ from rich.markup import escape
 from lamsc import __version__
 from lamsc.commands.compress import compress
 from lamsc.commands.demo import demo
+from lamsc.commands.density import density
 from lamsc.commands.export import export
 from lamsc.commands.kb import kb
 from lamsc.commands.federate import federate
@@ -45,6 +46,7 @@ app.command()(export)
 app.command()(profile)
 app.command()(demo)
 app.add_typer(kb, name="kb")
+app.add_typer(density, name="density")
 app.command()(federate)
 
 

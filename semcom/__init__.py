@@ -2,11 +2,13 @@
 
 Images in (files, folders, class folders, VOC layout, bundled photographs); the SAM knowledge base (SKB)
 segmenters; ASI attention, the SNR-conditioned codec and the ASC mask (``LamscModel``); the payload;
-channels; ``Transmitter`` / ``Receiver``; training; the baselines (separation, ideal, SoftCast); metrics.
+channels; the digital mode's entropy coding (``DigitalMode``); ``Transmitter`` / ``Receiver``; training; the baselines (separation, ideal, SoftCast); metrics.
 """
 
 from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
+from lamsc.semcom.entropy import DigitalMode, EntropyModel, load_entropy_model
+from lamsc.semcom.entropy_fit import fit_entropy_model
 from lamsc.semcom.fallback import FallbackOptions, FallbackSegmenter
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images, load_image, load_voc
 from lamsc.semcom.model import LamscModel, ModelConfig, load_model
@@ -22,6 +24,8 @@ __all__ = [
     "CHANNELS",
     "MODEL_TYPES",
     "Channel",
+    "DigitalMode",
+    "EntropyModel",
     "FallbackOptions",
     "FallbackSegmenter",
     "LamscModel",
@@ -38,7 +42,9 @@ __all__ = [
     "Transmitter",
     "build_segmenter",
     "bundled_photos",
+    "fit_entropy_model",
     "iter_images",
+    "load_entropy_model",
     "load_image",
     "load_model",
     "load_sam",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lamsc.errors import UserError
-from lamsc.semcom.channels import Channel
+from lamsc.semcom.channels import Channel, analog_form
 from lamsc.semcom.image_codecs import CODECS, CodecSearch, supported
 from lamsc.semcom.separation import ideal_separation, practical_separation
 from lamsc.semcom.softcast import softcast
@@ -29,9 +29,9 @@ BASELINES = {
 
 
 def baseline_channel(channel: Channel) -> Channel:
-    """The analog channel a baseline runs on for ``channel``: its own kind (AWGN or Rayleigh, equalised) at
-    the same SNR. A digital or unequalised channel names lamsc's own modulation; a baseline brings its own."""
-    return Channel("rayleigh" if channel.fading else "awgn", channel.snr_db, channel.block_len)
+    """The analog channel a baseline runs on for ``channel``: ``lamsc.semcom.channels.analog_form`` (a
+    baseline brings its own modulation)."""
+    return analog_form(channel)
 
 
 def run_baseline(name: str, image: np.ndarray, channel_uses: int, channel: Channel,

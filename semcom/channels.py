@@ -55,6 +55,13 @@ class Channel:
         return 10.0 ** (-self.snr_db / 10.0)
 
 
+def analog_form(channel: Channel) -> Channel:
+    """The analog channel under a link that brings its own modulation (a coded link, a baseline): the same
+    kind (AWGN, or Rayleigh equalised) at the same SNR. A digital or unequalised channel names lamsc's own
+    uncoded modulation, which such a link replaces."""
+    return Channel("rayleigh" if channel.fading else "awgn", channel.snr_db, channel.block_len)
+
+
 def to_symbols(x: torch.Tensor) -> torch.Tensor:
     """Real (B, N) -> complex (B, ceil(N/2)); unit mean-square reals give unit-power symbols."""
     if x.shape[1] % 2:

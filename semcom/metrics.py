@@ -85,3 +85,25 @@ def strict_json(obj):
     if isinstance(obj, (list, tuple)):
         return [strict_json(v) for v in obj]
     return obj
+
+
+def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) -> float:
+    """Bjøntegaard delta rate, percent: the mean rate difference of the test curve against the anchor at equal
+    PSNR, over the PSNR range both curves cover (negative: the test needs fewer bits).
+
+    Each curve's log10(rate) is fitted as a cubic polynomial of PSNR (least squares; at least 4 points, rates
+    positive) and integrated over the common range; BD-rate = (10^(mean difference) - 1) x 100. Source:
+    G. Bjøntegaard, "Calculation of average PSNR differences between RD-curves", VCEG-M33, 2001. NaN when the
+    PSNR ranges do not overlap. Raises ValueError for fewer than 4 points or a rate that is not positive.
+    """
+    curves = []
+    for rate, psnr in ((anchor_rate, anchor_psnr), (test_rate, test_psnr)):
+        rate, psnr = np.asarray(rate, np.float64), np.asarray(psnr, np.float64)
+        if len(rate) < 4 or len(rate) != len(psnr) or (rate <= 0).any():
+            raise ValueError("a BD-rate curve needs at least 4 points of positive rate and a PSNR each")
+        curves.append((np.polyfit(psnr, np.log10(rate), 3), psnr.min(), psnr.max()))
+    lo, hi = max(c[1] for c in curves), min(c[2] for c in curves)
+    if not hi > lo:
+        return float("nan")
+    integrals = [np.diff(np.polyval(np.polyint(p), [lo, hi]))[0] for p, _, _ in curves]
+    return float((10.0 ** ((integrals[1] - integrals[0]) / (hi - lo)) - 1.0) * 100.0)

@@ -5,7 +5,8 @@ Layout (version 1, big-endian):
     offset  size  field
     0       3     magic b"LSC"
     3       1     version (1)
-    4       1     flags: bit 0 = ASC on (a depth map follows); bit 1 = SNR field valid
+    4       1     flags: bit 0 = ASC on (a depth map follows); bit 1 = SNR field valid;
+                  bit 2 = entropy-coded values (the digital mode, below)
     5       2     image height        7  2  image width
     9       1     feature channels C  10 1  depth levels L (C divisible by L)
     11      2     feature height h    13 2  feature width w
@@ -15,6 +16,11 @@ Layout (version 1, big-endian):
     21      ...   depth map, if flags bit 0: per position (raster order) its level - 1 in ceil(log2 L) bits
     ...     ...   values: per position, its first k = level * C / L channels, b bits each (offset binary)
     end-4   4     CRC-32 of everything before it
+
+Entropy-coded payloads (flag bit 2; lamsc.semcom.entropy) keep the header and depth map: value bits is 0,
+the quantiser scale field holds the quantiser step Δ (values are q * Δ at unit feature power), and the
+values are a 4-byte fingerprint of the probability tables (big-endian) followed by the range-coded stream of
+the integers q, channel after channel, each channel's kept positions in raster order (whole 32-bit words).
 
 Bit fields are packed MSB first and padded with zeros to a whole byte. Every part of the payload is
 covered by the CRC, so any single flipped bit (and any burst up to 32 bits) is detected.
@@ -36,6 +42,7 @@ VERSION = 1
 _HEADER = struct.Struct(">3sBBHHBBHHBfb")
 FLAG_ASC = 1
 FLAG_SNR = 2
+FLAG_ENTROPY = 4
 
 
 class PayloadError(UserError):
@@ -107,10 +114,16 @@ def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int, va
 
 
 def assemble(height: int, width: int, shape: tuple[int, int, int], num_levels: int, value_bits: int, scale: float,
-             snr_db: float | None, level_bytes: bytes, value_bytes: bytes) -> bytes:
-    """Header + depth map (empty without ASC) + values + CRC: the payload around already-packed parts."""
+             snr_db: float | None, level_bytes: bytes, value_bytes: bytes, entropy_id: int | None = None) -> bytes:
+    """Header + depth map (empty without ASC) + values + CRC: the payload around already-packed parts.
+
+    ``entropy_id``: the fingerprint of the probability tables that coded ``value_bytes`` (an entropy-coded
+    payload: ``value_bits`` 0, ``scale`` the quantiser step); None for fixed-width values."""
     c, h, w = shape
     flags = (FLAG_ASC if level_bytes else 0) | (FLAG_SNR if snr_db is not None else 0)
+    if entropy_id is not None:
+        flags |= FLAG_ENTROPY
+        value_bytes = struct.pack(">I", entropy_id) + value_bytes
     snr_field = int(np.clip(round(snr_db), -128, 127)) if snr_db is not None else 0
     body = _HEADER.pack(MAGIC, VERSION, flags, height, width, c, num_levels, h, w, value_bits, scale, snr_field)
     body += level_bytes + value_bytes
@@ -130,7 +143,8 @@ class Parsed:
     snr_db: float | None
     levels: np.ndarray           # (h, w) in 1..L
     level_bytes: bytes           # empty without ASC
-    value_bytes: bytes
+    value_bytes: bytes           # entropy-coded: the range-coded stream, after the fingerprint
+    entropy_id: int | None = None  # the probability tables' fingerprint of an entropy-coded payload
 
     @property
     def asc(self) -> bool:
@@ -155,8 +169,9 @@ def parse(payload: bytes) -> Parsed:
     if version != VERSION:
         raise PayloadError(f"payload version {version} is not supported (this lamsc reads {VERSION}); "
                            "use the same lamsc version at both ends")
-    if L == 0 or c % L or not 2 <= value_bits <= 16:
-        raise PayloadError("payload header is inconsistent (channels, levels or value bits)")
+    coded = bool(flags & FLAG_ENTROPY)
+    if L == 0 or c % L or not (value_bits == 0 if coded else 2 <= value_bits <= 16) or flags > 7:
+        raise PayloadError("payload header is inconsistent (channels, levels, value bits or flags)")
     offset, level_bytes = _HEADER.size, b""
     if flags & FLAG_ASC:
         lb = level_bits(L)
@@ -167,17 +182,28 @@ def parse(payload: bytes) -> Parsed:
             raise PayloadError("payload depth map names a level beyond its header; it is not a valid payload")
     else:
         levels = np.full((h, w), L, np.int64)
+    snr = float(snr_field) if flags & FLAG_SNR else None
+    if coded:
+        stream = body[offset + 4:]
+        if len(body) - offset < 4 or len(stream) % 4 or not (math.isfinite(scale) and scale > 0):
+            raise PayloadError("payload's entropy-coded values are not a fingerprint and whole 32-bit words, or "
+                               "its quantiser step is not positive; it is not a valid payload")
+        (entropy_id,) = struct.unpack_from(">I", body, offset)
+        return Parsed(height, width, (c, h, w), L, 0, scale, snr, levels, level_bytes, stream, entropy_id)
     count = int(levels.sum()) * (c // L)
     if len(body) - offset != math.ceil(count * value_bits / 8):
         raise PayloadError(f"payload holds {len(body) - offset} value bytes where its header implies "
                            f"{math.ceil(count * value_bits / 8)}; it is not a valid payload")
-    snr = float(snr_field) if flags & FLAG_SNR else None
     return Parsed(height, width, (c, h, w), L, value_bits, scale, snr, levels, level_bytes, body[offset:])
 
 
 def unpack(payload: bytes) -> Unpacked:
-    """Read a payload back; a damaged, truncated or foreign one raises PayloadError saying which."""
+    """Read a fixed-width payload back; a damaged, truncated or foreign one raises PayloadError saying which
+    (an entropy-coded one is read by lamsc.semcom.entropy's tables: ``Receiver.receive``)."""
     p = parse(payload)
+    if p.entropy_id is not None:
+        raise PayloadError("payload is entropy-coded (the digital mode): a Receiver holding the model's entropy "
+                           "model reads it")
     return Unpacked(p.height, p.width, Features(decode_values(p), p.levels, p.num_levels), p.asc, p.snr_db,
                     p.value_bits)
 

@@ -4,6 +4,12 @@ each whatever runs their networks (PyTorch, ONNX Runtime, TensorRT: lamsc.semcom
 On an analog channel the payload's kept values travel as analog symbols (two per channel use) and its
 side information (header, depth map, CRC) as a digital control message, taken as received intact. On a
 digital channel every payload bit is modulated, and a payload the CRC rejects is a reported loss.
+
+The digital mode (``Transmitter(digital=DigitalMode(...))``, lamsc.semcom.entropy) entropy-codes the kept
+features and sends the whole payload as one transport block over 5G LDPC + QAM (lamsc.semcom.mcs) at the MCS
+whose measured BLER is <= 1% at the channel's SNR, the coded link of the separation baseline: a failed
+code block loses the payload, shown mid-grey (a payload cut at the first failed block fails its CRC), the
+rule the separation baseline applies to a file that cannot be decoded cut.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ from lamsc.semcom import metrics
 from lamsc.semcom.asc import depth_for_budget, depth_levels, levels_to_mask
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
 from lamsc.semcom.backend import Backend, TorchBackend
-from lamsc.semcom.channels import Channel, analog_real, channel_uses, transmit_bits
+from lamsc.semcom.channels import Channel, analog_form, analog_real, channel_uses, transmit_bits
+from lamsc.semcom.entropy import DigitalMode, EntropyModel, decode_features, effective_snr, encode_features
+from lamsc.semcom.mcs import CODEWORD, MCS, Delivered, blocks_needed, channel_uses_of, choose_mcs, coded_link
 from lamsc.semcom.model import LamscModel, ModelConfig, cbr, pad_to_multiple, power_normalise
-from lamsc.semcom.payload import Features, PayloadError, Unpacked, assemble, parse, side_bits, unpack
+from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, level_bits, pack_bits,
+                                  parse, side_bits, unpack)
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
 
@@ -79,16 +88,27 @@ class Transmitter:
     side information included: ASC's depth map is shifted to send the most features that fit
     (``lamsc.semcom.asc.depth_for_budget``). None: ASC's own choice. Raises UserError for a budget
     without ASC, or one not in (0, 1].
+
+    ``digital``: the digital mode (lamsc.semcom.entropy.DigitalMode): the kept features quantised at its
+    step and range-coded, the encoder conditioned on the quantisation noise's SNR; ``transmit`` then sends
+    the payload over the coded link. Raises UserError beside a channel budget (the coded link sets the rate
+    by the step), or for an entropy model of another number of channels.
     """
 
     def __init__(self, network: LamscModel | Backend, segmenter: Segmenter, asc: bool = True,
-                 snr_db: float | None = None, device: str | torch.device = "cpu", cbr: float | None = None):
+                 snr_db: float | None = None, device: str | torch.device = "cpu", cbr: float | None = None,
+                 digital: DigitalMode | None = None):
         if cbr is not None and not (asc and 0 < cbr <= 1):
             raise UserError(f"a channel budget of CBR {cbr}: give one in (0, 1], with ASC on (it chooses what "
                             "to drop)")
+        if cbr is not None and digital is not None:
+            raise UserError("a channel budget (CBR) sizes an analog link; the digital mode's rate is its quantiser "
+                            "step: give one or the other")
         self.backend = as_backend(network, device)
         self.config = self.backend.config
-        self.segmenter, self.asc, self.snr_db, self.cbr = segmenter, asc, snr_db, cbr
+        if digital is not None:
+            same_channels(digital.entropy, self.config)
+        self.segmenter, self.asc, self.snr_db, self.cbr, self.digital = segmenter, asc, snr_db, cbr, digital
         self.pack_device = gpu_or_cpu(self.backend)
         self.pack_backend = ""
 
@@ -96,9 +116,13 @@ class Transmitter:
         """One image (H, W, 3) uint8 -> the payload and what went into it.
 
         ``snr_db``: the SNR the encoder adapts to, dB; default the transmitter's own (``transmit`` passes
-        the channel's). Raises UserError when neither is given. ``seconds``: segment, encode, pack.
+        the channel's). Raises UserError when neither is given. In the digital mode the encoder adapts to the
+        quantisation noise's SNR instead, and ``snr_db`` is not needed. ``seconds``: segment, encode, pack.
         """
-        snr_db = assumed_snr(self.snr_db, snr_db)
+        if self.digital is not None:
+            snr_db = effective_snr(self.digital.step, self.config.snr_range)
+        else:
+            snr_db = assumed_snr(self.snr_db, snr_db)
         t0 = time.perf_counter()
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
@@ -108,12 +132,19 @@ class Transmitter:
         self.backend.synchronize()
         t2 = time.perf_counter()
         sent = pack_features(out, self.config, image.shape[:2], snr_db, segments, self.asc, self.pack_device,
-                             self.cbr)
+                             self.cbr, self.digital)
         self.pack_backend = sent.pack_backend
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
         if self.backend.gpu_seconds is not None:
             sent.gpu_seconds = {"encode": self.backend.gpu_seconds}
         return sent
+
+
+def same_channels(entropy: EntropyModel, config: ModelConfig) -> None:
+    """UserError when an entropy model was fitted for features of another number of channels."""
+    if entropy.channels != config.channels:
+        raise UserError(f"the entropy model codes {entropy.channels} feature channels, the model sends "
+                        f"{config.channels}: fit one for this model with `lamsc density fit --model MODEL`")
 
 
 def as_backend(network: LamscModel | Backend, device: str | torch.device = "cpu") -> Backend:
@@ -160,11 +191,12 @@ def transmit_power(features: torch.Tensor, levels: torch.Tensor, num_levels: int
 
 
 def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db: float, segments: Segments | None,
-                  asc: bool = True, device: str | torch.device = "cpu", max_cbr: float | None = None) -> Sent:
+                  asc: bool = True, device: str | torch.device = "cpu", max_cbr: float | None = None,
+                  digital: DigitalMode | None = None) -> Sent:
     """The transmitter graph's outputs for one image (``features`` (1, C, h, w), ``depth`` (1, 1, h, w),
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
     (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
-    ``device``."""
+    ``device``, or with ``digital`` the quantiser and range coder (on the CPU)."""
     h, w = size
     L = config.num_levels
     depth = torch.as_tensor(out["depth"][0, 0]).to(device)
@@ -177,12 +209,28 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
         uses = math.floor(max_cbr * 3 * h * w) - math.ceil((side_bits(shape, L) + 7) / 2)
         depth = depth_for_budget(depth, L, shape[0] // L, 2 * uses)
     z = transmit_power(torch.as_tensor(out["features"]).to(device), depth_levels(depth, L)[None], L)[0]
+    if digital is not None:
+        return entropy_pack(out, z, depth_levels(depth, L).cpu().numpy(), config, size, snr_db, segments, asc,
+                            digital)
     packed = asc_pack(z, depth, L, config.value_bits)
     payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db,
                        packed.level_bytes if asc else b"", packed.value_bytes)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
     return Sent(payload, segments, importance, packed.count / z.numel(), packed.count,
                 packed.count * config.value_bits, {}, packed.backend)
+
+
+def entropy_pack(out: dict, z: torch.Tensor, levels: np.ndarray, config: ModelConfig, size: tuple[int, int],
+                 snr_db: float, segments: Segments | None, asc: bool, digital: DigitalMode) -> Sent:
+    """The digital mode's payload: header, depth map (with ASC), the range-coded values."""
+    h, w = size
+    L = config.num_levels
+    stream, count = encode_features(digital.entropy, z.detach().cpu().numpy(), levels, L, digital.step)
+    level_bytes = pack_bits(levels.ravel() - 1, level_bits(L)) if asc else b""
+    payload = assemble(h, w, tuple(z.shape), L, 0, digital.step, snr_db, level_bytes, stream,
+                       entropy_id=digital.entropy.tables.fingerprint)
+    importance = np.asarray(out["importance"][0, 0])[:h, :w]
+    return Sent(payload, segments, importance, count / z.numel(), count, 8 * len(stream), {}, "entropy")
 
 
 @dataclass(repr=False)
@@ -212,13 +260,18 @@ class Receiver:
     backend (``network`` as for Transmitter). The unpack runs lamsc.kernels' CUDA kernel where the backend
     runs on a GPU; ``unpack_backend`` says which ran last, ``gpu_seconds`` the last receiver graph's time on
     the GPU by CUDA events (None off a GPU). ``refine``: a Refiner each decoded image passes through (None:
-    the decoder's output as it is); a lost payload is not refined."""
+    the decoder's output as it is); a lost payload is not refined. ``entropy``: the entropy model that reads
+    the digital mode's payloads (lamsc.semcom.entropy.load_entropy_model); UserError for one fitted for
+    another number of channels."""
 
     def __init__(self, network: LamscModel | Backend, device: str | torch.device = "cpu",
-                 refine: Refiner | None = None):
+                 refine: Refiner | None = None, entropy: EntropyModel | None = None):
         self.refine = refine
         self.backend = as_backend(network, device)
         self.config = self.backend.config
+        if entropy is not None:
+            same_channels(entropy, self.config)
+        self.entropy = entropy
         self.unpack_device = gpu_or_cpu(self.backend)
         self.unpack_backend = ""
         self.gpu_seconds = None
@@ -226,13 +279,36 @@ class Receiver:
     def receive(self, payload: bytes, height: int | None = None, width: int | None = None) -> Reconstruction:
         """A digital payload; damaged or foreign ones come back as a loss (mid-grey of ``height`` x
         ``width``), never an exception. A payload that passed its CRC is noise-free: it is decoded as at
-        the top of the model's SNR range."""
+        the top of the model's SNR range; an entropy-coded one (the digital mode) at its quantisation noise's
+        SNR (lamsc.semcom.entropy.DigitalMode). UserError for an entropy-coded payload without the entropy
+        model that coded it."""
         try:
             parsed = parse(payload)
         except PayloadError as e:
             return lost_image(height or 1, width or 1, str(e))
+        if parsed.entropy_id is not None:
+            return self.receive_coded(parsed)
         values, self.unpack_backend = asc_unpack(parsed, self.unpack_device)
         return self.decode(values, parsed.levels, parsed.height, parsed.width, self.config.snr_range[1])
+
+    def receive_coded(self, parsed: Parsed) -> Reconstruction:
+        """An entropy-coded payload, checked: dequantised and decoded at the quantisation noise's SNR."""
+        fix = "give Receiver(entropy=...) the entropy model beside the transmitter's model (lamsc density fit)"
+        if self.entropy is None:
+            raise UserError(f"this payload is entropy-coded (the digital mode) and the receiver holds no entropy "
+                            f"model: {fix}")
+        if parsed.entropy_id != self.entropy.tables.fingerprint:
+            raise UserError(f"this payload was coded with probability tables {parsed.entropy_id:08x}, the receiver "
+                            f"holds {self.entropy.tables.fingerprint:08x}: {fix}")
+        step = parsed.scale
+        try:
+            values = decode_features(self.entropy, parsed.value_bytes, parsed.levels, parsed.num_levels,
+                                     parsed.shape[0], step)
+        except ValueError as e:  # a step without tables: another sender's payload
+            return lost_image(parsed.height, parsed.width, f"payload cannot be decoded: {e}")
+        self.unpack_backend = "entropy"
+        return self.decode(values, parsed.levels, parsed.height, parsed.width,
+                           effective_snr(step, self.config.snr_range))
 
     def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
         """Features that crossed an analog channel at ``snr_db`` (dB), with their side information."""
@@ -328,14 +404,34 @@ def deliver(payload: bytes, channel: Channel, receiver: Receiver, height: int, w
             seed: int | None = None) -> tuple[Reconstruction, int]:
     """The channel acting on one payload and the receiver decoding what arrived -> (reconstruction, bit
     errors). Digital: every bit crosses, and a payload the CRC rejects is a loss; analog: the kept values
-    cross as symbols, the side information intact. A payload that cannot be read at all is a loss too."""
+    cross as symbols, the side information intact. The digital mode's payload (entropy-coded) crosses the
+    coded link (``coded_delivery``; bit errors 0: failed code blocks are its errors, said in the loss). A
+    payload that cannot be read at all is a loss too."""
     try:
+        if is_entropy_coded(payload):
+            got, mcs = coded_delivery(payload, channel, seed)
+            if not got.complete:
+                return lost_image(height, width, f"{got.failed} of {got.blocks} code blocks failed their CRC at "
+                                  f"{mcs.name}; shown: mid-grey (no picture)"), 0
+            return receiver.receive(got.data, height, width), 0
         if channel.digital:
             received, errors = transmit_bits(payload, channel, seed)
             return receiver.receive(received, height, width), errors
         return receiver.receive_features(analog_link(payload, channel, seed), channel.snr_db), 0
     except PayloadError as e:
         return lost_image(height, width, str(e)), 0
+
+
+def is_entropy_coded(payload: bytes) -> bool:
+    """Whether the header of ``payload`` says it is the digital mode's (entropy-coded; not yet CRC-checked)."""
+    return len(payload) > 4 and bool(payload[4] & FLAG_ENTROPY)
+
+
+def coded_delivery(payload: bytes, channel: Channel, seed: int | None = None) -> tuple[Delivered, MCS]:
+    """``payload`` as one transport block over 5G LDPC + QAM on ``analog_form(channel)`` at ``choose_mcs`` of
+    the channel's SNR -> (lamsc.semcom.mcs.Delivered, the MCS)."""
+    mcs = choose_mcs(channel.snr_db)
+    return coded_link(payload, mcs, analog_form(channel), seed), mcs
 
 
 def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, channel: Channel,
@@ -345,7 +441,7 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
     The transmitter encodes for the channel's SNR unless it was built with its own; a different own SNR is
     a deliberate mismatch (an SNR estimate off the true one), said in a warning.
     """
-    name = "lamsc" if transmitter.asc else "lamsc-no-asc"
+    name = ("lamsc" if transmitter.asc else "lamsc-no-asc") + ("-digital" if transmitter.digital else "")
     if transmitter.snr_db is not None and transmitter.snr_db != channel.snr_db:
         log.warning(f"the transmitter encodes for {transmitter.snr_db:g} dB over a {channel.snr_db:g} dB channel "
                     "(leave its snr_db unset to follow the channel)")
@@ -355,9 +451,16 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
     rec, errors = deliver(sent.payload, channel, receiver, h, w, seed)
     decode_s = time.perf_counter() - t0
     bits = metrics.bits(sent.payload)
-    uses = channel_uses(channel, bits, sent.value_count, sent.side_bits)
-    crossed = (dict(link="digital", coded_bits=bits, mcs=f"{channel.name.split('-')[1]}-uncoded") if channel.digital
-               else dict(link="analog", side_bits=sent.side_bits))
+    if transmitter.digital is not None:
+        mcs = choose_mcs(channel.snr_db)
+        blocks = blocks_needed(len(sent.payload), mcs)
+        uses = channel_uses_of(blocks, mcs)
+        crossed = dict(link="digital", coded_bits=blocks * CODEWORD, mcs=mcs.name,
+                       detail=f"step {transmitter.digital.step:g}; {blocks} code blocks")
+    else:
+        uses = channel_uses(channel, bits, sent.value_count, sent.side_bits)
+        crossed = (dict(link="digital", coded_bits=bits, mcs=f"{channel.name.split('-')[1]}-uncoded")
+                   if channel.digital else dict(link="analog", side_bits=sent.side_bits))
     return LinkResult(name, rec, bits, uses, cbr(uses, h, w), sent.kept_ratio,
                       float(metrics.psnr(image, rec.image)), float(metrics.ssim(image, rec.image)),
                       float(metrics.ms_ssim(image, rec.image)), errors, {**sent.seconds, "receive": decode_s},

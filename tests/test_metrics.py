@@ -47,3 +47,20 @@ def test_bits_are_the_payload_length():
     payload = bytes(range(37))
     assert bits(payload) == 296
     assert bits_per_pixel(payload, 4, 2) == 37.0
+
+
+def test_bd_rate_against_closed_forms():
+    from lamsc.semcom.metrics import bd_rate
+
+    psnr = np.array([28.0, 31.0, 34.0, 37.0, 40.0])
+    anchor = 10.0 ** (0.002 * (psnr - 30) ** 3 - 0.01 * (psnr - 30) ** 2 + 0.1 * psnr - 3.5)  # a cubic in log rate
+    # the same curve at 0.8 x the rate everywhere: -20 %, over any overlap
+    assert bd_rate(anchor, psnr, 0.8 * anchor, psnr) == pytest.approx(-20.0, abs=1e-9)
+    assert bd_rate(anchor, psnr, 0.8 * anchor[1:], psnr[1:]) == pytest.approx(-20.0, abs=1e-9)
+    # log10 rate linear in PSNR with slope b, the test curve d dB higher at every rate: 10^(-b d) - 1
+    b, d = 0.12, 1.5
+    linear = 10.0 ** (b * psnr - 4.0)
+    assert bd_rate(linear, psnr, linear, psnr + d) == pytest.approx((10 ** (-b * d) - 1) * 100, abs=1e-9)
+    assert np.isnan(bd_rate(anchor, psnr, anchor, psnr + 20.0))  # no common PSNR range
+    with pytest.raises(ValueError):
+        bd_rate(anchor[:3], psnr[:3], anchor[:3], psnr[:3])

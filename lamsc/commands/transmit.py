@@ -20,8 +20,10 @@ from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment
+from lamsc.errors import UserError
 from lamsc.semcom.backend import Backend
-from lamsc.semcom.model import LamscModel, ModelConfig, load_model
+from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, load_entropy_model, nearest_step
+from lamsc.semcom.model import DEFAULT_MODEL, LamscModel, ModelConfig, load_model
 from lamsc.semcom.segmenter import Segmenter, build_segmenter
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import LinkResult, Receiver, Transmitter, transmit as transmit_one
@@ -45,6 +47,11 @@ def transmit(
         "all: separation, ideal and softcast."),
     design_snr: Optional[float] = typer.Option(None, help="SNR in dB a separation baseline's MCS is chosen for "
                                                "(default: --snr)."),
+    digital: bool = typer.Option(False, "--digital", help="The digital mode: features quantised at --step, "
+                                 "range-coded under the model's entropy model (lamsc density fit), sent over 5G LDPC "
+                                 "+ QAM at the MCS for --snr."),
+    step: float = typer.Option(DEFAULT_STEP, help="The digital mode's quantiser step, relative to unit feature power "
+                               "(the nearest of lamsc.semcom.entropy.STEPS): smaller is more bits and quality."),
     seed: int = typer.Option(0, help="Seed of the channel noise."),
     kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
                                             "(repeatable: local and global)."),
@@ -59,9 +66,22 @@ def transmit(
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
     retriever = Retriever.open(kb) if kb else None
+    mode = digital_mode(model, step) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
-                    retriever, cbr)
+                    retriever, cbr, mode)
     report(rows, net.config, segmenter, ch, json_out)
+
+
+def digital_mode(model: Path | None, step: float) -> DigitalMode:
+    """The digital mode at the step of STEPS nearest ``step``, with the entropy model beside ``model`` (default:
+    the shipped one); UserError for a bundle or a model without one."""
+    if is_bundle(model):
+        raise UserError("the digital mode reads the entropy model beside a model file; pass --model NAME.safetensors "
+                        "(the one the bundle was exported from)")
+    snapped = nearest_step(step)
+    if snapped != step:
+        console.print(f"note: quantiser step {step:g} -> {snapped:g}, the nearest with probability tables")
+    return DigitalMode(load_entropy_model(model if model is not None else DEFAULT_MODEL), snapped)
 
 
 def baseline_names(given: list[str]) -> list[str]:
@@ -79,14 +99,15 @@ def baseline_names(given: list[str]) -> list[str]:
 
 def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Segmenter, channel: Channel, asc: bool,
              baselines: list[str], design_snr: float | None, seed: int, out: Path | None,
-             retriever: Retriever | None = None, cbr: float | None = None) -> list[dict]:
+             retriever: Retriever | None = None, cbr: float | None = None,
+             digital: DigitalMode | None = None) -> list[dict]:
     """Each image over ``channel`` through a Transmitter and Receiver on ``net`` (a model or a backend), beside
     the named baselines (lamsc.semcom.baseline.BASELINES) at the channel uses lamsc spent; one summary dict
     per image, pictures in ``out``. With a ``retriever`` the receiver retrieves from its knowledge bases; each
     row then says what it used and the PSNR of the image as decoded before retrieval. ``cbr``: the channel
-    budget ASC fits each image to (None: ASC's own choice)."""
-    tx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db, cbr=cbr)
-    rx = Receiver(net, refine=retriever)
+    budget ASC fits each image to (None: ASC's own choice). ``digital``: send in the digital mode."""
+    tx = Transmitter(net, segmenter, asc=asc, snr_db=channel.snr_db, cbr=cbr, digital=digital)
+    rx = Receiver(net, refine=retriever, entropy=digital.entropy if digital else None)
     rows = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

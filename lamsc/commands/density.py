@@ -1,0 +1,46 @@
+"""``lamsc density fit``: the entropy model of a lamsc model's digital mode (lamsc.semcom.entropy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lamsc.commands.output import console, emit_json, progress
+from lamsc.semcom.entropy import STEPS, density_path
+from lamsc.semcom.entropy_fit import fit_entropy_model
+from lamsc.semcom.images import bundled_photos, iter_images
+from lamsc.semcom.model import DEFAULT_MODEL, LamscModel
+from lamsc.semcom.segmenter import build_segmenter
+
+density = typer.Typer(help="The entropy model the digital mode (lamsc transmit --digital) codes features with.",
+                      no_args_is_help=True)
+
+
+@density.command()
+def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetensors with .json); default: the "
+                                             "shipped model."),
+        images: list[Path] = typer.Option([], "--images", help="Photographs or folders to fit on (repeatable); "
+                                          "default: scikit-image's bundled photographs."),
+        checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: "
+                                                  "fallback)."),
+        steps: int = typer.Option(400, help="Adam steps."),
+        seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """Fit the factorised density of a model's features and save it beside the model (NAME.density.safetensors)."""
+    base = Path(model) if model is not None else DEFAULT_MODEL
+    net = LamscModel.load(base)
+    photos = [item.pixels for item in (iter_images(images) if images else bundled_photos())]
+    with progress() as bar:
+        task = bar.add_task("fitting the density", total=steps)
+        fitted = fit_entropy_model(net, photos, build_segmenter(checkpoint), steps=steps, seed=seed,
+                                   progress=lambda step, total, bits: bar.update(
+                                       task, completed=step, description=f"fitting the density {bits:.3f} bit/value"))
+    path = fitted.save(density_path(base), base.with_suffix("").with_suffix(".safetensors"))
+    if json_out:
+        emit_json("density fit", {"density": str(path), "steps": list(STEPS), **fitted.provenance})
+        return
+    console.print(f"density: {path} ({fitted.provenance['images']} images, {fitted.provenance['values']} values, "
+                  f"{fitted.provenance['final_bits_per_value']} bit/value at the last step)")
+    console.print(f"quantiser steps: {', '.join(f'{s:g}' for s in STEPS)}")

@@ -1,0 +1,329 @@
+"""Entropy coding of quantised features under a learned factorised density, and its file beside the model.
+
+The density is the factorised prior of Ballé, Minnen, Singh, Hwang and Johnston, "Variational image
+compression with a scale hyperprior" (ICLR 2018, appendix 6.1): per feature channel c a monotone
+cumulative F_c(x) = sigmoid(f_c(x)), f_c a chain of small dense layers whose matrices are kept positive
+(softplus) and whose nonlinearities a + tanh(b) tanh(a) with |tanh(b)| < 1 are increasing.
+
+Here it models the transmitter's features ``z`` at unit average power (the kept values, before any
+quantiser), so that one density serves every quantiser step Δ of ``STEPS``: the integer q = round(z / Δ)
+has probability F_c(Δ(q + 1/2)) - F_c(Δ(q - 1/2)). It is fitted by the uniform-noise relaxation of the
+same paper, at steps drawn log-uniformly over ``STEPS``: minimise E[-log2(F(z + Δu + Δ/2) - F(z + Δu - Δ/2))],
+u ~ U(-1/2, 1/2), which is the rate of round(z / Δ) in expectation over the dither.
+
+Coding: per step and channel a probability table over the integers [low, low + n) (``ProbabilityTables``),
+computed once when the density is fitted and stored with it, so that both ends code with the same numbers;
+the range coder is constriction's (``constriction.stream.queue``, model ``Categorical``). Clip rule: a value
+beyond its table's support is sent as the nearest end of the support (the support is the fitting data's
+largest magnitude plus a quarter, so this is rare and bounded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from lamsc.errors import UserError
+
+FORMAT, FORMAT_VERSION = "lamsc-density", 1
+# quantiser steps relative to unit feature power, 2^(k/4) from 1/16 to 2 (float32-exact, as the header holds them)
+STEPS = tuple(float(np.float32(2.0 ** (k / 4))) for k in range(-16, 5))
+SUFFIX = ".density.safetensors"
+_TAIL = 1e-9  # the smallest probability a table gives, before the coder's own fixed-point floor
+
+
+class FactorizedDensity(nn.Module):
+    """Per-channel monotone CDFs F_c (Ballé et al. 2018, appendix 6.1) over real inputs (C, N).
+
+    ``filters``: hidden widths of the chain (the paper's and CompressAI's (3, 3, 3, 3)); ``init_scale``: the
+    spread the initial CDF covers, in input units.
+    """
+
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 4.0):
+        super().__init__()
+        widths = (1, *filters, 1)
+        scale = init_scale ** (1.0 / (len(widths) - 1))
+        self.matrices, self.biases, self.factors = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
+        for i in range(len(widths) - 1):
+            init = math.log(math.expm1(1.0 / scale / widths[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, widths[i + 1], widths[i]), init)))
+            self.biases.append(nn.Parameter(torch.empty(channels, widths[i + 1], 1).uniform_(-0.5, 0.5)))
+            if i < len(widths) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
+        self.channels = channels
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """f_c(x): inputs (C, N) -> logits of F_c (C, N), increasing in x."""
+        h = x.unsqueeze(1)
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
+            h = torch.matmul(F.softplus(m), h) + b
+            if i < len(self.factors):
+                h = h + torch.tanh(self.factors[i]) * torch.tanh(h)
+        return h.squeeze(1)
+
+    def bin_probability(self, centre: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:
+        """F_c(centre + width/2) - F_c(centre - width/2) for inputs (C, N), computed on the side of the median
+        where the difference of sigmoids does not cancel."""
+        lower, upper = self.logits(centre - width / 2), self.logits(centre + width / 2)
+        sign = -torch.sign(lower + upper).detach()
+        return (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
+
+
+@dataclass
+class ProbabilityTables:
+    """For each step s of ``steps`` and channel c: probabilities ``pmf[s][c]`` (float64, sum 1) of the integers
+    low[s, c] .. low[s, c] + len - 1. ``fingerprint``: CRC-32 of the tables, written into each payload so a
+    receiver holding other tables says so instead of decoding nonsense."""
+
+    steps: tuple[float, ...]
+    low: np.ndarray             # (S, C) int64
+    pmf: list[list[np.ndarray]]
+
+    @property
+    def fingerprint(self) -> int:
+        crc = zlib.crc32(np.asarray(self.steps, np.float32).tobytes())
+        crc = zlib.crc32(self.low.astype("<i8").tobytes(), crc)
+        for row in self.pmf:
+            for p in row:
+                crc = zlib.crc32(p.astype("<f8").tobytes(), crc)
+        return crc
+
+    def index(self, step: float) -> int:
+        """The table index of quantiser ``step`` (float32-exact); ValueError for a step without tables."""
+        for i, s in enumerate(self.steps):
+            if np.float32(s) == np.float32(step):
+                return i
+        raise ValueError(f"quantiser step {step:g} has no probability table; steps: {', '.join(f'{s:g}' for s in self.steps)}")
+
+
+def tables_from(density: FactorizedDensity, largest: np.ndarray, steps: tuple[float, ...] = STEPS) -> ProbabilityTables:
+    """Probability tables of ``density`` at each of ``steps``; channel c's support covers 1.25 x
+    ``largest[c]`` (C,), the largest magnitude the density was fitted on. The tails beyond the support fall
+    into its end bins (what the clip rule sends there)."""
+    low = np.zeros((len(steps), density.channels), np.int64)
+    pmf = []
+    with torch.no_grad():
+        for s, step in enumerate(steps):
+            row = []
+            for c in range(density.channels):
+                top = max(1, math.ceil(1.25 * float(largest[c]) / step))
+                q = torch.arange(-top, top + 1, dtype=torch.float64)
+                edges = (torch.cat([q - 0.5, q[-1:] + 0.5]) * step).float()
+                logits = density.logits(edges[None].expand(density.channels, -1))[c].double()
+                cdf = torch.sigmoid(logits)
+                cdf[0], cdf[-1] = 0.0, 1.0  # the clip rule: the tails belong to the end bins
+                p = (cdf[1:] - cdf[:-1]).clamp(min=_TAIL).numpy()
+                row.append(p / p.sum())
+                low[s, c] = -top
+            pmf.append(row)
+    return ProbabilityTables(tuple(steps), low, pmf)
+
+
+@dataclass
+class EntropyModel:
+    """A fitted density and its tables: what both ends of a digital link hold (``load_entropy_model``)."""
+
+    density: FactorizedDensity
+    tables: ProbabilityTables
+    largest: np.ndarray         # (C,) largest magnitude per channel in the fitting data
+    provenance: dict
+
+    @property
+    def channels(self) -> int:
+        return self.density.channels
+
+    def quantise(self, values: np.ndarray, channel: int, step: float) -> np.ndarray:
+        """Real values of one channel (unit-power domain) -> integers round(v / step), clipped to the support."""
+        s = self.tables.index(step)
+        low = int(self.tables.low[s, channel])
+        return np.clip(np.rint(np.asarray(values, np.float64) / step), low, low + len(self.tables.pmf[s][channel]) - 1
+                       ).astype(np.int64)
+
+    def encode(self, symbols: list[np.ndarray], step: float) -> bytes:
+        """Integers per channel (a list of C arrays, any lengths, within the supports) -> one range-coded
+        stream, channel after channel, as big-endian 32-bit words."""
+        import constriction
+
+        s = self.tables.index(step)
+        encoder = constriction.stream.queue.RangeEncoder()
+        for c, q in enumerate(symbols):
+            if len(q):
+                encoder.encode((np.asarray(q) - self.tables.low[s, c]).astype(np.int32), self._model(s, c))
+        return encoder.get_compressed().astype(">u4").tobytes()
+
+    def decode(self, data: bytes, counts: list[int], step: float) -> list[np.ndarray]:
+        """Inverse of ``encode``: ``counts[c]`` integers of each channel from the stream. Raises ValueError on
+        a stream that is not whole 32-bit words."""
+        import constriction
+
+        if len(data) % 4:
+            raise ValueError("a range-coded stream is whole 32-bit words")
+        s = self.tables.index(step)
+        words = np.frombuffer(data, ">u4").astype(np.uint32)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        return [decoder.decode(self._model(s, c), n).astype(np.int64) + self.tables.low[s, c] if n else
+                np.zeros(0, np.int64) for c, n in enumerate(counts)]
+
+    def rate_bits(self, symbols: list[np.ndarray], step: float) -> float:
+        """The density's rate of integers per channel at ``step``: sum of -log2 P(q), bits (no coder overhead)."""
+        s = self.tables.index(step)
+        return float(sum(-np.log2(self.tables.pmf[s][c][np.asarray(q) - self.tables.low[s, c]]).sum()
+                         for c, q in enumerate(symbols)))
+
+    def _model(self, s: int, c: int):
+        import constriction
+
+        cache = self.__dict__.setdefault("_models", {})
+        if (s, c) not in cache:
+            cache[s, c] = constriction.stream.model.Categorical(self.tables.pmf[s][c], perfect=False)
+        return cache[s, c]
+
+    # -- files ------------------------------------------------------------------------------------
+    def save(self, path: str | Path, model_file: str | Path | None = None) -> Path:
+        """Write the density file (safetensors): weights, tables and, in its metadata, the steps, provenance
+        and the SHA-256 of ``model_file`` (the .safetensors of the model it was fitted for)."""
+        path = Path(path)
+        t = self.tables
+        tensors = {f"density.{k}": v.detach().contiguous() for k, v in self.density.state_dict().items()}
+        tensors["low"] = torch.from_numpy(t.low.copy())
+        tensors["largest"] = torch.from_numpy(np.asarray(self.largest, np.float64))
+        tensors["pmf"] = torch.from_numpy(np.concatenate([p for row in t.pmf for p in row]))
+        tensors["sizes"] = torch.tensor([len(p) for row in t.pmf for p in row], dtype=torch.int64)
+        meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "channels": str(self.channels),
+                "steps": json.dumps(list(t.steps)), "provenance": json.dumps(self.provenance),
+                "model_sha256": file_sha256(model_file) if model_file else ""}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model_file: str | Path | None = None) -> "EntropyModel":
+        """Read a density file; UserError when it is missing, not a lamsc density, or fitted for a model
+        other than ``model_file`` (checked by SHA-256 when given)."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        fit = f"fit one with `lamsc density fit --model {_model_base(path)}`"
+        if not path.is_file():
+            raise UserError(f"no entropy model at {path} (the digital mode needs one beside the model); {fit}")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise UserError(f"{path} is not a readable safetensors file ({e}); {fit}") from None
+        if meta.get("format") != FORMAT or meta.get("version") != str(FORMAT_VERSION):
+            raise UserError(f"{path} is not a version-{FORMAT_VERSION} lamsc density; {fit}")
+        if model_file is not None and meta.get("model_sha256") and meta["model_sha256"] != file_sha256(model_file):
+            raise UserError(f"{path} was fitted for another model than {model_file}; {fit}")
+        channels, steps = int(meta["channels"]), tuple(json.loads(meta["steps"]))
+        density = FactorizedDensity(channels)
+        density.load_state_dict({k[len("density."):]: v for k, v in tensors.items() if k.startswith("density.")})
+        sizes = tensors["sizes"].numpy()
+        flat = np.split(tensors["pmf"].numpy(), np.cumsum(sizes)[:-1])
+        pmf = [flat[s * channels:(s + 1) * channels] for s in range(len(steps))]
+        tables = ProbabilityTables(steps, tensors["low"].numpy().astype(np.int64), pmf)
+        return cls(density.eval(), tables, tensors["largest"].numpy(), json.loads(meta["provenance"]))
+
+
+def density_path(model_path: str | Path) -> Path:
+    """Where a model's density lives: NAME.density.safetensors beside NAME.safetensors and NAME.json."""
+    base = model_base(model_path)
+    return base.with_name(base.name + SUFFIX)
+
+
+def model_base(model_path: str | Path) -> Path:
+    """NAME from NAME, NAME.safetensors or NAME.json."""
+    path = Path(model_path)
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def load_entropy_model(model_path: str | Path) -> EntropyModel:
+    """The density saved beside the model at ``model_path`` (NAME, NAME.safetensors or NAME.json); UserError
+    naming the command that fits one when it is missing or belongs to another model."""
+    base = model_base(model_path)
+    return EntropyModel.load(density_path(base), base.with_suffix(".safetensors"))
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _model_base(path: Path) -> str:
+    name = path.name
+    return str(path.with_name(name[: -len(SUFFIX)])) if name.endswith(SUFFIX) else str(path)
+
+
+def effective_snr(step: float, snr_range: tuple[float, float]) -> float:
+    """The SNR (dB) of uniform quantisation noise at ``step`` on unit-power features, 10 log10(12 / Δ²)
+    (noise variance Δ²/12), clipped to the model's trained ``snr_range``: what the decoder is told."""
+    return float(np.clip(10.0 * math.log10(12.0 / step**2), *snr_range))
+
+
+def nearest_step(step: float) -> float:
+    """The step of ``STEPS`` nearest to ``step`` on a log scale; UserError for a step that is not positive."""
+    if not step > 0:
+        raise UserError(f"quantiser step {step:g}: give a positive step (relative to unit feature power), "
+                        f"e.g. {STEPS[len(STEPS) // 2]:g}")
+    return min(STEPS, key=lambda s: abs(math.log(s / step)))
+
+
+DEFAULT_STEP = 0.5  # the digital mode's default quantiser step: effective SNR 16.8 dB
+
+
+@dataclass(frozen=True)
+class DigitalMode:
+    """The digital mode of a Transmitter: kept features at unit power quantised with step ``step`` (one of
+    ``entropy``'s steps, relative to unit feature power: the rate knob) and range-coded under ``entropy``.
+
+    The receiver dequantises (q * Δ) and tells the decoder the SNR of the quantisation noise,
+    ``effective_snr(step, snr_range)`` = 10 log10(12 / Δ²) clipped to the model's range: the decoder is
+    trained for AWGN on unit-power features, and rounding adds noise of variance Δ²/12 (uniform, for steps
+    small beside the features' spread). The transmitter's encoder is conditioned on the same SNR.
+    Raises UserError for a step without tables.
+    """
+
+    entropy: EntropyModel
+    step: float = DEFAULT_STEP
+
+    def __post_init__(self) -> None:
+        try:
+            self.entropy.tables.index(self.step)
+        except ValueError as e:
+            raise UserError(f"{e}: choose one of them (lamsc.semcom.entropy.nearest_step finds the closest)") from None
+
+
+def kept_by_channel(levels: np.ndarray, channels: int, num_levels: int) -> np.ndarray:
+    """Which positions (h, w) keep each channel: (C, h, w) bool, channel c where c < level * C / L."""
+    return np.arange(channels)[:, None, None] < (np.asarray(levels) * (channels // num_levels))[None]
+
+
+def encode_features(entropy: EntropyModel, values: np.ndarray, levels: np.ndarray, num_levels: int,
+                    step: float) -> tuple[bytes, int]:
+    """Kept features (C, h, w) at unit power, kept to ``levels`` (h, w) in 1..L -> (range-coded stream, number
+    of values coded): each channel's kept positions in raster order, quantised at ``step``."""
+    kept = kept_by_channel(levels, values.shape[0], num_levels)
+    symbols = [entropy.quantise(values[c][kept[c]], c, step) for c in range(values.shape[0])]
+    return entropy.encode(symbols, step), int(kept.sum())
+
+
+def decode_features(entropy: EntropyModel, stream: bytes, levels: np.ndarray, num_levels: int, channels: int,
+                    step: float) -> np.ndarray:
+    """Inverse of ``encode_features`` up to the quantiser: dequantised values (C, h, w) float32, q * step,
+    zeros where nothing was sent."""
+    kept = kept_by_channel(levels, channels, num_levels)
+    symbols = entropy.decode(stream, [int(k.sum()) for k in kept], step)
+    values = np.zeros(kept.shape, np.float32)
+    for c in range(channels):
+        values[c][kept[c]] = (symbols[c] * np.float64(step)).astype(np.float32)
+    return values

@@ -1,0 +1,183 @@
+"""The digital mode: entropy coding under a learned density, its payload, its coded link and its commands."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lamsc.cli import main
+from lamsc.errors import UserError
+from lamsc.semcom.channels import Channel
+from lamsc.semcom.entropy import (STEPS, DigitalMode, EntropyModel, FactorizedDensity, decode_features, density_path,
+                                  effective_snr, encode_features, load_entropy_model, nearest_step, tables_from)
+from lamsc.semcom.entropy_fit import fit_entropy_model, kept_features
+from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.mcs import CODEWORD
+from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.payload import PayloadError, parse, unpack
+from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+
+TINY = dict(channels=8, width=16, num_levels=4, segments=2)
+
+
+def small(name: str, size=(96, 128)) -> np.ndarray:
+    (photo,) = bundled_photos([name])
+    return np.array(Image.fromarray(photo.pixels).resize(size[::-1], Image.LANCZOS))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A tiny random model saved as a checkpoint, its density fitted on two small photographs and saved beside it."""
+    torch.manual_seed(0)
+    model = LamscModel(ModelConfig(**TINY)).eval()
+    base = tmp_path_factory.mktemp("digital") / "tiny"
+    model.save(base)
+    entropy = fit_entropy_model(model, [small("astronaut"), small("coffee")], FallbackSegmenter(), steps=80,
+                                batch=1024)
+    entropy.save(density_path(base), base.with_suffix(".safetensors"))
+    return base, model, entropy
+
+
+@pytest.fixture(scope="module")
+def image():
+    return small("chelsea", (128, 192))
+
+
+def test_range_coding_round_trips_random_integers():
+    torch.manual_seed(1)
+    density = FactorizedDensity(3)
+    entropy_tables = tables_from(density, np.array([2.0, 4.0, 6.0]))
+    entropy = EntropyModel(density, entropy_tables, np.array([2.0, 4.0, 6.0]), {})
+    rng = np.random.default_rng(0)
+    for step in (STEPS[0], STEPS[10], STEPS[-1]):
+        s = entropy_tables.index(step)
+        symbols = []
+        for c in range(3):
+            low, n = entropy_tables.low[s, c], len(entropy_tables.pmf[s][c])
+            q = rng.integers(low, low + n, 500 + 97 * c)
+            q[:2] = low, low + n - 1  # both ends of the support
+            symbols.append(q)
+        back = entropy.decode(entropy.encode(symbols, step), [len(q) for q in symbols], step)
+        assert all(np.array_equal(a, b) for a, b in zip(symbols, back))
+    # the clip rule: beyond the support, the nearest end of it
+    s = entropy_tables.index(STEPS[10])
+    low, n = entropy_tables.low[s, 0], len(entropy_tables.pmf[s][0])
+    assert list(entropy.quantise(np.array([-1e6, 1e6]), 0, STEPS[10])) == [low, low + n - 1]
+
+
+def test_model_features_round_trip_and_the_rate_is_the_coded_length(fitted, image):
+    _, model, entropy = fitted
+    # the transmitter's features as sent (unit power), each channel's laid out on a 16 x 24 map
+    values = kept_features(model, [image], FallbackSegmenter(), snrs=[15.0])
+    z = np.stack([np.resize(v, 16 * 24).reshape(16, 24) for v in values])
+    levels = np.random.default_rng(2).integers(1, 5, (16, 24))
+    for step in (STEPS[4], STEPS[8], STEPS[12], STEPS[16]):
+        stream, count = encode_features(entropy, z, levels, 4, step)
+        back = decode_features(entropy, stream, levels, 4, 8, step)
+        kept = np.arange(8)[:, None, None] < (levels * 2)[None]
+        assert count == kept.sum() and np.all(back[~kept] == 0)
+        expected = np.stack([entropy.quantise(z[c], c, step) for c in range(8)]) * np.float64(step)
+        assert np.array_equal(back[kept], expected[kept].astype(np.float32))  # exactly what was quantised
+        symbols = [entropy.quantise(z[c][kept[c]], c, step) for c in range(8)]
+        rate = entropy.rate_bits(symbols, step)
+        assert abs(8 * len(stream) - rate) <= 0.02 * rate, (step, 8 * len(stream), rate)
+
+
+def test_density_file_loads_beside_its_model_and_says_how_to_fit_one(fitted, tmp_path):
+    base, _, entropy = fitted
+    loaded = load_entropy_model(base.with_suffix(".safetensors"))
+    assert loaded.tables.fingerprint == entropy.tables.fingerprint
+    assert loaded.provenance["steps"] == 80
+    LamscModel(ModelConfig(**TINY)).save(tmp_path / "other")
+    with pytest.raises(UserError, match="lamsc density fit --model"):
+        load_entropy_model(tmp_path / "other")
+    density_path(base).rename(density_path(tmp_path / "other"))  # the density of another model
+    try:
+        with pytest.raises(UserError, match="fitted for another model"):
+            load_entropy_model(tmp_path / "other")
+    finally:
+        density_path(tmp_path / "other").rename(density_path(base))
+
+
+def test_effective_snr_is_the_quantisation_noise_clipped_to_the_models_range():
+    assert effective_snr(1.0, (0.0, 20.0)) == pytest.approx(10 * math.log10(12))
+    assert effective_snr(STEPS[0], (0.0, 20.0)) == 20.0
+    assert effective_snr(4.0, (0.0, 20.0)) == 0.0
+    assert nearest_step(0.3) == pytest.approx(2 ** -1.75)
+    with pytest.raises(UserError):
+        nearest_step(0.0)
+
+
+def test_every_single_bit_flip_of_a_digital_payload_is_detected(fitted, image):
+    _, model, entropy = fitted
+    payload = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(entropy, STEPS[12])).send(image).payload
+    parsed = parse(payload)
+    assert parsed.entropy_id == entropy.tables.fingerprint and parsed.value_bits == 0
+    with pytest.raises(PayloadError, match="entropy-coded"):
+        unpack(payload)  # the fixed-width reader says what it is, and does not misread it
+    for i in range(len(payload) * 8):
+        damaged = bytearray(payload)
+        damaged[i // 8] ^= 0x80 >> (i % 8)
+        with pytest.raises(PayloadError):
+            parse(bytes(damaged))
+
+
+def test_receiver_decodes_the_digital_payload_at_its_quantisation_snr(fitted, image, monkeypatch):
+    _, model, entropy = fitted
+    step = STEPS[12]
+    sent = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(entropy, step)).send(image)
+    told = []
+    rx = Receiver(model, entropy=entropy)
+    decode = rx.decode
+    monkeypatch.setattr(rx, "decode", lambda *a: told.append(a[-1]) or decode(*a))
+    rec = rx.receive(sent.payload, *image.shape[:2])
+    assert not rec.lost and rec.image.shape == image.shape and rx.unpack_backend == "entropy"
+    assert told == [pytest.approx(effective_snr(step, model.config.snr_range))]
+    assert sent.value_bits + sent.side_bits == 8 * len(sent.payload)
+    with pytest.raises(UserError, match="holds no entropy model"):
+        Receiver(model).receive(sent.payload)
+    with pytest.raises(UserError, match="channel budget"):
+        Transmitter(model, FallbackSegmenter(), cbr=0.1, digital=DigitalMode(entropy, step))
+    with pytest.raises(UserError, match="choose one of them"):
+        DigitalMode(entropy, 0.3)
+
+
+def test_digital_transmit_over_a_clean_coded_link_is_the_error_free_decode(fitted, image):
+    _, model, entropy = fitted
+    mode = DigitalMode(entropy, STEPS[12])
+    tx, rx = Transmitter(model, FallbackSegmenter(), digital=mode), Receiver(model, entropy=entropy)
+    error_free = rx.receive(tx.send(image).payload, *image.shape[:2])
+    result = transmit(image, tx, rx, Channel("awgn", 30.0), seed=0)
+    assert not result.reconstruction.lost
+    assert np.array_equal(result.reconstruction.image, error_free.image)
+    assert (result.name, result.link, result.mcs) == ("lamsc-digital", "digital", "64qam-5/6")
+    assert result.coded_bits % CODEWORD == 0 and result.coded_bits > result.bits
+    assert result.channel_uses == result.coded_bits // 6
+
+
+def test_a_failed_code_block_loses_the_digital_payload(fitted, image):
+    _, model, entropy = fitted
+    tx = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(entropy, STEPS[12]))
+    result = transmit(image, tx, Receiver(model, entropy=entropy), Channel("awgn", -6.0), seed=0)
+    assert result.reconstruction.lost and "code blocks failed" in result.reconstruction.reason
+    assert (result.reconstruction.image == 128).all() and result.mcs == "qpsk-1/3"
+
+
+def test_density_fit_and_transmit_digital_commands(tmp_path, capsys, image):
+    torch.manual_seed(3)
+    LamscModel(ModelConfig(**TINY)).save(tmp_path / "m")
+    Image.fromarray(image).save(tmp_path / "fit.png")
+    assert main(["density", "fit", "--model", str(tmp_path / "m"), "--images", str(tmp_path / "fit.png"),
+                 "--steps", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"]["density"] == str(density_path(tmp_path / "m"))
+    assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"), "--digital",
+                 "--step", "0.3", "--snr", "20", "--out", str(tmp_path / "o"), "--json"]) == 0
+    out = capsys.readouterr()
+    (row,) = json.loads(out.out)["results"]["images"]
+    assert row["lamsc"]["link"] == "digital" and row["lamsc"]["mcs"] == "64qam-5/6" and not row["lamsc"]["lost"]
+    assert "0.3 -> 0.297302" in out.err
+    assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "nothing"), "--digital"]) == 2
