@@ -60,7 +60,7 @@ def quantise_onnx(path: str | Path, out: str | Path, calibration: Iterable[dict]
         if not checks:
             raise ValueError("accuracy-controlled quantisation needs validation (feed, reference) pairs")
         quantised = nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(samples), nncf.Dataset(checks), _validation(metric), max_drop=max_drop,
+            model, nncf.Dataset(samples), nncf.Dataset(checks), _validation(metric, tensorrt), max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE, **common)
     if tensorrt:
         quantised = signed_int8(quantised)
@@ -85,11 +85,16 @@ def nncf_settings(samples: list, transformer: bool, subset_size: int) -> dict:
                 subset_size=min(subset_size, len(samples)))
 
 
-def _validation(metric: Metric):
-    """NNCF's validation function for ONNX: it hands over a ModelProto and the validation pairs."""
+def _validation(metric: Metric, signed: bool):
+    """NNCF's validation function for ONNX: it hands over a ModelProto and the validation pairs. With
+    ``signed``, each candidate is scored in the form that ships (``signed_int8``), whose non-negative
+    activations have half the resolution of the uint8 ones NNCF made: the drop is held for that form."""
     def validate(model: onnx.ModelProto, pairs) -> tuple[float, list[float]]:
         import onnxruntime as ort
-
+        if signed:
+            copied = onnx.ModelProto()
+            copied.CopyFrom(model)
+            model = signed_int8(copied)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         values = [float(metric(session, feed, reference)) for feed, reference in pairs]
         return float(np.mean(values)), values

@@ -46,6 +46,7 @@ def compare(got, want, where="document"):
     ("transmit_awgn10", ["--snr", "10"]),
     ("transmit_awgn0_no_asc", ["--snr", "0", "--no-asc"]),
     ("transmit_digital_qpsk", ["--channel", "digital-qpsk", "--snr", "12"]),
+    ("transmit_digital_mode", ["--snr", "10", "--digital", "--step", "0.5"]),  # the shipped density, 5G LDPC
 ])
 def test_transmit_json_matches_the_golden_answer(case, args, tmp_path, capsys):
     from PIL import Image
