@@ -23,48 +23,31 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from lamsc.semcom.baseline import BASELINES, run_baseline
+from lamsc.semcom.baseline import run_baseline
 from lamsc.semcom.channels import Channel
-from lamsc.semcom.entropy import DigitalMode, load_entropy_model, nearest_step
 from lamsc.semcom.fallback import FallbackSegmenter
-from lamsc.semcom.image_codecs import CodecSearch
-from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.model import DEFAULT_MODEL, load_model
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from snr_sweep import RULES, provenance, row  # noqa: E402  (the same rows and provenance as the SNR sweep)
+from snr_sweep import RULES, add_sweep_args, provenance, row, sweep_inputs  # noqa: E402  (the same rows and provenance as the SNR sweep)
 
 CBRS = (1 / 96, 1 / 64, 1 / 48, 1 / 32, 1 / 24, 1 / 16, 1 / 12)
 
 
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--model", type=Path, default=None, help="default: the shipped model")
-    p.add_argument("--images", type=Path, default=None, help="a folder of photographs (default: the bundled ones)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--snr", type=float, default=10.0, help="channel SNR in dB")
     p.add_argument("--cbrs", type=float, nargs="+", default=list(CBRS), help="channel budgets (CBR)")
-    p.add_argument("--baselines", nargs="+", default=["separation", "ideal", "softcast"], choices=list(BASELINES))
-    p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
-    p.add_argument("--digital", type=float, default=None, metavar="STEP",
-                   help="also send in the digital mode at this quantiser step (needs the model's entropy model)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    return p
+    return add_sweep_args(p)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     t0 = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    images = (list(iter_images([args.images])) if args.images else bundled_photos())[: args.limit]
+    model, images, digital, searches = sweep_inputs(args)
     segmenter, rx = FallbackSegmenter(), Receiver(model)
     channel = Channel(args.channel, args.snr)
-    searches = [CodecSearch(item.pixels) for item in images]
     rows = []
     for budget in args.cbrs:
         tx = Transmitter(model, segmenter, snr_db=args.snr, cbr=budget)
@@ -75,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 b = run_baseline(name, item.pixels, r.channel_uses, channel, None, k, searches[k])
                 rows.append({"budget": budget, **row(args.snr, item.name, b)})
         print(f"CBR {budget:.4f} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    if args.digital is not None:
-        digital = DigitalMode(load_entropy_model(args.model or DEFAULT_MODEL), nearest_step(args.digital))
+    if digital is not None:
         tx, drx = Transmitter(model, segmenter, digital=digital), Receiver(model, entropy=digital.entropy)
         for k, item in enumerate(images):
             rows.append({"budget": None, **row(args.snr, item.name, transmit(item.pixels, tx, drx, channel, seed=k))})

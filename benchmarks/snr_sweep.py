@@ -51,17 +51,22 @@ RULES = ("Every link at lamsc's channel uses (complex; CBR = uses / 3HW) and SNR
 
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--snrs", type=float, nargs="+", default=list(SNRS), help="channel SNRs in dB")
+    p.add_argument("--design-snr", type=float, default=None,
+                   help="SNR the separation link's MCS is chosen for (default: each channel SNR, its best case)")
+    p.add_argument("--cbr", type=float, default=None,
+                   help="lamsc's channel budget (CBR, side information included); default: ASC's own choice")
+    return add_sweep_args(p)
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every sweep shares: output, model, photographs, baselines, channel, digital mode, threads."""
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     p.add_argument("--images", type=Path, default=None, help="a folder of photographs (default: the bundled ones)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--snrs", type=float, nargs="+", default=list(SNRS), help="channel SNRs in dB")
-    p.add_argument("--design-snr", type=float, default=None,
-                   help="SNR the separation link's MCS is chosen for (default: each channel SNR, its best case)")
     p.add_argument("--baselines", nargs="+", default=["separation", "ideal", "softcast"], choices=list(BASELINES))
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
-    p.add_argument("--cbr", type=float, default=None,
-                   help="lamsc's channel budget (CBR, side information included); default: ASC's own choice")
     p.add_argument("--digital", type=float, default=None, metavar="STEP",
                    help="also send in the digital mode at this quantiser step (needs the model's entropy model)")
     p.add_argument("--threads", type=int, default=1,
@@ -70,17 +75,23 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = setup_args().parse_args(argv)
-    t0 = time.perf_counter()
+def sweep_inputs(args) -> tuple:
+    """What a sweep sends (``--model``, ``--images``, ``--limit``, ``--digital``, ``--threads``): the model, the
+    photographs, the digital mode (None without ``--digital``) and each photograph's codec search."""
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    images = list(iter_images([args.images])) if args.images else bundled_photos()
-    images = images[: args.limit]
-    segmenter = FallbackSegmenter()
+    images = (list(iter_images([args.images])) if args.images else bundled_photos())[: args.limit]
     digital = (DigitalMode(load_entropy_model(args.model or DEFAULT_MODEL), nearest_step(args.digital))
                if args.digital is not None else None)
     searches = [CodecSearch(item.pixels) for item in images]  # encodes shared across SNRs and baselines
+    return model, images, digital, searches
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = setup_args().parse_args(argv)
+    t0 = time.perf_counter()
+    model, images, digital, searches = sweep_inputs(args)
+    segmenter = FallbackSegmenter()
     rows = []
     for snr in args.snrs:
         channel = Channel(args.channel, snr)
