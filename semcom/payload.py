@@ -6,14 +6,16 @@ Layout (version 1, big-endian):
     0       3     magic b"LSC"
     3       1     version (1)
     4       1     flags: bit 0 = ASC on (a depth map follows); bit 1 = SNR field valid;
-                  bit 2 = entropy-coded values (the digital mode, below)
+                  bit 2 = entropy-coded values (the digital mode, below); bit 3 = range-coded depth map
     5       2     image height        7  2  image width
     9       1     feature channels C  10 1  depth levels L (C divisible by L)
     11      2     feature height h    13 2  feature width w
     15      1     value bits b (2..16)
     16      4     quantiser scale (float32): values are q * scale / (2^(b-1) - 1)
     20      1     SNR the transmitter assumed (int8 dB)
-    21      ...   depth map, if flags bit 0: per position (raster order) its level - 1 in ceil(log2 L) bits
+    21      ...   depth map, if flags bit 0: per position (raster order) its level - 1 in ceil(log2 L) bits;
+                  with flag bit 3 instead a 4-byte count n of 32-bit words, then n big-endian words of its
+                  range-coded stream (lamsc.semcom.depth_code)
     ...     ...   values: per position, its first k = level * C / L channels, b bits each (offset binary)
     end-4   4     CRC-32 of everything before it
 
@@ -21,6 +23,9 @@ Entropy-coded payloads (flag bit 2; lamsc.semcom.entropy) keep the header and de
 the quantiser scale field holds the quantiser step Δ (values are q * Δ at unit feature power), and the
 values are a 4-byte fingerprint of the probability tables (big-endian) followed by the range-coded stream of
 the integers q, channel after channel, each channel's kept positions in raster order (whole 32-bit words).
+
+The transmitter writes whichever depth map is shorter (``depth_map_section``): coded unless coding would not
+save anything (small or noise-like maps, or L > 16).
 
 Bit fields are packed MSB first and padded with zeros to a whole byte. Every part of the payload is
 covered by the CRC, so any single flipped bit (and any burst up to 32 bits) is detected.
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamsc.errors import UserError
+from lamsc.semcom.depth_code import MAX_LEVELS, decode_levels, encode_levels
 
 MAGIC = b"LSC"
 VERSION = 1
@@ -43,6 +49,7 @@ _HEADER = struct.Struct(">3sBBHHBBHHBfb")
 FLAG_ASC = 1
 FLAG_SNR = 2
 FLAG_ENTROPY = 4
+FLAG_DEPTH_CODED = 8
 
 
 class PayloadError(UserError):
@@ -96,8 +103,22 @@ def pack(features: Features, height: int, width: int, value_bits: int = 8, asc: 
     if not asc and (levels != L).any():
         raise ValueError("a payload without ASC keeps every feature: all levels must be L")
     value_bytes, scale, _ = quantise_and_pack(features.values, levels, c // L, value_bits)
-    level_bytes = pack_bits(levels.ravel() - 1, level_bits(L)) if asc else b""
-    return assemble(height, width, (c, h, w), L, value_bits, scale, snr_db, level_bytes, value_bytes)
+    depth_map, coded = depth_map_section(levels, L) if asc else (b"", False)
+    return assemble(height, width, (c, h, w), L, value_bits, scale, snr_db, depth_map, value_bytes,
+                    depth_coded=coded)
+
+
+def depth_map_section(levels: np.ndarray, num_levels: int) -> tuple[bytes, bool]:
+    """A depth map (h, w) in 1..L as the payload carries it -> (its bytes, whether range-coded): the range-coded
+    form (word count + stream, lamsc.semcom.depth_code) when it is shorter than the bit-packed one, else the
+    bit-packed one (``level_bits(L)`` per position)."""
+    levels = np.asarray(levels, np.int64)
+    packed = pack_bits(levels.ravel() - 1, level_bits(num_levels))
+    if num_levels > MAX_LEVELS:
+        return packed, False
+    words = encode_levels(levels, num_levels)
+    coded = struct.pack(">I", len(words)) + words.astype(">u4").tobytes()
+    return (coded, True) if len(coded) < len(packed) else (packed, False)
 
 
 def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int, value_bits: int) -> tuple[bytes, float, int]:
@@ -114,13 +135,19 @@ def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int, va
 
 
 def assemble(height: int, width: int, shape: tuple[int, int, int], num_levels: int, value_bits: int, scale: float,
-             snr_db: float | None, level_bytes: bytes, value_bytes: bytes, entropy_id: int | None = None) -> bytes:
+             snr_db: float | None, level_bytes: bytes, value_bytes: bytes, entropy_id: int | None = None,
+             depth_coded: bool = False) -> bytes:
     """Header + depth map (empty without ASC) + values + CRC: the payload around already-packed parts.
+
+    ``level_bytes``: the depth map as ``depth_map_section`` writes it; ``depth_coded`` says it is range-coded.
 
     ``entropy_id``: the fingerprint of the probability tables that coded ``value_bytes`` (an entropy-coded
     payload: ``value_bits`` 0, ``scale`` the quantiser step); None for fixed-width values."""
     c, h, w = shape
-    flags = (FLAG_ASC if level_bytes else 0) | (FLAG_SNR if snr_db is not None else 0)
+    if depth_coded and not level_bytes:
+        raise ValueError("a range-coded depth map needs its bytes (ASC on)")
+    flags = ((FLAG_ASC if level_bytes else 0) | (FLAG_SNR if snr_db is not None else 0)
+             | (FLAG_DEPTH_CODED if depth_coded else 0))
     if entropy_id is not None:
         flags |= FLAG_ENTROPY
         value_bytes = struct.pack(">I", entropy_id) + value_bytes
@@ -142,7 +169,7 @@ class Parsed:
     scale: float
     snr_db: float | None
     levels: np.ndarray           # (h, w) in 1..L
-    level_bytes: bytes           # empty without ASC
+    level_bytes: bytes           # bit-packed (level_bits(L) each; a coded map's decoded and re-packed): empty without ASC
     value_bytes: bytes           # entropy-coded: the range-coded stream, after the fingerprint
     entropy_id: int | None = None  # the probability tables' fingerprint of an entropy-coded payload
 
@@ -170,10 +197,15 @@ def parse(payload: bytes) -> Parsed:
         raise PayloadError(f"payload version {version} is not supported (this lamsc reads {VERSION}); "
                            "use the same lamsc version at both ends")
     coded = bool(flags & FLAG_ENTROPY)
-    if L == 0 or c % L or not (value_bits == 0 if coded else 2 <= value_bits <= 16) or flags > 7:
+    depth_coded = bool(flags & FLAG_DEPTH_CODED)
+    if (L == 0 or c % L or not (value_bits == 0 if coded else 2 <= value_bits <= 16) or flags > 15
+            or depth_coded and not (flags & FLAG_ASC and L <= MAX_LEVELS)):
         raise PayloadError("payload header is inconsistent (channels, levels, value bits or flags)")
     offset, level_bytes = _HEADER.size, b""
-    if flags & FLAG_ASC:
+    if depth_coded:
+        levels, offset = _coded_depth_map(body, offset, (h, w), L)
+        level_bytes = pack_bits(levels.ravel() - 1, level_bits(L))  # what the CUDA unpack reads
+    elif flags & FLAG_ASC:
         lb = level_bits(L)
         level_bytes = body[offset:offset + math.ceil(h * w * lb / 8)]
         levels = unpack_bits(level_bytes, lb, h * w).reshape(h, w) + 1
@@ -195,6 +227,23 @@ def parse(payload: bytes) -> Parsed:
         raise PayloadError(f"payload holds {len(body) - offset} value bytes where its header implies "
                            f"{math.ceil(count * value_bits / 8)}; it is not a valid payload")
     return Parsed(height, width, (c, h, w), L, value_bits, scale, snr, levels, level_bytes, body[offset:])
+
+
+def _coded_depth_map(body: bytes, offset: int, shape: tuple[int, int], num_levels: int) -> tuple[np.ndarray, int]:
+    """The range-coded depth map at ``offset`` of ``body`` -> (levels (h, w), offset past it); PayloadError when
+    it does not fit in the payload or does not decode."""
+    if len(body) < offset + 4:
+        raise PayloadError("payload ends early; it was truncated")
+    (n,) = struct.unpack_from(">I", body, offset)
+    end = offset + 4 + 4 * n
+    if end > len(body):
+        raise PayloadError(f"payload's coded depth map claims {n} words, more than the payload holds; "
+                           "it is not a valid payload")
+    try:
+        levels = decode_levels(np.frombuffer(body, ">u4", n, offset + 4), shape, num_levels)
+    except (ValueError, RuntimeError) as e:  # constriction reports a stream it cannot decode as either
+        raise PayloadError(f"payload's coded depth map does not decode ({e}); it is not a valid payload") from None
+    return levels, end
 
 
 def unpack(payload: bytes) -> Unpacked:
@@ -233,12 +282,16 @@ def _scatter_values(kept: np.ndarray, levels: np.ndarray, per_level: int, c: int
     return np.ascontiguousarray(flat.T.reshape(c, h, w))
 
 
-def side_bits(shape: tuple[int, int, int], num_levels: int, asc: bool = True) -> int:
+def side_bits(shape: tuple[int, int, int], num_levels: int, asc: bool = True, depth_map: int | None = None) -> int:
     """Bits of a payload that are not feature values, for features of ``shape`` (C, h, w): header, depth map
-    (with ASC) and CRC. An analog link sends these digitally (``lamsc.semcom.channels.channel_uses``)."""
+    (with ASC) and CRC. An analog link sends these digitally (``lamsc.semcom.channels.channel_uses``).
+
+    ``depth_map``: the depth map's bytes as sent (``depth_map_section``); None: the bit-packed size, which
+    bounds every depth map the transmitter writes."""
     _, h, w = shape
-    depth_map = math.ceil(h * w * level_bits(num_levels) / 8) if asc else 0
-    return 8 * (_HEADER.size + depth_map + 4)
+    if depth_map is None:
+        depth_map = math.ceil(h * w * level_bits(num_levels) / 8)
+    return 8 * (_HEADER.size + (depth_map if asc else 0) + 4)
 
 
 def level_bits(num_levels: int) -> int:

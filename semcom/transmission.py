@@ -33,7 +33,7 @@ from lamsc.semcom.channels import Channel, analog_form, analog_real, channel_use
 from lamsc.semcom.entropy import DigitalMode, EntropyModel, decode_features, effective_snr, encode_features
 from lamsc.semcom.mcs import CODEWORD, MCS, Delivered, blocks_needed, channel_uses_of, choose_mcs, coded_link
 from lamsc.semcom.model import LamscModel, ModelConfig, cbr, pad_to_multiple, power_normalise
-from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, level_bits, pack_bits,
+from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, depth_map_section,
                                   parse, side_bits, unpack)
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
@@ -85,8 +85,8 @@ class Transmitter:
     the NumPy reference used elsewhere); ``pack_backend`` says which ran last.
 
     ``cbr``: a channel budget, complex channel uses per source dimension (3 H W) on an analog link, the
-    side information included: ASC's depth map is shifted to send the most features that fit
-    (``lamsc.semcom.asc.depth_for_budget``). None: ASC's own choice. Raises UserError for a budget
+    side information (with the range-coded depth map's real size) included: ASC's depth map is shifted to
+    send the most features that fit (``fit_to_budget``). None: ASC's own choice. Raises UserError for a budget
     without ASC, or one not in (0, 1].
 
     ``digital``: the digital mode (lamsc.semcom.entropy.DigitalMode): the kept features quantised at its
@@ -196,7 +196,8 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     """The transmitter graph's outputs for one image (``features`` (1, C, h, w), ``depth`` (1, 1, h, w),
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
     (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
-    ``device``, or with ``digital`` the quantiser and range coder (on the CPU)."""
+    ``device``, or with ``digital`` the quantiser and range coder (on the CPU). The depth map goes as
+    ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter)."""
     h, w = size
     L = config.num_levels
     depth = torch.as_tensor(out["depth"][0, 0]).to(device)
@@ -204,20 +205,60 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     if not asc:
         depth = torch.ones_like(depth)  # every position at the last level: everything kept
     elif max_cbr is not None:
-        # two values per complex channel use; the side information's own uses (and a byte of value padding)
-        # come out of the same budget
-        uses = math.floor(max_cbr * 3 * h * w) - math.ceil((side_bits(shape, L) + 7) / 2)
-        depth = depth_for_budget(depth, L, shape[0] // L, 2 * uses)
+        depth = fit_to_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w))
     z = transmit_power(torch.as_tensor(out["features"]).to(device), depth_levels(depth, L)[None], L)[0]
     if digital is not None:
         return entropy_pack(out, z, depth_levels(depth, L).cpu().numpy(), config, size, snr_db, segments, asc,
                             digital)
     packed = asc_pack(z, depth, L, config.value_bits)
-    payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db,
-                       packed.level_bytes if asc else b"", packed.value_bytes)
+    depth_map, coded = depth_map_section(packed.levels, L) if asc else (b"", False)
+    payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db, depth_map,
+                       packed.value_bytes, depth_coded=coded)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
     return Sent(payload, segments, importance, packed.count / z.numel(), packed.count,
                 packed.count * config.value_bits, {}, packed.backend)
+
+
+def fit_to_budget(depth: torch.Tensor, shape: tuple[int, int, int], num_levels: int, value_bits: int,
+                  max_uses: int, rounds: int = 16) -> torch.Tensor:
+    """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc.depth_for_budget``) so that its payload on
+    an analog link, ``channel_uses`` = values / 2 + side bits / 2 (header, depth map as sent, CRC, value
+    padding), fits ``max_uses`` complex channel uses and sends the most features.
+
+    The coded depth map's size depends on the map (and not monotonically), so the value budget is bisected
+    between the one that leaves room for the bit-packed map (an upper bound on every map's size: that map
+    always fits) and the one that leaves room for no map at all, up to ``rounds`` times or to within a few
+    values, each candidate checked with its real coded size; it returns the fitting map with the most
+    values. A budget too small for the shallowest map returns the shallowest."""
+    L, per_level = num_levels, shape[0] // num_levels
+
+    def value_budget(side: int) -> int:
+        # two values per complex channel use; the side information's (and a byte of value padding's) uses
+        # come out of the same budget
+        return 2 * (max_uses - math.ceil((side + 7) / 2))
+
+    def fitted(max_values: int) -> tuple[torch.Tensor, int, bool]:
+        shifted = depth_for_budget(depth, L, per_level, max_values)
+        levels = depth_levels(shifted, L)
+        values = per_level * int(levels.sum())
+        side = side_bits(shape, L, depth_map=len(depth_map_section(levels.cpu().numpy(), L)[0]))
+        padding = 8 * math.ceil(values * value_bits / 8) - values * value_bits  # sent among the side bits
+        return shifted, values, math.ceil(values / 2) + math.ceil((side + padding) / 2) <= max_uses
+
+    lo, hi = value_budget(side_bits(shape, L)), value_budget(side_bits(shape, L, depth_map=0))
+    best, most, _ = fitted(lo)
+    for _ in range(rounds):
+        if hi - lo <= 8 * per_level:
+            break
+        mid = (lo + hi) // 2
+        shifted, values, fits = fitted(mid)
+        if fits:
+            lo = mid
+            if values > most:
+                best, most = shifted, values
+        else:
+            hi = mid
+    return best
 
 
 def entropy_pack(out: dict, z: torch.Tensor, levels: np.ndarray, config: ModelConfig, size: tuple[int, int],
@@ -226,9 +267,9 @@ def entropy_pack(out: dict, z: torch.Tensor, levels: np.ndarray, config: ModelCo
     h, w = size
     L = config.num_levels
     stream, count = encode_features(digital.entropy, z.detach().cpu().numpy(), levels, L, digital.step)
-    level_bytes = pack_bits(levels.ravel() - 1, level_bits(L)) if asc else b""
-    payload = assemble(h, w, tuple(z.shape), L, 0, digital.step, snr_db, level_bytes, stream,
-                       entropy_id=digital.entropy.tables.fingerprint)
+    depth_map, coded = depth_map_section(levels, L) if asc else (b"", False)
+    payload = assemble(h, w, tuple(z.shape), L, 0, digital.step, snr_db, depth_map, stream,
+                       entropy_id=digital.entropy.tables.fingerprint, depth_coded=coded)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
     return Sent(payload, segments, importance, count / z.numel(), count, 8 * len(stream), {}, "entropy")
 

@@ -176,10 +176,37 @@ def test_a_transmitter_given_a_channel_budget_meets_it(model):
         result = transmit(image, Transmitter(model, seg, cbr=target), rx, channel)
         assert target * 0.98 < result.cbr <= target
     # below the floor (every position at its first level, and the side information) the floor is sent
-    floor = transmit(image, Transmitter(model, seg, cbr=1 / 96), rx, channel)
-    assert floor.cbr > 1 / 96 and floor.kept_ratio == 1 / model.config.num_levels
+    floor = transmit(image, Transmitter(model, seg, cbr=1 / 256), rx, channel)
+    assert floor.cbr > 1 / 256 and floor.kept_ratio == 1 / model.config.num_levels
     with pytest.raises(UserError, match="with ASC on"):
         Transmitter(model, seg, asc=False, cbr=1 / 48)
+
+
+
+def test_a_budget_counts_the_coded_depth_map_and_buys_features_with_it():
+    from lamsc.semcom.channels import channel_uses
+    from lamsc.semcom.images import bundled_photos
+    from lamsc.semcom.model import load_model
+    from lamsc.semcom.payload import FLAG_DEPTH_CODED, side_bits
+    from lamsc.semcom.transmission import model_inputs
+
+    shipped, seg = load_model(None), FallbackSegmenter()
+    image = bundled_photos(["coins"])[0].pixels
+    h, w = image.shape[:2]
+    x, masks = model_inputs(image, seg.segment(image), shipped.config.segments)
+    out = Transmitter(shipped, seg).backend.run("transmitter", {"image": x.numpy(), "masks": masks.numpy(),
+                                                                "snr_db": np.array([10.0], np.float32)})
+    L, c = shipped.config.num_levels, shipped.config.channels
+    for target in (1 / 64, 1 / 48, 1 / 24):
+        sent = Transmitter(shipped, seg, cbr=target).send(image, 10.0)
+        assert sent.payload[4] & FLAG_DEPTH_CODED
+        uses = channel_uses(Channel("awgn", 10.0), 8 * len(sent.payload), sent.value_count, sent.side_bits)
+        assert uses <= int(target * 3 * h * w) and uses > 0.98 * target * 3 * h * w
+        # the same budget with the bit-packed depth map's side bits
+        bound = side_bits(tuple(out["features"].shape[1:]), L)
+        uncoded = depth_for_budget(torch.as_tensor(out["depth"][0, 0]), L, c // L,
+                                   2 * (int(target * 3 * h * w) - (bound + 7 + 1) // 2))
+        assert sent.value_count > (c // L) * int(depth_levels(uncoded, L).sum())
 
 
 def test_depth_maps_shifted_to_rates_keep_them_and_pass_gradients():

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from lamsc.semcom.model import ModelConfig
-from lamsc.semcom.payload import Features, PayloadError, pack, pack_bits, unpack, unpack_bits
+from lamsc.semcom.depth_code import decode_levels, encode_levels
+from lamsc.semcom.payload import (FLAG_DEPTH_CODED, Features, PayloadError, depth_map_section, pack, pack_bits, parse, unpack,
+                                  unpack_bits)
 from lamsc.semcom.transmission import Receiver
 
 
@@ -86,3 +88,61 @@ def test_receiver_turns_damage_into_a_reported_loss():
 
     rec = Receiver(NoNetwork()).receive(b"LSC" + os.urandom(60), 12, 9)
     assert rec.lost and "damaged" in rec.reason and rec.image.shape == (12, 9, 3)
+
+
+def smooth_levels(seed=0, h=24, w=31, L=8):
+    """A depth map like ASC's: smooth, skewed towards shallow levels."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((h // 6 + 2, w // 6 + 2)) ** 2
+    return np.clip(np.ceil(np.kron(coarse, np.ones((6, 6)))[:h, :w] * L), 1, L).astype(np.int64)
+
+
+@pytest.mark.parametrize("L", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (13, 17)])
+def test_coded_depth_maps_round_trip_exactly(L, shape):
+    rng = np.random.default_rng(L * 100 + shape[0])
+    for levels in (rng.integers(1, L + 1, shape), np.full(shape, L), smooth_levels(L, *shape, L)):
+        assert np.array_equal(decode_levels(encode_levels(levels, L), shape, L), levels)
+
+
+def test_a_real_depth_map_round_trips_and_codes_short():
+    import torch
+
+    from lamsc.semcom.asc import depth_levels
+    from lamsc.semcom.fallback import FallbackSegmenter
+    from lamsc.semcom.images import bundled_photos
+    from lamsc.semcom.model import load_model
+    from lamsc.semcom.transmission import Transmitter, model_inputs
+
+    tx = Transmitter(load_model(None), FallbackSegmenter())
+    image = bundled_photos(["coins"])[0].pixels
+    x, masks = model_inputs(image, tx.segmenter.segment(image), tx.config.segments)
+    out = tx.backend.run("transmitter", {"image": x.numpy(), "masks": masks.numpy(), "snr_db": np.array([10.0], np.float32)})
+    levels = depth_levels(torch.as_tensor(out["depth"][0, 0]), 8).numpy()
+    section, coded = depth_map_section(levels, 8)
+    assert coded and len(section) < 0.5 * levels.size * 3 / 8  # measured: about a third of the bit-packed map
+    assert np.array_equal(decode_levels(encode_levels(levels, 8), levels.shape, 8), levels)
+
+
+def test_a_payload_carries_the_shorter_depth_map():
+    rng = np.random.default_rng(8)
+    smooth = Features(rng.normal(0, 1, (16, 24, 31)).astype(np.float32), smooth_levels(), 8)
+    payload = pack(smooth, 192, 248)
+    assert payload[4] & FLAG_DEPTH_CODED
+    out = unpack(payload)
+    assert np.array_equal(out.features.levels, smooth.levels)
+    assert parse(payload).level_bytes == pack_bits(smooth.levels.ravel() - 1, 3)  # what the CUDA unpack reads
+    assert len(payload) < len(pack(features(8, h=24, w=31), 192, 248))
+    assert not pack(features(9), 40, 56)[4] & FLAG_DEPTH_CODED  # noise-like and small: bit-packed is shorter
+
+
+def test_every_single_bit_flip_in_a_coded_depth_map_payload_is_detected():
+    rng = np.random.default_rng(10)
+    f = Features(rng.normal(0, 1, (4, 12, 12)).astype(np.float32), smooth_levels(3, 12, 12, 4), 4)
+    payload = pack(f, 96, 96, 3)
+    assert payload[4] & FLAG_DEPTH_CODED
+    for i in range(len(payload) * 8):
+        damaged = bytearray(payload)
+        damaged[i // 8] ^= 0x80 >> (i % 8)
+        with pytest.raises(PayloadError):
+            unpack(bytes(damaged))
