@@ -86,8 +86,8 @@ class Transmitter:
 
     ``cbr``: a channel budget, complex channel uses per source dimension (3 H W) on an analog link, the
     side information (with the range-coded depth map's real size) included: ASC's depth map is shifted to
-    send the most features that fit (``fit_to_budget``). None: ASC's own choice. Raises UserError for a budget
-    without ASC, or one not in (0, 1].
+    send the most features that fit (``depth_for_channel_budget``). None: ASC's own choice. Raises UserError
+    for a budget without ASC, or one not in (0, 1].
 
     ``digital``: the digital mode (lamsc.semcom.entropy.DigitalMode): the kept features quantised at its
     step and range-coded, the encoder conditioned on the quantisation noise's SNR; ``transmit`` then sends
@@ -205,7 +205,7 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     if not asc:
         depth = torch.ones_like(depth)  # every position at the last level: everything kept
     elif max_cbr is not None:
-        depth = fit_to_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w))
+        depth = depth_for_channel_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w))
     z = transmit_power(torch.as_tensor(out["features"]).to(device), depth_levels(depth, L)[None], L)[0]
     if digital is not None:
         return entropy_pack(out, z, depth_levels(depth, L).cpu().numpy(), config, size, snr_db, segments, asc,
@@ -219,8 +219,8 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
                 packed.count * config.value_bits, {}, packed.backend)
 
 
-def fit_to_budget(depth: torch.Tensor, shape: tuple[int, int, int], num_levels: int, value_bits: int,
-                  max_uses: int, rounds: int = 16) -> torch.Tensor:
+def depth_for_channel_budget(depth: torch.Tensor, shape: tuple[int, int, int], num_levels: int, value_bits: int,
+                             max_uses: int, rounds: int = 16) -> torch.Tensor:
     """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc.depth_for_budget``) so that its payload on
     an analog link, ``channel_uses`` = values / 2 + side bits / 2 (header, depth map as sent, CRC, value
     padding), fits ``max_uses`` complex channel uses and sends the most features.
