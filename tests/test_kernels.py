@@ -12,7 +12,7 @@ import torch
 
 from lamsc.semcom.asc import depth_levels
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
-from lamsc.semcom.payload import Features, assemble, level_bits, pack, parse, unpack
+from lamsc.semcom.payload import Features, assemble, depth_map_section, level_bits, pack, parse, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(16, 1, 1), (16, 3, 5), (16, 17, 29), (8, 64, 64), (32, 33, 47), (16, 128, 128)]
@@ -33,8 +33,11 @@ def test_asc_reference_is_the_payload_writer(c, h, w, depth_kind):
     packed = asc_pack(values, depth, 8, 8)
     assert packed.backend == "reference"
     features = Features(values.numpy(), packed.levels, 8)
-    payload = assemble(h * 8, w * 8, (c, h, w), 8, 8, packed.scale, None, packed.level_bytes, packed.value_bytes)
+    depth_map, coded = depth_map_section(packed.levels, 8)  # the shorter of the bit-packed and range-coded maps
+    payload = assemble(h * 8, w * 8, (c, h, w), 8, 8, packed.scale, None, depth_map, packed.value_bytes,
+                       depth_coded=coded)
     assert payload == pack(features, h * 8, w * 8, 8)
+    assert parse(payload).level_bytes == packed.level_bytes  # what the CUDA unpack reads, after a coded map too
     restored, backend = asc_unpack(parse(payload))
     assert backend == "reference"
     assert np.array_equal(restored.numpy(), unpack(payload).features.values)
