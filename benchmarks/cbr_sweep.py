@@ -16,7 +16,6 @@ Writes cbr_sweep.csv (per photograph), cbr_sweep.json, cbr_sweep.png and cbr_swe
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from snr_sweep import RULES, add_sweep_args, provenance, row, sweep_inputs  # noqa: E402  (the same rows and provenance as the SNR sweep)
+from snr_sweep import RULES, add_sweep_args, provenance, row, send_digital, sweep_inputs, write_rows  # noqa: E402  (the same rows and provenance as the SNR sweep)
 
 CBRS = (1 / 96, 1 / 64, 1 / 48, 1 / 32, 1 / 24, 1 / 16, 1 / 12)
 
@@ -59,14 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"budget": budget, **row(args.snr, item.name, b)})
         print(f"CBR {budget:.4f} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     if digital is not None:
-        tx, drx = Transmitter(model, segmenter, digital=digital), Receiver(model, entropy=digital.entropy)
-        for k, item in enumerate(images):
-            rows.append({"budget": None, **row(args.snr, item.name, transmit(item.pixels, tx, drx, channel, seed=k))})
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "cbr_sweep.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+        rows += [{"budget": None, **row(args.snr, name, r)}
+                 for name, r in send_digital(model, segmenter, digital, images, channel)]
+    write_rows(rows, args.out / "cbr_sweep.csv")
     table = summarise(rows)
     config = provenance(argparse.Namespace(snrs=[args.snr], channel=args.channel, design_snr=None,
                                            baselines=args.baselines), model, len(images), time.perf_counter() - t0)

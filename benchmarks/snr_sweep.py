@@ -106,15 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                         b = run_baseline(name, item.pixels, r.channel_uses, channel, args.design_snr, k, searches[k])
                         rows.append(row(snr, item.name, b))
         if digital is not None:
-            tx, rx = Transmitter(model, segmenter, digital=digital), Receiver(model, entropy=digital.entropy)
-            for k, item in enumerate(images):
-                rows.append(row(snr, item.name, transmit(item.pixels, tx, rx, channel, seed=k)))
+            rows += [row(snr, name, r) for name, r in send_digital(model, segmenter, digital, images, channel)]
         print(f"{snr:5.1f} dB done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "snr_sweep.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(rows, args.out / "snr_sweep.csv")
     table = summarise(rows)
     crossings = crossing_points(table)
     config = provenance(args, model, len(images), time.perf_counter() - t0)
@@ -126,6 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     plot(table, args.out / "snr_sweep.png", args)
     print(text)
     return 0
+
+
+def send_digital(model, segmenter, digital: DigitalMode, images: list, channel: Channel) -> list[tuple[str, object]]:
+    """Each photograph over ``channel`` in the digital mode, noise seeded by its index: (name, LinkResult)."""
+    tx, rx = Transmitter(model, segmenter, digital=digital), Receiver(model, entropy=digital.entropy)
+    return [(item.name, transmit(item.pixels, tx, rx, channel, seed=k)) for k, item in enumerate(images)]
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """The per-photograph rows as CSV at ``path`` (its folder made if needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def row(snr: float, image: str, r) -> dict:
