@@ -77,10 +77,13 @@ class TrainingRun:
             launch = f"torchrun --nproc_per_node {world}" if world > 1 else "one process (without torchrun)"
             raise UserError(f"{self.path.parent} holds a run of {world} process(es), not {self.ranks.world}: "
                             f"resume it with {launch}, or start a new --out")
-        if "model" in saved:
-            self.model.load_state_dict(saved.pop("model"))
-        elif weights is not None:
-            self.model.load_state_dict(load_file(str(weights)))
+        state = saved.pop("model") if "model" in saved else load_file(str(weights)) if weights is not None else None
+        if state is not None:
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError:  # torch lists every mismatched tensor: one line says what to do
+                raise UserError(f"{self.path.parent} holds a run of another model (its weights do not fit this "
+                                "one): start a new --out, or delete that folder") from None
         self.resumed_optimizer = saved.pop("optimizer", None)
         rng, crops = saved.pop("rng", None), saved.pop("crops", None)
         per_rank = saved.pop("ranks", None)

@@ -334,6 +334,13 @@ def test_a_run_resumes_on_its_own_device_type_only(tmp_path):
         _Toy(tmp_path)
 
 
+def test_a_run_of_another_model_is_refused_in_one_line(tmp_path):
+    _Toy(tmp_path, total=2).train()
+    with pytest.raises(UserError, match="run of another model.*new --out") as e:
+        TrainingRun(tmp_path / "state.pt", torch.nn.Linear(6, 1), torch.Generator())
+    assert "\n" not in str(e.value)
+
+
 def test_a_checkpoint_without_weights_resumes_from_the_exported_model(tmp_path):
     from safetensors.torch import save_file
 
