@@ -36,7 +36,8 @@ from lamsc.semcom.entropy_fit import fit_entropy_model
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.image_codecs import CodecSearch, decode, encode
 from lamsc.semcom.images import bundled_photos
-from lamsc.semcom.model import DEFAULT_MODEL, LamscModel
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.model import LamscModel
 from lamsc.semcom.transmission import Receiver, Transmitter
 
 SWEEP = STEPS[4::2]  # Δ = 1/8 .. 2, a factor sqrt(2) apart

@@ -29,7 +29,7 @@ from lamsc.runtime.latency import Latency
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.payload import unpack
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.transmission import pack_features
 
 

@@ -23,11 +23,12 @@ import torch
 
 from lamsc.export.bundle import Int8Options, write_bundle
 from lamsc.export.samples import model_samples
-from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from lamsc.runtime.backends import OnnxRuntimeBackend
+from lamsc.semcom.torch_backend import TorchBackend
 from lamsc.runtime.latency import Latency
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.skb import build_segmenter
 
 
 def main(argv: list[str] | None = None) -> int:

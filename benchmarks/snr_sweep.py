@@ -37,7 +37,8 @@ from lamsc.semcom.entropy import DigitalMode, load_entropy_model, nearest_step
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.model import DEFAULT_MODEL, load_model
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.model import load_model
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 

@@ -14,15 +14,13 @@ report.py   compress.json, report.md, pareto.png
 Imports are lazy where they are heavy (NNCF), so importing lamsc.compress stays cheap.
 """
 
-from lamsc.compress.budget import Budget, Cost
-from lamsc.compress.choice import Choice, Requirement, Rule, pareto_front
-from lamsc.compress.cost import Target
-from lamsc.compress.plan import Plan, PlanConfig, plan_codec
-from lamsc.compress.prune import prune_codec
-from lamsc.compress.prune_sam import prune_sam_encoder
-from lamsc.compress.skb import SkbPlanConfig, plan_skb
-from lamsc.compress.to_budget import CompressConfig, CompressResult, compress_to_budget
+from lamsc.lazy import lazy_exports
 
-__all__ = ["Budget", "Choice", "CompressConfig", "CompressResult", "Cost", "Plan", "PlanConfig", "Requirement",
-           "Rule", "SkbPlanConfig", "Target", "compress_to_budget", "pareto_front", "plan_codec", "plan_skb",
-           "prune_codec", "prune_sam_encoder"]
+_EXPORTS = {
+    "Budget": "budget", "Cost": "budget", "Choice": "choice", "Requirement": "choice", "Rule": "choice",
+    "pareto_front": "choice", "Target": "cost", "Plan": "plan", "PlanConfig": "plan", "plan_codec": "plan",
+    "prune_codec": "prune", "prune_sam_encoder": "prune_sam", "SkbPlanConfig": "skb", "plan_skb": "skb",
+    "CompressConfig": "to_budget", "CompressResult": "to_budget", "compress_to_budget": "to_budget",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -27,7 +27,8 @@ from torch.nn import functional as F
 from lamsc.semcom.asc import random_levels
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.loop import TrainingRun
-from lamsc.semcom.model import DOWNSAMPLING, LamscModel
+from lamsc.semcom.config import DOWNSAMPLING
+from lamsc.semcom.model import LamscModel
 from lamsc.semcom.training import Batches, TrainingImage
 
 

@@ -36,7 +36,8 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.graphs import model_graphs
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.metrics import mean_defined
-from lamsc.semcom.model import DOWNSAMPLING, LamscModel
+from lamsc.semcom.config import DOWNSAMPLING
+from lamsc.semcom.model import LamscModel
 from lamsc.semcom.segmenter import CachedSegmenter, Segmenter
 from lamsc.semcom.training import TrainingImage
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit

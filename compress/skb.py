@@ -40,7 +40,8 @@ from lamsc.export.samples import skb_image
 from lamsc.semcom.architecture import record
 from lamsc.semcom.graphs import SkbEncoderGraph
 from lamsc.semcom.images import NamedImage
-from lamsc.semcom.sam_architecture import SAM_INPUT_SIDE, SamArchitecture, build_sam
+from lamsc.semcom.sam_architecture import SamArchitecture, build_sam
+from lamsc.semcom.segmenter import SAM_INPUT_SIDE
 from lamsc.semcom.skb_student import ResizedTinyViT, ResNetStudent, save_skb
 
 MIN_COSINE, MIN_IOU = 0.95, 0.8  # quality floors a compressed SKB must keep against its teacher

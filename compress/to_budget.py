@@ -33,7 +33,7 @@ from lamsc.errors import UserError
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
 from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.sam_checkpoint import load_sam
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.skb_student import check_resize
 from lamsc.semcom.training import prepare
 

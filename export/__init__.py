@@ -12,6 +12,11 @@ device_steps.py  build_engines.sh and JETSON.md beside the graphs
 The graphs themselves are the model's (lamsc.semcom.graphs); the ASC pack runs after them.
 """
 
-from lamsc.export.bundle import Bundle, BundleError, Int8Options, SamExport, load_bundle, write_bundle
+from lamsc.lazy import lazy_exports
 
-__all__ = ["Bundle", "BundleError", "Int8Options", "SamExport", "load_bundle", "write_bundle"]
+_EXPORTS = {
+    "Bundle": "manifest", "BundleError": "manifest", "load_bundle": "manifest", "Int8Options": "bundle",
+    "SamExport": "bundle", "write_bundle": "bundle",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -14,7 +14,6 @@ TensorRT engines are not shipped: they are tied to the GPU and the TensorRT vers
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -31,66 +30,20 @@ from lamsc import __version__
 from lamsc.errors import UserError
 from lamsc.export.device_steps import write_device_steps
 from lamsc.export.graph_checks import tensorrt_problems
+from lamsc.export.manifest import FORMAT, FORMAT_VERSION, PRECISIONS, Bundle, load_bundle, sha256
 from lamsc.export.onnx_export import MAX_RELATIVE, MIN_SQNR_DB, compare_outputs, export_onnx, run_both, to_fp16
 from lamsc.export.quantise import CODEC_GLUE, codec_link_metric, quantise_onnx
 from lamsc.export.samples import model_samples, skb_samples
-from lamsc.semcom.asc import depth_levels
-from lamsc.semcom.graphs import GraphSpec, TensorSpec, model_graphs, skb_graphs
+from lamsc.semcom.asc_levels import depth_levels
+from lamsc.semcom.graph_specs import GraphSpec
+from lamsc.semcom.graphs import model_graphs, skb_graphs
 from lamsc.semcom.images import NamedImage, bundled_photos
-from lamsc.semcom.model import LamscModel, ModelConfig
-from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
+from lamsc.semcom.model import LamscModel
+from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
+from lamsc.semcom.skb import build_segmenter
 
-FORMAT, FORMAT_VERSION = "lamsc-bundle", 2  # 2: the transmitter outputs unmasked features and ASI's map
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_TARGETS = ("tensorrt", "onnxruntime")  # signed int8 Q/DQ only | uint8 activations where NNCF chose them
 LIBRARIES = ("torch", "onnx", "onnxruntime", "nncf", "numpy", "segment-anything", "mobilesam-mirror")
-
-
-class BundleError(UserError):
-    """A bundle that is incomplete, altered or from an incompatible lamsc."""
-
-
-@dataclass
-class Bundle:
-    root: Path
-    manifest: dict
-
-    @property
-    def graphs(self) -> list[str]:
-        return list(self.manifest["graphs"])
-
-    @property
-    def precision(self) -> str:
-        return self.manifest["precision"]
-
-    @property
-    def config(self) -> ModelConfig:
-        return ModelConfig.from_json(json.dumps(self.manifest["model"]))
-
-    @property
-    def skb(self) -> dict:
-        return self.manifest["skb"]
-
-    def path(self, graph: str) -> Path:
-        return self.root / self.manifest["graphs"][graph]["file"]
-
-    def tensorrt_problems(self) -> list[str]:
-        """What export found in the graphs that TensorRT cannot build, as "graph: problem"."""
-        return [f"{name}: {p}" for name, g in self.manifest["graphs"].items() for p in g.get("tensorrt_problems", [])]
-
-    def spec(self, graph: str) -> GraphSpec:
-        g = self.manifest["graphs"][graph]
-        tensors = {k: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in g[k])
-                   for k in ("inputs", "outputs")}
-        return GraphSpec(graph, tensors["inputs"], tensors["outputs"])
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> dict:
@@ -253,29 +206,7 @@ def rate_against_pytorch(depths: list[tuple], num_levels: int) -> dict:
     """How much the exported transmitter sends against PyTorch: the ASC feature levels it keeps, per
     verification photograph and over all of them, from (exported, PyTorch) depth maps. A reduced precision
     moves the depth map across level boundaries, which changes the rate where SQNR shows only an error."""
-    kept = [(int(depth_levels(torch.from_numpy(got[:, 0]), num_levels).sum()),
-             int(depth_levels(torch.from_numpy(ref[:, 0]), num_levels).sum())) for got, ref in depths]
+    kept = [(int(depth_levels(got[:, 0], num_levels).sum()),
+             int(depth_levels(ref[:, 0], num_levels).sum())) for got, ref in depths]
     return {"levels_x_pytorch": [round(k / r, 4) for k, r in kept],
             "overall": round(sum(k for k, _ in kept) / sum(r for _, r in kept), 4)}
-
-
-def load_bundle(root: str | Path) -> Bundle:
-    """Read and check a bundle: its manifest, and every graph's hash against it."""
-    root = Path(root)
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise BundleError(f"{root} is not a lamsc bundle (no manifest.json); make one with `lamsc export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{path} is not valid JSON ({e}); export the bundle again") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise BundleError(f"{path} is not a version-{FORMAT_VERSION} lamsc bundle; export it again with this lamsc")
-    for name, g in manifest["graphs"].items():
-        f = root / g["file"]
-        if not f.is_file():
-            raise BundleError(f"bundle {root} lacks {g['file']} named in its manifest; copy the whole folder")
-        if sha256(f) != g["sha256"]:
-            raise BundleError(f"{f} does not match its manifest (sha256 differs): it was changed or damaged; "
-                              "copy the bundle again or re-export it")
-    return Bundle(root, manifest)

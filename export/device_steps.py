@@ -50,6 +50,10 @@ def jetson_md(bundle, here: str) -> str:
                "it with `--backend onnxruntime`, or export it again for TensorRT.\n" if problems else "")
     int8 = ("\n   The int8 graphs are quantised already: NNCF (the `compress` extra) is needed only where bundles "
             "are\n   exported, not here." if bundle.precision == "int8" else "")
+    sam = ("\n   This bundle segments with SAM graphs, whose mask generation is SAM's own (segment_anything, on "
+           "PyTorch):\n   add JetPack's PyTorch from the same index, then segment-anything and OpenCV:\n"
+           f"   ```\n   pip install torch torchvision --index-url {JETPACK6_INDEX}\n"
+           "   pip install segment-anything opencv-python-headless\n   ```" if bundle.skb["kind"] == "sam" else "")
     return f"""# Running this bundle on a Jetson
 
 Precision: {manifest['precision']}; graphs: {', '.join(bundle.graphs)}; made by lamsc {manifest['lamsc']}.
@@ -63,19 +67,19 @@ says which one it runs in:
 - lamsc's source tree (the folder with pyproject.toml, CMakeLists.txt and kernels/), copied to `{SOURCE_TREE}`;
 - this bundle's folder (the one holding this file and build_engines.sh), copied to `{here}`.
 
-1. In lamsc's source tree, install lamsc into a venv that sees JetPack's own `tensorrt` Python package.
-   PyTorch comes as JetPack's CUDA build from Jetson AI Lab's index, installed first so that lamsc's
-   requirement is already met and PyPI's CPU build never replaces it; ONNX Runtime's GPU build
-   (`onnxruntime-gpu`, from the same index) goes in last, over the CPU `onnxruntime` that lamsc's
-   requirements bring, since both install the same module:
+1. In lamsc's source tree, install lamsc's deployment runtime (`lamsc[edge]`: ONNX Runtime, the fallback
+   SKB, the energy meters; no PyTorch) into a venv that sees JetPack's own `tensorrt` Python package.
+   ONNX Runtime is the GPU build for JetPack (`onnxruntime-gpu`, from Jetson AI Lab's index), installed
+   first: on aarch64 the `edge` extra leaves ONNX Runtime to it, so PyPI's CPU build never replaces it:
    ```
    cd {SOURCE_TREE}
    python3 -m venv --system-site-packages ~/lamsc-venv && . ~/lamsc-venv/bin/activate
-   pip install torch torchvision --index-url {JETPACK6_INDEX}
-   pip install ".[gpu,jetson]"
-   pip uninstall -y onnxruntime && pip install --no-deps onnxruntime-gpu --index-url {JETPACK6_INDEX}
-   ```{int8}
+   pip install onnxruntime-gpu --index-url {JETPACK6_INDEX}
+   pip install ".[edge,gpu,jetson]"
+   ```{sam}{int8}
 2. Optional, in lamsc's source tree, with the venv active: build `{LIBRARY}` for Orin (sm_{ORIN_ARCH}).
+   The kernels work on PyTorch's device memory, so they run where JetPack's PyTorch is installed
+   (`pip install torch --index-url {JETPACK6_INDEX}`); without it the pack runs on lamsc's reference.
    CMakeLists.txt needs CMake {CMAKE_MINIMUM} or newer (Ubuntu 22.04's own is 3.22, hence the one from PyPI)
    and JetPack's nvcc, which is not on PATH by default:
    ```

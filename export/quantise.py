@@ -20,7 +20,7 @@ import torch
 from onnx import numpy_helper
 
 from lamsc.export.graph_checks import count_qdq, qdq_problems
-from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.asc_levels import depth_levels
 from lamsc.semcom.metrics import psnr
 from lamsc.semcom.transmission import transmit_power
 
@@ -127,7 +127,7 @@ def codec_link_metric(graph: str, fp32: dict[str, str | Path], num_levels: int) 
     float_levels = {}  # per validation feed, computed once: accuracy control evaluates the same feeds many times
 
     def levels_of(depth):
-        return depth_levels(torch.from_numpy(depth[:, 0]), num_levels).numpy()
+        return depth_levels(depth[:, 0], num_levels)
 
     def transmitted(session, feed, photo):
         key = id(feed["image"])
@@ -135,7 +135,7 @@ def codec_link_metric(graph: str, fp32: dict[str, str | Path], num_levels: int) 
             float_levels[key] = (feed["image"], levels_of(transmitter.run(["depth"], feed)[0]))
         features, depth = session.run(["features", "depth"], feed)
         levels = np.minimum(levels_of(depth), float_levels[key][1])
-        z = transmit_power(torch.from_numpy(features), torch.from_numpy(levels), num_levels).numpy()
+        z = transmit_power(features, levels, num_levels)
         return reconstructed(receiver, {"z": z, "levels": levels, "snr_db": feed["snr_db"]}, photo)
 
     return transmitted

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lamsc.semcom.asc import depth_levels
+from lamsc.semcom.asc_levels import depth_levels
 from lamsc.semcom.graphs import SkbEncoderGraph
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.model import LamscModel
@@ -22,7 +22,8 @@ def model_samples(model: LamscModel, segmenter: Segmenter, images: list[NamedIma
     tx, rx = [], []
     snrs = np.linspace(*model.config.snr_range, SNR_POINTS)
     for i, item in enumerate(images):
-        x, masks = model_inputs(item.pixels, segmenter.segment(item.pixels), model.config.segments)
+        x, masks = map(torch.from_numpy, model_inputs(item.pixels, segmenter.segment(item.pixels),
+                                                      model.config.segments))
         snr = torch.tensor([snrs[i % SNR_POINTS]], dtype=torch.float32)
         with torch.no_grad():
             enc = model.encode(x, masks, snr)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 from lamsc.errors import UserError
-from lamsc.semcom.graphs import GraphSpec
+from lamsc.semcom.graph_specs import GraphSpec
 # Dynamic axes: (min, opt, max). Heights/widths up to 1080p (padded to 1088), optimised for 512x512.
 AXIS_RANGES = {"batch": (1, 1, 4), "height": (64, 512, 1088), "width": (64, 512, 1920),
                "feature_height": (8, 64, 136), "feature_width": (8, 64, 240),

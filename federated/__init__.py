@@ -10,6 +10,10 @@ after each round the devices' adapters are averaged (FedAvg). Flower (``lamsc[fl
   ``partition``, ``device``, ``server``, ``apps`` (the Flower ClientApp and ServerApp), ``report``.
 """
 
-from lamsc.federated.simulation import FederateConfig, FederateResult, federate
+from lamsc.lazy import lazy_exports
 
-__all__ = ["FederateConfig", "FederateResult", "federate"]
+_EXPORTS = {
+    "FederateConfig": "simulation", "FederateResult": "simulation", "federate": "simulation",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

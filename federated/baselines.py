@@ -30,7 +30,7 @@ from lamsc.federated.server import SplitPlan
 from lamsc.federated.split import device_forward, eval_generator, server_forward
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.training import Batches, TrainConfig, TrainingImage, link_loss, prepare
 
 METHODS = ("none", "local", "centralised", "fedavg")

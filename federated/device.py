@@ -30,8 +30,9 @@ from lamsc.federated.split import device_forward, device_loss, split_point, surr
 from lamsc.semcom import metrics
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.loop import TrainingRun
-from lamsc.semcom.model import LamscModel, ModelConfig, pad_to_multiple
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.config import ModelConfig, pad_to_multiple
+from lamsc.semcom.model import LamscModel
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.training import Batches, TrainingImage, prepare
 
 STATE = "trainer_state.pt"

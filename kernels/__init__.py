@@ -9,7 +9,11 @@ Each runs when its input is on a CUDA device and liblamsc_kernels.so is built
 reference. Importing this package never initialises CUDA, and it imports nothing else of lamsc.
 """
 
-from lamsc.kernels.asc import asc_pack_cuda, asc_pack_torch, asc_unpack_cuda
-from lamsc.kernels.loader import library, library_path
+from lamsc.lazy import lazy_exports
 
-__all__ = ["asc_pack_cuda", "asc_pack_torch", "asc_unpack_cuda", "library", "library_path"]
+_EXPORTS = {
+    "asc_pack_cuda": "asc", "asc_pack_torch": "asc", "asc_unpack_cuda": "asc", "library": "loader",
+    "library_path": "loader",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

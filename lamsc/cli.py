@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
 import types
@@ -13,17 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lamsc import __version__
-from lamsc.commands.compress import compress
-from lamsc.commands.demo import demo
-from lamsc.commands.density import density
-from lamsc.commands.export import export
-from lamsc.commands.kb import kb
-from lamsc.commands.federate import federate
 from lamsc.commands.output import console, json_only_stdout
-from lamsc.commands.profile import profile
-from lamsc.commands.segment import segment
-from lamsc.commands.train import train
-from lamsc.commands.transmit import transmit
 from lamsc.errors import UserError
 
 try:  # typer 0.29 and later vendor click and raise their own usage errors
@@ -38,16 +29,45 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(segment)
-app.command()(train)
-app.command()(transmit)
-app.command()(compress)
-app.command()(export)
-app.command()(profile)
-app.command()(demo)
-app.add_typer(kb, name="kb")
-app.add_typer(density, name="density")
-app.command()(federate)
+
+COMMANDS = ("segment", "train", "transmit", "compress", "export", "profile", "demo", "kb", "density", "federate")
+# The modules each extra brings (pyproject.toml): a command whose code needs one this install lacks is listed
+# all the same, and says what to install when run.
+EXTRA_MODULES = {
+    "edge": ("onnxruntime", "onnx", "skimage", "tifffile", "scipy", "matplotlib", "zeus"),
+    "full": ("torch", "torchvision", "segment_anything", "mobile_sam", "timm", "cv2", "sionna", "torch_pruning",
+             "faiss"),
+}
+
+
+def _register(name: str) -> None:
+    try:
+        command = getattr(importlib.import_module(f"lamsc.commands.{name}"), name)
+    except ModuleNotFoundError as e:
+        extra = next((x for x, mods in EXTRA_MODULES.items() if (e.name or "").split(".")[0] in mods), None)
+        if extra is None:
+            raise
+        _register_missing(name, e.name, extra)
+        return
+    if isinstance(command, typer.Typer):
+        app.add_typer(command, name=name)
+    else:
+        app.command()(command)
+
+
+def _register_missing(name: str, module: str, extra: str) -> None:
+    """``lamsc NAME`` where NAME's code needs ``module`` of ``extra``, which this install lacks: one line saying so."""
+    what = "the full toolkit" if extra == "full" else "the deployment runtime"
+    fix = f"`lamsc {name}` needs {what} ({module} is not installed here): pip install 'lamsc[{extra}]'"
+
+    @app.command(name, help=escape(f"Not in this install: {fix}."), add_help_option=False,
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def missing(ctx: typer.Context) -> None:
+        raise UserError(fix)
+
+
+for _name in COMMANDS:
+    _register(_name)
 
 
 def _version(value: bool) -> None:

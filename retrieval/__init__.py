@@ -9,27 +9,13 @@ frozen). Scene sequences of real photographs: lamsc.retrieval.scenes; the gain a
 lamsc.retrieval.sweep; what ``lamsc kb`` does: lamsc.retrieval.jobs.
 """
 
-from lamsc.retrieval.base import KnowledgeBase
-from lamsc.retrieval.fusion import FusionConfig, FusionNet
-from lamsc.retrieval.jobs import (BaseInfo, BuildConfig, MergeConfig, QueryConfig, add_to_base, base_info, build_base,
-                                  merge_bases, query_bases)
-from lamsc.retrieval.merge import MergePolicy, merge
-from lamsc.retrieval.refine import Retriever
+from lamsc.lazy import lazy_exports
 
-__all__ = [
-    "BaseInfo",
-    "BuildConfig",
-    "FusionConfig",
-    "FusionNet",
-    "KnowledgeBase",
-    "MergeConfig",
-    "MergePolicy",
-    "QueryConfig",
-    "Retriever",
-    "add_to_base",
-    "base_info",
-    "build_base",
-    "merge",
-    "merge_bases",
-    "query_bases",
-]
+_EXPORTS = {
+    "KnowledgeBase": "base", "FusionConfig": "fusion", "FusionNet": "fusion", "BaseInfo": "jobs",
+    "BuildConfig": "jobs", "MergeConfig": "jobs", "QueryConfig": "jobs", "add_to_base": "jobs", "base_info": "jobs",
+    "build_base": "jobs", "merge_bases": "jobs", "query_bases": "jobs", "MergePolicy": "merge", "merge": "merge",
+    "Retriever": "refine",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -12,7 +12,11 @@ devices.py     device profiles (Jetsons, a server CPU) with their sources
 profiler.py    profile_link(ProfileConfig) -> ProfileResult: latency and energy per image beside JPEG
 """
 
-from lamsc.runtime.backends import OnnxRuntimeBackend, TensorRTBackend, open_backend
-from lamsc.runtime.profiler import ProfileConfig, ProfileResult, profile_link
+from lamsc.lazy import lazy_exports
 
-__all__ = ["OnnxRuntimeBackend", "ProfileConfig", "ProfileResult", "TensorRTBackend", "open_backend", "profile_link"]
+_EXPORTS = {
+    "OnnxRuntimeBackend": "backends", "TensorRTBackend": "backends", "open_backend": "backends",
+    "ProfileConfig": "profiler", "ProfileResult": "profiler", "profile_link": "profiler",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lamsc.errors import UserError
-from lamsc.export.bundle import Bundle
-from lamsc.export.onnx_export import session
+from lamsc.export.manifest import Bundle
+from lamsc.export.sessions import session
 from lamsc.export.tensorrt import tensorrt
-from lamsc.semcom.backend import Backend, TorchBackend
-from lamsc.semcom.graphs import GraphSpec
-from lamsc.semcom.model import LamscModel
+from lamsc.semcom.backend import Backend
+from lamsc.semcom.graph_specs import GraphSpec
+
+if TYPE_CHECKING:  # the PyTorch backend needs torch; a bundle's backends do not
+    import torch
+
+    from lamsc.semcom.model import LamscModel
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -31,6 +36,8 @@ class OnnxRuntimeBackend:
         provider = next(iter(self.sessions.values())).get_providers()[0]
         self.name = f"onnxruntime ({provider}, {bundle.precision})"
         self.processor = "cpu" if provider == "CPUExecutionProvider" else "gpu"
+        # ONNX Runtime's own default is one intra-op thread per core
+        self.threads = (threads or os.cpu_count() or 1) if self.processor == "cpu" else 1
 
     def spec(self, graph: str) -> GraphSpec:
         return self.bundle.spec(graph)
@@ -76,6 +83,7 @@ class TensorRTBackend:
         self.config = bundle.config
         self.name = f"tensorrt {trt.__version__} ({bundle.precision})"
         self.processor = "gpu"
+        self.threads = 1
 
     def spec(self, graph: str) -> GraphSpec:
         return self.bundle.spec(graph)
@@ -135,6 +143,8 @@ def open_backend(name: str, bundle: Bundle | None = None, model: LamscModel | No
         if model is None:
             raise UserError("the torch backend runs a checkpoint, not a bundle: pass a model file, or choose "
                             "--backend onnxruntime|tensorrt for a bundle")
+        from lamsc.semcom.torch_backend import TorchBackend
+
         return TorchBackend(model, sam, device)
     if bundle is None:
         raise UserError(f"the {name} backend runs an exported bundle: make one with `lamsc export`")

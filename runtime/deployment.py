@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamsc.errors import UserError
-from lamsc.export.bundle import Bundle, load_bundle
+from lamsc.export.manifest import Bundle, load_bundle
 from lamsc.runtime.backends import Backend, is_bundle, open_backend
-from lamsc.runtime.skb import graph_segmenter
-from lamsc.semcom.model import ModelConfig, load_model
-from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
+from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
+from lamsc.semcom.skb import build_segmenter
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,20 @@ class Deployment:
         if self.backend != "torch":
             raise UserError(f"--backend {self.backend} runs an exported bundle; export one with "
                             f"`lamsc export {self.source + ' ' if self.source else ''}--out BUNDLE` and profile that")
+        from lamsc.semcom.model import load_model  # a checkpoint runs on torch; a bundle needs none
+
         model = load_model(self.source)
         return open_backend("torch", model=model, device=self.device), model.config, build_segmenter(self.sam_checkpoint)
 
 
 def bundle_segmenter(bundle: Bundle, backend: Backend, sam_checkpoint: str | None) -> Segmenter:
     if bundle.skb["kind"] == "sam":
+        try:  # SAM's own mask generation (segment_anything) post-processes the SKB graphs' masks in torch
+            from lamsc.runtime.skb import graph_segmenter
+        except ModuleNotFoundError as e:
+            raise UserError(f"{bundle.root} segments with SAM graphs, whose mask generation (segment_anything) needs "
+                            f"torch, missing here ({e.name}): install JetPack's torch and segment-anything, or "
+                            "export the bundle with the fallback SKB") from None
         options = MaskGenerationOptions.from_dict(bundle.skb["mask_generation"])
         return graph_segmenter(backend, options, bundle.skb.get("source", ""))
     return build_segmenter(sam_checkpoint)

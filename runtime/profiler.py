@@ -9,6 +9,7 @@ digitally at the best MCS for the SNR. Its compute energy is its encoding, measu
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 from lamsc.errors import UserError
@@ -27,7 +27,6 @@ from lamsc.runtime.deployment import Deployment, describe
 from lamsc.runtime.energy import EnergyMeter, energy_meter
 from lamsc.runtime.latency import Latency, stage_latencies
 from lamsc.runtime.radio import RULE as RADIO_RULE, Radio, radio as radio_preset
-from lamsc.retrieval.refine import Retriever
 from lamsc.semcom import metrics
 from lamsc.semcom.image_codecs import MAX_SIDE
 from lamsc.semcom.mcs import choose_mcs, symbols_needed
@@ -112,9 +111,13 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
                             str(config.sam_checkpoint) if config.sam_checkpoint else None)
     backend, _, segmenter = deployment.open()
     meter = energy_meter(config.energy, config.device_profile,
-                         cores=torch.get_num_threads() if config.device_profile == "cpu" else 1,
+                         cores=backend.threads if config.device_profile == "cpu" else 1,
                          work_on=backend.processor)
-    retriever = Retriever.open(config.kb) if config.kb else None
+    retriever = None
+    if config.kb:
+        from lamsc.retrieval.refine import Retriever  # knowledge bases search with faiss and fuse with torch
+
+        retriever = Retriever.open(config.kb)
     tx, rx = Transmitter(backend, segmenter, snr_db=config.snr_db), Receiver(backend, refine=retriever)
     photos = ([i for i in config.images if isinstance(i, NamedImage)]
               + list(iter_images([i for i in config.images if not isinstance(i, NamedImage)]))
@@ -131,7 +134,7 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
     out.mkdir(parents=True, exist_ok=True)
     result = ProfileResult(describe(source), backend.name, segmenter.name, ch.name, config.snr_db,
                            {"preset": config.radio, "name": rad.name, "source": rad.source, "rule": RADIO_RULE},
-                           {"source": meter.source, "estimate": meter.estimate}, torch.get_num_threads(),
+                           {"source": meter.source, "estimate": meter.estimate}, backend.threads,
                            os.cpu_count(), summary(rows), rows,
                            {"json": str(out / "profile.json"), "png": str(out / "energy.png")})
     (out / "profile.json").write_text(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
@@ -214,9 +217,11 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
                    "airtime_s": radio.link_airtime_s(channel.snr_db, result.bits, uses),
                    "source": source, "estimate": estimate},
         "pack_backend": sends[-1].pack_backend,
+        # what was sent, byte for byte: two installs or backends agree when these do
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
     retriever = getattr(rx, "refine", None)
-    if isinstance(retriever, Retriever):  # what the last receive retrieved, and its steps' seconds
+    if retriever is not None and hasattr(retriever, "last"):  # a Retriever: what the last receive used, and its seconds
         ours["kb"] = {"used": retriever.last["used"], "agreement": retriever.last["agreement"],
                       "seconds": retriever.last["seconds"]}
     data, quality, psnr = jpeg_matched(item.pixels, result.psnr)

@@ -16,7 +16,8 @@ from segment_anything.predictor import SamPredictor
 from torch.nn import functional as F
 
 from lamsc.semcom.backend import Backend
-from lamsc.semcom.segmenter import MaskGenerationOptions, SamSegmenter
+from lamsc.semcom.sam_segmenter import SamSegmenter
+from lamsc.semcom.segmenter import MaskGenerationOptions
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's and MobileSAM's normalisation mean, RGB
 MASK_THRESHOLD = 0.0  # SAM's mask logit threshold (Sam.mask_threshold)

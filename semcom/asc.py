@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lamsc.semcom.asc_levels import depth_levels, levels_to_mask
 from lamsc.semcom.codec import FiLM
 
 
@@ -37,37 +38,6 @@ class MaskNetwork(nn.Module):
         return self.conv2(self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr))
 
 
-def depth_levels(depth: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """Continuous depth in (0, 1) -> integer level in 1..L, same shape: the smallest level covering it.
-
-    ceil(depth * L) in float32, exactly as the CUDA pack kernel thresholds it.
-    """
-    return torch.clamp(torch.ceil(depth.float() * num_levels), 1, num_levels).long()
-
-
-def depth_for_budget(depth: torch.Tensor, num_levels: int, per_level: int, max_values: int) -> torch.Tensor:
-    """ASC's depth map (h, w) in (0, 1), shifted so that it keeps as many feature values as fit in
-    ``max_values`` and no more: depth' = sigmoid(logit(depth) + t), one offset t for the whole map, found by
-    bisection (the kept count rises with t). Positions keep their order, so what ASC chose to send first is
-    still sent first; only the total moves. Every position keeps at least its first level, so a budget below
-    ``per_level * h * w`` values gets the shallowest map, which is then over the budget."""
-    logit = torch.logit(depth.float().clamp(1e-6, 1 - 1e-6))
-
-    def kept(t: float) -> int:
-        return per_level * int(depth_levels(torch.sigmoid(logit + t), num_levels).sum())
-
-    lo, hi = -40.0, 40.0
-    if kept(hi) <= max_values:
-        return torch.sigmoid(logit + hi)
-    for _ in range(50):  # the offset to well below a thousandth of a level
-        mid = 0.5 * (lo + hi)
-        if kept(mid) <= max_values:
-            lo = mid
-        else:
-            hi = mid
-    return torch.sigmoid(logit + lo)
-
-
 def shift_to_rate(logits: torch.Tensor, rate: torch.Tensor, num_levels: int, iterations: int = 40) -> torch.Tensor:
     """ASC's depth logits (B, 1, h, w) -> depth maps in (0, 1), each shifted so that it keeps the fraction
     ``rate`` (B,) of the feature values, or the most below it: depth = sigmoid(logits + t_b), one offset per
@@ -84,12 +54,6 @@ def shift_to_rate(logits: torch.Tensor, rate: torch.Tensor, num_levels: int, ite
             fits = kept / num_levels <= rate
             lo, hi = torch.where(fits, mid, lo), torch.where(fits, hi, mid)
     return torch.sigmoid(logits + lo.view(-1, 1, 1, 1))
-
-
-def levels_to_mask(levels: torch.Tensor, channels: int, num_levels: int) -> torch.Tensor:
-    """Levels (B, h, w) -> binary mask (B, C, h, w): channel c kept where c < level * C / L."""
-    c = torch.arange(channels, device=levels.device).view(1, -1, 1, 1)
-    return (c < (levels * (channels // num_levels)).unsqueeze(1)).float()
 
 
 def straight_through_mask(depth: torch.Tensor, channels: int, num_levels: int,

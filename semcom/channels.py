@@ -1,4 +1,8 @@
-"""Channels: analog (AWGN, Rayleigh block fading) on symbols in torch, and digital on the payload's bits.
+"""Channels: analog (AWGN, Rayleigh block fading) on symbols, and digital on the payload's bits.
+
+The analog channels take NumPy arrays (the link a deployment simulates, noise from a NumPy Generator) or
+torch tensors (training, differentiable, noise from a torch Generator on the tensors' device): one model,
+either library's arrays.
 
 Analog symbols follow the textbook model: the transmitter normalises its complex symbols to unit average
 power and the channel adds circular complex Gaussian noise of variance 10^(-SNR/10) (half per real
@@ -16,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from lamsc.errors import UserError
 
@@ -62,51 +65,72 @@ def analog_form(channel: Channel) -> Channel:
     return Channel("rayleigh" if channel.fading else "awgn", channel.snr_db, channel.block_len)
 
 
-def to_symbols(x: torch.Tensor) -> torch.Tensor:
+def to_symbols(x):
     """Real (B, N) -> complex (B, ceil(N/2)); unit mean-square reals give unit-power symbols."""
-    if x.shape[1] % 2:
-        x = torch.nn.functional.pad(x, (0, 1))
-    pairs = x.reshape(x.shape[0], -1, 2)
+    b, n = x.shape
+    if isinstance(x, np.ndarray):
+        pairs = np.pad(x, ((0, 0), (0, n % 2))).reshape(b, -1, 2)
+        return (pairs[..., 0] + 1j * pairs[..., 1]) / np.float32(math.sqrt(2.0))
+    import torch  # a tensor: torch is there
+
+    pairs = torch.nn.functional.pad(x, (0, n % 2)).reshape(b, -1, 2)
     return torch.complex(pairs[..., 0], pairs[..., 1]) / math.sqrt(2.0)
 
 
-def from_symbols(s: torch.Tensor, n: int) -> torch.Tensor:
+def from_symbols(s, n: int):
     """Inverse of to_symbols, keeping the first n reals."""
+    if isinstance(s, np.ndarray):
+        return (np.stack([s.real, s.imag], -1).reshape(s.shape[0], -1) * np.float32(math.sqrt(2.0)))[:, :n]
+    import torch
+
     return (torch.stack([s.real, s.imag], -1).reshape(s.shape[0], -1) * math.sqrt(2.0))[:, :n]
 
 
-def analog(symbols: torch.Tensor, channel: Channel, generator: torch.Generator | None = None,
-           snr_db: torch.Tensor | None = None) -> torch.Tensor:
-    """Pass complex symbols (B, N) through AWGN or Rayleigh block fading; differentiable in the symbols.
+def analog(symbols, channel: Channel, generator=None, snr_db=None):
+    """Pass complex symbols (B, N) through AWGN or Rayleigh block fading; differentiable in torch symbols.
 
     The symbols are the modulated bits on a digital channel, the paired feature values on an analog one.
+    ``generator``: a numpy.random.Generator for arrays, a torch.Generator for tensors (None: fresh entropy).
     ``snr_db`` (B,), where given, is each row's SNR in place of the channel's (a training batch draws one per
     image).
     """
     b, n = symbols.shape
-    variance = channel.noise_variance if snr_db is None else (10.0 ** (-snr_db.float() / 10.0)).view(b, 1)
-    noise = _complex_normal((b, n), variance, symbols.device, generator)
+    if snr_db is None:
+        variance = channel.noise_variance
+    else:
+        variance = (10.0 ** (-snr_db.astype(np.float32) / 10.0) if isinstance(snr_db, np.ndarray)
+                    else 10.0 ** (-snr_db.float() / 10.0)).reshape(b, 1)
+    noise = _complex_normal(symbols, (b, n), variance, generator)
     if not channel.fading:
         return symbols + noise
     block = channel.block_len or n
-    gains = _complex_normal((b, math.ceil(n / block)), 1.0, symbols.device, generator)
-    h = gains.repeat_interleave(block, dim=1)[:, :n]
+    gains = _complex_normal(symbols, (b, math.ceil(n / block)), 1.0, generator)
+    repeat = (lambda g: np.repeat(g, block, axis=1)) if isinstance(gains, np.ndarray) else (
+        lambda g: g.repeat_interleave(block, dim=1))
+    h = repeat(gains)[:, :n]
     received = h * symbols + noise
     if channel.name == "rayleigh-noeq":
         return received
     return received / h  # zero-forcing with perfect channel knowledge: noise grows where |h| is small
 
 
-def analog_real(x: torch.Tensor, channel: Channel, generator: torch.Generator | None = None,
-                snr_db: torch.Tensor | None = None) -> torch.Tensor:
+def analog_real(x, channel: Channel, generator=None, snr_db=None):
     """``analog`` for real values (B, N) with unit mean square, as pairs of reals in complex symbols."""
     return from_symbols(analog(to_symbols(x), channel, generator, snr_db), x.shape[1])
 
 
-def _complex_normal(shape, variance: float | torch.Tensor, device, generator) -> torch.Tensor:
-    std = (variance / 2.0).sqrt() if isinstance(variance, torch.Tensor) else math.sqrt(variance / 2.0)
-    re = torch.randn(shape, device=device, generator=generator) * std
-    im = torch.randn(shape, device=device, generator=generator) * std
+def _complex_normal(like, shape, variance, generator):
+    """Circular complex Gaussian noise of ``variance`` (half per real dimension), in ``like``'s library."""
+    std = (variance / 2.0) ** 0.5
+    if isinstance(like, np.ndarray):
+        rng = generator if generator is not None else np.random.default_rng()
+        re = rng.standard_normal(shape, np.float32)
+        im = rng.standard_normal(shape, np.float32)
+        return (re * std + 1j * (im * std)).astype(np.complex64)
+    import torch
+
+    re = torch.randn(shape, device=like.device, generator=generator) * std
+    im = torch.randn(shape, device=like.device, generator=generator) * std
     return torch.complex(re, im)
 
 
@@ -114,6 +138,7 @@ def transmit_bits(payload: bytes, channel: Channel, seed: int | None = None) -> 
     """Send ``payload`` over a digital channel; return the bytes the receiver decides and the bit errors."""
     if not channel.digital:
         raise ValueError("an analog channel carries symbols: use analog")
+    import torch
     from sionna.phy.mapping import Demapper, Mapper
 
     k = channel.bits_per_symbol

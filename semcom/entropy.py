@@ -28,55 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-from torch.nn import functional as F
+from safetensors.numpy import load_file, save_file
 
 from lamsc.errors import UserError
+from lamsc.semcom.asc_levels import levels_to_mask
 
 FORMAT, FORMAT_VERSION = "lamsc-density", 1
 # quantiser steps relative to unit feature power, 2^(k/4) from 1/16 to 2 (float32-exact, as the header holds them)
 STEPS = tuple(float(np.float32(2.0 ** (k / 4))) for k in range(-16, 5))
 SUFFIX = ".density.safetensors"
-_TAIL = 1e-9  # the smallest probability a table gives, before the coder's own fixed-point floor
-
-
-class FactorizedDensity(nn.Module):
-    """Per-channel monotone CDFs F_c (Ballé et al. 2018, appendix 6.1) over real inputs (C, N).
-
-    ``filters``: hidden widths of the chain (the paper's and CompressAI's (3, 3, 3, 3)); ``init_scale``: the
-    spread the initial CDF covers, in input units.
-    """
-
-    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 4.0):
-        super().__init__()
-        widths = (1, *filters, 1)
-        scale = init_scale ** (1.0 / (len(widths) - 1))
-        self.matrices, self.biases, self.factors = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
-        for i in range(len(widths) - 1):
-            init = math.log(math.expm1(1.0 / scale / widths[i + 1]))
-            self.matrices.append(nn.Parameter(torch.full((channels, widths[i + 1], widths[i]), init)))
-            self.biases.append(nn.Parameter(torch.empty(channels, widths[i + 1], 1).uniform_(-0.5, 0.5)))
-            if i < len(widths) - 2:
-                self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
-        self.channels = channels
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """f_c(x): inputs (C, N) -> logits of F_c (C, N), increasing in x."""
-        h = x.unsqueeze(1)
-        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
-            h = torch.matmul(F.softplus(m), h) + b
-            if i < len(self.factors):
-                h = h + torch.tanh(self.factors[i]) * torch.tanh(h)
-        return h.squeeze(1)
-
-    def bin_probability(self, centre: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:
-        """F_c(centre + width/2) - F_c(centre - width/2) for inputs (C, N), computed on the side of the median
-        where the difference of sigmoids does not cancel."""
-        lower, upper = self.logits(centre - width / 2), self.logits(centre + width / 2)
-        sign = -torch.sign(lower + upper).detach()
-        return (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
 
 
 @dataclass
@@ -106,41 +66,20 @@ class ProbabilityTables:
         raise ValueError(f"quantiser step {step:g} has no probability table; steps: {', '.join(f'{s:g}' for s in self.steps)}")
 
 
-def tables_from(density: FactorizedDensity, largest: np.ndarray, steps: tuple[float, ...] = STEPS) -> ProbabilityTables:
-    """Probability tables of ``density`` at each of ``steps``; channel c's support covers 1.25 x
-    ``largest[c]`` (C,), the largest magnitude the density was fitted on. The tails beyond the support fall
-    into its end bins (what the clip rule sends there)."""
-    low = np.zeros((len(steps), density.channels), np.int64)
-    pmf = []
-    with torch.no_grad():
-        for s, step in enumerate(steps):
-            row = []
-            for c in range(density.channels):
-                top = max(1, math.ceil(1.25 * float(largest[c]) / step))
-                q = torch.arange(-top, top + 1, dtype=torch.float64)
-                edges = (torch.cat([q - 0.5, q[-1:] + 0.5]) * step).float()
-                logits = density.logits(edges[None].expand(density.channels, -1))[c].double()
-                cdf = torch.sigmoid(logits)
-                cdf[0], cdf[-1] = 0.0, 1.0  # the clip rule: the tails belong to the end bins
-                p = (cdf[1:] - cdf[:-1]).clamp(min=_TAIL).numpy()
-                row.append(p / p.sum())
-                low[s, c] = -top
-            pmf.append(row)
-    return ProbabilityTables(tuple(steps), low, pmf)
-
-
 @dataclass
 class EntropyModel:
-    """A fitted density and its tables: what both ends of a digital link hold (``load_entropy_model``)."""
+    """A fitted density and its tables: what both ends of a digital link hold (``load_entropy_model``).
+    ``weights``: the density's parameters by name, float32 (lamsc.semcom.entropy_fit.FactorizedDensity's
+    state), kept so the file says what made its tables; coding needs only the tables."""
 
-    density: FactorizedDensity
+    weights: dict[str, np.ndarray]
     tables: ProbabilityTables
     largest: np.ndarray         # (C,) largest magnitude per channel in the fitting data
     provenance: dict
 
     @property
     def channels(self) -> int:
-        return self.density.channels
+        return int(self.tables.low.shape[1])
 
     def quantise(self, values: np.ndarray, channel: int, step: float) -> np.ndarray:
         """Real values of one channel (unit-power domain) -> integers round(v / step), clipped to the support."""
@@ -194,11 +133,11 @@ class EntropyModel:
         and the SHA-256 of ``model_file`` (the .safetensors of the model it was fitted for)."""
         path = Path(path)
         t = self.tables
-        tensors = {f"density.{k}": v.detach().contiguous() for k, v in self.density.state_dict().items()}
-        tensors["low"] = torch.from_numpy(t.low.copy())
-        tensors["largest"] = torch.from_numpy(np.asarray(self.largest, np.float64))
-        tensors["pmf"] = torch.from_numpy(np.concatenate([p for row in t.pmf for p in row]))
-        tensors["sizes"] = torch.tensor([len(p) for row in t.pmf for p in row], dtype=torch.int64)
+        tensors = {f"density.{k}": np.ascontiguousarray(v) for k, v in self.weights.items()}
+        tensors["low"] = np.ascontiguousarray(t.low, np.int64)
+        tensors["largest"] = np.asarray(self.largest, np.float64)
+        tensors["pmf"] = np.concatenate([p for row in t.pmf for p in row])
+        tensors["sizes"] = np.array([len(p) for row in t.pmf for p in row], np.int64)
         meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "channels": str(self.channels),
                 "steps": json.dumps(list(t.steps)), "provenance": json.dumps(self.provenance),
                 "model_sha256": file_sha256(model_file) if model_file else ""}
@@ -217,7 +156,7 @@ class EntropyModel:
         if not path.is_file():
             raise UserError(f"no entropy model at {path} (the digital mode needs one beside the model); {fit}")
         try:
-            with safe_open(str(path), "pt") as f:
+            with safe_open(str(path), "np") as f:
                 meta = f.metadata() or {}
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types for damaged headers
@@ -227,13 +166,11 @@ class EntropyModel:
         if model_file is not None and meta.get("model_sha256") and meta["model_sha256"] != file_sha256(model_file):
             raise UserError(f"{path} was fitted for another model than {model_file}; {fit}")
         channels, steps = int(meta["channels"]), tuple(json.loads(meta["steps"]))
-        density = FactorizedDensity(channels)
-        density.load_state_dict({k[len("density."):]: v for k, v in tensors.items() if k.startswith("density.")})
-        sizes = tensors["sizes"].numpy()
-        flat = np.split(tensors["pmf"].numpy(), np.cumsum(sizes)[:-1])
+        weights = {k[len("density."):]: v for k, v in tensors.items() if k.startswith("density.")}
+        flat = np.split(tensors["pmf"], np.cumsum(tensors["sizes"])[:-1])
         pmf = [flat[s * channels:(s + 1) * channels] for s in range(len(steps))]
-        tables = ProbabilityTables(steps, tensors["low"].numpy().astype(np.int64), pmf)
-        return cls(density.eval(), tables, tensors["largest"].numpy(), json.loads(meta["provenance"]))
+        tables = ProbabilityTables(steps, tensors["low"].astype(np.int64), pmf)
+        return cls(weights, tables, tensors["largest"], json.loads(meta["provenance"]))
 
 
 def density_path(model_path: str | Path) -> Path:
@@ -305,7 +242,7 @@ class DigitalMode:
 
 def kept_by_channel(levels: np.ndarray, channels: int, num_levels: int) -> np.ndarray:
     """Which positions (h, w) keep each channel: (C, h, w) bool, channel c where c < level * C / L."""
-    return np.arange(channels)[:, None, None] < (np.asarray(levels) * (channels // num_levels))[None]
+    return levels_to_mask(np.asarray(levels), channels, num_levels) > 0
 
 
 def encode_features(entropy: EntropyModel, values: np.ndarray, levels: np.ndarray, num_levels: int,

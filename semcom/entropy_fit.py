@@ -9,11 +9,75 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
-from lamsc.semcom.entropy import STEPS, EntropyModel, FactorizedDensity, effective_snr, tables_from
+from lamsc.semcom.entropy import STEPS, EntropyModel, ProbabilityTables, effective_snr
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.transmission import model_inputs
+
+_TAIL = 1e-9  # the smallest probability a table gives, before the coder's own fixed-point floor
+
+
+class FactorizedDensity(nn.Module):
+    """Per-channel monotone CDFs F_c (Ballé et al. 2018, appendix 6.1) over real inputs (C, N).
+
+    ``filters``: hidden widths of the chain (the paper's and CompressAI's (3, 3, 3, 3)); ``init_scale``: the
+    spread the initial CDF covers, in input units.
+    """
+
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 4.0):
+        super().__init__()
+        widths = (1, *filters, 1)
+        scale = init_scale ** (1.0 / (len(widths) - 1))
+        self.matrices, self.biases, self.factors = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
+        for i in range(len(widths) - 1):
+            init = math.log(math.expm1(1.0 / scale / widths[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, widths[i + 1], widths[i]), init)))
+            self.biases.append(nn.Parameter(torch.empty(channels, widths[i + 1], 1).uniform_(-0.5, 0.5)))
+            if i < len(widths) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
+        self.channels = channels
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """f_c(x): inputs (C, N) -> logits of F_c (C, N), increasing in x."""
+        h = x.unsqueeze(1)
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
+            h = torch.matmul(F.softplus(m), h) + b
+            if i < len(self.factors):
+                h = h + torch.tanh(self.factors[i]) * torch.tanh(h)
+        return h.squeeze(1)
+
+    def bin_probability(self, centre: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:
+        """F_c(centre + width/2) - F_c(centre - width/2) for inputs (C, N), computed on the side of the median
+        where the difference of sigmoids does not cancel."""
+        lower, upper = self.logits(centre - width / 2), self.logits(centre + width / 2)
+        sign = -torch.sign(lower + upper).detach()
+        return (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
+
+
+def tables_from(density: FactorizedDensity, largest: np.ndarray, steps: tuple[float, ...] = STEPS) -> ProbabilityTables:
+    """Probability tables of ``density`` at each of ``steps``; channel c's support covers 1.25 x
+    ``largest[c]`` (C,), the largest magnitude the density was fitted on. The tails beyond the support fall
+    into its end bins (what the clip rule sends there)."""
+    low = np.zeros((len(steps), density.channels), np.int64)
+    pmf = []
+    with torch.no_grad():
+        for s, step in enumerate(steps):
+            row = []
+            for c in range(density.channels):
+                top = max(1, math.ceil(1.25 * float(largest[c]) / step))
+                q = torch.arange(-top, top + 1, dtype=torch.float64)
+                edges = (torch.cat([q - 0.5, q[-1:] + 0.5]) * step).float()
+                logits = density.logits(edges[None].expand(density.channels, -1))[c].double()
+                cdf = torch.sigmoid(logits)
+                cdf[0], cdf[-1] = 0.0, 1.0  # the clip rule: the tails belong to the end bins
+                p = (cdf[1:] - cdf[:-1]).clamp(min=_TAIL).numpy()
+                row.append(p / p.sum())
+                low[s, c] = -top
+            pmf.append(row)
+    return ProbabilityTables(tuple(steps), low, pmf)
 
 
 def kept_features(model: LamscModel, images: Iterable[np.ndarray], segmenter: Segmenter,
@@ -28,7 +92,7 @@ def kept_features(model: LamscModel, images: Iterable[np.ndarray], segmenter: Se
     model.eval()
     with torch.no_grad():
         for image in images:
-            x, masks = model_inputs(image, segmenter.segment(image), config.segments)
+            x, masks = map(torch.from_numpy, model_inputs(image, segmenter.segment(image), config.segments))
             for snr in snrs:
                 for asc in (True, False):
                     enc = model.encode(x, masks, torch.tensor([float(snr)]), asc=asc)
@@ -78,4 +142,5 @@ def fit_entropy_model(model: LamscModel, images: Iterable[np.ndarray], segmenter
                   "batch": batch, "lr": lr, "seed": seed, "final_bits_per_value": round(bits, 4),
                   "segmenter": getattr(segmenter, "name", type(segmenter).__name__),
                   "seconds": round(time.perf_counter() - t0, 1)}
-    return EntropyModel(density, tables_from(density, largest), largest, provenance)
+    weights = {k: v.detach().float().numpy() for k, v in density.state_dict().items()}
+    return EntropyModel(weights, tables_from(density, largest), largest, provenance)

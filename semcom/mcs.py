@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from lamsc.semcom.channels import Channel, analog
 
@@ -104,10 +103,12 @@ def symbols_needed(num_bytes: int, mcs: MCS) -> int:
     return channel_uses_of(blocks_needed(num_bytes, mcs), mcs)
 
 
-def ldpc_qam(info: torch.Tensor, mcs: MCS, channel: Channel, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Information bits (B, k) in {0, 1} -> the decoder's hard decisions (B, k) after LDPC encoding, QAM
-    mapping, ``channel`` and APP demapping with the channel's noise variance. Sionna's encoder and decoder
-    (3GPP TS 38.212 base graphs, rate matching to ``CODEWORD``)."""
+def ldpc_qam(info, mcs: MCS, channel: Channel, generator=None):
+    """Information bits (B, k) in {0, 1}, a torch tensor -> the decoder's hard decisions (B, k) after LDPC
+    encoding, QAM mapping, ``channel`` (noise from the torch.Generator ``generator``) and APP demapping with
+    the channel's noise variance. Sionna's encoder and decoder (3GPP TS 38.212 base graphs, rate matching to
+    ``CODEWORD``); Sionna runs on torch, which the simulated coded link (not the MCS table) needs."""
+    import torch
     from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
     from sionna.phy.mapping import Demapper, Mapper
 
@@ -148,6 +149,7 @@ def coded_link(message: bytes, mcs: MCS, channel: Channel, seed: int | None = No
     Uses ``symbols_needed(len(message), mcs)`` channel uses. Raises ValueError on a digital ``channel``:
     this link does its own modulation over an analog one.
     """
+    import torch
     from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
 
     if channel.digital:
@@ -174,5 +176,6 @@ def coded_link(message: bytes, mcs: MCS, channel: Channel, seed: int | None = No
     return Delivered(message_of(got[: min(first_bad * per_block, len(bits)) // 8 * 8]), blocks, failed)
 
 
-def message_of(bits: torch.Tensor) -> bytes:
+def message_of(bits) -> bytes:
+    """Bits (a torch tensor of 0/1) -> bytes, eight bits a byte, most significant first."""
     return np.packbits(bits.numpy().astype(np.uint8)).tobytes()

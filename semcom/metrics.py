@@ -1,9 +1,17 @@
-"""Quality and rate of a transmitted image: PSNR, SSIM, MS-SSIM (pytorch-msssim), bits and bits per pixel.
+"""Quality and rate of a transmitted image: PSNR, SSIM, MS-SSIM, bits and bits per pixel.
 
-Images are torch tensors (N, 3, H, W) in [0, 1] or uint8 arrays (H, W, 3); results are per image.
-A metric an image is too small for is NaN (undefined), never a figure computed some other way: SSIM needs
-a short side of at least 11 pixels (its window), MS-SSIM over 160 (five scales); PSNR is defined from one
-pixel on. Commands report NaN as null in JSON and "n/a" in tables.
+Images are uint8 arrays (H, W, 3) or (N, H, W, 3), or float tensors/arrays (N, 3, H, W) in [0, 1]; results
+are per image: a float64 array (N,) for a batch, a NumPy float64 for one (H, W, 3) image. A metric an image is too small for is NaN (undefined), never a figure
+computed some other way: SSIM needs a short side of at least 11 pixels (its window), MS-SSIM over 160
+(five scales); PSNR is defined from one pixel on. Commands report NaN as null in JSON and "n/a" in tables.
+
+SSIM is Wang, Bovik, Sheikh and Simoncelli, "Image quality assessment: from error visibility to structural
+similarity" (IEEE TIP 2004): an 11-tap Gaussian window of sigma 1.5 applied without padding, K1 = 0.01,
+K2 = 0.03, the mean over positions and then over colour channels. MS-SSIM is Wang, Simoncelli and Bovik,
+"Multi-scale structural similarity for image quality assessment" (Asilomar 2003), five scales with the
+paper's exponents, each scale a 2x2 average (zero-padded to even sides) of the one before, negative
+contrast-structure terms clipped to zero: the computation of pytorch-msssim, which tests/test_metrics.py
+checks this float64 NumPy one against, so figures sit beside the field's published values.
 """
 
 from __future__ import annotations
@@ -11,53 +19,97 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim as _ms_ssim, ssim as _ssim
 
 SSIM_WINDOW = 11        # Gaussian window side (sigma 1.5) of SSIM and each MS-SSIM scale
+SSIM_SIGMA = 1.5
+SSIM_K = (0.01, 0.03)
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, table of exponents
 MS_SSIM_MIN_SIDE = 161  # five scales, each halving the image, with the window still fitting at the last
 
 
-def as_batch(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """(N, 3, H, W) float in [0, 1] from a tensor of that form or a uint8 (H, W, 3) / (N, H, W, 3) array."""
+def as_batch(x) -> np.ndarray:
+    """(N, 3, H, W) float64 in [0, 1] from a uint8 (H, W, 3) / (N, H, W, 3) array, or from a float array or
+    torch tensor of that form (copied to the host)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        a = x[None] if x.ndim == 3 else x
+        return a.transpose(0, 3, 1, 2).astype(np.float64) / 255.0
     if isinstance(x, np.ndarray):
-        if x.dtype != np.uint8:
-            raise TypeError("numpy images must be uint8 (H, W, 3); pass float images as torch tensors in [0, 1]")
-        t = torch.from_numpy(np.require(x, requirements=["C", "W"])).float().div(255.0)  # copies read-only arrays
-        t = t[None] if t.ndim == 3 else t
-        return t.permute(0, 3, 1, 2)
-    return x[None] if x.ndim == 3 else x
+        if x.dtype.kind != "f":
+            raise TypeError("images are uint8 (H, W, 3), or float (N, 3, H, W) in [0, 1]")
+        a = x.astype(np.float64)
+    else:  # a torch tensor
+        a = x.detach().cpu().double().numpy()
+    return a[None] if a.ndim == 3 else a
 
 
-def psnr(x, y, data_range: float = 1.0) -> torch.Tensor:
+def _per_image(values: np.ndarray, image) -> np.ndarray | np.float64:
+    """One value for one (H, W, 3) image, the array for a batch."""
+    return values[0] if getattr(image, "ndim", 0) == 3 and image.shape[-1] == 3 else values
+
+
+def psnr(x, y, data_range: float = 1.0):
     """Peak signal-to-noise ratio in dB per image: 10 log10(range^2 / MSE); inf for identical images."""
-    x, y = as_batch(x).double(), as_batch(y).double()
-    mse = (x - y).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    a, b = as_batch(x), as_batch(y)
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
+    with np.errstate(divide="ignore"):
+        return _per_image(10.0 * np.log10(data_range**2 / mse), x)
 
 
-def ssim(x, y) -> torch.Tensor:
-    """SSIM per image (Gaussian window 11, sigma 1.5), from pytorch-msssim.
-
-    A short side under 11 pixels gets NaN: the window does not fit (pytorch-msssim would skip the
-    smoothing along that side, or fail on a side of one pixel).
-    """
-    x, y = as_batch(x).float(), as_batch(y).float()
-    if min(x.shape[-2:]) < SSIM_WINDOW:
-        return torch.full((x.shape[0],), float("nan"))
-    return _ssim(x, y, data_range=1.0, size_average=False)
+def _gaussian_window() -> np.ndarray:
+    g = np.exp(-((np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2) ** 2) / (2 * SSIM_SIGMA**2))
+    return g / g.sum()
 
 
-def ms_ssim(x, y) -> torch.Tensor:
-    """MS-SSIM per image (five scales, Gaussian window 11), from pytorch-msssim.
+def _filter(x: np.ndarray) -> np.ndarray:
+    """The separable Gaussian window over H and W of (N, C, H, W), valid positions only (no padding)."""
+    g = _gaussian_window()
+    x = np.lib.stride_tricks.sliding_window_view(x, SSIM_WINDOW, axis=2) @ g
+    return np.lib.stride_tricks.sliding_window_view(x, SSIM_WINDOW, axis=3) @ g
 
-    Five scales need a short side above 160 pixels; smaller images get NaN rather than a figure
-    computed some other way that would not sit beside published MS-SSIM values.
-    """
-    x, y = as_batch(x).float(), as_batch(y).float()
-    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
-        return torch.full((x.shape[0],), float("nan"))
-    return _ms_ssim(x, y, data_range=1.0, size_average=False)
+
+def _ssim_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SSIM and its contrast-structure term, each the mean over positions per image and channel (N, C)."""
+    c1, c2 = SSIM_K[0] ** 2, SSIM_K[1] ** 2  # data range 1
+    mu_x, mu_y = _filter(x), _filter(y)
+    var_x = _filter(x * x) - mu_x**2
+    var_y = _filter(y * y) - mu_y**2
+    cov = _filter(x * y) - mu_x * mu_y
+    cs = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return (luminance * cs).mean((2, 3)), cs.mean((2, 3))
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    """2x2 average with stride 2, an odd side zero-padded by one on both ends (zeros counted in the mean)."""
+    ph, pw = x.shape[2] % 2, x.shape[3] % 2
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    h, w = x.shape[2] // 2, x.shape[3] // 2
+    return x[:, :, : 2 * h, : 2 * w].reshape(*x.shape[:2], h, 2, w, 2).mean((3, 5))
+
+
+def ssim(x, y):
+    """SSIM per image (Gaussian window 11, sigma 1.5); NaN where the short side is under 11 pixels."""
+    a, b = as_batch(x), as_batch(y)
+    if min(a.shape[-2:]) < SSIM_WINDOW:
+        return _per_image(np.full(len(a), np.nan), x)
+    return _per_image(_ssim_terms(a, b)[0].mean(1), x)
+
+
+def ms_ssim(x, y):
+    """MS-SSIM per image (five scales, Gaussian window 11); NaN where the short side is 160 pixels or less
+    (five scales do not fit), rather than a figure that would not sit beside published MS-SSIM values."""
+    a, b = as_batch(x), as_batch(y)
+    if min(a.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        return _per_image(np.full(len(a), np.nan), x)
+    terms = []
+    for scale in range(len(MS_SSIM_WEIGHTS)):
+        s, cs = _ssim_terms(a, b)
+        if scale < len(MS_SSIM_WEIGHTS) - 1:
+            terms.append(np.maximum(cs, 0.0))
+            a, b = _halve(a), _halve(b)
+    terms.append(np.maximum(s, 0.0))
+    weights = np.asarray(MS_SSIM_WEIGHTS).reshape(-1, 1, 1)
+    return _per_image(np.prod(np.stack(terms) ** weights, axis=0).mean(1), x)
 
 
 def bits(payload: bytes) -> int:

@@ -6,8 +6,6 @@ including how it was trained), so it loads without pickles and without the code 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,41 +18,8 @@ from lamsc.semcom.architecture import apply as apply_architecture
 from lamsc.semcom.asc import MaskNetwork, levels_to_mask, shift_to_rate, straight_through_mask
 from lamsc.semcom.asi import ASI
 from lamsc.semcom.codec import Decoder, Encoder
+from lamsc.semcom.config import (CONFIG_VERSION, DEFAULT_MODEL, DOWNSAMPLING, ModelConfig, power_normalise)
 from lamsc.semcom.heads import ClassificationHead, SegmentationHead
-
-CONFIG_VERSION = 2  # 2: GDN/IGDN stages, residual blocks at the decoder's bottleneck
-DOWNSAMPLING = 8  # the encoder's three stride-2 stages
-DEFAULT_MODEL = Path(__file__).parent / "default_model" / "lamsc-default"
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model; round-trips through JSON."""
-
-    channels: int = 16          # feature maps at 1/8 resolution; CBR with everything sent = channels / 384
-    width: int = 128
-    num_levels: int = 8         # ASC depth levels per position
-    segments: int = 8           # K: the largest K SKB segments enter ASI
-    value_bits: int = 8         # payload quantisation of the kept features
-    classes: list[str] = field(default_factory=list)  # classification head, if any
-    seg_classes: int = 0        # segmentation head classes (0 = none)
-    snr_range: tuple[float, float] = (0.0, 20.0)
-    trained: dict = field(default_factory=dict)  # provenance: data, steps, segmenter, recipe
-    architecture: dict = field(default_factory=dict)  # pruned widths (semcom.architecture); {} = as built
-    version: int = CONFIG_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
-        d = json.loads(text)
-        if d.get("version") != CONFIG_VERSION:
-            raise UserError(f"model config version {d.get('version')} is not {CONFIG_VERSION}; "
-                            "retrain it or use the lamsc version that wrote it")
-        d["snr_range"] = tuple(d["snr_range"])
-        return cls(**d)
-
 
 class LamscModel(nn.Module):
     def __init__(self, config: ModelConfig):
@@ -170,28 +135,3 @@ def load_model(path: str | Path | None = None) -> LamscModel:
                             "one with `lamsc train --preset default` and pass --model")
         path = DEFAULT_MODEL
     return LamscModel.load(path)
-
-
-def power_normalise(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scale each image's kept values to unit mean square (so paired symbols have unit power); zero the rest."""
-    kept = z * mask
-    # Means rather than sums over the map: a count of kept values passes float16's 65504 on large images.
-    kept_fraction = mask.flatten(1).mean(1).clamp(min=1.0 / mask[0].numel())
-    power = kept.pow(2).flatten(1).mean(1) / kept_fraction
-    return kept / torch.sqrt(power + 1e-12).view(-1, 1, 1, 1)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING, mode: str = "reflect") -> torch.Tensor:
-    """Pad H and W up to a multiple (reflect for images, zeros for masks)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not (ph or pw):
-        return x
-    if mode == "reflect" and (ph >= h or pw >= w):
-        mode = "replicate"  # reflection needs more pixels than the pad
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def cbr(channel_uses: int, height: int, width: int) -> float:
-    """Channel bandwidth ratio: complex channel uses per source dimension (3 H W)."""
-    return channel_uses / (3 * height * width)

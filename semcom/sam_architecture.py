@@ -16,7 +16,6 @@ SAM_VIT_TYPES = {
     "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
 }
 MODEL_TYPES = ("vit_t", *SAM_VIT_TYPES)
-SAM_INPUT_SIDE = 1024  # SAM (and MobileSAM) scale an image's long side to this before encoding
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from lamsc.errors import UserError
-from lamsc.semcom.sam_architecture import MODEL_TYPES, SAM_INPUT_SIDE, SAM_VIT_TYPES, SamArchitecture, build_sam
+from lamsc.semcom.sam_architecture import MODEL_TYPES, SAM_VIT_TYPES, SamArchitecture, build_sam
+from lamsc.semcom.segmenter import SAM_INPUT_SIDE
 from lamsc.semcom.skb_student import is_skb_file, load_skb
 
 log = logging.getLogger(__name__)

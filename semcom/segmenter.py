@@ -1,21 +1,22 @@
-"""The SAM knowledge base (SKB): one ``Segmenter`` interface over SAM, MobileSAM and a weight-free fallback."""
+"""The SAM knowledge base (SKB): one ``Segmenter`` interface over SAM, MobileSAM (lamsc.semcom.sam_segmenter,
+on torch) and a weight-free fallback (lamsc.semcom.fallback, NumPy only); SAM's mask-generation settings.
+lamsc.semcom.skb.build_segmenter makes the one a checkpoint (or none) names."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from segment_anything import SamAutomaticMaskGenerator
 
 from lamsc.errors import UserError
-from lamsc.semcom.fallback import FallbackSegmenter
-from lamsc.semcom.sam_architecture import SAM_INPUT_SIDE, SamArchitecture, mobile_sam
-from lamsc.semcom.sam_checkpoint import load_sam
 from lamsc.semcom.segments import Segments
+
+if TYPE_CHECKING:
+    import torch
+
+SAM_INPUT_SIDE = 1024  # SAM (and MobileSAM) scale an image's long side to this before encoding
 
 
 class Segmenter(Protocol):
@@ -62,55 +63,6 @@ def pad_for_sam(image: np.ndarray, side: int = SAM_INPUT_SIDE) -> np.ndarray:
     return np.pad(image, ((0, max(0, need - h)), (0, max(0, need - w)), (0, 0)), mode="edge")
 
 
-class SamSegmenter:
-    """Segment everything with SAM's own automatic mask generator (segment_anything's, or MobileSAM's for
-    its models): the one mask-generation routine, whether the networks are a checkpoint's modules (this
-    constructor) or a deployment's exported graphs (``SamSegmenter.on_predictor`` with
-    lamsc.runtime.skb's predictor)."""
-
-    def __init__(self, model: torch.nn.Module, arch: SamArchitecture, source: str = "",
-                 options: MaskGenerationOptions | None = None, device: str = "auto"):
-        self.options = options or MaskGenerationOptions()
-        self.device = torch_device(device)
-        self.model = model.to(self.device)
-        self.arch = arch
-        self.name = f"{arch.describe()}" + (f" from {source}" if source else "")
-        self._generator = mask_generator(self.model, self.options, arch.family)
-
-    @classmethod
-    def on_predictor(cls, predictor, name: str, options: MaskGenerationOptions | None = None) -> "SamSegmenter":
-        """SAM's mask generation driven by ``predictor``: anything with segment_anything's SamPredictor
-        interface (``set_image``, ``predict_torch``, ``reset_image``, ``transform``, ``device``, ``model``)."""
-        self = cls.__new__(cls)
-        self.options, self.name = options or MaskGenerationOptions(), name
-        self.model, self.arch, self.device = None, None, predictor.device
-        self._generator = mask_generator(predictor.model, self.options, "sam")
-        self._generator.predictor = predictor
-        return self
-
-    @torch.inference_mode()
-    def segment(self, image: np.ndarray) -> Segments:
-        """Segments of an RGB uint8 (H, W, 3) image of any size from 1 x 1 pixel up (strips beyond 2048:1 are
-        segmented edge-padded, see ``pad_for_sam``)."""
-        padded = pad_for_sam(image, self._generator.predictor.transform.target_length)
-        if padded is not image:
-            return self.segment(padded).crop(*image.shape[:2])
-        records = self._generator.generate(image)
-        h, w = image.shape[:2]
-        if not records:
-            return Segments(np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros((0, 4), np.int64),
-                            np.zeros(0, np.int64), self.name)
-        masks = np.stack([r["segmentation"] for r in records]).astype(bool)
-        areas = np.array([r["area"] for r in records], np.int64)
-        # SAM's boxes are XYWH with w = last column - first column; ours are XYXY with exclusive ends.
-        xywh = np.array([r["bbox"] for r in records], np.int64).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] + 1], axis=1)
-        boxes[areas == 0] = 0
-        scores = np.array([r["predicted_iou"] for r in records], np.float32)
-        segments = Segments(masks, scores, boxes, areas, self.name)
-        return segments.largest(self.options.max_segments)
-
-
 class CachedSegmenter:
     """A segmenter that segments each distinct image once: the same pixels sent at several SNRs, with and
     without ASC, or by several backends get the segments of the first call (keyed by a hash of the pixels)."""
@@ -126,29 +78,10 @@ class CachedSegmenter:
         return self._cache[key]
 
 
-def mask_generator(model, options: MaskGenerationOptions, family: str = "sam"):
-    """The package's SamAutomaticMaskGenerator for ``model`` with ``options`` (MobileSAM's for its family)."""
-    generator = mobile_sam().SamAutomaticMaskGenerator if family == "mobilesam" else SamAutomaticMaskGenerator
-    o = options
-    return generator(
-        model, points_per_side=o.points_per_side, points_per_batch=o.points_per_batch,
-        pred_iou_thresh=o.pred_iou_thresh, stability_score_thresh=o.stability_score_thresh,
-        box_nms_thresh=o.box_nms_thresh, min_mask_region_area=o.min_mask_region_area,
-        crop_n_layers=o.crop_n_layers, output_mode="binary_mask")
-
-
-def build_segmenter(checkpoint: str | Path | None = None, model_type: str = "auto",
-                    options: MaskGenerationOptions | None = None, device: str = "auto") -> Segmenter:
-    """SAM/MobileSAM from ``checkpoint`` when one is named, otherwise the weight-free fallback."""
-    if checkpoint is None:
-        if model_type not in ("auto", None):
-            raise UserError(f"--model-type {model_type} needs a --checkpoint file to load it from")
-        return FallbackSegmenter()
-    model, arch = load_sam(checkpoint, model_type)
-    return SamSegmenter(model, arch, Path(checkpoint).name, options, device)
-
-
 def torch_device(device: str) -> torch.device:
+    """"auto" (CUDA when present, else the CPU) or a named torch device; UserError for CUDA where there is none."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -31,7 +31,8 @@ from torch.nn import functional as F
 
 from lamsc.errors import UserError
 from lamsc.semcom import architecture
-from lamsc.semcom.sam_architecture import SAM_INPUT_SIDE, SamArchitecture
+from lamsc.semcom.sam_architecture import SamArchitecture
+from lamsc.semcom.segmenter import SAM_INPUT_SIDE
 
 FORMAT, VERSION = "lamsc-skb", 2  # v2: a resized encoder records the grid its neck runs on (neck_grid)
 EMBED_DIM, GRID = 256, 64

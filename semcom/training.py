@@ -39,8 +39,10 @@ from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.distributed import broadcast, current, main_first, process_group, rank_seed
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
 from lamsc.semcom.loop import PRECISIONS, TrainingRun, autocast_bf16
-from lamsc.semcom.model import LamscModel, ModelConfig
-from lamsc.semcom.segmenter import Segmenter, build_segmenter
+from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.model import LamscModel
+from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.transmission import segment_masks
 

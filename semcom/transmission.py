@@ -10,6 +10,9 @@ features and sends the whole payload as one transport block over 5G LDPC + QAM (
 whose measured BLER is <= 1% at the channel's SNR, the coded link of the separation baseline: a failed
 code block loses the payload, shown mid-grey (a payload cut at the first failed block fails its CRC), the
 rule the separation baseline applies to a file that cannot be decoded cut.
+
+Everything here around the networks is NumPy on the host, so a deployment runs it without torch
+(``lamsc[edge]``); torch comes in with the PyTorch backend, the CUDA pack and the simulated coded link.
 """
 
 from __future__ import annotations
@@ -18,25 +21,29 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from lamsc.errors import UserError
 from lamsc.kernels.loader import library
 from lamsc.semcom import metrics
-from lamsc.semcom.asc import depth_for_budget, depth_levels, levels_to_mask
+from lamsc.semcom.asc_levels import depth_for_budget, depth_levels, levels_to_mask
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
-from lamsc.semcom.backend import Backend, TorchBackend
+from lamsc.semcom.backend import Backend
 from lamsc.semcom.channels import Channel, analog_form, analog_real, channel_uses, transmit_bits
+from lamsc.semcom.config import ModelConfig, cbr, pad_to_multiple, power_normalise
 from lamsc.semcom.entropy import DigitalMode, EntropyModel, decode_features, effective_snr, encode_features
 from lamsc.semcom.mcs import CODEWORD, MCS, Delivered, blocks_needed, channel_uses_of, choose_mcs, coded_link
-from lamsc.semcom.model import LamscModel, ModelConfig, cbr, pad_to_multiple, power_normalise
 from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, depth_map_section,
                                   parse, side_bits, unpack)
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.segments import Segments
+
+if TYPE_CHECKING:  # the PyTorch reference; a deployment runs without torch
+    import torch
+
+    from lamsc.semcom.model import LamscModel
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +56,14 @@ def segment_masks(segments: Segments, k: int) -> np.ndarray:
     return out
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)[None]
+def image_input(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image (H, W, 3) -> the networks' input (1, 3, H, W) float32 in [0, 1]."""
+    return (np.ascontiguousarray(image.transpose(2, 0, 1), np.float32) / np.float32(255.0))[None]
 
 
-def to_image(x: torch.Tensor) -> np.ndarray:
-    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+def output_image(x: np.ndarray) -> np.ndarray:
+    """The decoder's output (1, 3, H, W) in [0, 1] (clipped) -> an RGB uint8 image (H, W, 3)."""
+    return (np.clip(x[0], 0, 1).transpose(1, 2, 0) * np.float32(255.0)).round().astype(np.uint8)
 
 
 @dataclass
@@ -127,7 +136,7 @@ class Transmitter:
         segments = self.segmenter.segment(image)
         t1 = time.perf_counter()
         x, masks = model_inputs(image, segments, self.config.segments)
-        out = self.backend.run("transmitter", {"image": x.numpy(), "masks": masks.numpy(),
+        out = self.backend.run("transmitter", {"image": x, "masks": masks,
                                                "snr_db": np.array([snr_db], np.float32)})
         self.backend.synchronize()
         t2 = time.perf_counter()
@@ -148,17 +157,25 @@ def same_channels(entropy: EntropyModel, config: ModelConfig) -> None:
 
 
 def as_backend(network: LamscModel | Backend, device: str | torch.device = "cpu") -> Backend:
-    """A model becomes the PyTorch backend on ``device``; a backend is taken as it is."""
-    return TorchBackend(network, device=device) if isinstance(network, LamscModel) else network
+    """A model becomes the PyTorch backend on ``device``; a backend (anything with ``run``) is taken as it is."""
+    if hasattr(network, "run"):
+        return network
+    from lamsc.semcom.torch_backend import TorchBackend  # a LamscModel: torch is there
+
+    return TorchBackend(network, device=device)
 
 
-def gpu_or_cpu(backend: Backend) -> torch.device:
-    """Where the masking runs: the GPU of the backend's graphs when the CUDA kernels are built, else the CPU
-    (the reference; a GPU without the kernels would only copy the features there and back)."""
+def gpu_or_cpu(backend: Backend) -> str | torch.device:
+    """Where the masking runs: the GPU of the backend's graphs when the CUDA kernels are built and torch is
+    there to hand them device memory, else "cpu" (the NumPy reference; a GPU without the kernels would only
+    copy the features there and back)."""
+    if backend.processor != "gpu" or library() is None:
+        return "cpu"
+    import torch
+
     device = getattr(backend, "device", None)
-    on_gpu = backend.processor == "gpu" and torch.cuda.is_available() and library() is not None
-    if not on_gpu:
-        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        return "cpu"
     return device if isinstance(device, torch.device) and device.type == "cuda" else torch.device("cuda")
 
 
@@ -171,15 +188,15 @@ def assumed_snr(own: float | None, given: float | None) -> float:
     return float(snr_db)
 
 
-def model_inputs(image: np.ndarray, segments: Segments, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The transmitter's inputs for one image: the image (1, 3, H', W') in [0, 1] and its k largest segment
-    masks (1, k, H', W'), both padded to multiples of 8."""
-    x = pad_to_multiple(to_tensor(image))
-    masks = pad_to_multiple(torch.from_numpy(segment_masks(segments, k))[None], mode="constant")
+def model_inputs(image: np.ndarray, segments: Segments, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The transmitter's inputs for one image, float32 arrays: the image (1, 3, H', W') in [0, 1] and its k
+    largest segment masks (1, k, H', W'), both padded to multiples of 8."""
+    x = pad_to_multiple(image_input(image))
+    masks = pad_to_multiple(segment_masks(segments, k)[None], mode="constant")
     return x, masks
 
 
-def transmit_power(features: torch.Tensor, levels: torch.Tensor, num_levels: int) -> torch.Tensor:
+def transmit_power(features: np.ndarray, levels: np.ndarray, num_levels: int) -> np.ndarray:
     """Features (B, C, h, w) kept to ``levels`` (B, h, w) in 1..L and scaled to unit average power in
     float32, as the radio sends them.
 
@@ -187,7 +204,8 @@ def transmit_power(features: torch.Tensor, levels: torch.Tensor, num_levels: int
     are themselves quantised, so an int8 graph would send off unit power, and over a channel whose noise is
     set for unit power that is free (or lost) SNR.
     """
-    return power_normalise(features.float(), levels_to_mask(levels, features.shape[1], num_levels))
+    features = np.asarray(features, np.float32)
+    return power_normalise(features, levels_to_mask(np.asarray(levels), features.shape[1], num_levels))
 
 
 def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db: float, segments: Segments | None,
@@ -200,28 +218,27 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter)."""
     h, w = size
     L = config.num_levels
-    depth = torch.as_tensor(out["depth"][0, 0]).to(device)
+    depth = np.asarray(out["depth"][0, 0], np.float32)
     shape = tuple(out["features"].shape[1:])
     if not asc:
-        depth = torch.ones_like(depth)  # every position at the last level: everything kept
+        depth = np.ones_like(depth)  # every position at the last level: everything kept
     elif max_cbr is not None:
         depth = depth_for_channel_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w))
-    z = transmit_power(torch.as_tensor(out["features"]).to(device), depth_levels(depth, L)[None], L)[0]
+    z = transmit_power(out["features"], depth_levels(depth, L)[None], L)[0]
     if digital is not None:
-        return entropy_pack(out, z, depth_levels(depth, L).cpu().numpy(), config, size, snr_db, segments, asc,
-                            digital)
-    packed = asc_pack(z, depth, L, config.value_bits)
+        return entropy_pack(out, z, depth_levels(depth, L), config, size, snr_db, segments, asc, digital)
+    packed = asc_pack(z, depth, L, config.value_bits, device)
     depth_map, coded = depth_map_section(packed.levels, L) if asc else (b"", False)
     payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db, depth_map,
                        packed.value_bytes, depth_coded=coded)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
-    return Sent(payload, segments, importance, packed.count / z.numel(), packed.count,
+    return Sent(payload, segments, importance, packed.count / z.size, packed.count,
                 packed.count * config.value_bits, {}, packed.backend)
 
 
-def depth_for_channel_budget(depth: torch.Tensor, shape: tuple[int, int, int], num_levels: int, value_bits: int,
-                             max_uses: int, rounds: int = 16) -> torch.Tensor:
-    """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc.depth_for_budget``) so that its payload on
+def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num_levels: int, value_bits: int,
+                             max_uses: int, rounds: int = 16) -> np.ndarray:
+    """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc_levels.depth_for_budget``) so that its payload on
     an analog link, ``channel_uses`` = values / 2 + side bits / 2 (header, depth map as sent, CRC, value
     padding), fits ``max_uses`` complex channel uses and sends the most features.
 
@@ -237,11 +254,11 @@ def depth_for_channel_budget(depth: torch.Tensor, shape: tuple[int, int, int], n
         # come out of the same budget
         return 2 * (max_uses - math.ceil((side + 7) / 2))
 
-    def fitted(max_values: int) -> tuple[torch.Tensor, int, bool]:
+    def fitted(max_values: int) -> tuple[np.ndarray, int, bool]:
         shifted = depth_for_budget(depth, L, per_level, max_values)
         levels = depth_levels(shifted, L)
         values = per_level * int(levels.sum())
-        side = side_bits(shape, L, depth_map=len(depth_map_section(levels.cpu().numpy(), L)[0]))
+        side = side_bits(shape, L, depth_map=len(depth_map_section(levels, L)[0]))
         padding = 8 * math.ceil(values * value_bits / 8) - values * value_bits  # sent among the side bits
         return shifted, values, math.ceil(values / 2) + math.ceil((side + padding) / 2) <= max_uses
 
@@ -261,17 +278,17 @@ def depth_for_channel_budget(depth: torch.Tensor, shape: tuple[int, int, int], n
     return best
 
 
-def entropy_pack(out: dict, z: torch.Tensor, levels: np.ndarray, config: ModelConfig, size: tuple[int, int],
+def entropy_pack(out: dict, z: np.ndarray, levels: np.ndarray, config: ModelConfig, size: tuple[int, int],
                  snr_db: float, segments: Segments | None, asc: bool, digital: DigitalMode) -> Sent:
     """The digital mode's payload: header, depth map (with ASC), the range-coded values."""
     h, w = size
     L = config.num_levels
-    stream, count = encode_features(digital.entropy, z.detach().cpu().numpy(), levels, L, digital.step)
+    stream, count = encode_features(digital.entropy, z, levels, L, digital.step)
     depth_map, coded = depth_map_section(levels, L) if asc else (b"", False)
     payload = assemble(h, w, tuple(z.shape), L, 0, digital.step, snr_db, depth_map, stream,
                        entropy_id=digital.entropy.tables.fingerprint, depth_coded=coded)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
-    return Sent(payload, segments, importance, count / z.numel(), count, 8 * len(stream), {}, "entropy")
+    return Sent(payload, segments, importance, count / z.size, count, 8 * len(stream), {}, "entropy")
 
 
 @dataclass(repr=False)
@@ -359,8 +376,8 @@ class Receiver:
     def decode(self, values, levels: np.ndarray, height: int, width: int, snr_db: float) -> Reconstruction:
         """Features (C, h, w) (array or tensor, zeros where nothing arrived) and levels (h, w) in 1..L -> the
         image cropped to ``height`` x ``width``, with the task heads' outputs."""
-        if not isinstance(self.backend, TorchBackend) and isinstance(values, torch.Tensor):
-            values = values.cpu().numpy()
+        if not isinstance(values, np.ndarray) and not getattr(self.backend, "takes_tensors", False):
+            values = values.cpu().numpy()  # the CUDA unpack's tensor, for a backend that reads arrays
         out = self.backend.run("receiver", {"z": values[None], "levels": np.asarray(levels, np.int64)[None],
                                             "snr_db": np.array([snr_db], np.float32)})
         self.gpu_seconds = self.backend.gpu_seconds
@@ -368,14 +385,15 @@ class Receiver:
         return rec if self.refine is None else self.refine(rec, snr_db)
 
 
-def reconstruction(out: dict, height: int, width: int) -> Reconstruction:
-    """The receiver graph's outputs (tensors or arrays, batch of one) cropped to the image's size."""
-    out = {k: torch.as_tensor(v) for k, v in out.items()}
-    rec = Reconstruction(to_image(out["image"][..., :height, :width]))
+def reconstruction(out: dict[str, np.ndarray], height: int, width: int) -> Reconstruction:
+    """The receiver graph's outputs (arrays, batch of one) cropped to the image's size."""
+    rec = Reconstruction(output_image(out["image"][..., :height, :width]))
     if "class_logits" in out:
-        rec.class_probs = out["class_logits"].softmax(1)[0].numpy()
+        logits = np.asarray(out["class_logits"][0], np.float64)
+        p = np.exp(logits - logits.max())
+        rec.class_probs = (p / p.sum()).astype(np.float32)
     if "seg_logits" in out:
-        rec.seg_map = out["seg_logits"][0, :, :height, :width].argmax(0).numpy().astype(np.uint8)
+        rec.seg_map = out["seg_logits"][0, :, :height, :width].argmax(0).astype(np.uint8)
     return rec
 
 
@@ -388,9 +406,7 @@ def analog_link(payload: bytes, channel: Channel, seed: int | None = None) -> Un
     unpacked = unpack(payload)
     f = unpacked.features
     mask = f.kept_mask
-    kept = torch.from_numpy(f.values[mask])[None]
-    g = torch.Generator().manual_seed(seed) if seed is not None else None
-    noisy = analog_real(kept, channel, g)[0].numpy()
+    noisy = analog_real(f.values[mask][None], channel, np.random.default_rng(seed))[0]
     values = np.zeros_like(f.values)
     values[mask] = noisy
     unpacked.features = Features(values, f.levels, f.num_levels)

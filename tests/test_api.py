@@ -37,7 +37,7 @@ def test_stages_resolve_after_a_bare_import():
 
 def test_endpoints_on_other_devices_leave_the_callers_model_where_it_is():
     model = lamsc.load_model()
-    backend = lamsc.semcom.backend.TorchBackend(model, device="meta")  # a device with no data: nothing runs
+    backend = lamsc.semcom.torch_backend.TorchBackend(model, device="meta")  # a device with no data: nothing runs
     assert next(backend.modules["transmitter"].parameters()).device.type == "meta"
     assert next(model.parameters()).device.type == "cpu"
     assert repr(backend) == "TorchBackend(torch (meta): transmitter, receiver)"

@@ -99,3 +99,31 @@ def test_per_row_snr_gives_each_row_its_own_noise():
     residual = (y - h[:, None] * s).abs().pow(2).mean(1)
     for got, db in zip(residual.tolist(), snr.tolist()):
         assert got == pytest.approx(10 ** (-db / 10), rel=0.02)
+
+
+@pytest.mark.parametrize("snr", [0.0, 10.0, 20.0])
+def test_awgn_on_arrays_measured_snr_matches_requested(snr):
+    """The deployment's path: NumPy arrays and a NumPy Generator, the same channel model."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 100_001), np.float32)  # odd: the last real is paired with a zero
+    x /= np.sqrt((x**2).mean(1, keepdims=True))
+    s = to_symbols(x)
+    assert s.dtype == np.complex64 and s.shape == (4, 50_001)
+    y = analog(s, Channel("awgn", snr), rng)
+    measured = 10 * math.log10(np.mean(np.abs(s) ** 2) / np.mean(np.abs(y - s) ** 2))
+    assert measured == pytest.approx(snr, abs=0.05)
+    assert np.allclose(from_symbols(to_symbols(x), x.shape[1]), x, rtol=1e-6, atol=1e-7)
+    received = analog_real(x, Channel("awgn", snr), np.random.default_rng(3))
+    assert np.array_equal(received, analog_real(x, Channel("awgn", snr), np.random.default_rng(3)))  # seeded
+    assert np.mean((received - x) ** 2) == pytest.approx(10 ** (-snr / 10), rel=0.02)  # per real value
+
+
+def test_rayleigh_on_arrays_fades_per_block_and_equalises():
+    rng = np.random.default_rng(1)
+    s = to_symbols(np.ones((1, 400_000), np.float32))
+    y = analog(s, Channel("rayleigh", 10.0, block_len=1), rng)
+    assert float(np.median(np.abs(y - s) ** 2)) == pytest.approx(0.1, rel=0.03)  # as the torch test: median 0.1
+    faded = analog(s, Channel("rayleigh-noeq", 200.0, block_len=100), rng)[0] / s[0]  # noise-free: the gains
+    blocks = faded.reshape(-1, 100)
+    assert np.allclose(blocks, blocks[:, :1], rtol=1e-5)  # one gain per coherence block
+    assert np.mean(np.abs(blocks[:, 0]) ** 2) == pytest.approx(1.0, rel=0.05)  # unit mean power

@@ -617,7 +617,7 @@ def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path, capsys)
     from lamsc.export.bundle import load_bundle
     from lamsc.runtime.backends import OnnxRuntimeBackend
     from lamsc.semcom.images import iter_images
-    from lamsc.semcom.segmenter import build_segmenter
+    from lamsc.semcom.skb import build_segmenter
 
     photos, seg = list(iter_images([two_photos])), build_segmenter(None)
     again = link_quality(OnnxRuntimeBackend(load_bundle(tmp_path / "bundle")), photos, seg, 10.0)
@@ -803,15 +803,15 @@ def test_accuracy_controlled_onnx_int8_keeps_the_reconstruction_within_the_drop(
         with torch.no_grad():
             features, depth, _ = graphs["transmitter"](x, masks, torch.tensor([10.0]))
         levels = torch.clamp(torch.ceil(depth[:, 0] * model.config.num_levels), 1, model.config.num_levels).long()
-        z = transmit_power(features, levels, model.config.num_levels)
-        feeds.append({"z": z.numpy(), "levels": levels.numpy(), "snr_db": np.array([10.0], np.float32)})
+        z = transmit_power(features.numpy(), levels.numpy(), model.config.num_levels)
+        feeds.append({"z": z, "levels": levels.numpy(), "snr_db": np.array([10.0], np.float32)})
         photos.append(x)
     fp32 = export_onnx(rx, rx.spec(), (torch.from_numpy(feeds[0]["z"]), torch.from_numpy(feeds[0]["levels"]),
                                        torch.tensor([10.0])), tmp_path / "rx.onnx")
 
     def metric(session, feed, photo):
         image = session.run(["image"], feed)[0]
-        return float(psnr(torch.from_numpy(image), photo))
+        return float(psnr(torch.from_numpy(image), photo).mean())
 
     out = quantise_onnx(fp32, tmp_path / "rx.int8.onnx", feeds, tensorrt=False, metric=metric,
                         validation=list(zip(feeds, photos)), max_drop=0.3)

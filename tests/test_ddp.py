@@ -46,7 +46,8 @@ def worker(out: Path) -> None:
     from lamsc.cli import main
     from lamsc.semcom import training
     from lamsc.semcom.fallback import FallbackSegmenter
-    from lamsc.semcom.model import LamscModel, ModelConfig
+    from lamsc.semcom.config import ModelConfig
+    from lamsc.semcom.model import LamscModel
     from lamsc.semcom.synthetic import make_shapes
 
     rank = int(os.environ["RANK"])

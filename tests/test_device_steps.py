@@ -20,7 +20,8 @@ from lamsc.export.bundle import PRECISIONS, Bundle, write_bundle
 from lamsc.export.device_steps import CMAKE_MINIMUM, write_device_steps
 from lamsc.export.tensorrt import TRTEXEC_OPTIONS
 from lamsc.semcom.images import bundled_photos
-from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.model import LamscModel
 
 ROOT = Path(__file__).resolve().parents[1]  # lamsc's source tree
 FOLDERS = {"lamsc's source tree": "source", "this bundle's folder": "bundle"}

@@ -11,13 +11,14 @@ from PIL import Image
 from lamsc.cli import main
 from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
-from lamsc.semcom.entropy import (STEPS, DigitalMode, EntropyModel, FactorizedDensity, decode_features, density_path,
-                                  effective_snr, encode_features, load_entropy_model, nearest_step, tables_from)
-from lamsc.semcom.entropy_fit import fit_entropy_model, kept_features
+from lamsc.semcom.entropy import (STEPS, DigitalMode, EntropyModel, decode_features, density_path,
+                                  effective_snr, encode_features, load_entropy_model, nearest_step)
+from lamsc.semcom.entropy_fit import FactorizedDensity, fit_entropy_model, kept_features, tables_from
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.mcs import CODEWORD
-from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.model import LamscModel
 from lamsc.semcom.payload import PayloadError, parse, unpack
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
@@ -51,7 +52,8 @@ def test_range_coding_round_trips_random_integers():
     torch.manual_seed(1)
     density = FactorizedDensity(3)
     entropy_tables = tables_from(density, np.array([2.0, 4.0, 6.0]))
-    entropy = EntropyModel(density, entropy_tables, np.array([2.0, 4.0, 6.0]), {})
+    weights = {k: v.detach().numpy() for k, v in density.state_dict().items()}
+    entropy = EntropyModel(weights, entropy_tables, np.array([2.0, 4.0, 6.0]), {})
     rng = np.random.default_rng(0)
     for step in (STEPS[0], STEPS[10], STEPS[-1]):
         s = entropy_tables.index(step)

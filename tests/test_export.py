@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch.nn import functional as F
 
 from lamsc.errors import UserError
-from lamsc.export.bundle import BundleError, Int8Options, load_bundle, write_bundle
+from lamsc.export.bundle import Int8Options, write_bundle
+from lamsc.export.manifest import BundleError, load_bundle
 from lamsc.export.graph_checks import count_qdq, onehot_shape_problems, qdq_problems, tensorrt_problems
 from lamsc.semcom.graphs import skb_graphs
 from lamsc.export.onnx_export import compare, export_onnx
@@ -53,7 +54,7 @@ def test_adaptive_pool_as_matrices_is_torchs_adaptive_pool(shape):
 def test_fp32_bundle_matches_pytorch_on_an_unseen_photograph(fp32_bundle, model):
     from lamsc.semcom.graphs import model_graphs
     from lamsc.export.samples import model_samples
-    from lamsc.semcom.segmenter import build_segmenter
+    from lamsc.semcom.skb import build_segmenter
 
     m = fp32_bundle.manifest
     assert set(m["graphs"]) == {"transmitter", "receiver"} and m["precision"] == "fp32"
@@ -111,8 +112,9 @@ def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos
                               if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2)]
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
     # the rate the manifest records is what the payloads carry: feature values packed through each backend
-    from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
-    from lamsc.semcom.segmenter import build_segmenter
+    from lamsc.runtime.backends import OnnxRuntimeBackend
+    from lamsc.semcom.torch_backend import TorchBackend
+    from lamsc.semcom.skb import build_segmenter
 
     seg = build_segmenter(None)
     from lamsc.semcom.transmission import Transmitter
@@ -137,7 +139,7 @@ def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tm
 
     from lamsc.export.samples import model_samples
     from lamsc.semcom.images import NamedImage
-    from lamsc.semcom.segmenter import build_segmenter
+    from lamsc.semcom.skb import build_segmenter
 
     calibration = [NamedImage(f"{p.name}-crop", p.pixels[:160, :192]) for p in bundled_photos(("astronaut", "coffee",
                                                                                                  "rocket"))]
@@ -286,7 +288,7 @@ def test_int8_linears_on_token_sequences_run_as_integer_matmuls(tmp_path):
     import onnxruntime as ort
 
     from lamsc.export.quantise import quantise_onnx
-    from lamsc.export.onnx_export import _disabled_for, session
+    from lamsc.export.sessions import _disabled_for, session
 
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
     x = torch.randn(1, 196, 64)

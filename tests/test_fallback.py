@@ -5,7 +5,7 @@ import pytest
 
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import bundled_photos
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.segments import mask_boxes
 
 

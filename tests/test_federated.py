@@ -17,7 +17,8 @@ from lamsc.federated.partition import held_out, partition_by_content, resized, s
 from lamsc.federated.split import (device_forward, device_loss, draw_snr, server_forward, split_point,
                                    surrogate)
 from lamsc.semcom.images import bundled_photos
-from lamsc.semcom.model import LamscModel, ModelConfig
+from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.model import LamscModel
 from lamsc.semcom.training import TrainConfig, link_loss
 
 TINY = dict(channels=8, width=16, num_levels=4, segments=4)

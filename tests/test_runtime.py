@@ -11,7 +11,8 @@ import pytest
 
 from lamsc.errors import UserError
 from lamsc.export.bundle import SamExport, write_bundle
-from lamsc.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from lamsc.runtime.backends import OnnxRuntimeBackend
+from lamsc.semcom.torch_backend import TorchBackend
 from lamsc.runtime.deployment import Deployment
 from lamsc.runtime.latency import Latency
 from lamsc.runtime.link import run_link
@@ -59,7 +60,7 @@ def test_torch_and_onnxruntime_backends_send_the_same_payload(bundle):
             # each moved position's depth lies within float32 rounding of a level boundary in both engines (a
             # flat region, as retina's black surround, puts many positions at one depth: they move together)
             x, masks = model_inputs(item.pixels, seg.segment(item.pixels), backends["torch"].config.segments)
-            feeds = {"image": x.numpy(), "masks": masks.numpy(), "snr_db": np.array([10.0], np.float32)}
+            feeds = {"image": x, "masks": masks, "snr_db": np.array([10.0], np.float32)}
             at = a.levels != b.levels
             for backend in backends.values():
                 depth = backend.run("transmitter", feeds)["depth"][0, 0][: a.levels.shape[0], : a.levels.shape[1]]
@@ -178,7 +179,8 @@ def test_segment_everything_on_the_exported_skb_graphs_is_the_checkpoints(tiny_s
     included): the same segments as the checkpoint it was exported from."""
     from lamsc.runtime.skb import graph_segmenter
     from lamsc.semcom.sam_checkpoint import load_sam
-    from lamsc.semcom.segmenter import MaskGenerationOptions, SamSegmenter
+    from lamsc.semcom.sam_segmenter import SamSegmenter
+    from lamsc.semcom.segmenter import MaskGenerationOptions
 
     sam, arch = load_sam(tiny_sam_checkpoint)
     photos = bundled_photos(["chelsea"])

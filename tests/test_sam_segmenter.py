@@ -10,7 +10,8 @@ from PIL import Image
 from lamsc.cli import main
 from lamsc.errors import UserError
 from lamsc.semcom.sam_checkpoint import infer_architecture, load_sam
-from lamsc.semcom.segmenter import MaskGenerationOptions, build_segmenter
+from lamsc.semcom.segmenter import MaskGenerationOptions
+from lamsc.semcom.skb import build_segmenter
 
 # Random weights rate their own masks poorly: keep every mask so there is something to check.
 LENIENT = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0"]

@@ -11,7 +11,8 @@ from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.loop import MAX_GRAD_NORM, TrainingRun, autocast_bf16, learning_rate
-from lamsc.semcom.model import LamscModel, ModelConfig, cbr
+from lamsc.semcom.config import ModelConfig, cbr
+from lamsc.semcom.model import LamscModel
 from lamsc.semcom.payload import unpack
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 from lamsc.semcom.training import PRESETS, TrainConfig, prepare, train
@@ -120,9 +121,9 @@ def test_transmit_command(trained, tmp_path, capsys, channel):
 
 
 def test_transmitter_payload_is_the_reference_payload(trained):
-    from lamsc.semcom.model import pad_to_multiple
+    from lamsc.semcom.config import pad_to_multiple
     from lamsc.semcom.payload import Features, pack
-    from lamsc.semcom.transmission import segment_masks, to_tensor
+    from lamsc.semcom.transmission import image_input, segment_masks
 
     model = LamscModel.load(trained / "model")
     image = make_shapes(1, size=72, seed=5)[0].pixels
@@ -133,8 +134,8 @@ def test_transmitter_payload_is_the_reference_payload(trained):
         assert tx.pack_backend == "reference"  # no GPU here; on one, the CUDA kernel must give the same bytes
         # Encode again and write the payload with the payload module's own packer
         with torch.no_grad():
-            enc = model.encode(pad_to_multiple(to_tensor(image)), torch.from_numpy(masks)[None], torch.tensor([7.0]),
-                               asc=asc)
+            enc = model.encode(pad_to_multiple(torch.from_numpy(image_input(image))), torch.from_numpy(masks)[None],
+                               torch.tensor([7.0]), asc=asc)
         features = Features(enc["z"][0].detach().numpy(), enc["levels"][0].numpy(), 8)
         assert pack(features, 72, 72, 8, asc=asc, snr_db=7.0) == sent.payload
 

@@ -21,7 +21,8 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.overlay import contact_sheet
-from lamsc.semcom.segmenter import CachedSegmenter, build_segmenter
+from lamsc.semcom.segmenter import CachedSegmenter
+from lamsc.semcom.skb import build_segmenter
 
 DEMO_SNRS = (0.0, 10.0, 20.0)
 # The demo's compression: one pruned candidate, briefly distilled, so the whole job stays a few minutes.

@@ -11,8 +11,9 @@ from lamsc.commands.output import console, emit_json, progress
 from lamsc.semcom.entropy import STEPS, density_path
 from lamsc.semcom.entropy_fit import fit_entropy_model
 from lamsc.semcom.images import bundled_photos, iter_images
-from lamsc.semcom.model import DEFAULT_MODEL, LamscModel
-from lamsc.semcom.segmenter import build_segmenter
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.model import LamscModel
+from lamsc.semcom.skb import build_segmenter
 
 density = typer.Typer(help="The entropy model the digital mode (lamsc transmit --digital) codes features with.",
                       no_args_is_help=True)

@@ -12,7 +12,8 @@ from rich.table import Table
 from lamsc.commands.output import console, emit_json, number, print_table, progress
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.overlay import overlay
-from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter, build_segmenter
+from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
+from lamsc.semcom.skb import build_segmenter
 
 _defaults = MaskGenerationOptions()
 

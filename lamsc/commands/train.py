@@ -11,7 +11,7 @@ import typer
 from lamsc.commands.output import console, emit_json, progress
 from lamsc.errors import UserError
 from lamsc.semcom.distributed import launched
-from lamsc.semcom.model import ModelConfig
+from lamsc.semcom.config import ModelConfig
 from lamsc.semcom.training import PRESETS, TrainJob, train_model
 
 

@@ -23,8 +23,10 @@ from lamsc.runtime.deployment import Deployment
 from lamsc.errors import UserError
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, load_entropy_model, nearest_step
-from lamsc.semcom.model import DEFAULT_MODEL, LamscModel, ModelConfig, load_model
-from lamsc.semcom.segmenter import Segmenter, build_segmenter
+from lamsc.semcom.config import DEFAULT_MODEL, ModelConfig
+from lamsc.semcom.model import LamscModel, load_model
+from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import LinkResult, Receiver, Transmitter, transmit as transmit_one
 
