@@ -14,8 +14,7 @@ sizes, the acceptance ``threshold`` on the registration's agreement, and how bot
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 
 from lamsc.errors import UserError
 from lamsc.semcom.codec import ResBlock
+from lamsc.semcom.config import JsonConfig
 
 FUSION_VERSION = 1
 DEFAULT_FUSION = Path(__file__).parent / "default_fusion" / "fusion"
@@ -31,10 +31,12 @@ INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
 
 
 @dataclass
-class FusionConfig:
+class FusionConfig(JsonConfig):
     """``width``: feature maps at half resolution; ``blocks``: residual blocks; ``snr_range``: the codec's,
     dB, for placing the SNR input; ``threshold``: the least registration agreement (masked NCC, -1..1) at which
     a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold was set)."""
+
+    NAME, VERSION, REFRESH = "fusion config", FUSION_VERSION, "retrain it with `lamsc kb train`"
 
     width: int = 32
     blocks: int = 3
@@ -42,18 +44,6 @@ class FusionConfig:
     threshold: float = 0.9
     trained: dict = field(default_factory=dict)
     version: int = FUSION_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "FusionConfig":
-        d = json.loads(text)
-        if d.get("version") != FUSION_VERSION:
-            raise UserError(f"fusion config version {d.get('version')} is not {FUSION_VERSION}; retrain it with "
-                            "`lamsc kb train`")
-        d["snr_range"] = tuple(d["snr_range"])
-        return cls(**d)
 
 
 class FusionNet(nn.Module):

@@ -4,8 +4,9 @@ runtime reads it from a bundle's manifest); with the few shape rules both ends s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -16,9 +17,34 @@ DOWNSAMPLING = 8  # the encoder's three stride-2 stages
 DEFAULT_MODEL = Path(__file__).parent / "default_model" / "lamsc-default"
 
 
+class JsonConfig:
+    """A dataclass of plain values with a ``version`` field, written to and read from JSON. Subclasses set
+    ``NAME`` (what the error calls it), ``VERSION`` and ``REFRESH`` (how to get a file of this version);
+    reading a file of another version raises UserError saying so. Tuple fields come back as tuples."""
+
+    NAME: ClassVar[str] = "config"
+    VERSION: ClassVar[int] = 1
+    REFRESH: ClassVar[str] = "use the lamsc version that wrote it"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str):
+        d = json.loads(text)
+        if d.get("version") != cls.VERSION:
+            raise UserError(f"{cls.NAME} version {d.get('version')} is not {cls.VERSION}; {cls.REFRESH}")
+        for f in fields(cls):
+            if str(f.type).startswith("tuple") and f.name in d:
+                d[f.name] = tuple(d[f.name])
+        return cls(**d)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to rebuild a model; round-trips through JSON."""
+
+    NAME, VERSION, REFRESH = "model config", CONFIG_VERSION, "retrain it or use the lamsc version that wrote it"
 
     channels: int = 16          # feature maps at 1/8 resolution; CBR with everything sent = channels / 384
     width: int = 128
@@ -31,19 +57,6 @@ class ModelConfig:
     trained: dict = field(default_factory=dict)  # provenance: data, steps, segmenter, recipe
     architecture: dict = field(default_factory=dict)  # pruned widths (semcom.architecture); {} = as built
     version: int = CONFIG_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
-        d = json.loads(text)
-        if d.get("version") != CONFIG_VERSION:
-            raise UserError(f"model config version {d.get('version')} is not {CONFIG_VERSION}; "
-                            "retrain it or use the lamsc version that wrote it")
-        d["snr_range"] = tuple(d["snr_range"])
-        return cls(**d)
-
 
 
 def pad_to_multiple(x, multiple: int = DOWNSAMPLING, mode: str = "reflect"):
