@@ -1,4 +1,5 @@
-"""Quality and rate of a transmitted image: PSNR, SSIM, MS-SSIM (pytorch-msssim), bits and bits per pixel.
+"""Quality and rate of a transmitted image: PSNR, importance-weighted PSNR, SSIM, MS-SSIM (pytorch-msssim), bits
+and bits per pixel.
 
 Images are torch tensors (N, 3, H, W) in [0, 1] or uint8 arrays (H, W, 3); results are per image.
 A metric an image is too small for is NaN (undefined), never a figure computed some other way: SSIM needs
@@ -34,6 +35,28 @@ def psnr(x, y, data_range: float = 1.0) -> torch.Tensor:
     x, y = as_batch(x).double(), as_batch(y).double()
     mse = (x - y).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def weighted_psnr(x, y, weight, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB per image with each pixel's squared error weighted by its importance:
+
+        WPSNR = 10 log10(range^2 / WMSE),   WMSE = sum_p w_p sum_c (x_pc - y_pc)^2 / (3 sum_p w_p)
+
+    over pixels p and colour channels c. ``x``, ``y``: images as ``psnr`` takes them; ``weight``: w >= 0 per
+    pixel, (H, W), (N, H, W) or (N, 1, H, W), tensor or array. lamsc's benchmarks pass ASI's segment importance
+    map (each pixel the mean attention weight of the SKB segments covering it, 0 where none does:
+    ``LamscModel.asi``'s ``integrated`` output, what training weights distortion by), so the figure is the PSNR
+    of the parts of the image ASI deems important. Equal weights give ``psnr``. NaN for an image whose weights
+    sum to 0 (nothing is important); inf for one whose pixels of positive weight are all exact.
+    """
+    x, y = as_batch(x).double(), as_batch(y).double()
+    w = torch.as_tensor(np.asarray(weight) if not isinstance(weight, torch.Tensor) else weight).double()
+    w = w.reshape(-1, 1, *x.shape[-2:]).expand(x.shape[0], 1, *x.shape[-2:])
+    if (w < 0).any():
+        raise ValueError("importance weights must be non-negative")
+    total = w.flatten(1).sum(1)
+    wmse = ((x - y).pow(2) * w).flatten(1).sum(1) / (x.shape[1] * total)
+    return torch.where(total > 0, 10.0 * torch.log10(data_range**2 / wmse), torch.full_like(total, float("nan")))
 
 
 def ssim(x, y) -> torch.Tensor:
