@@ -4,12 +4,19 @@
 #
 #   sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES]
 #   NPROC=4 sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES]   # data-parallel on 4 GPUs under torchrun
+#   ABLATION=1 sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES] # the plain Deep JSCC ablation, same recipe
+#   STEPS=asi=90,codec=6000,asc=2400 sh benchmarks/gpu_train.sh PHOTOS OUT  # these steps, no wall-clock fit
 #
 # With NPROC > 1 each step trains on NPROC x the preset's batch (one batch per GPU), in the same budget.
 # PHOTOS: the folder ../shared/data/photos.sh builds (a segments.npz beside the photographs' run folder is
 # reused: put one in OUT/train to skip segmenting). MINUTES: the training budget (default: the gpu preset's).
 # Writes OUT/lamsc-default.{safetensors,json} (fp16 weights, what ships in semcom/default_model/),
 # OUT/curves.png, OUT/history.json and OUT/train.json; the run itself (resumable) stays in OUT/train.
+# ABLATION=1: lamsc's codec with ASI and ASC off (--segments 0 --levels 1) and 8 channels, every feature sent
+# (CBR 1/48), by the same preset, budget and seed; writes OUT/lamsc-plain.* instead of OUT/lamsc-default.*
+# (benchmarks/results/ablation.md). Give it its own OUT: a run folder resumes only the model it began.
+# STEPS: the steps per stage as given (the budget is not fitted; give STEPS or MINUTES): a matched pair trains
+# the default and the ablation with one STEPS, e.g. the shipped default's GPU stage's (its JSON, last init_trained).
 set -eu
 photos=${1:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
 out=${2:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
@@ -19,14 +26,24 @@ launch=$py
 if [ "${NPROC:-1}" -gt 1 ]; then  # torchrun: one process per GPU; rank 0 alone writes train.json
   launch="$py -m torch.distributed.run --standalone --nproc_per_node $NPROC"
 fi
-$launch -m lamsc.cli train --preset gpu --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 \
-  ${3:+--minutes "$3"} --out "$out/train" --json >"$out/train.json"
-$py - "$out" <<'PY'
+if [ -n "${STEPS:-}" ] && [ -n "${3:-}" ]; then
+  echo "gpu_train.sh: give STEPS (fixed steps) or MINUTES (a budget), not both" >&2
+  exit 2
+fi
+name=lamsc-default
+variant=""
+if [ "${ABLATION:-0}" = 1 ]; then
+  name=lamsc-plain
+  variant="--channels 8 --segments 0 --levels 1"
+fi
+$launch -m lamsc.cli train --preset gpu --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 $variant \
+  ${3:+--minutes "$3"} ${STEPS:+--steps "$STEPS" --minutes 0} --out "$out/train" --json >"$out/train.json"
+$py - "$out" "$name" <<'PY'
 import shutil, sys
 from pathlib import Path
 from lamsc.semcom.model import LamscModel
 out = Path(sys.argv[1])
-LamscModel.load(out / "train" / "model").save(out / "lamsc-default", half=True)
+LamscModel.load(out / "train" / "model").save(out / sys.argv[2], half=True)
 for name in ("curves.png", "history.json"):
     shutil.copy(out / "train" / name, out / name)
 PY

@@ -8,10 +8,19 @@ compared at equal channel uses; analog links report the side bits they send digi
 coded bits at their MCS, in separate columns.
 
     python benchmarks/snr_sweep.py --out benchmarks/results [--model M] [--images DIR] [--limit N] [--digital STEP]
+                                   [--ablation PLAIN_MODEL]
 
 ``--digital STEP`` adds lamsc's digital mode ("lamsc-digital": features range-coded at quantiser step STEP
 over the same 5G LDPC + QAM link as separation, at the MCS for each SNR), with the entropy model beside the
 model (``lamsc density fit``); it spends its own channel uses, reported in its row.
+
+``--ablation PLAIN_MODEL`` adds the plain Deep JSCC ablation ("plain-jscc"): lamsc's own codec trained without
+ASI and ASC (``benchmarks/ablation_train.py --variant plain``: no segments, one depth level, 8 channels), every
+feature sent, CBR 8/384 = 1/48 plus its header; see benchmarks/results/ablation.md.
+
+Every row also has the importance-weighted PSNR ("PSNR-w", ``lamsc.semcom.metrics.weighted_psnr``), each pixel
+weighted by ASI's segment importance map from the --model's ASI on the fallback SKB's segments
+(``importance_weights``): the same weights for every link sending that photograph.
 
 Writes snr_sweep.csv (per photograph), snr_sweep.json, snr_sweep.png and snr_sweep.md (the table, the
 rules, and the SNR where lamsc's PSNR curve crosses each baseline's) into --out.
@@ -36,11 +45,12 @@ from lamsc.semcom.channels import Channel
 from lamsc.semcom.entropy import DigitalMode, load_entropy_model, nearest_step
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.image_codecs import CodecSearch
-from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.config import DEFAULT_MODEL
-from lamsc.semcom.model import load_model
+from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
+from lamsc.semcom.metrics import weighted_psnr
+from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.separation import SCORING_RULE
-from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+from lamsc.semcom.transmission import Receiver, Transmitter, model_inputs, transmit
 
 SNRS = (0.0, 5.0, 10.0, 15.0, 20.0)
 RULES = ("Every link at lamsc's channel uses (complex; CBR = uses / 3HW) and SNR. Analog links (lamsc, softcast) "
@@ -48,6 +58,10 @@ RULES = ("Every link at lamsc's channel uses (complex; CBR = uses / 3HW) and SNR
          "two bits per use, counted in the uses: 'side bits'. Digital links send 'coded bits' at the MCS: "
          "separation over 5G LDPC + QAM, ideal at Shannon capacity (no real code, so no coded bits). "
          f"Separation: {SCORING_RULE}.")
+ABLATION = "plain-jscc"  # the row of --ablation: lamsc's codec trained without ASI and ASC, every feature sent
+WEIGHTED_RULE = ("PSNR-w: PSNR with each pixel's squared error weighted by ASI's segment importance (the mean "
+                 "attention weight of the SKB segments covering it, 0 where none does), from the lamsc model's ASI; "
+                 "the same weights for every link (lamsc.semcom.metrics.weighted_psnr).")
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -66,7 +80,11 @@ def add_sweep_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     p.add_argument("--images", type=Path, default=None, help="a folder of photographs (default: the bundled ones)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--baselines", nargs="+", default=["separation", "ideal", "softcast"], choices=list(BASELINES))
+    p.add_argument("--baselines", nargs="*", default=["separation", "ideal", "softcast"], choices=list(BASELINES),
+                   help="baselines at lamsc's channel uses (none: --baselines alone)")
+    p.add_argument("--ablation", type=Path, default=None, metavar="PLAIN_MODEL",
+                   help=f"also send with this model, every feature, as {ABLATION!r}: the plain Deep JSCC ablation "
+                        "(benchmarks/ablation_train.py --variant plain)")
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
     p.add_argument("--digital", type=float, default=None, metavar="STEP",
                    help="also send in the digital mode at this quantiser step (needs the model's entropy model)")
@@ -77,21 +95,36 @@ def add_sweep_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def sweep_inputs(args) -> tuple:
-    """What a sweep sends (``--model``, ``--images``, ``--limit``, ``--digital``, ``--threads``): the model, the
-    photographs, the digital mode (None without ``--digital``) and each photograph's codec search."""
+    """What a sweep sends (``--model``, ``--images``, ``--limit``, ``--digital``, ``--ablation``, ``--threads``):
+    the model, the photographs, the digital mode (None without ``--digital``), each photograph's codec search,
+    the ablation model (None without ``--ablation``) and each photograph's importance weights."""
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     images = (list(iter_images([args.images])) if args.images else bundled_photos())[: args.limit]
     digital = (DigitalMode(load_entropy_model(args.model or DEFAULT_MODEL), nearest_step(args.digital))
                if args.digital is not None else None)
     searches = [CodecSearch(item.pixels) for item in images]  # encodes shared across SNRs and baselines
-    return model, images, digital, searches
+    ablation = load_model(args.ablation) if args.ablation is not None else None
+    weights = [importance_weights(model, FallbackSegmenter(), item.pixels) for item in images]
+    return model, images, digital, searches, ablation, weights
+
+
+def importance_weights(model: LamscModel, segmenter, image: np.ndarray) -> np.ndarray:
+    """ASI's segment importance of ``image`` (H, W, 3) uint8: (H, W) float64 in [0, 1], each pixel the mean
+    attention weight (``ASI.segment_weights``) of the model's K largest segments of ``segmenter`` covering it, 0
+    where none does: ``ASI``'s ``integrated`` map, what training weights the distortion by
+    (``lamsc.semcom.training.reconstruction_loss``), and the weights of ``weighted_psnr`` in the sweeps."""
+    x, masks = map(torch.from_numpy, model_inputs(image, segmenter.segment(image), model.config.segments))
+    with torch.no_grad():
+        _, integrated, _ = model.asi(x, masks)
+    h, w = image.shape[:2]
+    return integrated[0, 0, :h, :w].double().numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     t0 = time.perf_counter()
-    model, images, digital, searches = sweep_inputs(args)
+    model, images, digital, searches, ablation, weights = sweep_inputs(args)
     segmenter = FallbackSegmenter()
     rows = []
     for snr in args.snrs:
@@ -101,32 +134,47 @@ def main(argv: list[str] | None = None) -> int:
             rx = Receiver(model)
             for k, item in enumerate(images):
                 r = transmit(item.pixels, tx, rx, channel, seed=k)
-                rows.append(row(snr, item.name, r))
+                rows.append(row(snr, item, r, weights[k]))
                 if asc:
                     for name in args.baselines:
                         b = run_baseline(name, item.pixels, r.channel_uses, channel, args.design_snr, k, searches[k])
-                        rows.append(row(snr, item.name, b))
+                        rows.append(row(snr, item, b, weights[k]))
+        if ablation is not None:
+            rows += [row(snr, item, r, w) for item, r, w in zip(images, send_ablation(ablation, segmenter, images,
+                                                                                     channel), weights)]
         if digital is not None:
-            rows += [row(snr, name, r) for name, r in send_digital(model, segmenter, digital, images, channel)]
+            rows += [row(snr, item, r, w) for item, r, w in zip(images, send_digital(model, segmenter, digital, images,
+                                                                                    channel), weights)]
         print(f"{snr:5.1f} dB done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     write_rows(rows, args.out / "snr_sweep.csv")
     table = summarise(rows)
     crossings = crossing_points(table)
-    config = provenance(args, model, len(images), time.perf_counter() - t0)
+    config = provenance(args, model, len(images), time.perf_counter() - t0, ablation)
     config["argv"] = list(sys.argv[1:] if argv is None else argv)
     text = markdown(table, crossings, args, len(images), config)
     (args.out / "snr_sweep.md").write_text(text)
     (args.out / "snr_sweep.json").write_text(json.dumps(
-        {"name": "snr_sweep", "config": config, "rules": RULES, "results": table, "crossings": crossings}, indent=2))
+        {"name": "snr_sweep", "config": config, "rules": RULES, "weighted_rule": WEIGHTED_RULE, "results": table,
+         "crossings": crossings}, indent=2))
     plot(table, args.out / "snr_sweep.png", args)
     print(text)
     return 0
 
 
-def send_digital(model, segmenter, digital: DigitalMode, images: list, channel: Channel) -> list[tuple[str, object]]:
-    """Each photograph over ``channel`` in the digital mode, noise seeded by its index: (name, LinkResult)."""
+def send_digital(model, segmenter, digital: DigitalMode, images: list, channel: Channel) -> list:
+    """Each photograph over ``channel`` in the digital mode, noise seeded by its index: a LinkResult each."""
     tx, rx = Transmitter(model, segmenter, digital=digital), Receiver(model, entropy=digital.entropy)
-    return [(item.name, transmit(item.pixels, tx, rx, channel, seed=k)) for k, item in enumerate(images)]
+    return [transmit(item.pixels, tx, rx, channel, seed=k) for k, item in enumerate(images)]
+
+
+def send_ablation(ablation: LamscModel, segmenter, images: list, channel: Channel) -> list:
+    """Each photograph over ``channel`` by the ablation model with every feature sent (ASC off), encoded for the
+    channel's SNR, noise seeded by its index as lamsc's: a LinkResult each, named ``ABLATION``."""
+    tx, rx = Transmitter(ablation, segmenter, asc=False, snr_db=channel.snr_db), Receiver(ablation)
+    out = [transmit(item.pixels, tx, rx, channel, seed=k) for k, item in enumerate(images)]
+    for r in out:
+        r.name = ABLATION
+    return out
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -138,21 +186,27 @@ def write_rows(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
-def row(snr: float, image: str, r) -> dict:
+def row(snr: float, item: NamedImage, r, weight: np.ndarray) -> dict:
+    """One CSV row: photograph ``item`` sent over one link (LinkResult ``r``) at ``snr``; ``psnr_w`` weighted by
+    ``weight`` (``importance_weights``)."""
     rec = r.reconstruction
-    return {"snr_db": snr, "image": image, "link": r.name, "kind": r.link, "channel_uses": r.channel_uses,
+    return {"snr_db": snr, "image": item.name, "link": r.name, "kind": r.link, "channel_uses": r.channel_uses,
             "cbr": r.cbr, "side_bits": r.side_bits if r.link == "analog" else "",
             "coded_bits": r.coded_bits if r.link == "digital" else "", "mcs": r.mcs, "kept": r.kept_ratio,
-            "psnr": r.psnr, "ssim": r.ssim, "ms_ssim": r.ms_ssim, "lost": rec.lost, "reason": rec.reason,
-            "detail": r.detail}
+            "psnr": r.psnr, "psnr_w": float(weighted_psnr(item.pixels, rec.image, weight)), "ssim": r.ssim,
+            "ms_ssim": r.ms_ssim, "lost": rec.lost, "reason": rec.reason, "detail": r.detail}
+
+
+def link_order(link: str) -> tuple:
+    """Sort key of a table's links: lamsc's rows, then the ablation, then the baselines."""
+    return (not link.startswith("lamsc"), link != ABLATION, link)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Means over images per (SNR, link); side bits only for analog links, coded bits only for digital ones."""
     out = []
     for snr in sorted({r["snr_db"] for r in rows}):
-        links = sorted(dict.fromkeys(r["link"] for r in rows if r["snr_db"] == snr),
-                       key=lambda link: (not link.startswith("lamsc"), link))  # lamsc's rows first
+        links = sorted(dict.fromkeys(r["link"] for r in rows if r["snr_db"] == snr), key=link_order)
         for link in links:
             sel = [r for r in rows if r["snr_db"] == snr and r["link"] == link]
             kind = sel[0]["kind"]
@@ -162,6 +216,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                         "cbr": float(np.mean([r["cbr"] for r in sel])),
                         bits_key: float(np.mean([r[bits_key] for r in sel])),
                         "psnr": float(np.mean([r["psnr"] for r in sel])),
+                        "psnr_w": float(np.nanmean([r["psnr_w"] for r in sel])),
                         "ms_ssim": float(np.nanmean([np.nan if r["ms_ssim"] is None else r["ms_ssim"] for r in sel])),
                         "lost": int(sum(r["lost"] for r in sel)),
                         "why_lost": sorted({r["reason"] for r in sel if r["lost"]})})
@@ -196,14 +251,15 @@ def markdown(table: list[dict], crossings: dict, args, n_images: int, config: di
              f"Plot: [snr_sweep.png](snr_sweep.png); per image: [snr_sweep.csv](snr_sweep.csv).", "",
              f"SNR sweep on {args.channel}, {n_images} images, means over images; separation's MCS chosen for "
              + (f"{args.design_snr:g} dB." if args.design_snr is not None else "each channel SNR."), "", RULES, "",
+             WEIGHTED_RULE + (f" {ABLATION}: {ablation_line(config)}" if config.get("ablation") else ""), "",
              "| SNR dB | link | kind | channel uses | CBR | side bits (analog) | coded bits (digital) | PSNR dB | "
-             "MS-SSIM | lost | why lost |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "PSNR-w dB | MS-SSIM | lost | why lost |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         side = f"{t['side_bits']:.0f}" if "side_bits" in t else ""
         coded = f"{t['coded_bits']:.0f}" if "coded_bits" in t else ""
         lines.append(f"| {t['snr_db']:g} | {t['link']} | {t['kind']} | {t['channel_uses']:.0f} | {t['cbr']:.4f} | "
-                     f"{side} | {coded} | {t['psnr']:.2f} | {t['ms_ssim']:.3f} | {t['lost']}/{t['images']} | "
-                     f"{'; '.join(t['why_lost'])} |")
+                     f"{side} | {coded} | {t['psnr']:.2f} | {t['psnr_w']:.2f} | {t['ms_ssim']:.3f} | "
+                     f"{t['lost']}/{t['images']} | {'; '.join(t['why_lost'])} |")
     lines += ["", "Where lamsc's PSNR curve crosses each baseline's (SNR, dB):", ""]
     lines += [f"- {link}: {', '.join(map(str, c)) if isinstance(c, list) else c}" for link, c in crossings.items()]
     return "\n".join(lines) + "\n"
@@ -219,7 +275,7 @@ def plot(table: list[dict], path: Path, args) -> None:
     cbr = np.mean([t["cbr"] for t in table if t["link"] == "lamsc"])
     for link in dict.fromkeys(t["link"] for t in table):
         sel = [t for t in table if t["link"] == link]
-        style = "o-" if link.startswith("lamsc") else "s--"
+        style = "o-" if link.startswith("lamsc") else "^-" if link == ABLATION else "s--"
         label = f"{link} ({sel[0]['kind']}, CBR {np.mean([t['cbr'] for t in sel]):.4f})"
         a1.plot([t["snr_db"] for t in sel], [t["psnr"] for t in sel], style, label=label)
         a2.plot([t["snr_db"] for t in sel], [t["ms_ssim"] for t in sel], style, label=label)
@@ -233,14 +289,28 @@ def plot(table: list[dict], path: Path, args) -> None:
     plt.close(fig)
 
 
-def provenance(args, model, n_images: int, seconds: float) -> dict:
+def provenance(args, model, n_images: int, seconds: float, ablation: LamscModel | None = None) -> dict:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         rev = ""
-    return {"git": rev, "machine": platform.machine(), "processor": platform.processor(), "images": n_images,
-            "model": model.config.trained, "snrs": args.snrs, "channel": args.channel, "design_snr": args.design_snr,
-            "baselines": args.baselines, "seconds": round(seconds, 1)}
+    out = {"git": rev, "machine": platform.machine(), "processor": platform.processor(), "images": n_images,
+           "model": model.config.trained, "snrs": args.snrs, "channel": args.channel, "design_snr": args.design_snr,
+           "baselines": args.baselines, "seconds": round(seconds, 1)}
+    if ablation is not None:
+        c = ablation.config
+        out["ablation"] = {"channels": c.channels, "segments": c.segments, "num_levels": c.num_levels,
+                           "trained": c.trained}
+    return out
+
+
+def ablation_line(config: dict) -> str:
+    """What the ablation row sent, from the provenance: its channels, segments and levels, and its training."""
+    a = config["ablation"]
+    steps = a["trained"].get("recipe", {}).get("steps", {})
+    return (f"lamsc's codec with {a['channels']} channels, {a['segments']} segments into ASI and {a['num_levels']} "
+            f"ASC depth level(s), every feature sent; trained {', '.join(f'{k} {v}' for k, v in steps.items())} steps "
+            f"on {a['trained'].get('images', '?')} images.")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def segment_geometry(masks: torch.Tensor) -> torch.Tensor:
     xs = torch.linspace(-1, 1, w, device=masks.device).view(1, 1, 1, w)
     safe = area.clamp(min=1.0 / (h * w))
     cy, cx = (masks * ys).mean((2, 3)) / safe, (masks * xs).mean((2, 3)) / safe
-    border = torch.zeros_like(masks[0, 0])
+    border = masks.new_zeros(h, w)  # from the shape alone: a model without segments passes K = 0
     border[0, :], border[-1, :], border[:, 0], border[:, -1] = 1, 1, 1, 1
     on_border = (masks * border).sum((2, 3)) / border.sum()
     return torch.stack([area, torch.sqrt((cx**2 + cy**2) / 2), on_border], -1)

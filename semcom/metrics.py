@@ -1,4 +1,5 @@
-"""Quality and rate of a transmitted image: PSNR, SSIM, MS-SSIM, bits and bits per pixel.
+"""Quality and rate of a transmitted image: PSNR, importance-weighted PSNR, SSIM, MS-SSIM, bits and bits per
+pixel.
 
 Images are uint8 arrays (H, W, 3) or (N, H, W, 3), or float tensors/arrays (N, 3, H, W) in [0, 1]; results
 are per image: a float64 array (N,) for a batch, a NumPy float64 for one (H, W, 3) image. A metric an image is too small for is NaN (undefined), never a figure
@@ -53,6 +54,35 @@ def psnr(x, y, data_range: float = 1.0):
     mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
     with np.errstate(divide="ignore"):
         return _per_image(10.0 * np.log10(data_range**2 / mse), x)
+
+
+def weighted_psnr(x, y, weight, data_range: float = 1.0):
+    """PSNR in dB per image with each pixel's squared error weighted by its importance:
+
+        WPSNR = 10 log10(range^2 / WMSE),   WMSE = sum_p w_p sum_c (x_pc - y_pc)^2 / (3 sum_p w_p)
+
+    over pixels p and colour channels c. ``x``, ``y``: images as ``psnr`` takes them; ``weight``: w >= 0 per
+    pixel, (H, W), (N, H, W) or (N, 1, H, W), array or tensor. lamsc's benchmarks pass ASI's segment importance
+    map (each pixel the mean attention weight of the SKB segments covering it, 0 where none does:
+    ``LamscModel.asi``'s ``integrated`` output, what training weights distortion by), so the figure is the PSNR
+    of the parts of the image ASI deems important. Equal weights give ``psnr``. NaN for an image whose weights
+    sum to 0 (nothing is important); inf for one whose pixels of positive weight are all exact. Raises
+    ValueError for a negative weight.
+    """
+    a, b = as_batch(x), as_batch(y)
+    w = np.asarray(weight if isinstance(weight, np.ndarray) else _weights_array(weight), np.float64)
+    w = np.broadcast_to(w.reshape(-1, 1, *a.shape[-2:]), (a.shape[0], 1, *a.shape[-2:]))
+    if (w < 0).any():
+        raise ValueError("importance weights must be non-negative")
+    total = w.reshape(len(a), -1).sum(1)
+    wmse = (((a - b) ** 2) * w).reshape(len(a), -1).sum(1) / (a.shape[1] * np.where(total > 0, total, 1.0))
+    with np.errstate(divide="ignore"):
+        return _per_image(np.where(total > 0, 10.0 * np.log10(data_range**2 / wmse), np.nan), x)
+
+
+def _weights_array(weight) -> np.ndarray:
+    """Per-pixel weights from a list or a torch tensor (copied to the host)."""
+    return weight.detach().cpu().double().numpy() if hasattr(weight, "detach") else np.asarray(weight)
 
 
 def _gaussian_window() -> np.ndarray:

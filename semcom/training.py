@@ -107,6 +107,8 @@ def prepare(images: list[NamedImage], segmenter: Segmenter, k: int, importance_d
         key = segments_key(item.pixels, segmenter.name, k)
         if key in known:
             bitfield = known[key]
+        elif k == 0:  # no segments enter the model (no ASI): nothing to segment
+            bitfield = np.zeros(item.pixels.shape[:2], np.uint8)
         else:
             masks = segment_masks(segmenter.segment(item.pixels), k).astype(bool)
             bitfield = np.zeros(masks.shape[1:], np.uint8)
@@ -334,6 +336,8 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
         state = run.state
         if "steps" not in state:  # decided once, when the run begins; a resumed run keeps them
             state["steps"] = fit_to_budget(model, batches, cfg, device) if cfg.minutes else dict(cfg.steps)
+            if not model.config.segments:  # no segments (the plain JSCC ablation): no ASI weights to learn
+                state["steps"]["asi"] = 0
         if model.config.trained.get("recipe"):
             model.config.trained["recipe"]["steps"] = dict(state["steps"])  # what ran, also when fitted to minutes
         start = STAGES.index(state["stage"]) if state["stage"] in STAGES else len(STAGES)
@@ -418,8 +422,9 @@ class TrainJob:
     ``synthetic`` that many labelled shapes. Classification and segmentation heads follow the labels found.
     ``recipe``: a preset name of PRESETS or a TrainConfig; ``steps`` overrides steps per stage
     (e.g. {"codec": 500}). Bad values raise UserError when the job is made. ``sam_checkpoint``: the SKB that segments the images (None: the fallback).
-    ``channels`` and ``width`` size a new model; ``init`` (a lamsc model to fine-tune, same heads) brings its
-    own. ``device``: auto | cpu | cuda[:N]. An ``out`` folder that holds a run resumes it.
+    ``channels``, ``width``, ``segments`` and ``num_levels`` shape a new model (``segments=0, num_levels=1``:
+    lamsc's codec with ASI and ASC off, the plain Deep JSCC ablation); ``init`` (a lamsc model to fine-tune, same
+    heads) brings its own. ``device``: auto | cpu | cuda[:N]. An ``out`` folder that holds a run resumes it.
     """
 
     data: list[Path | str] = field(default_factory=list)
@@ -428,7 +433,7 @@ class TrainJob:
     recipe: str | TrainConfig = "default"
     steps: dict = field(default_factory=dict)
     precision: str | None = None          # overrides the recipe's: auto | fp32 | bf16
-    minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it)
+    minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it; 0: none)
     out: Path | str = Path("lamsc-out/train")
     sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
     importance: Path | str | None = None  # folder of experience maps <image>.png for the ASI stage
@@ -436,6 +441,8 @@ class TrainJob:
     reinit: tuple[str, ...] = ()          # parts of ``init`` that start afresh (e.g. "mask_net" to re-learn ASC)
     channels: int = ModelConfig.channels
     width: int = ModelConfig.width
+    segments: int = ModelConfig.segments      # K segments into ASI; 0: no ASI (the plain Deep JSCC ablation)
+    num_levels: int = ModelConfig.num_levels  # ASC depth levels; 1: every feature always sent (ASC off)
     device: str = "auto"
 
     def __post_init__(self):  # what can be wrong is refused here, before any image is read or segmented
@@ -446,13 +453,19 @@ class TrainJob:
             raise UserError(f"steps for {', '.join(sorted(unknown))}: the stages are {', '.join(STAGES)}")
         if self.precision not in (None, *PRECISIONS):
             raise UserError(f"unknown training precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise UserError(f"a training budget of {self.minutes} minutes: give a positive number of minutes")
+        if self.minutes is not None and not self.minutes >= 0:
+            raise UserError(f"a training budget of {self.minutes} minutes: give a positive number of minutes, or 0 "
+                            "for none (the recipe's steps as given)")
         if self.reinit and self.init is None:
             raise UserError("--reinit names parts of a model to fine-tune: give the model with --init")
         unknown = set(self.reinit) - set(MODEL_PARTS)
         if unknown:
             raise UserError(f"no model part {', '.join(sorted(unknown))}; the parts are {', '.join(MODEL_PARTS)}")
+        if not 0 <= self.segments <= 8:
+            raise UserError(f"{self.segments} segments: give 0 (no ASI) to 8 (the training cache packs at most 8)")
+        if self.num_levels < 1 or self.channels % self.num_levels:
+            raise UserError(f"{self.num_levels} ASC depth levels for {self.channels} channels: give a divisor of "
+                            "the channels (1: ASC off, every feature sent)")
         if self.importance is not None and not Path(self.importance).is_dir():
             raise UserError(f"importance folder {self.importance} not found; give the folder of <image>.png maps")
 
@@ -502,7 +515,8 @@ def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> Tr
     if any(i.category is not None for i in images) and not job.synthetic:
         classes = sorted({i.name.split("/")[0] for i in images if i.category is not None})
     segmenter = build_segmenter(job.sam_checkpoint)
-    config = ModelConfig(channels=job.channels, width=job.width, classes=classes, seg_classes=seg_classes,
+    config = ModelConfig(channels=job.channels, width=job.width, segments=job.segments, num_levels=job.num_levels,
+                         classes=classes, seg_classes=seg_classes,
                          trained={"preset": preset, "images": len(images), "segmenter": segmenter.name,
                                   "data": [Path(d).name for d in job.data] + (["bundled"] if job.bundled else [])
                                   + ([f"synthetic:{job.synthetic}"] if job.synthetic else []), "recipe": asdict(cfg)})

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from lamsc.semcom.metrics import bits, bits_per_pixel, ms_ssim, psnr, ssim
+from lamsc.semcom.metrics import bits, bits_per_pixel, ms_ssim, psnr, ssim, weighted_psnr
 
 
 @pytest.fixture
@@ -76,3 +76,34 @@ def test_bd_rate_against_closed_forms():
     assert np.isnan(bd_rate(anchor, psnr, anchor, psnr + 20.0))  # no common PSNR range
     with pytest.raises(ValueError):
         bd_rate(anchor[:3], psnr[:3], anchor[:3], psnr[:3])
+
+
+def test_weighted_psnr_against_a_float64_reference(pair):
+    a, b = pair
+    rng = np.random.default_rng(1)
+    w = rng.random(a.shape[:2])
+    w[:, :50] = 0.0  # pixels that do not count
+    d2 = ((a.astype(np.float64) - b.astype(np.float64)) / 255.0) ** 2  # (H, W, 3)
+    wmse = sum(float((w * d2[..., c]).sum()) for c in range(3)) / (3.0 * float(w.sum()))
+    # uint8 images become float32 in [0, 1] before the float64 sums, as for psnr: agreement to 1e-6 dB
+    assert weighted_psnr(a, b, w).item() == pytest.approx(10.0 * np.log10(1.0 / wmse), abs=1e-6)
+    # errors only where the weight is 0: they do not count, and what counts is exact
+    c = a.copy()
+    c[:, :50] = 255 - c[:, :50]
+    assert np.isinf(weighted_psnr(a, c, w)).all() and np.isfinite(psnr(a, c).item())
+
+
+def test_weighted_psnr_of_a_region_is_that_regions_psnr_and_flat_weights_give_psnr(pair):
+    a, b = pair
+    region = np.zeros(a.shape[:2])
+    region[100:220, 150:400] = 0.7  # any positive constant on a region: the PSNR of that region alone
+    ref = peak_signal_noise_ratio(a[100:220, 150:400], b[100:220, 150:400], data_range=255)
+    assert weighted_psnr(a, b, region).item() == pytest.approx(ref, abs=1e-6)
+    assert weighted_psnr(a, b, np.full(a.shape[:2], 3.0)).item() == pytest.approx(psnr(a, b).item(), abs=1e-9)
+    # a batch, one weight map per image (N, 1, H, W); a map of zeros is undefined, not a number
+    x, y = torch.from_numpy(np.stack([a, a])).permute(0, 3, 1, 2) / 255.0, torch.from_numpy(np.stack([b, b]))
+    maps = torch.stack([torch.from_numpy(region), torch.zeros(a.shape[:2], dtype=torch.float64)])[:, None]
+    out = weighted_psnr(x, y.permute(0, 3, 1, 2) / 255.0, maps)
+    assert out[0].item() == pytest.approx(ref, abs=1e-4) and np.isnan(out[1])  # float32 inputs
+    with pytest.raises(ValueError):
+        weighted_psnr(a, b, -region)

@@ -30,11 +30,13 @@ def train(
                                      "(repeatable): asi, encoder, mask_net, decoder, classifier, segmenter_head."),
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
+    segments: int = typer.Option(ModelConfig.segments, help="SKB segments into ASI (0: no ASI)."),
+    levels: int = typer.Option(ModelConfig.num_levels, help="ASC depth levels (1: ASC off, every feature sent)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N: where to train (auto: a GPU if there is one)."),
     precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast on CPUs that "
                                             "compute in bf16, else fp32), bf16 or fp32."),
     minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill it "
-                                            "on this device (the gpu preset's own: 6)."),
+                                            "on this device (the gpu preset's own: 6; 0: none, the steps as given)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve. Under
@@ -42,7 +44,7 @@ def train(
     job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
                    steps=_parse_steps(steps) if steps else {}, precision=precision, minutes=minutes, out=out,
                    sam_checkpoint=checkpoint, importance=importance, init=init, reinit=tuple(reinit),
-                   channels=channels, width=width, device=device)
+                   channels=channels, width=width, segments=segments, num_levels=levels, device=device)
     if not launched().main:  # torchrun's other processes train alongside rank 0, which draws and prints
         train_model(job)
         return
