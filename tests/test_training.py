@@ -123,7 +123,7 @@ def test_transmit_command(trained, tmp_path, capsys, channel):
 def test_transmitter_payload_is_the_reference_payload(trained):
     from lamsc.semcom.config import pad_to_multiple
     from lamsc.semcom.payload import Features, pack
-    from lamsc.semcom.transmission import image_input, segment_masks
+    from lamsc.semcom.transmission import image_input, segment_masks, transmit_power
 
     model = LamscModel.load(trained / "model")
     image = make_shapes(1, size=72, seed=5)[0].pixels
@@ -132,11 +132,14 @@ def test_transmitter_payload_is_the_reference_payload(trained):
         tx = Transmitter(model, FallbackSegmenter(), asc=asc, snr_db=7.0)
         sent = tx.send(image)
         assert tx.pack_backend == "reference"  # no GPU here; on one, the CUDA kernel must give the same bytes
-        # Encode again and write the payload with the payload module's own packer
+        # Encode again with the model itself and write the payload with the payload module's own packer; the
+        # unit-power step is the radio's, on the host in float32 (transmit_power), as the transmitter sends it
         with torch.no_grad():
             enc = model.encode(pad_to_multiple(torch.from_numpy(image_input(image))), torch.from_numpy(masks)[None],
                                torch.tensor([7.0]), asc=asc)
-        features = Features(enc["z"][0].detach().numpy(), enc["levels"][0].numpy(), 8)
+        levels = enc["levels"].numpy()
+        z = transmit_power(enc["features"].numpy(), levels, model.config.num_levels)[0]
+        features = Features(z, levels[0], 8)
         assert pack(features, 72, 72, 8, asc=asc, snr_db=7.0) == sent.payload
 
 
