@@ -105,9 +105,10 @@ def analog(symbols, channel: Channel, generator=None, snr_db=None):
         return symbols + noise
     block = channel.block_len or n
     gains = _complex_normal(symbols, (b, math.ceil(n / block)), 1.0, generator)
-    repeat = (lambda g: np.repeat(g, block, axis=1)) if isinstance(gains, np.ndarray) else (
-        lambda g: g.repeat_interleave(block, dim=1))
-    h = repeat(gains)[:, :n]
+    if isinstance(gains, np.ndarray):
+        h = np.repeat(gains, block, axis=1)[:, :n]
+    else:
+        h = gains.repeat_interleave(block, dim=1)[:, :n]
     received = h * symbols + noise
     if channel.name == "rayleigh-noeq":
         return received

@@ -85,8 +85,10 @@ def power_normalise(z, mask):
     b = mask.shape[0]
     # Means rather than sums over the map: a count of kept values passes float16's 65504 on large images.
     kept_fraction = mask.reshape(b, -1).mean(1)
-    floor = 1.0 / mask[0].size if isinstance(mask, np.ndarray) else 1.0 / mask[0].numel()
-    kept_fraction = np.maximum(kept_fraction, floor) if isinstance(mask, np.ndarray) else kept_fraction.clamp(min=floor)
+    if isinstance(mask, np.ndarray):  # at least one value per image counts as kept
+        kept_fraction = np.maximum(kept_fraction, 1.0 / mask[0].size)
+    else:
+        kept_fraction = kept_fraction.clamp(min=1.0 / mask[0].numel())
     power = (kept * kept).reshape(b, -1).mean(1) / kept_fraction
     return kept / ((power + 1e-12) ** 0.5).reshape(-1, 1, 1, 1)
 

@@ -2,9 +2,10 @@
 pixel.
 
 Images are uint8 arrays (H, W, 3) or (N, H, W, 3), or float tensors/arrays (N, 3, H, W) in [0, 1]; results
-are per image: a float64 array (N,) for a batch, a NumPy float64 for one (H, W, 3) image. A metric an image is too small for is NaN (undefined), never a figure
-computed some other way: SSIM needs a short side of at least 11 pixels (its window), MS-SSIM over 160
-(five scales); PSNR is defined from one pixel on. Commands report NaN as null in JSON and "n/a" in tables.
+are per image: a float64 array (N,) for a batch, a NumPy float64 for one (H, W, 3) image. A metric an image
+is too small for is NaN (undefined), never a figure computed some other way: SSIM needs a short side of at
+least 11 pixels (its window), MS-SSIM over 160 (five scales); PSNR is defined from one pixel on. Commands
+report NaN as null in JSON and "n/a" in tables.
 
 SSIM is Wang, Bovik, Sheikh and Simoncelli, "Image quality assessment: from error visibility to structural
 similarity" (IEEE TIP 2004): an 11-tap Gaussian window of sigma 1.5 applied without padding, K1 = 0.01,
@@ -34,13 +35,15 @@ def as_batch(x) -> np.ndarray:
     if isinstance(x, np.ndarray) and x.dtype == np.uint8:
         a = x[None] if x.ndim == 3 else x
         return a.transpose(0, 3, 1, 2).astype(np.float64) / 255.0
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind != "f":
-            raise TypeError("images are uint8 (H, W, 3), or float (N, 3, H, W) in [0, 1]")
-        a = x.astype(np.float64)
-    else:  # a torch tensor
-        a = x.detach().cpu().double().numpy()
+    if isinstance(x, np.ndarray) and x.dtype.kind != "f":
+        raise TypeError("images are uint8 (H, W, 3), or float (N, 3, H, W) in [0, 1]")
+    a = _float64(x)
     return a[None] if a.ndim == 3 else a
+
+
+def _float64(x) -> np.ndarray:
+    """An array, list or torch tensor (copied to the host) as a float64 array."""
+    return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, np.float64)
 
 
 def _per_image(values: np.ndarray, image) -> np.ndarray | np.float64:
@@ -70,7 +73,7 @@ def weighted_psnr(x, y, weight, data_range: float = 1.0):
     ValueError for a negative weight.
     """
     a, b = as_batch(x), as_batch(y)
-    w = np.asarray(weight if isinstance(weight, np.ndarray) else _weights_array(weight), np.float64)
+    w = _float64(weight)
     w = np.broadcast_to(w.reshape(-1, 1, *a.shape[-2:]), (a.shape[0], 1, *a.shape[-2:]))
     if (w < 0).any():
         raise ValueError("importance weights must be non-negative")
@@ -80,21 +83,18 @@ def weighted_psnr(x, y, weight, data_range: float = 1.0):
         return _per_image(np.where(total > 0, 10.0 * np.log10(data_range**2 / wmse), np.nan), x)
 
 
-def _weights_array(weight) -> np.ndarray:
-    """Per-pixel weights from a list or a torch tensor (copied to the host)."""
-    return weight.detach().cpu().double().numpy() if hasattr(weight, "detach") else np.asarray(weight)
-
-
 def _gaussian_window() -> np.ndarray:
     g = np.exp(-((np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2) ** 2) / (2 * SSIM_SIGMA**2))
     return g / g.sum()
 
 
+_WINDOW = _gaussian_window()
+
+
 def _filter(x: np.ndarray) -> np.ndarray:
     """The separable Gaussian window over H and W of (N, C, H, W), valid positions only (no padding)."""
-    g = _gaussian_window()
-    x = np.lib.stride_tricks.sliding_window_view(x, SSIM_WINDOW, axis=2) @ g
-    return np.lib.stride_tricks.sliding_window_view(x, SSIM_WINDOW, axis=3) @ g
+    x = np.lib.stride_tricks.sliding_window_view(x, SSIM_WINDOW, axis=2) @ _WINDOW
+    return np.lib.stride_tricks.sliding_window_view(x, SSIM_WINDOW, axis=3) @ _WINDOW
 
 
 def _ssim_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -224,9 +224,10 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
         depth = np.ones_like(depth)  # every position at the last level: everything kept
     elif max_cbr is not None:
         depth = depth_for_channel_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w))
-    z = transmit_power(out["features"], depth_levels(depth, L)[None], L)[0]
+    levels = depth_levels(depth, L)
+    z = transmit_power(out["features"], levels[None], L)[0]
     if digital is not None:
-        return entropy_pack(out, z, depth_levels(depth, L), config, size, snr_db, segments, asc, digital)
+        return entropy_pack(out, z, levels, config, size, snr_db, segments, asc, digital)
     packed = asc_pack(z, depth, L, config.value_bits, device)
     depth_map, coded = depth_map_section(packed.levels, L) if asc else (b"", False)
     payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db, depth_map,
@@ -238,9 +239,9 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
 
 def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num_levels: int, value_bits: int,
                              max_uses: int, rounds: int = 16) -> np.ndarray:
-    """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc_levels.depth_for_budget``) so that its payload on
-    an analog link, ``channel_uses`` = values / 2 + side bits / 2 (header, depth map as sent, CRC, value
-    padding), fits ``max_uses`` complex channel uses and sends the most features.
+    """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc_levels.depth_for_budget``) so that its
+    payload on an analog link, ``channel_uses`` = values / 2 + side bits / 2 (header, depth map as sent, CRC,
+    value padding), fits ``max_uses`` complex channel uses and sends the most features.
 
     The coded depth map's size depends on the map (and not monotonically), so the value budget is bisected
     between the one that leaves room for the bit-packed map (an upper bound on every map's size: that map
