@@ -123,27 +123,36 @@ def _halve(x: np.ndarray) -> np.ndarray:
 
 def ssim(x, y):
     """SSIM per image (Gaussian window 11, sigma 1.5); NaN where the short side is under 11 pixels."""
-    a, b = as_batch(x), as_batch(y)
-    if min(a.shape[-2:]) < SSIM_WINDOW:
-        return _per_image(np.full(len(a), np.nan), x)
-    return _per_image(_ssim_terms(a, b)[0].mean(1), x)
+    return ssim_and_ms_ssim(x, y)[0]
 
 
 def ms_ssim(x, y):
     """MS-SSIM per image (five scales, Gaussian window 11); NaN where the short side is 160 pixels or less
     (five scales do not fit), rather than a figure that would not sit beside published MS-SSIM values."""
+    return ssim_and_ms_ssim(x, y)[1]
+
+
+def ssim_and_ms_ssim(x, y) -> tuple:
+    """(SSIM, MS-SSIM) per image, as ``ssim`` and ``ms_ssim`` give them, in one pass: MS-SSIM's first scale is
+    SSIM's own computation, so a link that reports both pays for it once."""
     a, b = as_batch(x), as_batch(y)
-    if min(a.shape[-2:]) < MS_SSIM_MIN_SIDE:
-        return _per_image(np.full(len(a), np.nan), x)
-    terms = []
+    side = min(a.shape[-2:])
+    undefined = np.full(len(a), np.nan)
+    if side < SSIM_WINDOW:
+        return _per_image(undefined, x), _per_image(undefined, x)
+    terms, first = [], None
     for scale in range(len(MS_SSIM_WEIGHTS)):
         s, cs = _ssim_terms(a, b)
+        if first is None:
+            first = s.mean(1)
+            if side < MS_SSIM_MIN_SIDE:
+                return _per_image(first, x), _per_image(undefined, x)
         if scale < len(MS_SSIM_WEIGHTS) - 1:
             terms.append(np.maximum(cs, 0.0))
             a, b = _halve(a), _halve(b)
     terms.append(np.maximum(s, 0.0))
     weights = np.asarray(MS_SSIM_WEIGHTS).reshape(-1, 1, 1)
-    return _per_image(np.prod(np.stack(terms) ** weights, axis=0).mean(1), x)
+    return _per_image(first, x), _per_image(np.prod(np.stack(terms) ** weights, axis=0).mean(1), x)
 
 
 def bits(payload: bytes) -> int:

@@ -51,8 +51,8 @@ def _result(name: str, image: np.ndarray, rec: Reconstruction, file_bits: int, c
             mcs: str, detail: str, seconds: float) -> LinkResult:
     h, w = image.shape[:2]
     return LinkResult(name, rec, file_bits, uses, uses / (3 * h * w), 1.0,
-                      float(metrics.psnr(image, rec.image)), float(metrics.ssim(image, rec.image)),
-                      float(metrics.ms_ssim(image, rec.image)), 0, {"link": seconds},
+                      float(metrics.psnr(image, rec.image)),
+                      *map(float, metrics.ssim_and_ms_ssim(image, rec.image)), 0, {"link": seconds},
                       link="digital", coded_bits=coded_bits, mcs=mcs, detail=detail)
 
 

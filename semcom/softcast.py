@@ -186,6 +186,6 @@ def softcast(image: np.ndarray, channel_uses: int, channel: Channel, seed: int |
 def _result(image: np.ndarray, rec: Reconstruction, side_bits: int, uses: int, detail: str, t0: float) -> LinkResult:
     h, w = image.shape[:2]
     return LinkResult("softcast", rec, side_bits, uses, uses / (3 * h * w), 1.0,
-                      float(metrics.psnr(image, rec.image)), float(metrics.ssim(image, rec.image)),
-                      float(metrics.ms_ssim(image, rec.image)), 0, {"link": time.perf_counter() - t0},
+                      float(metrics.psnr(image, rec.image)),
+                      *map(float, metrics.ssim_and_ms_ssim(image, rec.image)), 0, {"link": time.perf_counter() - t0},
                       link="analog", side_bits=side_bits, detail=detail)

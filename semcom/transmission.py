@@ -520,6 +520,6 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
         crossed = (dict(link="digital", coded_bits=bits, mcs=f"{channel.name.split('-')[1]}-uncoded")
                    if channel.digital else dict(link="analog", side_bits=sent.side_bits))
     return LinkResult(name, rec, bits, uses, cbr(uses, h, w), sent.kept_ratio,
-                      float(metrics.psnr(image, rec.image)), float(metrics.ssim(image, rec.image)),
-                      float(metrics.ms_ssim(image, rec.image)), errors, {**sent.seconds, "receive": decode_s},
-                      **crossed)
+                      float(metrics.psnr(image, rec.image)),
+                      *map(float, metrics.ssim_and_ms_ssim(image, rec.image)), errors,
+                      {**sent.seconds, "receive": decode_s}, **crossed)
