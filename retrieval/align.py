@@ -1,14 +1,21 @@
 """Putting a retrieved image over the decoded one: shift it into place and match its light.
 
-Registration is masked normalised cross-correlation (Padfield, "Masked object registration in the Fourier
-domain", IEEE TIP 2012): for every integer shift at once, by FFTs, the correlation of the two greyscale images
-(each box-blurred over ``REGISTER_BLUR`` pixels against channel noise) over their overlap only, each side made
-zero-mean and unit-variance there. The shift taken is the best one whose overlap covers at least
-``MIN_OVERLAP`` of the decoded view, and its correlation is the ``agreement`` the receiver's acceptance
-threshold is set on. Being normalised on the overlap, it is blind to a change of gain and offset (light).
+Registration is gradient orientation correlation (Fitch, Kadyrov, Christmas and Kittler, "Orientation
+correlation", BMVC 2002; Tzimiropoulos, Argyriou, Zafeiriou and Stathaki, "Robust FFT-based scale-invariant image
+registration with image gradients", IEEE TPAMI 2010): each greyscale image, box-blurred over ``REGISTER_BLUR``
+pixels against channel noise, becomes the complex field of its gradients' orientations, g / sqrt(|g|^2 +
+``FLAT``^2) with g = dx + i dy, and the two fields are correlated for every integer shift at once by FFTs.
+Orientation survives any increasing change of light (gain, offset, gamma, tint), and each pixel weighs at most
+one, so an occluding object or a flat sky moves the sum by its area only, where the intensity correlation is
+led by whatever has the most contrast. The shift taken maximises the sum over the overlap among shifts whose
+overlap covers at least ``MIN_OVERLAP`` of the decoded view (a larger overlap is more evidence); its
+``agreement`` is the same sum normalised on the overlap (1 for the same view, near 0 for another scene), the
+value the receiver's acceptance threshold is set on.
 
-Light is then matched per colour channel by a least-squares gain and offset fitted on the overlap with both
-images blurred over ``LIGHT_BLUR`` pixels, so a relit reference takes the decoded view's light without its noise.
+Light is then matched per colour channel by a cubic tone curve, least squares on the overlap with both images
+blurred over ``LIGHT_BLUR`` pixels (so the reference takes the decoded view's light without its noise), refitted
+``LIGHT_ROUNDS`` times on the ``LIGHT_KEEP`` fraction of pixels it fits best, so that an occluded part of either
+view does not bend the curve. A cubic follows a gamma between the views, which a gain and offset cannot.
 """
 
 from __future__ import annotations
@@ -19,17 +26,21 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-REGISTER_BLUR = 7  # box side, pixels: takes the channel noise off without losing the detail that registers
-LIGHT_BLUR = 9     # box side, pixels, of the light fit (about the codec's 8 x 8 feature cell)
-MIN_OVERLAP = 0.5  # below this fraction of the decoded view covered, a shift is not considered
+REGISTER_BLUR = 3   # box side, pixels: takes the channel noise off the gradients, keeps the edges that register
+FLAT = 0.01         # gradient magnitude (intensity 0-1 per pixel) below which a pixel's orientation counts less
+MIN_OVERLAP = 0.5   # below this fraction of the decoded view covered, a shift is not considered
+LIGHT_BLUR = 9      # box side, pixels, of the light fit (about the codec's 8 x 8 feature cell)
+LIGHT_DEGREE = 3    # the tone curve's polynomial degree
+LIGHT_KEEP = 0.7    # fraction of overlap pixels each refit keeps: those the last curve fits best
+LIGHT_ROUNDS = 3
 
 
 @dataclass
 class Aligned:
     """A reference placed over the decoded view: ``image`` (H, W, 3) float32 in [0, 1], light-matched, zero
     outside the overlap; ``coverage`` (H, W) float32, 1 on the overlap; ``shift`` (dy, dx) applied to the
-    reference, pixels; ``agreement``: the masked NCC at that shift, in [-1, 1] (-1 when no shift overlaps
-    enough); ``overlap``: the covered fraction of the decoded view."""
+    reference, pixels; ``agreement``: the normalised orientation correlation at that shift, in [-1, 1] (-1 when
+    no shift overlaps enough); ``overlap``: the covered fraction of the decoded view."""
 
     image: np.ndarray
     coverage: np.ndarray
@@ -52,40 +63,49 @@ def grey(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def masked_ncc(target: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NCC over the overlap and the overlap's size (pixels) for every integer shift of ``moving`` (h, w) over
-    ``target`` (H, W), greyscale float: two (H + h - 1, W + w - 1) maps, entry [dy + h - 1, dx + w - 1] for
-    the shift (dy, dx)."""
-    H, W = target.shape
-    h, w = moving.shape
+def orientations(image: np.ndarray) -> np.ndarray:
+    """Greyscale ``image`` (H, W) float in [0, 1] -> (H, W) complex64: g / sqrt(|g|^2 + FLAT^2), g = dx + i dy
+    of the image box-blurred over REGISTER_BLUR pixels (central differences)."""
+    gy, gx = np.gradient(box(image, REGISTER_BLUR))
+    g = (gx + 1j * gy).astype(np.complex64)
+    return g / np.sqrt(np.abs(g) ** 2 + FLAT ** 2)
+
+
+def orientation_correlation(target: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every integer shift of ``moving`` (h, w) over ``target`` (H, W), greyscale float: the summed
+    orientation agreement Re(sum conj(o_t) o_m) over the overlap, that sum normalised by the orientation
+    energies of both sides on the overlap, and the overlap's size (pixels); three (H + h - 1, W + w - 1) maps,
+    entry [dy + h - 1, dx + w - 1] for the shift (dy, dx)."""
+    a, b = orientations(target), orientations(moving)
+    H, W = a.shape
+    h, w = b.shape
     full = (H + h - 1, W + w - 1)
     size = tuple(1 << (n - 1).bit_length() for n in full)  # powers of two: the FFTs' fast sizes
-    # float32 halves the FFTs' work; centring each image first keeps the variances' cancellation well conditioned
-    a = (target - target.mean()).astype(np.float32)
-    b = (moving - moving.mean()).astype(np.float32)[::-1, ::-1]  # correlation = convolution, flipped
-    fa, faa, fone_a = (np.fft.rfft2(x, size) for x in (a, a * a, np.ones_like(a)))
-    fb, fbb, fone_b = (np.fft.rfft2(x, size) for x in (b, b * b, np.ones_like(b)))
+    fb = np.fft.fft2(np.conj(b[::-1, ::-1]), size)  # correlation = convolution with the flipped conjugate
+    fa = np.fft.fft2(a, size)
+    fea, feb = np.fft.rfft2(np.abs(a) ** 2, size), np.fft.rfft2(np.abs(b[::-1, ::-1]) ** 2, size)
+    fone_a, fone_b = np.fft.rfft2(np.ones((H, W), np.float32), size), np.fft.rfft2(np.ones((h, w), np.float32), size)
 
-    def back(spectrum):  # sums over the overlap, for all shifts
-        return np.fft.irfft2(spectrum, size)[: full[0], : full[1]]
+    def back(spectrum, real=True):  # sums over the overlap, for all shifts
+        out = np.fft.irfft2(spectrum, size) if real else np.fft.ifft2(spectrum, size).real
+        return out[: full[0], : full[1]]
 
-    n = np.round(back(fone_a * fone_b)).astype(np.float64)
-    sa, sb, sab = (back(x).astype(np.float64) for x in (fa * fone_b, fone_a * fb, fa * fb))
-    saa, sbb = (back(x).astype(np.float64) for x in (faa * fone_b, fone_a * fbb))
-    nn = np.maximum(n, 1)
-    cov = sab - sa * sb / nn
-    var = np.maximum(saa - sa * sa / nn, 0) * np.maximum(sbb - sb * sb / nn, 0)
-    ncc = np.where(var > 1e-9 * nn * nn, cov / np.sqrt(np.maximum(var, 1e-30)), 0.0)
-    return ncc, n
+    total = back(fa * fb, real=False)
+    energy = np.maximum(back(fea * fone_b), 0) * np.maximum(back(fone_a * feb), 0)
+    n = np.round(back(fone_a * fone_b))
+    norm = np.where(energy > 1e-12, total / np.sqrt(np.maximum(energy, 1e-24)), 0.0)
+    return total, norm, n
 
 
 def register(target: np.ndarray, moving: np.ndarray) -> tuple[tuple[int, int], float]:
-    """The shift (dy, dx) putting ``moving`` onto ``target`` (greyscale float) with the highest masked NCC
-    among those covering at least MIN_OVERLAP of ``target``, and that NCC (-1 when none does)."""
-    ncc, n = masked_ncc(box(target, REGISTER_BLUR), box(moving, REGISTER_BLUR))
-    ncc = np.where(n >= MIN_OVERLAP * target.size, ncc, -1.0)
-    iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
-    return (int(iy) - moving.shape[0] + 1, int(ix) - moving.shape[1] + 1), float(ncc[iy, ix])
+    """The shift (dy, dx) putting ``moving`` onto ``target`` (greyscale float) with the largest orientation
+    correlation among those covering at least MIN_OVERLAP of ``target``, and its agreement (-1 when none does)."""
+    total, norm, n = orientation_correlation(target, moving)
+    valid = n >= MIN_OVERLAP * target.size
+    if not valid.any():
+        return (0, 0), -1.0
+    iy, ix = np.unravel_index(int(np.argmax(np.where(valid, total, -np.inf))), total.shape)
+    return (int(iy) - moving.shape[0] + 1, int(ix) - moving.shape[1] + 1), float(norm[iy, ix])
 
 
 def place(reference: np.ndarray, shift: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -102,17 +122,29 @@ def place(reference: np.ndarray, shift: tuple[int, int], size: tuple[int, int]) 
     return out, cov
 
 
+def tone_curve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients (LIGHT_DEGREE + 1,), lowest power first, of the polynomial taking ``x`` to ``y`` (1-D
+    float) in least squares, refitted LIGHT_ROUNDS times on the LIGHT_KEEP fraction it fits best."""
+    powers = lambda v: np.stack([v.astype(np.float64) ** k for k in range(LIGHT_DEGREE + 1)], -1)
+    X, keep = powers(x), np.ones(x.shape, bool)
+    ridge = 1e-4 * np.eye(LIGHT_DEGREE + 1)  # a flat channel has no curve to fit: stay near the mean
+    for _ in range(LIGHT_ROUNDS):
+        Xk = X[keep]
+        coef = np.linalg.solve(Xk.T @ Xk + ridge * len(Xk), Xk.T @ y[keep])
+        err = np.abs(X @ coef - y)
+        keep = err <= np.quantile(err, LIGHT_KEEP)
+    return coef
+
+
 def match_light(decoded: np.ndarray, placed: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """``placed`` (H, W, 3) float with each channel's gain and offset fitted to ``decoded`` on the overlap."""
+    """``placed`` (H, W, 3) float with each channel's tone curve fitted to ``decoded`` on the overlap."""
     db, rb = box(decoded, LIGHT_BLUR), box(placed, LIGHT_BLUR)
     inner = box(coverage, LIGHT_BLUR) > 0.999  # the blurred reference mixes in the zeros near the overlap's edge
     fit = inner if inner.sum() > 64 else coverage > 0
     out = np.zeros_like(placed)
     for c in range(3):
-        x, y = rb[..., c][fit], db[..., c][fit]
-        var = x.var()
-        gain = float(np.clip(((x - x.mean()) * (y - y.mean())).mean() / var, 0.25, 4.0)) if var > 1e-8 else 0.0
-        out[..., c] = np.clip(gain * (placed[..., c] - x.mean()) + y.mean(), 0, 1) * coverage
+        coef = tone_curve(rb[..., c][fit], db[..., c][fit])
+        out[..., c] = np.clip(np.polynomial.polynomial.polyval(placed[..., c], coef), 0, 1) * coverage
     return out
 
 
@@ -125,3 +157,22 @@ def align(decoded: np.ndarray, reference: np.ndarray) -> Aligned:
     if agreement <= -1.0:
         return Aligned(placed * 0, cov * 0, shift, -1.0, 0.0)
     return Aligned(match_light(d, placed, cov), cov, shift, agreement, float(cov.mean()))
+
+
+COMPOSITE_BLUR = 9  # box side, pixels, over which a reference's disagreement with the decoded view is averaged
+
+
+def composite(decoded: np.ndarray, aligned: list[Aligned]) -> tuple[np.ndarray, np.ndarray]:
+    """One reference made of several placed over ``decoded`` (H, W, 3) uint8 -> (image (H, W, 3) float32 in
+    [0, 1], coverage (H, W) float32): at each pixel the reference that covers it and disagrees least with the
+    decoded view there (mean absolute difference over COMPOSITE_BLUR pixels, both lightly blurred against noise),
+    so one view's occluded or uncovered part is filled from another's. One reference comes back as it is."""
+    if len(aligned) == 1:
+        return aligned[0].image, aligned[0].coverage
+    d = box(decoded.astype(np.float32) / 255.0, REGISTER_BLUR)
+    cost = np.stack([np.where(a.coverage > 0, box(np.abs(box(a.image, REGISTER_BLUR) - d).mean(-1), COMPOSITE_BLUR),
+                              np.inf) for a in aligned])
+    pick = np.argmin(cost, 0)
+    image = np.take_along_axis(np.stack([a.image for a in aligned]), pick[None, ..., None], 0)[0]
+    coverage = np.max(np.stack([a.coverage for a in aligned]), 0)
+    return image * coverage[..., None], coverage

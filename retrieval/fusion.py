@@ -25,7 +25,7 @@ from lamsc.errors import UserError
 from lamsc.semcom.codec import ResBlock
 from lamsc.semcom.config import JsonConfig
 
-FUSION_VERSION = 1
+FUSION_VERSION = 2  # 2: the threshold is on orientation-correlation agreement (lamsc.retrieval.align)
 DEFAULT_FUSION = Path(__file__).parent / "default_fusion" / "fusion"
 INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
 
@@ -33,8 +33,8 @@ INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
 @dataclass
 class FusionConfig(JsonConfig):
     """``width``: feature maps at half resolution; ``blocks``: residual blocks; ``snr_range``: the codec's,
-    dB, for placing the SNR input; ``threshold``: the least registration agreement (masked NCC, -1..1) at which
-    a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold was set)."""
+    dB, for placing the SNR input; ``threshold``: the least registration agreement (orientation correlation,
+    -1..1) at which a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold was set)."""
 
     NAME, VERSION, REFRESH = "fusion config", FUSION_VERSION, "retrain it with `lamsc kb train`"
 

@@ -2,11 +2,12 @@
 local and global knowledge bases and, when one of their entries is the same scene, fuses it in.
 
 For each decoded image: its key (lamsc.retrieval.keys) -> the ``k`` nearest entries over all bases (faiss,
-``k`` from each, the nearest ``k`` of those kept) -> each entry's content registered onto the decoded image (lamsc.retrieval.align) -> the entry that agrees best.
-If that agreement reaches the fusion network's ``threshold`` (set on held-out views: see
-lamsc.retrieval.training), the fusion network refines the image with it and the kNN label (the label most of
-the accepted entries carry, best agreement breaking ties) becomes a task output; otherwise the receiver's
-output is returned as it was, the same object, bit for bit.
+``k`` from each, the nearest ``k`` of those kept) -> each entry's content registered onto the decoded image
+(lamsc.retrieval.align) -> the entries whose agreement reaches the fusion network's ``threshold`` (set on
+held-out views: see lamsc.retrieval.training). If any does, they are composited into one reference (at each pixel
+the one that agrees best with what arrived: lamsc.retrieval.align.composite), the fusion network refines the
+image with it and the kNN label (the label most of the accepted entries carry, best agreement breaking ties)
+becomes a task output; otherwise the receiver's output is returned as it was, the same object, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from lamsc.errors import UserError
-from lamsc.retrieval.align import align
+from lamsc.retrieval.align import align, composite
 from lamsc.retrieval.base import KnowledgeBase
 from lamsc.retrieval.fusion import FusionNet
 from lamsc.retrieval.keys import image_key
@@ -75,17 +76,18 @@ class Retriever:
         if best < self.threshold:
             return rec
         t0 = time.perf_counter()
-        a = found[0][1]
-        refined = self.fuse(rec.image, a.image, a.coverage, snr_db)
+        accepted = [(ag, a, base, hit) for ag, a, base, hit in found if ag >= self.threshold]
+        reference, coverage = composite(rec.image, [a for _, a, _, _ in accepted])
+        refined = self.fuse(rec.image, reference, coverage, snr_db)
         seconds["fuse"] = time.perf_counter() - t0
-        accepted = [(ag, base, hit) for ag, _, base, hit in found if ag >= self.threshold]
-        votes = Counter(hit.label for _, _, hit in accepted if hit.label)
-        label = max(votes, key=lambda lab: (votes[lab], lab == accepted[0][2].label)) if votes else ""
+        votes = Counter(hit.label for _, _, _, hit in accepted if hit.label)
+        label = max(votes, key=lambda lab: (votes[lab], lab == accepted[0][3].label)) if votes else ""
         self.last["used"] = True
         return replace(rec, image=refined, retrieved={
-            "label": label, "agreement": round(best, 4), "shift": list(a.shift),
+            "label": label, "agreement": round(best, 4), "shift": list(found[0][1].shift),
             "entries": [{"base": base.name, "kind": base.kind, "id": hit.id, "label": hit.label,
-                         "distance": round(hit.distance, 4), "agreement": round(ag, 4)} for ag, base, hit in accepted]})
+                         "distance": round(hit.distance, 4), "agreement": round(ag, 4)}
+                        for ag, _, base, hit in accepted]})
 
     @torch.inference_mode()
     def fuse(self, decoded: np.ndarray, reference: np.ndarray, coverage: np.ndarray, snr_db: float) -> np.ndarray:

@@ -78,10 +78,8 @@ def sweep_gain(config: SweepConfig, codec: LamscModel, segmenter: Segmenter, ret
 
 
 def summarise(rows: list[dict], threshold: float) -> dict:
-    """Per group and SNR, the means of ``rows`` as retrieval at ``threshold`` gives them. A row's retrieval
-    depends on the threshold only through whether it is used (the best entry is fused either way), so rows of a
-    sweep run at any lower threshold give the figures of a higher one exactly: below it, a row keeps its PSNR
-    without retrieval."""
+    """Per group and SNR, the means of ``rows`` (a sweep's, run at ``threshold``): a row whose best agreement is
+    below ``threshold`` counts with its PSNR without retrieval."""
     summary: dict = {}
     for row in rows:
         used = row["used"] and row["agreement"] is not None and row["agreement"] >= threshold

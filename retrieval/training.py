@@ -1,11 +1,13 @@
 """Training the fusion network with the codec frozen, and setting the receiver's acceptance threshold.
 
-Examples come from scene sequences of real photographs (lamsc.retrieval.scenes): per scene, one view is the
-base's entry, as a link delivers content it keeps (digitally, JPEG at ``REFERENCE_QUALITY``), and later views
+Examples come from scene sequences of real photographs (lamsc.retrieval.scenes): per scene, the first views are
+the base's entries, as a link delivers content it keeps (digitally, JPEG at ``REFERENCE_QUALITY``), and later views
 cross the codec's link (lamsc.semcom.transmission.transmit: the real Transmitter, channel and Receiver) at an
-SNR drawn uniformly from the codec's range. The entry is registered onto what arrived (lamsc.retrieval.align)
-and the network learns, by MSE against the view that was sent, to turn the pair into the sent view. It trains
-in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec is only run, never trained.
+SNR drawn uniformly from the codec's range; a share of them is paired with another scene's entry instead, so the
+network also sees a wrong match it must leave alone. The entries are registered onto what arrived and composited
+(lamsc.retrieval.align), as at the receiver, and the network learns, by MSE against the view that was sent, to
+turn the pair into the sent view. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
+is only run, never trained.
 
 The threshold is set on views of other scenes: each decoded view is registered against the entries of scenes
 it does not show, and the threshold is ``THRESHOLD_MARGIN`` above the best agreement any of them reached, so
@@ -23,7 +25,7 @@ import torch
 from PIL import Image
 
 from lamsc.errors import UserError
-from lamsc.retrieval.align import align
+from lamsc.retrieval.align import align, composite
 from lamsc.retrieval.fusion import FusionConfig, FusionNet
 from lamsc.retrieval.scenes import View, scene_image, scene_views
 from lamsc.semcom.channels import Channel
@@ -34,6 +36,8 @@ from lamsc.semcom.model import LamscModel
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 REFERENCE_QUALITY = 90   # JPEG quality of the content a link keeps (a digital delivery, CRC-checked)
+OTHER_SCENE_SHARE = 0.2  # of training views paired with another scene's entry: the network learns to leave those
+ENTRIES_PER_VIEW = 2     # earlier views registered and composited onto each sent view, as the Retriever does
 THRESHOLD_MARGIN = 0.02  # above the best agreement of another scene's entry
 
 
@@ -51,22 +55,26 @@ class Example:
 
     target: np.ndarray
     decoded: np.ndarray
-    reference: np.ndarray
+    reference: np.ndarray  # the entries registered and composited
     coverage: np.ndarray
     snr_db: float
     agreement: float
 
 
-def link_examples(views: list[View], entries: list[np.ndarray], codec: LamscModel, snrs: list[float],
+def link_examples(views: list[View], entries: list[list[np.ndarray]], codec: LamscModel, snrs: list[float],
                   seed: int = 0) -> list[Example]:
     """Each of ``views`` across the codec's link at the matching SNR of ``snrs`` (AWGN, noise seed ``seed`` +
-    i), paired with the matching entry of ``entries`` (H, W, 3) uint8 registered onto what arrived."""
+    i), with the matching entries of ``entries`` ((H, W, 3) uint8 each) registered onto what arrived and
+    composited (lamsc.retrieval.align.composite) as the Retriever does."""
     tx, rx = Transmitter(codec, FallbackSegmenter()), Receiver(codec)
     out = []
-    for i, (view, entry, snr) in enumerate(zip(views, entries, snrs)):
+    for i, (view, group, snr) in enumerate(zip(views, entries, snrs)):
         decoded = transmit(view.pixels, tx, rx, Channel("awgn", float(snr)), seed + i).reconstruction.image
-        a = align(decoded, entry)
-        out.append(Example(view.pixels, decoded, a.image, a.coverage, float(snr), a.agreement))
+        aligned = [a for a in (align(decoded, e) for e in group) if a.agreement > -1.0]
+        if not aligned:
+            continue
+        reference, coverage = composite(decoded, aligned)
+        out.append(Example(view.pixels, decoded, reference, coverage, float(snr), max(a.agreement for a in aligned)))
     return out
 
 
@@ -111,18 +119,25 @@ class FusionResult:
 
 
 def make_examples(photos: list[NamedImage], codec: LamscModel, views: int, seed: int) -> list[Example]:
-    """Per photograph: a first view kept as the entry, ``views`` later ones sent at uniform SNRs."""
+    """Per photograph: its first ENTRIES_PER_VIEW views kept as entries, ``views`` later ones sent at uniform
+    SNRs, each paired with those entries or, for OTHER_SCENE_SHARE of them, with another scene's (what a wrong
+    match looks like)."""
     rng = np.random.default_rng(seed)
     scenes = scenes_of(photos)
     others = list(scenes.values())
-    sent, entries, snrs = [], [], []
+    sent, firsts, snrs = [], {}, []
     lo, hi = codec.config.snr_range
     for name, scene in scenes.items():
-        vs = scene_views(scene, name, views + 1, rng, others=others)
-        entry = delivered(vs[0].pixels)
-        sent += vs[1:]
-        entries += [entry] * views
+        vs = scene_views(scene, name, views + ENTRIES_PER_VIEW, rng, others=others)
+        firsts[name] = [delivered(v.pixels) for v in vs[:ENTRIES_PER_VIEW]]
+        sent += vs[ENTRIES_PER_VIEW:]
         snrs += list(rng.uniform(lo, hi, views))
+    names = list(firsts)
+    entries = []
+    for view in sent:
+        other = [n for n in names if n != view.scene]
+        wrong = bool(other) and rng.random() < OTHER_SCENE_SHARE
+        entries.append(firsts[other[int(rng.integers(len(other)))]] if wrong else firsts[view.scene])
     return link_examples(sent, entries, codec, snrs, seed)
 
 
@@ -191,7 +206,8 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
     def on_checkpoint():
         net.config.trained = {"photos": len(job.photos), "views_per_scene": job.views, "examples": len(used),
                               "steps": job.steps, "batch": job.batch, "crop": job.crop, "lr": job.lr,
-                              "reference": f"jpeg q{REFERENCE_QUALITY}", "calibration": cal,
+                              "reference": f"jpeg q{REFERENCE_QUALITY}", "entries_per_view": ENTRIES_PER_VIEW,
+                              "other_scene_share": OTHER_SCENE_SHARE, "calibration": cal,
                               "codec": codec.config.trained.get("preset", "custom")}
         net.save(weights)
 
