@@ -15,6 +15,9 @@ from lamsc.errors import UserError
 CONFIG_VERSION = 2  # 2: GDN/IGDN stages, residual blocks at the decoder's bottleneck
 DOWNSAMPLING = 8  # the encoder's three stride-2 stages
 DEFAULT_MODEL = Path(__file__).parent / "default_model" / "lamsc-default"
+# The channel budget the field quotes its Kodak figures at (Deep JSCC, SwinJSCC: CBR 1/48), and the one lamsc's
+# shipped default and its baselines are compared at (benchmarks/results/snr_sweep.md).
+REFERENCE_CBR = 1 / 48
 
 
 class JsonConfig:

@@ -10,6 +10,7 @@ from PIL import Image
 from lamsc import __version__
 from lamsc.cli import app, main
 from lamsc.commands.demo import DEMO_MAX_RATE_INCREASE
+from lamsc.semcom.config import REFERENCE_CBR
 
 
 def test_version(capsys):
@@ -40,6 +41,9 @@ def test_demo_writes_overlays_and_overview(tmp_path, capsys):
     assert len(list((tmp_path / "segments").glob("*_segments.png"))) == 10
     out = capsys.readouterr().out
     assert '"segmenter": "fallback' in out
+    # every photograph at every SNR sent within the field's budget, header and depth map included
+    for rows in json.loads(out)["results"]["transmit"].values():
+        assert len(rows) == 10 and all(0.5 * REFERENCE_CBR < r["lamsc"]["cbr"] <= REFERENCE_CBR for r in rows)
     # Which candidate fits depends on this machine's timing; the rule the choice follows does not.
     compressed = json.loads(out)["results"]["compress"]
     students = [c for c in compressed["candidates"] if c["name"] == "prune-0.50-fp32"]
