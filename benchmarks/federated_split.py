@@ -1,10 +1,12 @@
 """Federated split fine-tuning against its baselines on a domain shift (lamsc.federated; issue figures).
 
 Two clients share the shipped default model, which was trained on undistorted photographs: the 58 real
-photographs of /work/photos (built by shared/data/photos.sh) are dealt out by brightness, client 0's shifted
-to night (gamma 2.2, blue cast), client 1's to a warm colour cast, each scaled to 128 pixels on its longer
-side; every 4th photograph of a client is held out. The same plan then trains federated split (Flower
-simulation), local-only, centralised and full-model FedAvg, and the held-out PSNR at 10 dB AWGN is compared.
+photographs of /work/photos (built by shared/data/photos.sh) are dealt out by brightness, and each client is a
+thermal camera: client 0 shows them in the ironbow palette, client 1 in the rainbow one
+(lamsc.federated.partition.thermal), each scaled to 128 pixels on its longer side; every 4th photograph of a
+client is held out. The same plan then trains federated split (Flower simulation), local-only, centralised and
+full-model FedAvg, and the held-out PSNR at 10 dB AWGN, with ASC keeping half the features
+(lamsc.federated.split.EVAL_RATE), is compared.
 
     nice -n 10 .venv/bin/python benchmarks/federated_split.py --out /tmp/fedbench [--rounds 8 --local-steps 8]
 
@@ -30,11 +32,12 @@ from lamsc.federated.baselines import run_baselines
 from lamsc.federated.partition import partition_by_content, resized, shifted, write_folder
 from lamsc.federated.server import SplitPlan
 from lamsc.federated.simulation import with_classifier
+from lamsc.federated.split import FINE_TUNE_LR
 from lamsc.semcom.images import iter_images
 from lamsc.semcom.model import load_model
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
 
-SHIFTS = ("night", "warm")
+SHIFTS = ("thermal-ironbow", "thermal-rainbow")
 
 
 def main() -> None:
@@ -46,7 +49,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--side", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=FINE_TUNE_LR)
     ap.add_argument("--task", choices=("reconstruction", "classification"), default="reconstruction")
     ap.add_argument("--shapes", type=int, default=400)
     ap.add_argument("--methods", default="none,local,centralised,fedavg", help="baselines to run beside the split run")

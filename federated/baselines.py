@@ -27,7 +27,7 @@ from lamsc.federated.aggregation import fedavg
 from lamsc.federated.device import eval_inputs, load_client_images, score
 from lamsc.federated.partition import held_out
 from lamsc.federated.server import SplitPlan
-from lamsc.federated.split import device_forward, eval_generator, server_forward
+from lamsc.federated.split import EVAL_RATE, device_forward, eval_generator, server_forward
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.skb import build_segmenter
@@ -56,7 +56,7 @@ def held_out_scores(model: LamscModel, tests: list[list[TrainingImage]], plan: S
             for n, item in enumerate(images):
                 x, masks = eval_inputs(item, model.config.segments)
                 snr = torch.tensor([plan.eval_snr])
-                smashed, _ = device_forward(model, x, masks, snr)
+                smashed, _ = device_forward(model, x, masks, snr, rate=EVAL_RATE)
                 kept.append(float(smashed["mask"].mean()))
                 result = server_forward(model, smashed, snr, plan.channel, eval_generator(plan.seed, c, n))
                 outputs.update({f"{n}.{key}": v for key, v in result.items()})

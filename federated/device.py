@@ -26,7 +26,7 @@ from torch import nn
 from lamsc.errors import UserError
 from lamsc.federated.adapters import add_adapters, adapter_state
 from lamsc.federated.partition import held_out
-from lamsc.federated.split import device_forward, device_loss, split_point, surrogate
+from lamsc.federated.split import EVAL_RATE, device_forward, device_loss, split_point, surrogate
 from lamsc.semcom import metrics
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.loop import TrainingRun
@@ -46,9 +46,13 @@ def front_modules(model: LamscModel, split: str) -> nn.ModuleDict:
 
 
 def adapted_model(plan: dict) -> LamscModel:
-    """The model a plan describes with adapters of its rank on the encoder's convolutions (weights unset)."""
+    """The model a plan describes with adapters of its rank on the encoder's convolutions (weights unset); of the
+    device's part only the adapters train: ASI and the ASC mask network stay as the base model has them (they are
+    not averaged, so a device training them would drift from the model the server merges)."""
     model = LamscModel(ModelConfig.from_json(plan["model"]))
     add_adapters(model.encoder, plan["rank"])
+    model.asi.requires_grad_(False)
+    model.mask_net.requires_grad_(False)
     return model
 
 
@@ -193,7 +197,7 @@ class Device:
         snr = torch.tensor([float(control["snr"])])
         with torch.no_grad():
             for n, (x, masks) in enumerate(eval_inputs(i, self.model.config.segments) for i in self.test_images):
-                smashed, _ = device_forward(self.model, x, masks, snr)
+                smashed, _ = device_forward(self.model, x, masks, snr, rate=EVAL_RATE)
                 smashed_all.update({f"{n}.{k}": v for k, v in smashed.items()})
                 kept.append(float(smashed["mask"].mean()))
         torch.save({"kept": kept}, self.dir / "pending_eval.pt")

@@ -3,7 +3,8 @@
 Non-IID here means each client holds a different kind of photograph: ``partition_by_content`` deals one
 collection out by brightness (the darkest photographs to one client, the brightest to another), and
 ``DOMAIN_SHIFTS`` alter a client's photographs as its camera or conditions would (a night-like gamma with a blue
-cast, a warm colour cast, a defocus blur) so that they differ from what the shipped model was trained on.
+cast, a warm colour cast, a defocus blur, a thermal camera's false colours) so that they differ from what the
+shipped model was trained on.
 """
 
 from __future__ import annotations
@@ -39,7 +40,20 @@ def blur(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(2.5)))
 
 
-DOMAIN_SHIFTS = {"none": lambda p: p, "night": night, "warm": warm, "blur": blur}
+def thermal(palette: str):
+    """A thermal camera's picture of the scene: the photograph's luminance (Rec. 601) as the temperature, shown
+    through a false-colour ``palette`` (a Matplotlib colormap: "inferno" is the ironbow look, "turbo" the
+    rainbow one). Colours then follow one curve through RGB, unlike any photograph the model was trained on."""
+    def shift(pixels: np.ndarray) -> np.ndarray:
+        from matplotlib import colormaps
+
+        lum = (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+        return (colormaps[palette](lum)[..., :3] * 255 + 0.5).astype(np.uint8)
+    return shift
+
+
+DOMAIN_SHIFTS = {"none": lambda p: p, "night": night, "warm": warm, "blur": blur,
+                 "thermal-ironbow": thermal("inferno"), "thermal-rainbow": thermal("turbo")}
 
 
 def shifted(images: list[NamedImage], shift: str) -> list[NamedImage]:

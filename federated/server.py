@@ -30,7 +30,8 @@ from lamsc.federated.aggregation import fedavg
 from lamsc.federated.device import front_modules
 from lamsc.federated.messages import (ARRAY_KINDS, EVAL_FORWARD, EVAL_SCORE, TRAIN_BACKWARD, TRAIN_FORWARD,
                                       TRAIN_LOSS, array_bytes, described)
-from lamsc.federated.split import DIFFERENTIABLE, draw_snr, eval_generator, server_forward, split_point, surrogate
+from lamsc.federated.split import (DIFFERENTIABLE, FINE_TUNE_LR, draw_snr, eval_generator, server_forward, split_point,
+                                   surrogate)
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
 
@@ -49,7 +50,7 @@ class SplitPlan:
     local_steps: int = 10        # steps per round; every device takes each one
     batch: int = 4               # crops per device per step
     crop: int = 96
-    lr: float = 3e-4
+    lr: float = FINE_TUNE_LR
     importance_weight: float = 1.0
     channel: str = "awgn"
     eval_snr: float = 10.0       # dB, the fixed SNR of the held-out metrics

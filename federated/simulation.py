@@ -20,7 +20,7 @@ from lamsc.federated.apps import client_app, server_app
 from lamsc.federated.partition import partition_by_content, write_folder
 from lamsc.federated.report import write_report
 from lamsc.federated.server import SplitPlan, SplitServer
-from lamsc.federated.split import split_point
+from lamsc.federated.split import FINE_TUNE_LR, split_point
 from lamsc.semcom.images import class_names, iter_images
 from lamsc.semcom.model import LamscModel, load_model
 
@@ -45,7 +45,7 @@ class FederateConfig:
     rank: int = 4
     batch: int = 4
     crop: int = 96
-    lr: float = 3e-4
+    lr: float = FINE_TUNE_LR
     eval_snr: float = 10.0
     seed: int = 0
     sam_checkpoint: Path | str | None = None

@@ -43,6 +43,12 @@ SPLIT_POINTS = {
         "after ASC: the kept, power-normalised features and their depth levels; the channel sits at the cut"),
 }
 DIFFERENTIABLE = ("z", "mask")  # the smashed activations whose gradients come back down
+# Fine-tuning starts from a converged model: with Adam's first steps at 3e-4, eight centralised steps cost 2 dB of
+# held-out PSNR on a shifted client (benchmarks/results/federated_split.md).
+FINE_TUNE_LR = 1e-4
+# Held-out images are scored with ASC keeping this fraction of the features, for every method and round, so that
+# what is compared is the quality of the features sent, not how many ASC chose to send.
+EVAL_RATE = 0.5
 
 
 def split_point(name: str) -> SplitPoint:
@@ -53,11 +59,14 @@ def split_point(name: str) -> SplitPoint:
     return SPLIT_POINTS[name]
 
 
-def device_forward(model: LamscModel, x: torch.Tensor, masks: torch.Tensor, snr_db: torch.Tensor) -> tuple[dict, dict]:
+def device_forward(model: LamscModel, x: torch.Tensor, masks: torch.Tensor, snr_db: torch.Tensor,
+                   rate: float | None = None) -> tuple[dict, dict]:
     """The device's front on images (B, 3, H, W) in [0, 1], SKB masks (B, K, H, W) and the SNR (B,) in dB that
     the server's channel will apply -> (smashed, kept): ``smashed`` z and mask (B, C, H/8, W/8) and levels
-    (B, H/8, W/8), which go up; ``kept`` the ASI map (B, 1, H, W) that weighs the loss and never leaves."""
-    enc = model.encode(x, masks, snr_db, asc=True)
+    (B, H/8, W/8), which go up; ``kept`` the ASI map (B, 1, H, W) that weighs the loss and never leaves.
+    ``rate``: the fraction of features ASC keeps (None: its own choice)."""
+    fraction = None if rate is None else torch.full((x.shape[0],), float(rate))
+    enc = model.encode(x, masks, snr_db, asc=True, rate=fraction)
     return {"z": enc["z"], "mask": enc["mask"], "levels": enc["levels"]}, {"integrated": enc["integrated"]}
 
 

@@ -14,7 +14,8 @@ from lamsc.errors import UserError
 from lamsc.federated.adapters import AdaptedConv2d, adapter_state, add_adapters, merge_adapters
 from lamsc.federated.aggregation import fedavg
 from lamsc.federated.partition import held_out, partition_by_content, resized, shifted, write_folder
-from lamsc.federated.split import (device_forward, device_loss, draw_snr, server_forward, split_point,
+from lamsc.federated.device import adapted_model
+from lamsc.federated.split import (EVAL_RATE, device_forward, device_loss, draw_snr, server_forward, split_point,
                                    surrogate)
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.config import ModelConfig
@@ -209,6 +210,14 @@ def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
     assert result.report["csv"].read_text().count("\n") == 1 + 3 * 2
     model = LamscModel.load(result.model)
     assert model.config.trained["federated"]["rounds"] == 2
+    base = LamscModel.load(base_path)  # only adapters trained on the devices: ASI and ASC's mask network as sent
+    for part in ("asi", "mask_net"):
+        for (name, value), before in zip(getattr(model, part).state_dict().items(),
+                                         getattr(base, part).state_dict().values()):
+            assert torch.equal(value, before), f"{part}.{name}"
+    # held-out images are scored at one kept fraction, whatever ASC would choose
+    for row in result.rows:
+        assert all(abs(r["kept"] - EVAL_RATE) < 0.03 for r in row["clients"].values())
     with torch.no_grad():
         enc = model.encode(torch.rand(1, 3, 32, 32), torch.ones(1, 4, 32, 32), torch.tensor([10.0]))
         assert model.decode(enc["z"], enc["levels"], torch.tensor([10.0]))["image"].shape == (1, 3, 32, 32)
@@ -217,6 +226,14 @@ def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
                    if kind != "metrics" for shape, _ in arrays.values()]
     for images in photos.values():
         assert not {(1, 3, *p.pixels.shape[:2]) for p in images} & set(sent_shapes)
+
+
+def test_a_device_trains_only_its_adapters():
+    plan = {"model": tiny_model().config.to_json(), "rank": 2}
+    model = adapted_model(plan)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and n.split(".")[0] in
+                 split_point("transmitter").device_modules]
+    assert trainable and all(".adapter_" in n for n in trainable)
 
 
 def _adapted(model: LamscModel, rank: int) -> LamscModel:
