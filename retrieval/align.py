@@ -14,8 +14,9 @@ value the receiver's acceptance threshold is set on.
 
 Light is then matched per colour channel by a cubic tone curve, least squares on the overlap with both images
 blurred over ``LIGHT_BLUR`` pixels (so the reference takes the decoded view's light without its noise), refitted
-``LIGHT_ROUNDS`` times on the ``LIGHT_KEEP`` fraction of pixels it fits best, so that an occluded part of either
-view does not bend the curve. A cubic follows a gamma between the views, which a gain and offset cannot.
+``LIGHT_ROUNDS`` times on the ``LIGHT_KEEP`` fraction of pixels it fits best (every ``LIGHT_STRIDE``-th pixel
+each way: the blurred images hardly change in between), so that an occluded part of either view does not bend
+the curve. A cubic follows a gamma between the views, which a gain and offset cannot.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.nn import functional as F
+from scipy import fft
 
 REGISTER_BLUR = 3   # box side, pixels: takes the channel noise off the gradients, keeps the edges that register
 FLAT = 0.01         # gradient magnitude (intensity 0-1 per pixel) below which a pixel's orientation counts less
@@ -33,6 +33,7 @@ LIGHT_BLUR = 9      # box side, pixels, of the light fit (about the codec's 8 x 
 LIGHT_DEGREE = 3    # the tone curve's polynomial degree
 LIGHT_KEEP = 0.7    # fraction of overlap pixels each refit keeps: those the last curve fits best
 LIGHT_ROUNDS = 3
+LIGHT_STRIDE = 3    # the curve is fitted on every 3rd pixel each way of the blurred overlap
 
 
 @dataclass
@@ -50,13 +51,20 @@ class Aligned:
 
 
 def box(a: np.ndarray, side: int) -> np.ndarray:
-    """``a`` (H, W) or (H, W, C) float32 averaged over a ``side`` x ``side`` box (cut at the borders)."""
-    t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
-    t = (t[None] if t.ndim == 2 else t.permute(2, 0, 1))[None]
-    # separable: a column then a row mean is the box mean, the border counts included (they factorise)
-    t = F.avg_pool2d(t, (side, 1), stride=1, padding=(side // 2, 0), count_include_pad=False)
-    out = F.avg_pool2d(t, (1, side), stride=1, padding=(0, side // 2), count_include_pad=False)[0]
-    return (out[0] if a.ndim == 2 else out.permute(1, 2, 0)).numpy()
+    """``a`` (H, W) or (H, W, C) float averaged over a ``side`` x ``side`` box, ``side`` odd, the box cut at the
+    borders (the mean of the pixels it still covers) -> float32 of the same shape."""
+    if side % 2 == 0:
+        raise ValueError(f"a box of side {side}: give an odd side, so the box is centred on its pixel")
+    out = np.asarray(a, np.float64)
+    for axis in (0, 1):  # separable: a column then a row mean is the box mean, the border counts included
+        n, r = out.shape[axis], side // 2
+        sums = np.concatenate([np.zeros_like(np.take(out, [0], axis)), np.cumsum(out, axis)], axis)
+        i = np.arange(n)
+        hi, lo = np.minimum(i + r + 1, n), np.maximum(i - r, 0)
+        shape = [1] * out.ndim
+        shape[axis] = n
+        out = (np.take(sums, hi, axis) - np.take(sums, lo, axis)) / (hi - lo).reshape(shape)
+    return out.astype(np.float32)
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -76,36 +84,54 @@ def orientation_correlation(target: np.ndarray, moving: np.ndarray) -> tuple[np.
     orientation agreement Re(sum conj(o_t) o_m) over the overlap, that sum normalised by the orientation
     energies of both sides on the overlap, and the overlap's size (pixels); three (H + h - 1, W + w - 1) maps,
     entry [dy + h - 1, dx + w - 1] for the shift (dy, dx)."""
-    a, b = orientations(target), orientations(moving)
+    return next(orientation_correlations(target, [moving]))
+
+
+def orientation_correlations(target: np.ndarray, movings: list[np.ndarray]):
+    """``orientation_correlation(target, m)`` for each of ``movings`` in turn (a generator), the target's
+    transforms computed once and the overlap counts once per size."""
+    a = orientations(target)
     H, W = a.shape
-    h, w = b.shape
-    full = (H + h - 1, W + w - 1)
-    size = tuple(1 << (n - 1).bit_length() for n in full)  # powers of two: the FFTs' fast sizes
-    fb = np.fft.fft2(np.conj(b[::-1, ::-1]), size)  # correlation = convolution with the flipped conjugate
-    fa = np.fft.fft2(a, size)
-    fea, feb = np.fft.rfft2(np.abs(a) ** 2, size), np.fft.rfft2(np.abs(b[::-1, ::-1]) ** 2, size)
-    fone_a, fone_b = np.fft.rfft2(np.ones((H, W), np.float32), size), np.fft.rfft2(np.ones((h, w), np.float32), size)
-
-    def back(spectrum, real=True):  # sums over the overlap, for all shifts
-        out = np.fft.irfft2(spectrum, size) if real else np.fft.ifft2(spectrum, size).real
-        return out[: full[0], : full[1]]
-
-    total = back(fa * fb, real=False)
-    energy = np.maximum(back(fea * fone_b), 0) * np.maximum(back(fone_a * feb), 0)
-    n = np.round(back(fone_a * fone_b))
-    norm = np.where(energy > 1e-12, total / np.sqrt(np.maximum(energy, 1e-24)), 0.0)
-    return total, norm, n
+    spectra: dict = {}  # per moving size: FFT size, the target's three spectra, the ones' spectrum, overlap counts
+    for moving in movings:
+        b = orientations(moving)
+        h, w = b.shape
+        if (h, w) not in spectra:
+            full = (H + h - 1, W + w - 1)
+            size = tuple(1 << (n - 1).bit_length() for n in full)  # powers of two: the FFTs' fast sizes
+            one_b = fft.rfft2(np.ones((h, w), np.float32), size)
+            fa, fea = fft.fft2(a, size), fft.rfft2(np.abs(a) ** 2, size)
+            fone_a = fft.rfft2(np.ones((H, W), np.float32), size)
+            n = np.round(fft.irfft2(fone_a * one_b, size)[: full[0], : full[1]])
+            spectra[(h, w)] = (full, size, fa, fea, fone_a, one_b, n)
+        full, size, fa, fea, fone_a, one_b, n = spectra[(h, w)]
+        cut = (slice(0, full[0]), slice(0, full[1]))
+        flipped = b[::-1, ::-1]
+        # correlation = convolution with the flipped conjugate; the FFTs in single precision, as the inputs are
+        total = fft.ifft2(fa * fft.fft2(np.conj(flipped), size))[cut].real.astype(np.float64)
+        energy = (np.maximum(fft.irfft2(fea * one_b, size)[cut], 0).astype(np.float64)
+                  * np.maximum(fft.irfft2(fone_a * fft.rfft2(np.abs(flipped) ** 2, size), size)[cut], 0))
+        norm = np.where(energy > 1e-12, total / np.sqrt(np.maximum(energy, 1e-24)), 0.0)
+        yield total, norm, n
 
 
 def register(target: np.ndarray, moving: np.ndarray) -> tuple[tuple[int, int], float]:
     """The shift (dy, dx) putting ``moving`` onto ``target`` (greyscale float) with the largest orientation
     correlation among those covering at least MIN_OVERLAP of ``target``, and its agreement (-1 when none does)."""
-    total, norm, n = orientation_correlation(target, moving)
-    valid = n >= MIN_OVERLAP * target.size
-    if not valid.any():
-        return (0, 0), -1.0
-    iy, ix = np.unravel_index(int(np.argmax(np.where(valid, total, -np.inf))), total.shape)
-    return (int(iy) - moving.shape[0] + 1, int(ix) - moving.shape[1] + 1), float(norm[iy, ix])
+    return register_all(target, [moving])[0]
+
+
+def register_all(target: np.ndarray, movings: list[np.ndarray]) -> list[tuple[tuple[int, int], float]]:
+    """``register(target, m)`` for each of ``movings``, the target's transforms computed once."""
+    out = []
+    for moving, (total, norm, n) in zip(movings, orientation_correlations(target, movings)):
+        valid = n >= MIN_OVERLAP * target.size
+        if not valid.any():
+            out.append(((0, 0), -1.0))
+            continue
+        iy, ix = np.unravel_index(int(np.argmax(np.where(valid, total, -np.inf))), total.shape)
+        out.append(((int(iy) - moving.shape[0] + 1, int(ix) - moving.shape[1] + 1), float(norm[iy, ix])))
+    return out
 
 
 def place(reference: np.ndarray, shift: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +167,9 @@ def match_light(decoded: np.ndarray, placed: np.ndarray, coverage: np.ndarray) -
     db, rb = box(decoded, LIGHT_BLUR), box(placed, LIGHT_BLUR)
     inner = box(coverage, LIGHT_BLUR) > 0.999  # the blurred reference mixes in the zeros near the overlap's edge
     fit = inner if inner.sum() > 64 else coverage > 0
+    sparse = np.zeros_like(fit)
+    sparse[::LIGHT_STRIDE, ::LIGHT_STRIDE] = True  # the blurred images change little within a few pixels
+    fit = fit & sparse if (fit & sparse).sum() > 64 else fit
     out = np.zeros_like(placed)
     for c in range(3):
         coef = tone_curve(rb[..., c][fit], db[..., c][fit])
@@ -150,13 +179,21 @@ def match_light(decoded: np.ndarray, placed: np.ndarray, coverage: np.ndarray) -
 
 def align(decoded: np.ndarray, reference: np.ndarray) -> Aligned:
     """Register ``reference`` (h, w, 3) uint8 onto ``decoded`` (H, W, 3) uint8 and match its light."""
+    return align_all(decoded, [reference])[0]
+
+
+def align_all(decoded: np.ndarray, references: list[np.ndarray]) -> list[Aligned]:
+    """``align(decoded, r)`` for each of ``references``, the decoded view's transforms computed once."""
     d = decoded.astype(np.float32) / 255.0
-    r = reference.astype(np.float32) / 255.0
-    shift, agreement = register(grey(d), grey(r))
-    placed, cov = place(r, shift, d.shape[:2])
-    if agreement <= -1.0:
-        return Aligned(placed * 0, cov * 0, shift, -1.0, 0.0)
-    return Aligned(match_light(d, placed, cov), cov, shift, agreement, float(cov.mean()))
+    rs = [r.astype(np.float32) / 255.0 for r in references]
+    out = []
+    for r, (shift, agreement) in zip(rs, register_all(grey(d), [grey(r) for r in rs])):
+        placed, cov = place(r, shift, d.shape[:2])
+        if agreement <= -1.0:
+            out.append(Aligned(placed * 0, cov * 0, shift, -1.0, 0.0))
+        else:
+            out.append(Aligned(match_light(d, placed, cov), cov, shift, agreement, float(cov.mean())))
+    return out
 
 
 COMPOSITE_BLUR = 9  # box side, pixels, over which a reference's disagreement with the decoded view is averaged

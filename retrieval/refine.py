@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lamsc.errors import UserError
-from lamsc.retrieval.align import align, composite
+from lamsc.retrieval.align import align_all, composite
 from lamsc.retrieval.base import KnowledgeBase
 from lamsc.retrieval.fusion import FusionNet
 from lamsc.retrieval.keys import image_key
@@ -64,7 +64,7 @@ class Retriever:
         t2 = time.perf_counter()
         contents = [base.content(hit.position) for base, hit in hits]
         t3 = time.perf_counter()
-        found = [(a.agreement, a, base, hit) for (base, hit), c in zip(hits, contents) for a in [align(image, c)]]
+        found = [(a.agreement, a, base, hit) for (base, hit), a in zip(hits, align_all(image, contents))]
         found.sort(key=lambda f: -f[0])
         seconds = {"key": t1 - t0, "search": t2 - t1, "fetch": t3 - t2, "align": time.perf_counter() - t3}
         return found, seconds

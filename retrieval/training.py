@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from lamsc.errors import UserError
-from lamsc.retrieval.align import align, composite
+from lamsc.retrieval.align import align, align_all, composite
 from lamsc.retrieval.fusion import FusionConfig, FusionNet
 from lamsc.retrieval.scenes import View, scene_image, scene_views
 from lamsc.semcom.channels import Channel
@@ -70,7 +70,7 @@ def link_examples(views: list[View], entries: list[list[np.ndarray]], codec: Lam
     out = []
     for i, (view, group, snr) in enumerate(zip(views, entries, snrs)):
         decoded = transmit(view.pixels, tx, rx, Channel("awgn", float(snr)), seed + i).reconstruction.image
-        aligned = [a for a in (align(decoded, e) for e in group) if a.agreement > -1.0]
+        aligned = [a for a in align_all(decoded, group) if a.agreement > -1.0]
         if not aligned:
             continue
         reference, coverage = composite(decoded, aligned)

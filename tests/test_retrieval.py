@@ -11,7 +11,7 @@ import torch
 
 from lamsc.cli import main
 from lamsc.errors import UserError
-from lamsc.retrieval.align import Aligned, align, composite, orientation_correlation, orientations
+from lamsc.retrieval.align import Aligned, align, box, composite, orientation_correlation, orientations
 from lamsc.retrieval.base import KnowledgeBase, entry_id
 from lamsc.retrieval.fusion import FusionConfig, FusionNet
 from lamsc.retrieval.index import build_index, search
@@ -156,6 +156,18 @@ def test_registration_recovers_a_known_shift(scenes):
         assert a.shift == (dy, dx) and a.agreement > 0.95
         inside = a.coverage > 0
         assert np.abs(a.image[inside] * 255 - view[inside]).mean() < 3  # light matched back
+
+
+def test_box_is_the_mean_of_the_pixels_the_box_covers():
+    a = np.random.default_rng(2).random((20, 17, 3))
+    for side in (1, 3, 9):
+        r = side // 2
+        direct = np.array([[a[max(y - r, 0): y + r + 1, max(x - r, 0): x + r + 1].mean((0, 1)) for x in range(17)]
+                           for y in range(20)])
+        np.testing.assert_allclose(box(a, side), direct, atol=1e-6)
+        np.testing.assert_allclose(box(a[..., 1], side), direct[..., 1], atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        box(a, 4)
 
 
 def test_orientation_correlation_matches_a_direct_float64_sum():
