@@ -24,7 +24,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lamsc.errors import UserError
 from lamsc.federated.adapters import adapter_state, add_adapters, merge_adapters
 from lamsc.federated.aggregation import fedavg
 from lamsc.federated.device import front_modules

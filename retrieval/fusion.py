@@ -34,7 +34,8 @@ INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
 class FusionConfig(JsonConfig):
     """``width``: feature maps at half resolution; ``blocks``: residual blocks; ``snr_range``: the codec's,
     dB, for placing the SNR input; ``threshold``: the least registration agreement (orientation correlation,
-    -1..1) at which a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold was set)."""
+    -1..1) at which a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold
+    was set)."""
 
     NAME, VERSION, REFRESH = "fusion config", FUSION_VERSION, "retrain it with `lamsc kb train`"
 
