@@ -28,6 +28,7 @@ from lamsc.semcom.asc import random_levels
 from lamsc.semcom.channels import Channel, analog_real
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.config import DOWNSAMPLING
+from lamsc.semcom.images import LUMA
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.training import Batches, TrainingImage
 
@@ -100,7 +101,6 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     return student.eval()
 
 
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 
 def colour_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from lamsc.errors import UserError
-from lamsc.semcom.images import NamedImage
+from lamsc.semcom.images import LUMA, NamedImage
 
 HELD_OUT_EVERY = 4  # every 4th photograph of a client (by name) is held out for its metrics
 
@@ -47,7 +47,7 @@ def thermal(palette: str):
     def shift(pixels: np.ndarray) -> np.ndarray:
         from matplotlib import colormaps
 
-        lum = (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+        lum = (pixels.astype(np.float32) @ np.array(LUMA, np.float32)) / 255.0
         return (colormaps[palette](lum)[..., :3] * 255 + 0.5).astype(np.uint8)
     return shift
 

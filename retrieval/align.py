@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft
 
+from lamsc.semcom.images import LUMA
+
 REGISTER_BLUR = 3   # box side, pixels: takes the channel noise off the gradients, keeps the edges that register
 FLAT = 0.01         # gradient magnitude (intensity 0-1 per pixel) below which a pixel's orientation counts less
 MIN_OVERLAP = 0.5   # below this fraction of the decoded view covered, a shift is not considered
@@ -68,7 +70,7 @@ def box(a: np.ndarray, side: int) -> np.ndarray:
 
 
 def grey(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return image.astype(np.float32) @ np.array(LUMA, np.float32)
 
 
 def orientations(image: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ class FusionConfig(JsonConfig):
     width: int = 32
     blocks: int = 3
     snr_range: tuple[float, float] = (0.0, 20.0)
-    threshold: float = 0.9
+    threshold: float = 0.35  # about where other scenes' agreements end; training.calibrate sets each network's
     trained: dict = field(default_factory=dict)
     version: int = FUSION_VERSION
 

@@ -158,8 +158,8 @@ def query_bases(config: QueryConfig) -> list[dict]:
         found, seconds = retriever.candidates(item.pixels)
         rows.append({"image": item.name, "threshold": retriever.threshold, "seconds": seconds, "entries": [
             {"base": base.name, "kind": base.kind, "id": hit.id, "label": hit.label, "distance": round(hit.distance, 4),
-             "agreement": round(ag, 4), "used": bool(i == 0 and ag >= retriever.threshold)}
-            for i, (ag, _, base, hit) in enumerate(found)]})
+             "agreement": round(ag, 4), "used": bool(ag >= retriever.threshold)}
+            for ag, _, base, hit in found]})
     return rows
 
 

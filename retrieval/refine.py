@@ -73,7 +73,7 @@ class Retriever:
         found, seconds = self.candidates(rec.image)
         best = found[0][0] if found else -1.0
         self.last = {"agreement": best, "used": False, "seconds": seconds, "decoded": rec.image}
-        if best < self.threshold:
+        if not found or best < self.threshold:
             return rec
         t0 = time.perf_counter()
         accepted = [(ag, a, base, hit) for ag, a, base, hit in found if ag >= self.threshold]

@@ -5,7 +5,8 @@ the base's entries, as a link delivers content it keeps (digitally, JPEG at ``RE
 cross the codec's link (lamsc.semcom.transmission.transmit: the real Transmitter, channel and Receiver) at an
 SNR drawn uniformly from the codec's range; a share of them is paired with another scene's entry instead, so the
 network also sees a wrong match it must leave alone. The entries are registered onto what arrived and composited
-(lamsc.retrieval.align), as at the receiver, and the network learns, by MSE against the view that was sent, to
+(lamsc.retrieval.align) as at the receiver, whatever their agreement (so the network also learns from pairs the
+receiver's threshold would turn away), and the network learns, by MSE against the view that was sent, to
 turn the pair into the sent view. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
 is only run, never trained.
 
@@ -65,7 +66,8 @@ def link_examples(views: list[View], entries: list[list[np.ndarray]], codec: Lam
                   seed: int = 0) -> list[Example]:
     """Each of ``views`` across the codec's link at the matching SNR of ``snrs`` (AWGN, noise seed ``seed`` +
     i), with the matching entries of ``entries`` ((H, W, 3) uint8 each) registered onto what arrived and
-    composited (lamsc.retrieval.align.composite) as the Retriever does."""
+    composited (lamsc.retrieval.align.composite), whatever their agreement; a view no entry overlaps enough is
+    left out."""
     tx, rx = Transmitter(codec, FallbackSegmenter()), Receiver(codec)
     out = []
     for i, (view, group, snr) in enumerate(zip(views, entries, snrs)):
@@ -180,18 +182,17 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
     config = FusionConfig(**{**asdict(job.config), "snr_range": tuple(codec.config.snr_range),
                              "threshold": cal["threshold"]})
     net = FusionNet(config)
-    used = [e for e in examples if e.agreement >= -1.0 + 1e-6]
-    stack = lambda f: torch.from_numpy(np.stack([f(e) for e in used]).astype(np.float32))
+    stack = lambda f: torch.from_numpy(np.stack([f(e) for e in examples]).astype(np.float32))
     target = stack(lambda e: e.target / 255.0).permute(0, 3, 1, 2)
     decoded = stack(lambda e: e.decoded / 255.0).permute(0, 3, 1, 2)
     reference = stack(lambda e: e.reference).permute(0, 3, 1, 2)
     coverage = stack(lambda e: e.coverage)[:, None]
-    snr = torch.tensor([e.snr_db for e in used], dtype=torch.float32)
+    snr = torch.tensor([e.snr_db for e in examples], dtype=torch.float32)
     gen = torch.Generator().manual_seed(job.seed)
     H, W = target.shape[-2:]
 
     def step():
-        i = torch.randint(len(used), (job.batch,), generator=gen)
+        i = torch.randint(len(examples), (job.batch,), generator=gen)
         y = int(torch.randint((H - job.crop) // 2 + 1, (1,), generator=gen)) * 2
         x = int(torch.randint((W - job.crop) // 2 + 1, (1,), generator=gen)) * 2
         cut = lambda t: t[i, :, y: y + job.crop, x: x + job.crop]
@@ -204,7 +205,7 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
     weights = out / "fusion.safetensors"
 
     def on_checkpoint():
-        net.config.trained = {"photos": len(job.photos), "views_per_scene": job.views, "examples": len(used),
+        net.config.trained = {"photos": len(job.photos), "views_per_scene": job.views, "examples": len(examples),
                               "steps": job.steps, "batch": job.batch, "crop": job.crop, "lr": job.lr,
                               "reference": f"jpeg q{REFERENCE_QUALITY}", "entries_per_view": ENTRIES_PER_VIEW,
                               "other_scene_share": OTHER_SCENE_SHARE, "calibration": cal,

@@ -36,6 +36,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lamsc.errors import UserError
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights of R, G, B, as Pillow's convert("L")
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _GDAL_NODATA = 42113  # the TIFF tag GDAL writes a raster's no-data value into, as text
@@ -215,7 +217,7 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma, as Pillow's convert("L")."""
-    return (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
+    return (rgb.astype(np.float64) @ np.array(LUMA)).round().astype(np.uint8)
 
 
 def _nodata(im: Image.Image) -> float | None:

@@ -209,11 +209,6 @@ def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
     assert result.report["csv"].read_text().count("\n") == 1 + 3 * 2
     model = LamscModel.load(result.model)
     assert model.config.trained["federated"]["rounds"] == 2
-    base = LamscModel.load(base_path)  # only adapters trained on the devices: ASI and ASC's mask network as sent
-    for part in ("asi", "mask_net"):
-        for (name, value), before in zip(getattr(model, part).state_dict().items(),
-                                         getattr(base, part).state_dict().values()):
-            assert torch.equal(value, before), f"{part}.{name}"
     # held-out images are scored at one kept fraction, whatever ASC would choose
     for row in result.rows:
         assert all(abs(r["kept"] - EVAL_RATE) < 0.03 for r in row["clients"].values())

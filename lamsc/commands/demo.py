@@ -47,7 +47,8 @@ def demo(
     photos = bundled_photos()
     segmented = segment_images(segmenter, photos, out / "segments")
     net = load_model(model)
-    # ASC fits every photograph to the field's budget, CBR 1/48, so quality is compared at equal channel uses
+    # ASC fits every photograph to the field's budget, so quality is compared at equal channel uses
+    cbr_label = f"CBR 1/{round(1 / REFERENCE_CBR)}"
     links = {snr: run_link(photos, net, segmenter, Channel("awgn", snr), True, None, None, 0,
                            out / f"awgn_{snr:g}dB", cbr=REFERENCE_CBR) for snr in DEMO_SNRS}
     # Per photograph a row: its SKB segments, then what arrived at each SNR.
@@ -61,7 +62,7 @@ def demo(
             captions.append(f"AWGN {snr:g} dB: PSNR {got['lamsc']['psnr']:.1f} dB, CBR {got['lamsc']['cbr']:.3f}")
     sheet = contact_sheet(pictures, captions, out / "overview.png", cell=240, cols=1 + len(DEMO_SNRS),
                           title=f"lamsc demo, shipped model; SKB: {segmenter.name}; received over AWGN "
-                                f"at {', '.join(f'{s:g}' for s in DEMO_SNRS)} dB (ASC at CBR 1/48)")
+                                f"at {', '.join(f'{s:g}' for s in DEMO_SNRS)} dB (ASC at {cbr_label})")
     # Energy per transmitted image on this machine, for three of the photographs (a Wi-Fi radio at 10 dB).
     with progress() as bar:
         profiled = profile_link(ProfileConfig(model, "torch", photos[:3], sam_checkpoint=checkpoint, repeats=2,
@@ -77,7 +78,7 @@ def demo(
                            "profile": profiled, "compress": compressed})
         return
     report_segments(segmenter, None, segmented, False, title="SKB segments of the bundled photographs")
-    table = Table(title="LAM-SC over AWGN at 0, 10 and 20 dB (ASC at CBR 1/48; @N = at N dB)")
+    table = Table(title=f"LAM-SC over AWGN at 0, 10 and 20 dB (ASC at {cbr_label}; @N = at N dB)")
     for col in ("image", "bits@10", "CBR@10", *(f"PSNR@{s:g}" for s in DEMO_SNRS), "SSIM@10"):
         table.add_column(col, justify="left" if col == "image" else "right")
     for i, photo in enumerate(photos):
