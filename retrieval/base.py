@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,10 +207,17 @@ class KnowledgeBase:
         root.mkdir(parents=True, exist_ok=True)
         files = self.files()
         for name, data in files.items():
-            (root / name).write_bytes(data)
+            # a new file, not the old one rewritten: entries opened from it are memory-mapped slices of it
+            (root / f".{name}.part").write_bytes(data)
+            os.replace(root / f".{name}.part", root / name)
         manifest = self.manifest({n: sha256(d) for n, d in files.items()})
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last: a base half-written has none
-        self.root = root
+        content, at = memoryview(files["content.bin"]), 0
+        blobs = []
+        for b in self.blobs:  # from now on the entries are what was written, whatever they were read from
+            blobs.append(content[at: at + len(b)])
+            at += len(b)
+        self.blobs, self.root = blobs, root
         return root
 
     @classmethod

@@ -128,10 +128,16 @@ class LamscModel(nn.Module):
 
 
 def load_model(path: str | Path | None = None) -> LamscModel:
-    """A saved model, or the shipped default when ``path`` is None."""
+    """A saved model, or the shipped default when ``path`` is None. ``path`` may be the model file (with or
+    without its suffix) or a folder holding ``model.safetensors`` (what `lamsc train` and `lamsc federate` write)."""
     if path is None:
         if not DEFAULT_MODEL.with_suffix(".safetensors").is_file():
             raise UserError("the shipped default model is missing from this install; reinstall lamsc, or train "
                             "one with `lamsc train --preset default` and pass --model")
         path = DEFAULT_MODEL
+    elif Path(path).is_dir():
+        if not (Path(path) / "model.safetensors").is_file():
+            raise UserError(f"{path} is a folder without model.safetensors; give the model's .safetensors file "
+                            "(its .json beside it)")
+        path = Path(path) / "model"
     return LamscModel.load(path)

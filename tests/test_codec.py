@@ -14,7 +14,7 @@ from lamsc.semcom.codec import BETA_MIN, GDN
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.config import ModelConfig, power_normalise
-from lamsc.semcom.model import LamscModel
+from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 
@@ -114,6 +114,15 @@ def test_mismatched_or_missing_model_files_are_user_errors(model, tmp_path):
         LamscModel.load(tmp_path / "m")
     with pytest.raises(UserError, match="model file not found"):
         LamscModel.load(tmp_path / "other")
+
+
+
+def test_a_run_folder_loads_as_its_model(model, tmp_path):
+    model.save(tmp_path / "run" / "model")  # what `lamsc train` and `lamsc federate` write
+    assert load_model(tmp_path / "run").config == model.config
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="folder without model.safetensors"):
+        load_model(tmp_path / "empty")
 
 
 def test_half_precision_files_load_back_close(model, tmp_path):

@@ -365,3 +365,18 @@ def test_kb_help_shows_no_python_type_placeholders(capsys):
         assert main(["kb", sub, "--help"]) == 0
         out = capsys.readouterr().out
         assert "--json" in out and "<bool>" not in out and "<list[" not in out, sub
+
+
+def test_a_base_grown_in_its_own_folder_holds_what_it_wrote(tmp_path, scenes):
+    first = crops(scenes["coffee"], 3, seed=1)
+    KnowledgeBase.build("cam", "local", first, ["coffee"] * 3).save(tmp_path / "kb")
+    base = KnowledgeBase.open(tmp_path / "kb")  # entries memory-mapped from the files it is saved over
+    more = crops(scenes["astronaut"], 4, seed=2)
+    assert base.add(more, ["astronaut"] * 4) == 4
+    base.save(tmp_path / "kb")
+    again = KnowledgeBase.open(tmp_path / "kb")
+    assert base.content_hash == again.content_hash
+    by_id = {entry_id(img): img for img in first + more}
+    for i, ident in enumerate(again.ids):
+        np.testing.assert_array_equal(base.content(i), by_id[ident])
+        np.testing.assert_array_equal(again.content(i), by_id[ident])
