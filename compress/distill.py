@@ -101,8 +101,6 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     return student.eval()
 
 
-
-
 def colour_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Broaden the photographs' colours, image by image: greyscale with probability 1/4, else saturation
     x U(0.5, 1.5) and, with probability 1/4, the RGB channels permuted; then contrast x U(0.7, 1.3).

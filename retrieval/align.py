@@ -117,14 +117,10 @@ def orientation_correlations(target: np.ndarray, movings: list[np.ndarray]):
         yield total, norm, n
 
 
-def register(target: np.ndarray, moving: np.ndarray) -> tuple[tuple[int, int], float]:
-    """The shift (dy, dx) putting ``moving`` onto ``target`` (greyscale float) with the largest orientation
-    correlation among those covering at least MIN_OVERLAP of ``target``, and its agreement (-1 when none does)."""
-    return register_all(target, [moving])[0]
-
-
 def register_all(target: np.ndarray, movings: list[np.ndarray]) -> list[tuple[tuple[int, int], float]]:
-    """``register(target, m)`` for each of ``movings``, the target's transforms computed once."""
+    """For each of ``movings``: the shift (dy, dx) putting it onto ``target`` (greyscale float) with the largest
+    orientation correlation among those covering at least MIN_OVERLAP of ``target``, and its agreement (-1 when
+    none does); the target's transforms computed once."""
     out = []
     for moving, (total, norm, n) in zip(movings, orientation_correlations(target, movings)):
         valid = n >= MIN_OVERLAP * target.size
