@@ -5,7 +5,8 @@
 - ``centralised``: those parts fine-tuned on every client's images in one place (the upper bound), each
   step on as many crops as all clients together take in a federated step;
 - ``fedavg``: full-model FedAvg (McMahan et al. 2017): each device trains the whole model for a round's steps,
-  the models are averaged after each round; its device compute per round is measured as it trains.
+  the models are averaged after each round; its device compute per round is measured as it trains, on the
+  cores a federated run gives each device (lamsc.federated.simulation.DEVICE_CPUS).
 
 Every method takes the plan's rounds x local steps, in the one training loop (lamsc.semcom.loop.TrainingRun)
 with the centralised recipe's loss (lamsc.semcom.training.link_loss, ASC on), and is scored on each client's
@@ -27,6 +28,7 @@ from lamsc.federated.aggregation import fedavg
 from lamsc.federated.device import eval_inputs, load_client_images, score
 from lamsc.federated.partition import held_out
 from lamsc.federated.server import SplitPlan
+from lamsc.federated.simulation import DEVICE_CPUS
 from lamsc.federated.split import EVAL_RATE, device_forward, eval_generator, server_forward
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
@@ -148,8 +150,13 @@ def full_model_fedavg(base: LamscModel, sets: list, plan: SplitPlan, out: Path) 
             model = models[c]
             model.load_state_dict(global_state)
             timer: list[float] = []
-            fine_tune(model, train, plan, plan.local_steps, plan.batch, out / f"client-{c}" / f"round-{r}",
-                      list(model.parameters()), plan.seed + c + 1000 * r, timer, start=r * plan.local_steps)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(DEVICE_CPUS)  # a device's cores, as the federated run's devices have them
+            try:
+                fine_tune(model, train, plan, plan.local_steps, plan.batch, out / f"client-{c}" / f"round-{r}",
+                          list(model.parameters()), plan.seed + c + 1000 * r, timer, start=r * plan.local_steps)
+            finally:
+                torch.set_num_threads(threads)
             seconds[str(c)].append(sum(timer))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         global_state = fedavg(states, [len(train) for train, _ in sets])

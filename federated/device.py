@@ -4,8 +4,9 @@ A device keeps everything on its own disk (``state_dir``): the training plan, it
 trainer state (the one resumable loop, lamsc.semcom.loop.TrainingRun: front weights, adapters, optimiser,
 batch sampler) and the step in flight. Each handler is called once per message and rebuilds the device from
 that folder, as a Flower ClientApp is called on a device (stateless between messages); a step's forward is
-therefore computed twice, without gradients when the activations are sent and with them when their
-gradients come back (activation recomputation, instead of holding the graph between messages).
+therefore computed twice: whole and without gradients when the activations are sent, and only the encoder,
+with gradients, when their gradients come back (activation recomputation, instead of holding the graph between
+messages; ASI and the ASC mask network are frozen, so what they computed is kept from the first pass).
 
 Handlers take and return content dicts (lamsc.federated.messages): nothing but activations, gradients and
 parameters leaves as arrays; metrics are scalars.
@@ -26,7 +27,7 @@ from torch import nn
 from lamsc.errors import UserError
 from lamsc.federated.adapters import add_adapters, adapter_state
 from lamsc.federated.partition import held_out
-from lamsc.federated.split import EVAL_RATE, device_forward, device_loss, split_point, surrogate
+from lamsc.federated.split import EVAL_RATE, device_forward, device_loss, device_recompute, split_point, surrogate
 from lamsc.semcom import metrics
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.loop import TrainingRun
@@ -134,7 +135,7 @@ class Device:
         with torch.no_grad():
             smashed, kept = device_forward(self.model, batch["x"], batch["masks"], snr)
         seconds = time.perf_counter() - start
-        torch.save({"step": step, "snr": snr, "integrated": kept["integrated"]}, self.dir / PENDING)
+        torch.save({"step": step, "snr": snr, **kept}, self.dir / PENDING)
         return {"activations": smashed, "metrics": {"device_seconds": seconds, "examples": len(self.train_images)}}
 
     def loss(self, control: dict, activations: dict) -> dict:
@@ -151,14 +152,15 @@ class Device:
                 "metrics": {"loss": pending["loss"], **logs, "device_seconds": time.perf_counter() - start}}
 
     def backward(self, control: dict, gradients: dict) -> dict:
-        """Back-propagate the smashed activations' gradients through the front (recomputed) and step the
-        adapters, in the one training loop; at a round's end return the adapters for FedAvg."""
+        """Back-propagate the smashed activations' gradients through the encoder (recomputed; ASI's map and
+        the mask are kept from ``forward``) and step the adapters, in the one training loop; at a round's end
+        return the adapters for FedAvg."""
         pending = self._pending(control["step"])
         stamps = {}
 
         def step():
             batch = self.batch()
-            smashed, _ = device_forward(self.model, batch["x"], batch["masks"], pending["snr"])
+            smashed = device_recompute(self.model, batch["x"], pending, pending["snr"])
             return surrogate(smashed, gradients, pending["loss"]), {}
 
         start = time.perf_counter()

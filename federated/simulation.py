@@ -25,6 +25,11 @@ from lamsc.semcom.images import class_names, iter_images
 from lamsc.semcom.model import LamscModel, load_model
 
 
+# The CPU cores each virtual device gets; Ray runs a device's actor with as many threads (OMP_NUM_THREADS), and
+# the full-model FedAvg baseline times its devices on as many, so that device compute compares like with like.
+DEVICE_CPUS = 1
+
+
 @dataclass
 class FederateConfig:
     """A federated split fine-tuning run (``lamsc federate``).
@@ -127,7 +132,7 @@ def federate(config: FederateConfig, until_round: int | None = None, progress=No
     server = server_app(lambda context: SplitServer(base, plan, out), config.clients, until_round, progress, result)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     run_simulation(server, client_app(folders, out), num_supernodes=config.clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+                   backend_config={"client_resources": {"num_cpus": DEVICE_CPUS, "num_gpus": 0.0}})
     if "state" not in result:
         raise RuntimeError("the Flower simulation ended before the server finished; see its log above")
     state = result["state"]

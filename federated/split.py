@@ -21,6 +21,7 @@ import torch
 
 from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.config import power_normalise
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.training import reconstruction_loss
 
@@ -63,11 +64,25 @@ def device_forward(model: LamscModel, x: torch.Tensor, masks: torch.Tensor, snr_
                    rate: float | None = None) -> tuple[dict, dict]:
     """The device's front on images (B, 3, H, W) in [0, 1], SKB masks (B, K, H, W) and the SNR (B,) in dB that
     the server's channel will apply -> (smashed, kept): ``smashed`` z and mask (B, C, H/8, W/8) and levels
-    (B, H/8, W/8), which go up; ``kept`` the ASI map (B, 1, H, W) that weighs the loss and never leaves.
+    (B, H/8, W/8), which go up; ``kept``, which never leaves: the ASI map ``integrated`` (B, 1, H, W) that
+    weighs the loss, the ``importance`` map the encoder took, and the mask and levels (``device_recompute``).
     ``rate``: the fraction of features ASC keeps (None: its own choice)."""
     fraction = None if rate is None else torch.full((x.shape[0],), float(rate))
     enc = model.encode(x, masks, snr_db, asc=True, rate=fraction)
-    return {"z": enc["z"], "mask": enc["mask"], "levels": enc["levels"]}, {"integrated": enc["integrated"]}
+    smashed = {"z": enc["z"], "mask": enc["mask"], "levels": enc["levels"]}
+    return smashed, {"integrated": enc["integrated"], "importance": enc["importance"], "mask": enc["mask"],
+                     "levels": enc["levels"]}
+
+
+def device_recompute(model: LamscModel, x: torch.Tensor, kept: dict, snr_db: torch.Tensor) -> dict:
+    """``device_forward``'s smashed activations again, for the backward pass, from the images (B, 3, H, W) and
+    what ``device_forward`` kept: only the encoder runs. Exact when ASI and the ASC mask network are frozen (as
+    on a device, lamsc.federated.device.adapted_model): the importance map and the mask then carry no gradient
+    and are the same as in the first pass. ValueError if either has trainable weights."""
+    if any(p.requires_grad for m in (model.asi, model.mask_net) for p in m.parameters()):
+        raise ValueError("ASI or the ASC mask network trains: recompute with device_forward instead")
+    z = model.features(x, kept["importance"], snr_db)
+    return {"z": power_normalise(z, kept["mask"]), "mask": kept["mask"], "levels": kept["levels"]}
 
 
 def server_forward(model: LamscModel, smashed: dict, snr_db: torch.Tensor, channel: str,

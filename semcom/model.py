@@ -47,7 +47,7 @@ class LamscModel(nn.Module):
         """
         weights, integrated, importance = self.asi(image, masks)
         snr = self.snr_input(snr_db)
-        z = self.encoder(torch.cat([image, importance], 1), snr)
+        z = self.features(image, importance, snr_db)
         c, L = self.config.channels, self.config.num_levels
         depth = None
         if levels is not None:
@@ -65,6 +65,11 @@ class LamscModel(nn.Module):
         return {"z": power_normalise(z, mask), "features": z, "mask": mask, "levels": levels, "depth": depth,
                 "depth_logits": None if depth is None else logits,
                 "weights": weights, "integrated": integrated, "importance": importance}
+
+    def features(self, image: torch.Tensor, importance: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        """The encoder alone: image (B, 3, H, W) in [0, 1], ASI's importance map (B, 1, H, W) and SNR (B,) in dB
+        -> features (B, C, H/8, W/8) before ASC and power normalisation (``encode``'s ``features``)."""
+        return self.encoder(torch.cat([image, importance], 1), self.snr_input(snr_db))
 
     def snr_input(self, snr_db: torch.Tensor) -> torch.Tensor:
         """SNR (B,) in dB -> what the FiLM layers take: its place in the trained ``snr_range``, 0 at the

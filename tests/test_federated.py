@@ -14,8 +14,8 @@ from lamsc.federated.adapters import AdaptedConv2d, adapter_state, add_adapters,
 from lamsc.federated.aggregation import fedavg
 from lamsc.federated.partition import held_out, partition_by_content, resized, shifted, write_folder
 from lamsc.federated.device import adapted_model
-from lamsc.federated.split import (EVAL_RATE, device_forward, device_loss, draw_snr, server_forward, split_point,
-                                   surrogate)
+from lamsc.federated.split import (EVAL_RATE, device_forward, device_loss, device_recompute, draw_snr, server_forward,
+                                   split_point, surrogate)
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.config import ModelConfig
 from lamsc.semcom.model import LamscModel
@@ -220,6 +220,34 @@ def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
                    if kind != "metrics" for shape, _ in arrays.values()]
     for images in photos.values():
         assert not {(1, 3, *p.pixels.shape[:2]) for p in images} & set(sent_shapes)
+
+
+def test_the_backward_recompute_of_the_encoder_alone_gives_the_full_fronts_gradients(float64):
+    """A device's backward pass reruns only the encoder, with ASI's map and the mask kept from the forward pass:
+    the adapters' gradients equal those through the whole front, in float64."""
+    model = adapted_model({"model": tiny_model().config.to_json(), "rank": 2}).double()
+    for n, p in model.named_parameters():  # adapters start at zero; move them so their gradients all matter
+        if ".adapter_" in n:
+            torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(n)))
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
+    masks = (torch.rand(2, 4, 32, 32, generator=g) > 0.5).double()
+    snr = torch.tensor([3.0, 17.0], dtype=torch.float64)
+    up = {"z": torch.randn(2, 8, 4, 4, generator=g, dtype=torch.float64),
+          "mask": torch.randn(2, 8, 4, 4, generator=g, dtype=torch.float64)}
+    trained = [p for n, p in model.named_parameters() if ".adapter_" in n]
+
+    smashed, kept = device_forward(model, x, masks, snr)
+    reference = torch.autograd.grad(surrogate(smashed, up), trained)
+    with torch.no_grad():
+        sent, kept = device_forward(model, x, masks, snr)
+    again = device_recompute(model, x, kept, snr)
+    torch.testing.assert_close(again["z"], sent["z"], rtol=0, atol=0)
+    for got, want in zip(torch.autograd.grad(surrogate(again, up), trained), reference):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    model.mask_net.requires_grad_(True)
+    with pytest.raises(ValueError, match="mask network"):
+        device_recompute(model, x, kept, snr)
 
 
 def test_a_device_trains_only_its_adapters():
