@@ -8,7 +8,7 @@ client is held out. The same plan then trains federated split (Flower simulation
 full-model FedAvg, and the held-out PSNR at 10 dB AWGN, with ASC keeping half the features
 (lamsc.federated.split.EVAL_RATE), is compared.
 
-    nice -n 10 .venv/bin/python benchmarks/federated_split.py --out /tmp/fedbench [--rounds 8 --local-steps 8]
+    python benchmarks/federated_split.py --out /tmp/fedbench [--rounds 20 --local-steps 10]
 
 Writes OUT/summary.json, the federated run's report (JSON/CSV/PNG) and baselines.json.
 
@@ -88,7 +88,7 @@ def main() -> None:
     last = result.rows[-1]["clients"]
     methods = {**baselines, "split": {"clients": last}}
     summary = {
-        "command": "nice -n 10 .venv/bin/python benchmarks/federated_split.py " + " ".join(
+        "command": "python benchmarks/federated_split.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("photos", "out")) + f" --out {args.out}",
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "held_out_psnr_db": {m: mean_psnr(v["clients"]) for m, v in methods.items()},

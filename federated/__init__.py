@@ -4,7 +4,7 @@ Devices keep their photographs; each runs the front of the model (ASI, encoder w
 and the server the back (channel, decoder, task heads). Per step, activations go up and gradients come down;
 after each round the devices' adapters are averaged (FedAvg). Flower (``lamsc[fl]``) is needed only to run.
 
-- ``federate(FederateConfig(data=[...], rounds=5))``: the Flower simulation; writes a lamsc model and a report.
+- ``federate(FederateConfig(data=[...], rounds=20))``: the Flower simulation; writes a lamsc model and a report.
 - ``run_baselines(BaselineConfig(...))``: no fine-tuning, local-only, centralised and full-model FedAvg.
 - ``lamsc.federated.split``: split points and what each side computes; ``adapters``, ``aggregation``,
   ``partition``, ``device``, ``server``, ``apps`` (the Flower ClientApp and ServerApp), ``report``.

@@ -38,7 +38,7 @@ from lamsc.semcom.training import Batches, TrainingImage, prepare
 
 STATE = "trainer_state.pt"
 ROUND_STATE = "round_state.pt"   # the trainer state at the last round's end: a stopped round restarts from it
-PENDING = "pending.pt"           # the step in flight: ASI map, SNRs, loss; local only
+PENDING = "pending.pt"           # the step in flight: ASI maps, mask, levels, SNRs, loss; local only
 
 
 def front_modules(model: LamscModel, split: str) -> nn.ModuleDict:

@@ -45,7 +45,7 @@ class SplitPlan:
     model: str                   # the base model's config JSON (lamsc.semcom.model.ModelConfig)
     split: str = "transmitter"
     rank: int = 4                # adapter rank on the encoder's convolutions
-    rounds: int = 5
+    rounds: int = 20             # x 10 steps: +1 dB on two thermal cameras (benchmarks/results/federated_split.md)
     local_steps: int = 10        # steps per round; every device takes each one
     batch: int = 4               # crops per device per step
     crop: int = 96

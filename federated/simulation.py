@@ -20,7 +20,7 @@ from lamsc.federated.apps import client_app, server_app
 from lamsc.federated.partition import partition_by_content, write_folder
 from lamsc.federated.report import write_report
 from lamsc.federated.server import SplitPlan, SplitServer
-from lamsc.federated.split import FINE_TUNE_LR, split_point
+from lamsc.federated.split import split_point
 from lamsc.semcom.images import class_names, iter_images
 from lamsc.semcom.model import LamscModel, load_model
 
@@ -42,17 +42,17 @@ class FederateConfig:
 
     data: list[Path | str] = field(default_factory=list)
     clients: int | None = None
-    rounds: int = 5
-    local_steps: int = 10
-    split: str = "transmitter"
+    rounds: int = SplitPlan.rounds
+    local_steps: int = SplitPlan.local_steps
+    split: str = SplitPlan.split
     model: Path | str | None = None
     out: Path | str = Path("lamsc-out/federate")
-    rank: int = 4
-    batch: int = 4
-    crop: int = 96
-    lr: float = FINE_TUNE_LR
-    eval_snr: float = 10.0
-    seed: int = 0
+    rank: int = SplitPlan.rank
+    batch: int = SplitPlan.batch
+    crop: int = SplitPlan.crop
+    lr: float = SplitPlan.lr
+    eval_snr: float = SplitPlan.eval_snr
+    seed: int = SplitPlan.seed
     sam_checkpoint: Path | str | None = None
 
     def __post_init__(self):

@@ -13,7 +13,7 @@ out; they load on first use, so ``import lamsc`` stays light:
 - export: ``write_bundle(model, "bundle/", "int8")``
 - profile: ``profile_link(ProfileConfig("bundle/", energy="auto"))``
 - knowledge bases: ``build_base(BuildConfig("kb/", ["photos/"]))``; ``Receiver(model, refine=Retriever.open(["kb/"]))``
-- federate: ``federate(FederateConfig(data=["client0/", "client1/"], rounds=5))`` (needs ``lamsc[fl]``)
+- federate: ``federate(FederateConfig(data=["client0/", "client1/"], rounds=20))`` (needs ``lamsc[fl]``)
 """
 
 from importlib import import_module
