@@ -180,7 +180,7 @@ def per_image_costs(groups: dict[str, list[Path]]) -> dict:
     steps = {"key": [], "search": [], "fetch": [], "align": []}
     fuse = []
     for _ in range(30):
-        found, seconds = retriever.candidates(img)
+        found, seconds = retriever.candidates(img, accept=-1.0)  # every entry light-matched, as when all are used
         for k in steps:
             steps[k].append(seconds[k])
         a = found[0][1]

@@ -41,11 +41,12 @@ LIGHT_STRIDE = 3    # the curve is fitted on every 3rd pixel each way of the blu
 @dataclass
 class Aligned:
     """A reference placed over the decoded view: ``image`` (H, W, 3) float32 in [0, 1], light-matched, zero
-    outside the overlap; ``coverage`` (H, W) float32, 1 on the overlap; ``shift`` (dy, dx) applied to the
+    outside the overlap (None for a reference registered but not accepted: its light is never matched);
+    ``coverage`` (H, W) float32, 1 on the overlap; ``shift`` (dy, dx) applied to the
     reference, pixels; ``agreement``: the normalised orientation correlation at that shift, in [-1, 1] (-1 when
     no shift overlaps enough); ``overlap``: the covered fraction of the decoded view."""
 
-    image: np.ndarray
+    image: np.ndarray | None
     coverage: np.ndarray
     shift: tuple[int, int]
     agreement: float
@@ -180,17 +181,20 @@ def align(decoded: np.ndarray, reference: np.ndarray) -> Aligned:
     return align_all(decoded, [reference])[0]
 
 
-def align_all(decoded: np.ndarray, references: list[np.ndarray]) -> list[Aligned]:
-    """``align(decoded, r)`` for each of ``references``, the decoded view's transforms computed once."""
+def align_all(decoded: np.ndarray, references: list[np.ndarray], accept: float = -1.0) -> list[Aligned]:
+    """``align(decoded, r)`` for each of ``references``, the decoded view's transforms computed once; the light
+    is matched only on references whose agreement exceeds -1 and reaches ``accept`` (a receiver's threshold: it
+    uses no other), the rest come back registered with ``image`` None."""
     d = decoded.astype(np.float32) / 255.0
     rs = [r.astype(np.float32) / 255.0 for r in references]
     out = []
     for r, (shift, agreement) in zip(rs, register_all(grey(d), [grey(r) for r in rs])):
         placed, cov = place(r, shift, d.shape[:2])
         if agreement <= -1.0:
-            out.append(Aligned(placed * 0, cov * 0, shift, -1.0, 0.0))
+            out.append(Aligned(None, cov * 0, shift, -1.0, 0.0))
         else:
-            out.append(Aligned(match_light(d, placed, cov), cov, shift, agreement, float(cov.mean())))
+            image = match_light(d, placed, cov) if agreement >= accept else None
+            out.append(Aligned(image, cov, shift, agreement, float(cov.mean())))
     return out
 
 

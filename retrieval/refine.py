@@ -53,9 +53,10 @@ class Retriever:
         network at ``fusion`` (None: the shipped one)."""
         return cls([KnowledgeBase.open(f) for f in folders], FusionNet.load(fusion))
 
-    def candidates(self, image: np.ndarray) -> tuple[list[tuple], dict]:
+    def candidates(self, image: np.ndarray, accept: float | None = None) -> tuple[list[tuple], dict]:
         """The entries nearest ``image`` (H, W, 3) uint8 in every base, each registered onto it:
-        [(agreement, Aligned, base, Hit)], best agreement first, with the seconds each step took."""
+        [(agreement, Aligned, base, Hit)], best agreement first, with the seconds each step took; the light is
+        matched on those whose agreement reaches ``accept`` (None: the threshold), the rest have no image."""
         t0 = time.perf_counter()
         key = image_key(image)
         t1 = time.perf_counter()
@@ -64,7 +65,8 @@ class Retriever:
         t2 = time.perf_counter()
         contents = [base.content(hit.position) for base, hit in hits]
         t3 = time.perf_counter()
-        found = [(a.agreement, a, base, hit) for (base, hit), a in zip(hits, align_all(image, contents))]
+        aligned = align_all(image, contents, self.threshold if accept is None else accept)
+        found = [(a.agreement, a, base, hit) for (base, hit), a in zip(hits, aligned)]
         found.sort(key=lambda f: -f[0])
         seconds = {"key": t1 - t0, "search": t2 - t1, "fetch": t3 - t2, "align": time.perf_counter() - t3}
         return found, seconds
@@ -73,10 +75,10 @@ class Retriever:
         found, seconds = self.candidates(rec.image)
         best = found[0][0] if found else -1.0
         self.last = {"agreement": best, "used": False, "seconds": seconds, "decoded": rec.image}
-        if not found or best < self.threshold:
+        accepted = [f for f in found if f[1].image is not None]  # light-matched: at or above the threshold
+        if not accepted:
             return rec
         t0 = time.perf_counter()
-        accepted = [(ag, a, base, hit) for ag, a, base, hit in found if ag >= self.threshold]
         reference, coverage = composite(rec.image, [a for _, a, _, _ in accepted])
         refined = self.fuse(rec.image, reference, coverage, snr_db)
         seconds["fuse"] = time.perf_counter() - t0

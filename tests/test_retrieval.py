@@ -11,7 +11,7 @@ import torch
 
 from lamsc.cli import main
 from lamsc.errors import UserError
-from lamsc.retrieval.align import Aligned, align, box, composite, orientation_correlation, orientations
+from lamsc.retrieval.align import Aligned, align, align_all, box, composite, orientation_correlation, orientations
 from lamsc.retrieval.base import KnowledgeBase, entry_id
 from lamsc.retrieval.fusion import FusionConfig, FusionNet
 from lamsc.retrieval.index import build_index, search
@@ -200,6 +200,18 @@ def test_registration_holds_under_gamma_and_occlusion_and_rejects_another_scene(
     inside[10 + 9: 60 + 9, 30 - 10: 90 - 10] = False
     assert np.abs(a.image[inside] * 255 - view[inside]).mean() < 4  # the tone curve undoes the gamma
     assert align(view, other[100:228, 100:228]).agreement < 0.3
+
+
+def test_only_accepted_references_have_their_light_matched(scenes):
+    scene, other = scenes["coffee"], scenes["astronaut"]
+    view = scene[40:168, 60:188]
+    refs = [scene[49:177, 50:178], other[100:228, 100:228]]
+    every = align_all(view, refs)
+    some = align_all(view, refs, accept=0.5)
+    assert [a.shift for a in some] == [a.shift for a in every]
+    assert [a.agreement for a in some] == [a.agreement for a in every]
+    np.testing.assert_array_equal(some[0].image, every[0].image)  # accepted: the same light match
+    assert every[1].image is not None and some[1].image is None    # another scene: never light-matched
 
 
 def test_composite_takes_each_pixel_from_the_reference_that_agrees():
