@@ -308,6 +308,8 @@ def test_kb_commands_build_add_merge_query_info(tmp_path, scenes, capsys):
         assert main(["kb", "merge", *map(str, order), "--out", str(out), "--near-duplicate", "0", "--json"]) == 0
         outs.append(json.loads(capsys.readouterr().out)["results"])
     assert outs[0]["content_hash"] == outs[1]["content_hash"] and outs[0]["entries"] == 6
+    assert main(["kb", "merge", str(tmp_path / "a"), "--out", str(tmp_path / "m2"), "--name", "fleet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"]["name"] == "fleet"
     assert main(["kb", "query", str(imgs / "coffee" / "0.png"), "--kb", str(tmp_path / "a"), "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["results"]["images"][0]["entries"]
     assert hits[0]["label"] == "coffee" and hits[0]["distance"] < 1e-5 and hits[0]["agreement"] > 0.99

@@ -69,9 +69,11 @@ def merge(bases: list[Path] = typer.Argument(..., help="Bases to merge; the orde
           near_duplicate: float = typer.Option(NEAR_DUPLICATE, help="Key distance under which two entries of one "
                                                "label are one (the newer kept); 0: exact duplicates only."),
           kind: str = typer.Option("global", help="Kind of the merged base: local | global."),
+          name: Optional[str] = typer.Option(None, help="The merged base's name (default: the --out folder's)."),
           json_out: bool = JSON) -> None:
     """Merge bases (a device's local base pushed to the global one) by the stated policy."""
-    show(merge_bases(MergeConfig(bases, out, MergePolicy(cap, max_age, near_duplicate), kind)), json_out, "merge")
+    show(merge_bases(MergeConfig(bases, out, MergePolicy(cap, max_age, near_duplicate), kind, name)), json_out,
+         "merge")
 
 
 @kb.command()
