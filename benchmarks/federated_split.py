@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--side", type=int, default=128)
     ap.add_argument("--lr", type=float, default=FINE_TUNE_LR)
+    ap.add_argument("--device-lr", type=float, default=None, help="the adapters' peak learning rate (default: --lr)")
     ap.add_argument("--task", choices=("reconstruction", "classification"), default="reconstruction")
     ap.add_argument("--shapes", type=int, default=400)
     ap.add_argument("--methods", default="none,local,centralised,fedavg", help="baselines to run beside the split run")
@@ -71,7 +72,7 @@ def main() -> None:
             for folder, part, shift in zip(folders, partition_by_content(photos, len(SHIFTS)), SHIFTS):
                 write_folder(shifted(part, shift), folder)
     config = FederateConfig(data=folders, rounds=args.rounds, local_steps=args.local_steps, batch=args.batch,
-                            crop=args.crop, lr=args.lr, out=args.out / "split")
+                            crop=args.crop, lr=args.lr, device_lr=args.device_lr, out=args.out / "split")
     start = time.perf_counter()
     result = federate(config)
     split_wall = time.perf_counter() - start
@@ -79,7 +80,7 @@ def main() -> None:
     if args.task == "classification":
         base = with_classifier(base, list(SHAPE_CLASSES), 0)
     plan = SplitPlan(base.config.to_json(), rounds=args.rounds, local_steps=args.local_steps, batch=args.batch,
-                     crop=args.crop, lr=args.lr, classes=base.config.classes)
+                     crop=args.crop, lr=args.lr, device_lr=args.device_lr, classes=base.config.classes)
     baselines = run_baselines(base, folders, plan, args.out / "baselines", tuple(args.methods.split(",")))
 
     def mean_psnr(clients: dict) -> float:
@@ -89,7 +90,7 @@ def main() -> None:
     methods = {**baselines, "split": {"clients": last}}
     summary = {
         "command": "python benchmarks/federated_split.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("photos", "out")) + f" --out {args.out}",
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("photos", "out") and v is not None) + f" --out {args.out}",
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "held_out_psnr_db": {m: mean_psnr(v["clients"]) for m, v in methods.items()},
         "held_out_psnr_db_per_client": {m: {c: r["psnr"] for c, r in v["clients"].items()} for m, v in methods.items()},

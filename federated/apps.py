@@ -127,7 +127,8 @@ def server_app(make_server, clients: int | None, until_round: int | None = None,
     return app
 
 
-RUN_CONFIG = ("model", "out", "clients", "rounds", "local-steps", "rank", "batch", "crop", "lr", "eval-snr", "seed")
+RUN_CONFIG = ("model", "out", "clients", "rounds", "local-steps", "rank", "batch", "crop", "lr", "device-lr",
+              "eval-snr", "seed")
 
 
 def run_config_server(context):

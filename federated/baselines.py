@@ -29,7 +29,7 @@ from lamsc.federated.device import eval_inputs, load_client_images, score
 from lamsc.federated.partition import held_out
 from lamsc.federated.server import SplitPlan
 from lamsc.federated.simulation import DEVICE_CPUS
-from lamsc.federated.split import EVAL_RATE, device_forward, eval_generator, server_forward
+from lamsc.federated.split import EVAL_RATE, device_forward, eval_generator, server_forward, split_point
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.skb import build_segmenter
@@ -69,8 +69,8 @@ def held_out_scores(model: LamscModel, tests: list[list[TrainingImage]], plan: S
 def fine_tune(model: LamscModel, images: list[TrainingImage], plan: SplitPlan, steps: int, batch: int, out: Path,
               parameters, seed: int, timer: list | None = None, start: int = 0) -> None:
     """``steps`` steps of the centralised recipe's loss on ``images`` over ``parameters``, in the one loop,
-    from step ``start`` of the plan's learning-rate schedule; ``timer`` collects each step's compute seconds
-    (checkpoint writes excluded)."""
+    from step ``start`` of the plan's learning-rate schedule (the device part's parameters at its peak rate,
+    SplitPlan.front_lr); ``timer`` collects each step's compute seconds (checkpoint writes excluded)."""
     # ASC at its own rate with no rate term: what a device's split step computes (lamsc.federated.split)
     cfg = replace(TrainConfig(), crop=plan.crop, batch=batch, lr=plan.lr, importance_weight=plan.importance_weight,
                   rates=None, rate_weight=0.0,
@@ -78,6 +78,9 @@ def fine_tune(model: LamscModel, images: list[TrainingImage], plan: SplitPlan, s
     gen = torch.Generator().manual_seed(seed)
     batches = Batches(images, model.config.segments, plan.crop, batch, seed)
     run = TrainingRun(out / "trainer_state.pt", model, gen, batches.rng, every=steps, precision="fp32")
+    front = {id(p) for m in split_point(plan.split).device_modules for p in getattr(model, m).parameters()}
+    groups = [{"params": [p for p in parameters if (id(p) in front) == on_device], "peak_lr": lr}
+              for on_device, lr in ((True, plan.front_lr), (False, plan.lr))]
     run.state["step"] = max(run.state["step"], start)
     started = {}
 
@@ -91,8 +94,8 @@ def fine_tune(model: LamscModel, images: list[TrainingImage], plan: SplitPlan, s
         started.pop("t", None)
 
     model.train()
-    run.train(plan.rounds * plan.local_steps, step, torch.optim.Adam(parameters, lr=plan.lr), plan.lr,
-              until=start + steps, after_step=done)
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=plan.lr)
+    run.train(plan.rounds * plan.local_steps, step, optimizer, plan.lr, until=start + steps, after_step=done)
 
 
 def adapted_parts(model: LamscModel, rank: int) -> list:

@@ -88,7 +88,8 @@ class Device:
         self.batches = Batches(self.train_images, k, self.plan["crop"], self.plan["batch"], self.plan["seed"])
         self.run = TrainingRun(self.dir / STATE, self.front, torch.Generator().manual_seed(self.plan["seed"]),
                                self.batches.rng, every=1, precision="fp32")
-        self.optimizer = torch.optim.Adam([p for p in self.front.parameters() if p.requires_grad], lr=self.plan["lr"])
+        self.lr = self.plan.get("device_lr") or self.plan["lr"]  # SplitPlan.front_lr
+        self.optimizer = torch.optim.Adam([p for p in self.front.parameters() if p.requires_grad], lr=self.lr)
         if self.run.resumed_optimizer is not None:
             self.optimizer.load_state_dict(self.run.resumed_optimizer)
             self.run.resumed_optimizer = None
@@ -164,7 +165,7 @@ class Device:
             return surrogate(smashed, gradients, pending["loss"]), {}
 
         start = time.perf_counter()
-        self.run.train(self.plan["steps"], step, self.optimizer, self.plan["lr"], until=control["step"] + 1,
+        self.run.train(self.plan["steps"], step, self.optimizer, self.lr, until=control["step"] + 1,
                        after_step=lambda: stamps.update(done=time.perf_counter()))
         out = {"metrics": {"device_seconds": stamps.get("done", start) - start}}
         if control.get("round_end"):

@@ -50,6 +50,7 @@ class SplitPlan:
     batch: int = 4               # crops per device per step
     crop: int = 96
     lr: float = FINE_TUNE_LR
+    device_lr: float | None = None  # the device's adapters' peak learning rate (None: ``lr``)
     importance_weight: float = 1.0
     channel: str = "awgn"
     eval_snr: float = 10.0       # dB, the fixed SNR of the held-out metrics
@@ -60,6 +61,12 @@ class SplitPlan:
     @property
     def steps(self) -> int:
         return self.rounds * self.local_steps
+
+    @property
+    def front_lr(self) -> float:
+        """The device part's peak learning rate: a new head trained from scratch on the server wants a larger
+        one than the adapters of a converged encoder, whose drift between averagings it sets."""
+        return self.lr if self.device_lr is None else self.device_lr
 
     def device_plan(self) -> dict:
         return {**asdict(self), "steps": self.steps}

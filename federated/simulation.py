@@ -51,6 +51,7 @@ class FederateConfig:
     batch: int = SplitPlan.batch
     crop: int = SplitPlan.crop
     lr: float = SplitPlan.lr
+    device_lr: float | None = SplitPlan.device_lr
     eval_snr: float = SplitPlan.eval_snr
     seed: int = SplitPlan.seed
     sam_checkpoint: Path | str | None = None
@@ -126,7 +127,8 @@ def federate(config: FederateConfig, until_round: int | None = None, progress=No
     if classes and not base.config.classes:  # a new classification head, trained on the server
         base = with_classifier(base, classes, config.seed)
     plan = SplitPlan(base.config.to_json(), config.split, config.rank, config.rounds, config.local_steps, config.batch,
-                     config.crop, config.lr, eval_snr=config.eval_snr, seed=config.seed, classes=base.config.classes,
+                     config.crop, config.lr, config.device_lr, eval_snr=config.eval_snr, seed=config.seed,
+                     classes=base.config.classes,
                      sam_checkpoint=str(config.sam_checkpoint) if config.sam_checkpoint else None)
     result: dict = {}
     server = server_app(lambda context: SplitServer(base, plan, out), config.clients, until_round, progress, result)

@@ -102,7 +102,8 @@ class TrainingRun:
         """Optimiser steps from ``state["step"]`` up to ``total`` (none if it is already there), or only up to
         ``until`` while the schedule still runs to ``total`` (a federated device steps once per message).
 
-        Each step sets the learning rate (``learning_rate``), calls ``step()`` under the run's autocast for a
+        Each step sets the learning rate (``learning_rate`` from ``lr``, or from a parameter group's own
+        ``peak_lr`` where it has one), calls ``step()`` under the run's autocast for a
         scalar loss and a dict of float logs, back-propagates, clips the gradients of the optimiser's
         parameters to ``MAX_GRAD_NORM`` and steps the optimiser; appends ``{**tags, "step", "loss", **logs}``
         to the history; ``after_step()`` runs after the optimiser step and before the history row and the
@@ -126,7 +127,7 @@ class TrainingRun:
             distributed.broadcast_module(self.model)  # the same start on every rank, however each built it
         while state["step"] < min(total, total if until is None else until):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(lr, state["step"], total, warmup)
+                group["lr"] = learning_rate(group.get("peak_lr", lr), state["step"], total, warmup)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss, logs = step()
             optimizer.zero_grad()

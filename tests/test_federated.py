@@ -305,6 +305,14 @@ def test_the_loop_steps_until_a_bound_on_the_full_schedule_and_logs_after_each_s
     assert run.state["step"] == 3 and len(after) == 3
     assert rates == [learning_rate(0.1, s, 10) for s in range(3)]  # the 10-step schedule, not a 3-step one
     assert all(row["seen"] == 1.0 for row in run.state["history"])
+    # a parameter group with its own peak rate follows the schedule scaled to it (a device's adapters)
+    model = torch.nn.Linear(2, 1)
+    run = TrainingRun(tmp_path / "groups.pt", model, torch.Generator(), every=100)
+    opt = torch.optim.SGD([{"params": [model.weight], "peak_lr": 0.01}, {"params": [model.bias]}], lr=0.1)
+    seen = []
+    run.train(10, lambda: (seen.append([g["lr"] for g in opt.param_groups]), (model(torch.ones(1, 2)).sum(), {}))[1],
+              opt, 0.1, until=3)
+    assert seen == [[learning_rate(0.01, s, 10), learning_rate(0.1, s, 10)] for s in range(3)]
     # after the backward pass and the clipping (weight and bias gradients are all 1: norm sqrt(3) clipped to 1)
     torch.testing.assert_close(after[0], torch.full((1, 2), 3 ** -0.5))
 

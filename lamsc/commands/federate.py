@@ -25,11 +25,15 @@ def federate(
     rank: int = typer.Option(FederateConfig.rank, help="Adapter rank on the device's convolutions."),
     batch: int = typer.Option(FederateConfig.batch, help="Crops per device per step."),
     crop: int = typer.Option(FederateConfig.crop, help="Crop side in pixels (a multiple of 8)."),
+    lr: float = typer.Option(FederateConfig.lr, help="Peak learning rate (cosine schedule) of the server's part."),
+    device_lr: Optional[float] = typer.Option(None, help="Peak learning rate of the devices' adapters (default: "
+                                              "--lr)."),
     eval_snr: float = typer.Option(FederateConfig.eval_snr, help="SNR (dB) of the held-out metrics."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Fine-tune a model by federated split learning on Flower; no image leaves its client."""
-    config = FederateConfig(data, clients, rounds, local_steps, split, model, out, rank, batch, crop, eval_snr=eval_snr)
+    config = FederateConfig(data, clients, rounds, local_steps, split, model, out, rank, batch, crop, lr, device_lr,
+                            eval_snr=eval_snr)
     with progress() as bar:
         task = bar.add_task("split steps", total=config.rounds * config.local_steps)
         result = run_federated(config, progress=lambda step, total, logs: bar.update(
