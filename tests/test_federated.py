@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -248,6 +249,25 @@ def test_the_backward_recompute_of_the_encoder_alone_gives_the_full_fronts_gradi
     model.mask_net.requires_grad_(True)
     with pytest.raises(ValueError, match="mask network"):
         device_recompute(model, x, kept, snr)
+
+
+def test_held_out_scores_carry_ms_ssim_where_five_scales_fit():
+    """The report's MS-SSIM is the metric's own on each held-out image cropped to its size; on images of 160
+    pixels a side or less it is undefined and left out of the mean, never a figure from fewer scales."""
+    from lamsc.federated.device import score
+    from lamsc.semcom import metrics
+    from lamsc.semcom.training import TrainingImage
+
+    g = torch.Generator().manual_seed(0)
+    images = [TrainingImage((torch.rand(h, w, 3, generator=g) * 255).byte().numpy(), np.zeros((h, w), np.uint8))
+              for h, w in ((168, 200), (96, 120))]
+    outputs = {f"{n}.image": torch.rand(1, 3, h + 8, w + 8, generator=g) for n, (h, w) in
+               enumerate(i.pixels.shape[:2] for i in images)}  # padded, as the decoder returns them
+    got = score(images, outputs, [0.5, 0.5], tiny_model().config)
+    x = torch.from_numpy(images[0].pixels).permute(2, 0, 1)[None].float() / 255.0
+    want = float(metrics.ms_ssim(outputs["0.image"][..., :168, :200], x)[0])
+    assert got["ms_ssim"] == pytest.approx(want, rel=1e-6) and np.isfinite(want)
+    assert np.isnan(float(metrics.ms_ssim(outputs["1.image"][..., :96, :120], torch.rand(1, 3, 96, 120))[0]))
 
 
 def test_a_device_trains_only_its_adapters():
