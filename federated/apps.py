@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from lamsc.errors import UserError
 from lamsc.federated.device import Device
 from lamsc.federated.messages import (EVAL_FORWARD, EVAL_SCORE, HELLO, TRAIN_BACKWARD, TRAIN_FORWARD, TRAIN_LOSS,
@@ -23,9 +25,10 @@ from lamsc.semcom.model import load_model
 NODE_WAIT_S = 120.0  # how long the server waits for the simulation's or the federation's nodes to register
 
 
-def client_app(data_dirs: list[Path] | None = None, state_root: Path | None = None):
+def client_app(data_dirs: list[Path] | None = None, state_root: Path | None = None, threads: int | None = None):
     """A ClientApp. In a simulation, node ``partition-id`` i holds ``data_dirs[i]`` and keeps its state in
-    ``state_root/client-i``; on a device, its node config names ``data-dir`` and ``state-dir``."""
+    ``state_root/client-i``; on a device, its node config names ``data-dir`` and ``state-dir``. ``threads``:
+    torch's intra-op threads per message (None: torch's own choice, all of a device's cores)."""
     from flwr.app import Message
     from flwr.clientapp import ClientApp
 
@@ -40,6 +43,8 @@ def client_app(data_dirs: list[Path] | None = None, state_root: Path | None = No
 
     def handler(action: str):
         def on_message(message, context):
+            if threads is not None:
+                torch.set_num_threads(threads)
             data, state, partition = folders(context)
             reply = handle(action, from_records(message.content), data, state, partition)
             return Message(to_records(reply), reply_to=message)

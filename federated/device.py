@@ -88,7 +88,8 @@ class Device:
         self.batches = Batches(self.train_images, k, self.plan["crop"], self.plan["batch"], self.plan["seed"])
         self.run = TrainingRun(self.dir / STATE, self.front, torch.Generator().manual_seed(self.plan["seed"]),
                                self.batches.rng, every=1, precision="fp32")
-        self.lr = self.plan.get("device_lr") or self.plan["lr"]  # SplitPlan.front_lr
+        device_lr = self.plan.get("device_lr")
+        self.lr = self.plan["lr"] if device_lr is None else device_lr  # SplitPlan.front_lr
         self.optimizer = torch.optim.Adam([p for p in self.front.parameters() if p.requires_grad], lr=self.lr)
         if self.run.resumed_optimizer is not None:
             self.optimizer.load_state_dict(self.run.resumed_optimizer)

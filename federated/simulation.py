@@ -25,8 +25,8 @@ from lamsc.semcom.images import class_names, iter_images
 from lamsc.semcom.model import LamscModel, load_model
 
 
-# The CPU cores each virtual device gets; Ray runs a device's actor with as many threads (OMP_NUM_THREADS), and
-# the full-model FedAvg baseline times its devices on as many, so that device compute compares like with like.
+# The CPU cores each virtual device gets, and its torch threads (whatever OMP_NUM_THREADS says); the full-model
+# FedAvg baseline times its devices on as many, so that device compute compares like with like.
 DEVICE_CPUS = 1
 
 
@@ -133,7 +133,7 @@ def federate(config: FederateConfig, until_round: int | None = None, progress=No
     result: dict = {}
     server = server_app(lambda context: SplitServer(base, plan, out), config.clients, until_round, progress, result)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(server, client_app(folders, out), num_supernodes=config.clients,
+    run_simulation(server, client_app(folders, out, DEVICE_CPUS), num_supernodes=config.clients,
                    backend_config={"client_resources": {"num_cpus": DEVICE_CPUS, "num_gpus": 0.0}})
     if "state" not in result:
         raise RuntimeError("the Flower simulation ended before the server finished; see its log above")

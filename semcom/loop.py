@@ -119,7 +119,10 @@ class TrainingRun:
         keys on every rank); the history rows hold those means. ``progress`` runs on every rank.
         """
         if self.resumed_optimizer is not None:
+            peaks = [group.get("peak_lr") for group in optimizer.param_groups]
             optimizer.load_state_dict(self.resumed_optimizer)
+            for group, peak in zip(optimizer.param_groups, peaks):  # the caller's rates, not the saved ones
+                group["peak_lr"] = peak
             self.resumed_optimizer = None
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         state = self.state
@@ -127,7 +130,8 @@ class TrainingRun:
             distributed.broadcast_module(self.model)  # the same start on every rank, however each built it
         while state["step"] < min(total, total if until is None else until):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(group.get("peak_lr", lr), state["step"], total, warmup)
+                peak = group.get("peak_lr")
+                group["lr"] = learning_rate(lr if peak is None else peak, state["step"], total, warmup)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss, logs = step()
             optimizer.zero_grad()

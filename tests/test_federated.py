@@ -333,6 +333,13 @@ def test_the_loop_steps_until_a_bound_on_the_full_schedule_and_logs_after_each_s
     run.train(10, lambda: (seen.append([g["lr"] for g in opt.param_groups]), (model(torch.ones(1, 2)).sum(), {}))[1],
               opt, 0.1, until=3)
     assert seen == [[learning_rate(0.01, s, 10), learning_rate(0.1, s, 10)] for s in range(3)]
+    run.save(opt)  # resumed with other rates, the caller's rates hold, not the saved ones
+    run = TrainingRun(tmp_path / "groups.pt", model, torch.Generator(), every=100)
+    opt = torch.optim.SGD([{"params": [model.weight], "peak_lr": 0.02}, {"params": [model.bias]}], lr=0.1)
+    seen.clear()
+    run.train(10, lambda: (seen.append([g["lr"] for g in opt.param_groups]), (model(torch.ones(1, 2)).sum(), {}))[1],
+              opt, 0.1, until=4)
+    assert seen == [[learning_rate(0.02, 3, 10), learning_rate(0.1, 3, 10)]]
     # after the backward pass and the clipping (weight and bias gradients are all 1: norm sqrt(3) clipped to 1)
     torch.testing.assert_close(after[0], torch.full((1, 2), 3 ** -0.5))
 
