@@ -30,6 +30,7 @@ from lamsc.federated.partition import held_out
 from lamsc.federated.server import SplitPlan
 from lamsc.federated.simulation import DEVICE_CPUS
 from lamsc.federated.split import EVAL_RATE, device_forward, eval_generator, server_forward, split_point
+from lamsc.semcom.distributed import intra_op_threads
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.skb import build_segmenter
@@ -153,13 +154,9 @@ def full_model_fedavg(base: LamscModel, sets: list, plan: SplitPlan, out: Path) 
             model = models[c]
             model.load_state_dict(global_state)
             timer: list[float] = []
-            threads = torch.get_num_threads()
-            torch.set_num_threads(DEVICE_CPUS)  # a device's cores, as the federated run's devices have them
-            try:
+            with intra_op_threads(DEVICE_CPUS):  # a device's cores, as the federated run's devices have them
                 fine_tune(model, train, plan, plan.local_steps, plan.batch, out / f"client-{c}" / f"round-{r}",
                           list(model.parameters()), plan.seed + c + 1000 * r, timer, start=r * plan.local_steps)
-            finally:
-                torch.set_num_threads(threads)
             seconds[str(c)].append(sum(timer))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         global_state = fedavg(states, [len(train) for train, _ in sets])

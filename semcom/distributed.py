@@ -86,6 +86,18 @@ def rank_device(device: str | torch.device, ranks: Ranks) -> torch.device:
 
 
 @contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for the ``with`` block; the caller's setting comes back after
+    it, however it ends."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def process_group(device: str | torch.device = "cpu") -> Iterator[tuple[Ranks, torch.device]]:
     """Join the group torchrun launched this process into, for the time of the ``with`` block; yields this
     process's ranks and its device (``rank_device``). NCCL on CUDA devices, gloo on CPUs. A group that is

@@ -110,6 +110,8 @@ def ldpc_qam(info, mcs: MCS, channel: Channel, generator=None):
     ``CODEWORD``); Sionna runs on torch, which the simulated coded link (not the MCS table) needs."""
     import torch
     from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
+
+    from lamsc.semcom.distributed import intra_op_threads
     from sionna.phy.mapping import Demapper, Mapper
 
     encoder = LDPC5GEncoder(mcs.k, CODEWORD)
@@ -120,12 +122,8 @@ def ldpc_qam(info, mcs: MCS, channel: Channel, generator=None):
     llr = Demapper("app", "qam", mcs.bits_per_symbol)(received, torch.tensor(channel.noise_variance))
     # The decoder runs many small gathers and scatters: intra-op threads only add synchronisation (on a busy
     # 2-core machine, 10x slower with two), so it runs on one and the caller's setting comes back after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         return decoder(llr).round()
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass
