@@ -63,7 +63,7 @@ def handle(action: str, content: dict, data_dir: Path, state_dir: Path, partitio
         return {"metrics": {"partition": partition}}
     if "plan" in control:
         Device.write_plan(state_dir, control["plan"])
-    device = Device(state_dir, data_dir)
+    device = Device(state_dir, data_dir, partition)
     if action == TRAIN_FORWARD:
         return device.forward(control, content.get("parameters"))
     if action == TRAIN_LOSS:

@@ -71,11 +71,13 @@ def load_client_images(data_dir: Path, classes: list[str]) -> list[NamedImage]:
 
 
 class Device:
-    """A device rebuilt from ``state_dir`` with its images in ``data_dir`` (plan: ``write_plan``)."""
+    """A device rebuilt from ``state_dir`` with its images in ``data_dir`` (plan: ``write_plan``). ``partition``:
+    the device's index in the federation; its crops, flips and draws come from the plan's seed plus it, so
+    that no two devices draw the same sequence (as the local baseline's clients do not)."""
 
     _prepared: dict[str, tuple[list, list]] = {}  # per process: a device's segmented images, by state folder
 
-    def __init__(self, state_dir: Path, data_dir: Path):
+    def __init__(self, state_dir: Path, data_dir: Path, partition: int = 0):
         self.dir, self.data_dir = Path(state_dir), Path(data_dir)
         plan_file = self.dir / "plan.json"
         if not plan_file.is_file():
@@ -85,8 +87,9 @@ class Device:
         self.front = front_modules(self.model, self.plan["split"])
         self.train_images, self.test_images = self._images()
         k = self.model.config.segments
-        self.batches = Batches(self.train_images, k, self.plan["crop"], self.plan["batch"], self.plan["seed"])
-        self.run = TrainingRun(self.dir / STATE, self.front, torch.Generator().manual_seed(self.plan["seed"]),
+        seed = self.plan["seed"] + partition
+        self.batches = Batches(self.train_images, k, self.plan["crop"], self.plan["batch"], seed)
+        self.run = TrainingRun(self.dir / STATE, self.front, torch.Generator().manual_seed(seed),
                                self.batches.rng, every=1, precision="fp32")
         device_lr = self.plan.get("device_lr")
         self.lr = self.plan["lr"] if device_lr is None else device_lr  # SplitPlan.front_lr

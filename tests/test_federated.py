@@ -182,6 +182,21 @@ def test_a_resumed_run_equals_an_uninterrupted_one(clients, tmp_path):
         assert none[c]["psnr"] == pytest.approx(straight["rows"][0]["clients"][c]["psnr"], abs=1e-4)
 
 
+def test_devices_on_the_same_images_draw_their_own_crops(clients, tmp_path):
+    """Each device seeds its draws with its partition: two devices never train on the same crop sequence, and
+    a device rebuilt from its folder draws what it drew before."""
+    from lamsc.federated.device import Device
+    from lamsc.federated.server import SplitPlan
+
+    folders, base_path, _ = clients
+    plan = SplitPlan(LamscModel.load(base_path).config.to_json(), rank=2, batch=2, crop=32).device_plan()
+    crops = {}
+    for name, partition in (("a", 0), ("b", 1), ("a-again", 0)):
+        Device.write_plan(tmp_path / name, plan)
+        crops[name] = Device(tmp_path / name, folders[0], partition).batch()["x"]
+    assert torch.equal(crops["a"], crops["a-again"]) and not torch.equal(crops["a"], crops["b"])
+
+
 def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
     """The Flower simulation: only activations, gradients and parameters leave a device; bytes are counted;
     the model written is a plain lamsc model."""
