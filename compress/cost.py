@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lamsc.compress.budget import Cost
 from lamsc.compress.calibration import BYTES, CALIBRATION, Work, predict_ms
@@ -66,7 +67,8 @@ class Target:
 def count_work(module: torch.nn.Module, inputs: tuple) -> Work:
     """What one forward pass does: multiply-accumulates of convolutions and of matrix products (FLOPs / 2, as
     torch's flop counter counts 2 per MAC), the conv/linear layers run and the activation elements they read
-    and write."""
+    and write. Fused attention (``scaled_dot_product_attention``) runs on its math kernel while counting: the
+    fused CPU kernels are invisible to the counter, the math one is two batched matrix products."""
     seen = {"layers": 0, "activations": 0}
 
     def hook(_, args, out):
@@ -76,7 +78,7 @@ def count_work(module: torch.nn.Module, inputs: tuple) -> Work:
     layers = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, layers)]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             module(*inputs)
     finally:
         for h in handles:

@@ -72,10 +72,23 @@ def test_work_of_a_network_matches_the_closed_forms():
     assert (work + work).macs == 2 * work.macs
 
 
+def test_fused_attention_is_counted_as_its_two_matrix_products():
+    """timm's and torch's transformers call scaled_dot_product_attention, whose fused CPU kernels torch's flop
+    counter does not see: q @ k^T and the weights @ v are 2 N^2 d MACs per head of dimension d."""
+    heads, n, d = 3, 50, 16
+
+    class Attention(torch.nn.Module):
+        def forward(self, q):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    assert count_work(Attention(), (torch.zeros(1, heads, n, d),)).matmul_macs == heads * 2 * n * n * d
+
+
 def test_published_networks_work_is_what_their_sources_publish():
     """REFERENCE_WORK against the MACs each source publishes (GMACs, rounded as published)."""
     published = {"resnet50@224": 4.09, "yolo26n@640": 2.7, "yolo26m@640": 34.1, "yolo26x@640": 97.0,
-                 "efficientvit-cls-b1@224": 0.52, "efficientvit-seg-l1@512": 36, "efficientvit-sam-xl0-encoder@1024": 185}
+                 "efficientvit-cls-b1@224": 0.52, "efficientvit-seg-l1@512": 36, "efficientvit-sam-xl0-encoder@1024": 185,
+                 "bert-large-squad@384": 246.93 / 2}  # open_model_zoo's GOps, softmax and normalisation included
     for name, gmacs in published.items():
         assert REFERENCE_WORK[name][0].macs / 1e9 == pytest.approx(gmacs, rel=0.02), name
     assert {r.network for r in PUBLISHED} <= set(REFERENCE_WORK)
@@ -108,7 +121,7 @@ def test_cost_model_estimates_and_says_how_well_it_does(tmp_path):
     graph = tmp_path / "g.onnx"
     graph.write_bytes(b"0" * 10)
     cost, check = cost_of([graph], work, 1000, "fp16", Target("orin-nx"))
-    assert "published Jetson latencies" in cost.how and "median 15%" in cost.how and check == {}
+    assert "published Jetson latencies" in cost.how and f"median {CALIBRATION.loo_median:.0%}" in cost.how and check == {}
 
 
 # -- codec pruning ---------------------------------------------------------------------------------------
