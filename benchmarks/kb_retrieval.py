@@ -17,7 +17,7 @@ views of every scene cross the link at each SNR.
 
 The shipped fusion network (lamsc/retrieval/default_fusion) is made from that split:
 
-    lamsc kb train DIR/train --bundled --calibration DIR/calibration --steps 1500 --views 12 --out lamsc-out/fusion
+    lamsc kb train DIR/train --bundled --calibration DIR/calibration --steps 1500 --views 24 --out lamsc-out/fusion
 
 Writes kb_retrieval.json, kb_gain.png, kb_scaling.png and kb_retrieval.md into --out, and the sweep's rows at
 the fusion network's own threshold into --out/kb_gain/.

@@ -5,9 +5,11 @@ the base's entries, as a link delivers content it keeps (digitally, JPEG at ``RE
 cross the codec's link (lamsc.semcom.transmission.transmit: the real Transmitter, channel and Receiver) at an
 SNR drawn uniformly from the codec's range; a share of them is paired with another scene's entry instead, so the
 network also sees a wrong match it must leave alone. The entries are registered onto what arrived and composited
-(lamsc.retrieval.align) as at the receiver, whatever their agreement (so the network also learns from pairs the
-receiver's threshold would turn away), and the network learns, by MSE against the view that was sent, to
-turn the pair into the sent view. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
+(lamsc.retrieval.align) as at the receiver, and the network learns, by MSE against the view that was sent, to
+turn the pair into the sent view. It learns on what the receiver will give it: a view paired with its own
+scene's entries only when their agreement reaches the threshold (the receiver fuses no others, and a network
+also taught on the misregistered pairs below it learns to distrust every reference at low SNR), a view paired
+with another scene's at any agreement (so that the rare wrong match that passes the threshold is left alone). It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
 is only run, never trained.
 
 The threshold is set on views of other scenes: each decoded view is registered against the entries of scenes
@@ -40,6 +42,7 @@ REFERENCE_QUALITY = 90   # JPEG quality of the content a link keeps (a digital d
 OTHER_SCENE_SHARE = 0.2  # of training views paired with another scene's entry: the network learns to leave those
 ENTRIES_PER_VIEW = 2     # earlier views registered and composited onto each sent view, as the Retriever does
 THRESHOLD_MARGIN = 0.02  # above the best agreement of another scene's entry
+VIEWS_PER_SCENE = 24     # views sent per training scene
 
 
 def delivered(view: np.ndarray, quality: int = REFERENCE_QUALITY) -> np.ndarray:
@@ -60,23 +63,26 @@ class Example:
     coverage: np.ndarray
     snr_db: float
     agreement: float
+    other_scene: bool = False  # paired with another scene's entries: a wrong match
 
 
 def link_examples(views: list[View], entries: list[list[np.ndarray]], codec: LamscModel, snrs: list[float],
-                  seed: int = 0) -> list[Example]:
+                  seed: int = 0, other_scene: list[bool] | None = None) -> list[Example]:
     """Each of ``views`` across the codec's link at the matching SNR of ``snrs`` (AWGN, noise seed ``seed`` +
     i), with the matching entries of ``entries`` ((H, W, 3) uint8 each) registered onto what arrived and
     composited (lamsc.retrieval.align.composite), whatever their agreement; a view no entry overlaps enough is
-    left out."""
+    left out. ``other_scene``: per view, whether its entries show another scene (default: none do)."""
     tx, rx = Transmitter(codec, FallbackSegmenter()), Receiver(codec)
+    other_scene = other_scene or [False] * len(views)
     out = []
-    for i, (view, group, snr) in enumerate(zip(views, entries, snrs)):
+    for i, (view, group, snr, wrong) in enumerate(zip(views, entries, snrs, other_scene)):
         decoded = transmit(view.pixels, tx, rx, Channel("awgn", float(snr)), seed + i).reconstruction.image
         aligned = [a for a in align_all(decoded, group) if a.agreement > -1.0]
         if not aligned:
             continue
         reference, coverage = composite(decoded, aligned)
-        out.append(Example(view.pixels, decoded, reference, coverage, float(snr), max(a.agreement for a in aligned)))
+        out.append(Example(view.pixels, decoded, reference, coverage, float(snr), max(a.agreement for a in aligned),
+                           wrong))
     return out
 
 
@@ -94,7 +100,7 @@ class FusionJob:
     photos: list[NamedImage]
     calibration: list[NamedImage]
     codec: LamscModel
-    views: int = 6
+    views: int = VIEWS_PER_SCENE
     steps: int = 1500
     batch: int = 8
     crop: int = 64
@@ -135,12 +141,19 @@ def make_examples(photos: list[NamedImage], codec: LamscModel, views: int, seed:
         sent += vs[ENTRIES_PER_VIEW:]
         snrs += list(rng.uniform(lo, hi, views))
     names = list(firsts)
-    entries = []
+    entries, wrongs = [], []
     for view in sent:
         other = [n for n in names if n != view.scene]
         wrong = bool(other) and rng.random() < OTHER_SCENE_SHARE
         entries.append(firsts[other[int(rng.integers(len(other)))]] if wrong else firsts[view.scene])
-    return link_examples(sent, entries, codec, snrs, seed)
+        wrongs.append(wrong)
+    return link_examples(sent, entries, codec, snrs, seed, wrongs)
+
+
+def fused_at(examples: list[Example], threshold: float) -> list[Example]:
+    """The examples the receiver would fuse at ``threshold``, and every wrong match: a view with its own scene's
+    entries when their best agreement reaches the threshold, a view with another scene's whatever it reached."""
+    return [e for e in examples if e.other_scene or e.agreement >= threshold]
 
 
 def calibrate(photos: list[NamedImage], codec: LamscModel, seed: int) -> dict:
@@ -179,8 +192,12 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
     for p in codec.parameters():
         p.requires_grad_(False)  # frozen: only run
     out = Path(job.out)
-    examples = make_examples(job.photos, codec, job.views, job.seed)
     cal = calibrate(job.calibration, codec, job.seed)
+    made = make_examples(job.photos, codec, job.views, job.seed)
+    examples = fused_at(made, cal["threshold"])
+    if not examples:
+        raise UserError(f"none of the {len(made)} views sent registers with its scene's entries above the threshold "
+                        f"{cal['threshold']:.3f}; give more photographs or views (--views)")
     config = FusionConfig(**{**asdict(job.config), "snr_range": tuple(codec.config.snr_range),
                              "threshold": cal["threshold"]})
     net = FusionNet(config)
@@ -207,7 +224,8 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
     weights = out / "fusion.safetensors"
 
     def on_checkpoint():
-        net.config.trained = {"photos": len(job.photos), "views_per_scene": job.views, "examples": len(examples),
+        net.config.trained = {"photos": len(job.photos), "views_per_scene": job.views, "views_sent": len(made),
+                              "examples": len(examples), "examples_rule": "own scene at the threshold, other scenes all",
                               "steps": job.steps, "batch": job.batch, "crop": job.crop, "lr": job.lr,
                               "reference": f"jpeg q{REFERENCE_QUALITY}", "entries_per_view": ENTRIES_PER_VIEW,
                               "other_scene_share": OTHER_SCENE_SHARE, "calibration": cal,

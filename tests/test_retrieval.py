@@ -285,6 +285,27 @@ def test_a_fusion_network_round_trips_and_a_damaged_one_is_refused(tmp_path):
         FusionNet.load(tmp_path / "f")
 
 
+def test_the_reference_is_stretched_about_its_mean_over_the_coverage():
+    """FusionNet.stretched against a float64 reference: each channel's mean over the covered pixels, the gain
+    exp(a + b s + c s^2) of the SNR placed in the codec's range; zero coefficients leave the reference as it is."""
+    torch.manual_seed(1)
+    net = FusionNet(FusionConfig())
+    reference, coverage = torch.rand(2, 3, 8, 8) * 0.5 + 0.25, (torch.rand(2, 1, 8, 8) > 0.3).float()
+    s = torch.tensor([0.0, 0.75])
+    assert torch.equal(net.stretched(reference, coverage, s), reference * coverage)
+    with torch.no_grad():
+        net.stretch.copy_(torch.tensor([[0.1, -0.2, 0.05], [0.3, 0.0, -0.1], [-0.2, 0.4, 0.2]]))
+    r, c, k = reference.double().numpy(), coverage.double().numpy(), net.stretch.detach().double().numpy()
+    expected = np.zeros_like(r)
+    for b in range(2):
+        sb = s[b].item()
+        for ch in range(3):
+            mean = (r[b, ch] * c[b, 0]).sum() / c[b, 0].sum()
+            gain = np.exp(k[0, ch] + k[1, ch] * sb + k[2, ch] * sb ** 2)
+            expected[b, ch] = np.clip(mean + (r[b, ch] - mean) * gain, 0, 1) * c[b, 0]
+    np.testing.assert_allclose(net.stretched(reference, coverage, s).detach().numpy(), expected, atol=1e-6)
+
+
 def test_kb_commands_build_add_merge_query_info(tmp_path, scenes, capsys):
     from PIL import Image
 
@@ -354,6 +375,16 @@ def test_fusion_training_runs_in_the_training_loop_and_resumes(tmp_path):
     history = torch.load(tmp_path / "trainer.pt", weights_only=True)["history"]
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5] and history[:3] == state["history"]
     assert FusionNet.load(more.network).config.threshold == first.config.threshold
+
+
+def test_fusion_learns_on_the_pairs_the_receiver_fuses_and_on_every_wrong_match():
+    from lamsc.retrieval.training import Example, fused_at
+
+    blank = np.zeros((4, 4, 3), np.uint8)
+    made = [Example(blank, blank, blank, blank[..., 0], 0.0, agreement, wrong)
+            for agreement, wrong in ((0.2, False), (0.35, False), (0.9, False), (0.1, True), (0.5, True))]
+    assert [(e.agreement, e.other_scene) for e in fused_at(made, 0.35)] == [(0.35, False), (0.9, False), (0.1, True),
+                                                                           (0.5, True)]
 
 
 def test_the_gain_sweep_measures_the_plain_receiver_beside_retrieval(tmp_path, scenes):

@@ -13,7 +13,7 @@ from lamsc.retrieval.jobs import (BaseInfo, BuildConfig, MergeConfig, QueryConfi
                                   merge_bases, query_bases)
 from lamsc.retrieval.merge import NEAR_DUPLICATE, MergePolicy
 from lamsc.retrieval.refine import NEAREST
-from lamsc.retrieval.training import FusionJob, train_fusion
+from lamsc.retrieval.training import VIEWS_PER_SCENE, FusionJob, train_fusion
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
 
@@ -110,7 +110,7 @@ def train(photos: list[Path] = typer.Argument(..., help="Photographs, one scene 
           bundled: bool = typer.Option(False, help="Add scikit-image's bundled photographs to train on."),
           model: Optional[Path] = typer.Option(None, help="The codec, frozen (default: the shipped model)."),
           steps: int = typer.Option(1500, help="Optimiser steps."),
-          views: int = typer.Option(6, help="Views sent per scene."),
+          views: int = typer.Option(VIEWS_PER_SCENE, help="Views sent per scene."),
           out: Path = typer.Option(Path("lamsc-out/fusion"), help="Folder for the network; an existing run resumes."),
           json_out: bool = JSON) -> None:
     """Train the fusion network on scene sequences with the codec frozen, and set its threshold."""
