@@ -28,7 +28,8 @@ def flat_rows(rows: list[dict]) -> list[dict]:
 
 
 def write_report(rows: list[dict], out: Path, extra: dict | None = None) -> dict[str, Path]:
-    """Write ``report.json`` (rows and ``extra``), ``report.csv`` and ``report.png`` into ``out``."""
+    """Write ``report.json`` (rows and ``extra``), ``report.csv`` and ``report.png`` into ``out``. A metric
+    undefined for a round (MS-SSIM of crops under five scales) is null in the JSON and an empty cell in the CSV."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "csv": out / "report.csv", "png": out / "report.png"}
@@ -37,7 +38,7 @@ def write_report(rows: list[dict], out: Path, extra: dict | None = None) -> dict
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(flat[0]) if flat else ["round"])
         writer.writeheader()
-        writer.writerows(flat)
+        writer.writerows(strict_json(flat))  # DictWriter writes None as an empty cell, NaN as "nan"
     plot(flat, paths["png"])
     return paths
 

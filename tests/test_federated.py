@@ -197,6 +197,22 @@ def test_devices_on_the_same_images_draw_their_own_crops(clients, tmp_path):
     assert torch.equal(crops["a"], crops["a-again"]) and not torch.equal(crops["a"], crops["b"])
 
 
+def test_the_report_writes_an_undefined_metric_as_null_and_an_empty_cell(tmp_path):
+    import csv
+
+    from lamsc.federated.messages import ARRAY_KINDS
+    from lamsc.federated.report import write_report
+
+    nbytes = {k: 10 for k in ARRAY_KINDS}
+    client = {"psnr": 21.5, "ms_ssim": float("nan"), "bytes_up": nbytes, "bytes_down": nbytes, "device_seconds": 1.0}
+    paths = write_report([{"round": 1, "clients": {"0": client}, "server_seconds": 2.0}], tmp_path)
+    row = json.loads(paths["json"].read_text())["rounds"][0]["clients"]["0"]
+    assert row["ms_ssim"] is None and row["psnr"] == 21.5
+    with open(paths["csv"], newline="") as f:
+        cells = next(csv.DictReader(f))
+    assert cells["ms_ssim"] == "" and float(cells["psnr"]) == 21.5 and cells["client"] == "0"
+
+
 def test_two_clients_two_rounds_on_flower_keep_their_images(clients, tmp_path):
     """The Flower simulation: only activations, gradients and parameters leave a device; bytes are counted;
     the model written is a plain lamsc model."""
