@@ -32,7 +32,7 @@ from lamsc.export.device_steps import write_device_steps
 from lamsc.export.graph_checks import tensorrt_problems
 from lamsc.export.manifest import FORMAT, FORMAT_VERSION, PRECISIONS, Bundle, load_bundle, sha256
 from lamsc.export.onnx_export import MAX_RELATIVE, MIN_SQNR_DB, compare_outputs, export_onnx, run_both, to_fp16
-from lamsc.export.quantise import CODEC_GLUE, codec_link_metric, quantise_onnx
+from lamsc.export.quantise import CODEC_FLOAT, codec_link_metric, quantise_onnx
 from lamsc.export.samples import model_samples, skb_samples
 from lamsc.semcom.asc_levels import depth_levels
 from lamsc.semcom.graph_specs import GraphSpec
@@ -158,7 +158,7 @@ def quantise_graph(spec: GraphSpec, fp32: dict[str, Path], out: Path, samples: d
     name = spec.name
     feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, s)} for s in samples[name]]
     codec = name in ("transmitter", "receiver")
-    options = {"keep_float": CODEC_GLUE} if codec else {}
+    options = {"keep_float": CODEC_FLOAT} if codec else {}
     if codec and max_drop is not None:
         photos = [s[0].numpy() for s in samples["transmitter"]]  # sample i of either graph is photograph i
         metric = codec_link_metric(name, fp32, num_levels)
