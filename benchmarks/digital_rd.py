@@ -61,7 +61,10 @@ def entropy_models(args, model: LamscModel, base: Path, photos) -> tuple[list[En
     path = args.density or density_path(base)
     if Path(path).is_file():
         em = EntropyModel.load(path)
-        return [em] * len(photos), f"the density file {path}"
+        shown = Path(path).resolve()
+        root = Path(__file__).resolve().parents[1]
+        shown = shown.relative_to(root) if shown.is_relative_to(root) else shown  # no build-machine paths in notes
+        return [em] * len(photos), f"the density file {shown}"
     segmenter, halves = FallbackSegmenter(), (photos[0::2], photos[1::2])
     fitted = [fit_entropy_model(model, [p.pixels for p in half], segmenter, steps=args.fit_steps) for half in halves]
     # photograph i is coded with the density fitted on the other half

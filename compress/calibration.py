@@ -91,7 +91,7 @@ _MLPERF31 = "MLPerf Inference v3.1 closed, NVIDIA {}, {} SingleStream p90 (JetPa
 _NETSPRESSO = "github.com/Nota-NetsPresso/netspresso-trainer docs/benchmarks/device_matrix/tensorrt.md ({})"
 _ULTRALYTICS = "docs.ultralytics.com/guides/nvidia-jetson, YOLO26 TensorRT tables ({}, inference only)"
 _NANOOWL = ("github.com/NVIDIA-AI-IOT/nanoowl README, Performance (AGX Orin FPS of owl_predict.py --profile, batch 1, "
-            "fp16 image encoder engine; 1000/FPS, the whole predict call, so at most the encoder's latency)")
+            "fp16 image encoder engine; 1000/FPS is the whole predict call, which bounds the encoder's latency)")
 _MLPERF_BERT = ("MLPerf Inference {} closed, NVIDIA {}, bert-99 SingleStream p99 ({}); p99, not p90: the harness runs "
                 "each SQuAD window at its own length, and the flat tail above p97 is the 384-token windows")
 

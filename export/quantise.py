@@ -34,7 +34,7 @@ CODEC_GLUE = (r"^/[^/]+$",)
 # GDN and IGDN (x / sqrt(beta + gamma x^2)) stay in float too, as does ASI: the normaliser takes the square of an
 # activation (one of the shipped default's reaches 496 on the bundled photographs), a range one int8 scale cannot
 # hold beside the small values; ASI is a few small operations whose int8 would save nothing. With either in
-# int8 the shipped default's transmitter output fell to an SQNR near 0 dB.
+# int8 the shipped default's transmitter output has an SQNR near 0 dB.
 CODEC_FLOAT = CODEC_GLUE + (r"^/(encoder|decoder)/stages\.\d+/act/.*", r"^/asi/.*")
 
 

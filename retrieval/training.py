@@ -6,10 +6,12 @@ cross the codec's link (lamsc.semcom.transmission.transmit: the real Transmitter
 SNR drawn uniformly from the codec's range; a share of them is paired with another scene's entry instead, so the
 network also sees a wrong match it must leave alone. The entries are registered onto what arrived and composited
 (lamsc.retrieval.align) as at the receiver, and the network learns, by MSE against the view that was sent, to
-turn the pair into the sent view. It learns on what the receiver will give it: a view paired with its own
-scene's entries only when their agreement reaches the threshold (the receiver fuses no others, and a network
-also taught on the misregistered pairs below it learns to distrust every reference at low SNR), a view paired
-with another scene's at any agreement (so that the rare wrong match that passes the threshold is left alone). It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
+turn the pair into the sent view. It learns on pairs like those the receiver fuses: a view paired with its own
+scene's entries only when the best of their agreements reaches the threshold (the receiver fuses no others, and
+a network also taught on the misregistered pairs below it learns to distrust every reference at low SNR), a
+view paired with another scene's at any agreement (so that the rare wrong match that passes the threshold is
+left alone). The composite is made of every registered entry, where the receiver's holds only those at the
+threshold; with two entries per view the two differ only where one entry is below it. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
 is only run, never trained.
 
 The threshold is set on views of other scenes: each decoded view is registered against the entries of scenes
@@ -75,7 +77,7 @@ def link_examples(views: list[View], entries: list[list[np.ndarray]], codec: Lam
     tx, rx = Transmitter(codec, FallbackSegmenter()), Receiver(codec)
     other_scene = other_scene or [False] * len(views)
     out = []
-    for i, (view, group, snr, wrong) in enumerate(zip(views, entries, snrs, other_scene)):
+    for i, (view, group, snr, wrong) in enumerate(zip(views, entries, snrs, other_scene, strict=True)):
         decoded = transmit(view.pixels, tx, rx, Channel("awgn", float(snr)), seed + i).reconstruction.image
         aligned = [a for a in align_all(decoded, group) if a.agreement > -1.0]
         if not aligned:
@@ -195,8 +197,8 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
     cal = calibrate(job.calibration, codec, job.seed)
     made = make_examples(job.photos, codec, job.views, job.seed)
     examples = fused_at(made, cal["threshold"])
-    if not examples:
-        raise UserError(f"none of the {len(made)} views sent registers with its scene's entries above the threshold "
+    if not any(not e.other_scene for e in examples):
+        raise UserError(f"none of the {len(made)} views sent registers with its scene's entries at the threshold "
                         f"{cal['threshold']:.3f}; give more photographs or views (--views)")
     config = FusionConfig(**{**asdict(job.config), "snr_range": tuple(codec.config.snr_range),
                              "threshold": cal["threshold"]})

@@ -4,6 +4,7 @@ TensorRT needs (symmetric int8 Q/DQ, no OneHot-fed Tile), and the TensorRT comma
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -111,6 +112,10 @@ def test_fp16_and_int8_bundles_run_and_int8_is_symmetric(tmp_path, model, photos
                        if any(t.name == n.input[2] for n in graph.graph.node
                               if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2)]
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+        # GDN/IGDN and ASI stay in float (export.quantise.CODEC_FLOAT): none of their nodes reads a dequantised tensor
+        kept = [n for n in graph.graph.node if re.match(r"^/(encoder|decoder)/stages\.\d+/act/|^/asi/", n.name)]
+        dequantised = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        assert kept and not [n.name for n in kept if dequantised.intersection(n.input)]
     # the rate the manifest records is what the payloads carry: feature values packed through each backend
     from lamsc.runtime.backends import OnnxRuntimeBackend
     from lamsc.semcom.torch_backend import TorchBackend
