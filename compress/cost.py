@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from lamsc.compress.budget import Cost
 from lamsc.compress.calibration import BYTES, CALIBRATION, Work, predict_ms

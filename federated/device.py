@@ -91,8 +91,7 @@ class Device:
         self.batches = Batches(self.train_images, k, self.plan["crop"], self.plan["batch"], seed)
         self.run = TrainingRun(self.dir / STATE, self.front, torch.Generator().manual_seed(seed),
                                self.batches.rng, every=1, precision="fp32")
-        device_lr = self.plan.get("device_lr")
-        self.lr = self.plan["lr"] if device_lr is None else device_lr  # SplitPlan.front_lr
+        self.lr = self.plan["front_lr"]
         self.optimizer = torch.optim.Adam([p for p in self.front.parameters() if p.requires_grad], lr=self.lr)
         if self.run.resumed_optimizer is not None:
             self.optimizer.load_state_dict(self.run.resumed_optimizer)

@@ -69,7 +69,8 @@ class SplitPlan:
         return self.lr if self.device_lr is None else self.device_lr
 
     def device_plan(self) -> dict:
-        return {**asdict(self), "steps": self.steps}
+        """The plan as a device reads it: the fields, with the total steps and the device part's rate derived."""
+        return {**asdict(self), "steps": self.steps, "front_lr": self.front_lr}
 
 
 class SplitServer:

@@ -75,7 +75,7 @@ class FusionNet(nn.Module):
         mean = (reference * coverage).sum((2, 3), keepdim=True) / area
         powers = torch.stack([torch.ones_like(snr), snr, snr * snr], 1)  # (B, 3)
         gain = torch.exp(powers @ self.stretch).view(-1, 3, 1, 1)
-        return ((mean + (reference - mean) * gain).clamp(0, 1)) * coverage
+        return (mean + (reference - mean) * gain).clamp(0, 1) * coverage
 
     def forward(self, decoded: torch.Tensor, reference: torch.Tensor, coverage: torch.Tensor,
                 snr_db: torch.Tensor) -> torch.Tensor:

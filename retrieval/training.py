@@ -10,9 +10,9 @@ turn the pair into the sent view. It learns on pairs like those the receiver fus
 scene's entries only when the best of their agreements reaches the threshold (the receiver fuses no others, and
 a network also taught on the misregistered pairs below it learns to distrust every reference at low SNR), a
 view paired with another scene's at any agreement (so that the rare wrong match that passes the threshold is
-left alone). The composite is made of every registered entry, where the receiver's holds only those at the
-threshold; with two entries per view the two differ only where one entry is below it. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec
-is only run, never trained.
+left alone). Its composite holds every registered entry, where the receiver's holds only those at the
+threshold. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec is only run, never
+trained.
 
 The threshold is set on views of other scenes: each decoded view is registered against the entries of scenes
 it does not show, and the threshold is ``THRESHOLD_MARGIN`` above the best agreement any of them reached, so
@@ -227,7 +227,8 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
 
     def on_checkpoint():
         net.config.trained = {"photos": len(job.photos), "views_per_scene": job.views, "views_sent": len(made),
-                              "examples": len(examples), "examples_rule": "own scene at the threshold, other scenes all",
+                              "examples": len(examples),
+                              "examples_rule": "own scene at the threshold, other scenes all",
                               "steps": job.steps, "batch": job.batch, "crop": job.crop, "lr": job.lr,
                               "reference": f"jpeg q{REFERENCE_QUALITY}", "entries_per_view": ENTRIES_PER_VIEW,
                               "other_scene_share": OTHER_SCENE_SHARE, "calibration": cal,
