@@ -9,8 +9,13 @@ Orientation survives any increasing change of light (gain, offset, gamma, tint),
 one, so an occluding object or a flat sky moves the sum by its area only, where the intensity correlation is
 led by whatever has the most contrast. The shift taken maximises the sum over the overlap among shifts whose
 overlap covers at least ``MIN_OVERLAP`` of the decoded view (a larger overlap is more evidence); its
-``agreement`` is the same sum normalised on the overlap (1 for the same view, near 0 for another scene), the
-value the receiver's acceptance threshold is set on.
+``agreement`` is the same sum normalised on the overlap (1 for the same view, near 0 for another scene). Its
+``sharpness`` is the peak-to-sidelobe ratio of the normalised map (Bolme, Beveridge, Draper and Lui, "Visual
+object tracking using adaptive correlation filters", CVPR 2010): the agreement's distance above the mean of the
+other valid shifts, more than ``SIDELOBE_GAP`` pixels from it, in their standard deviations. Another scene can
+agree as well as a poorly overlapping view of the same one where its textures line up, but then nearby shifts
+agree almost as well; the same scene peaks at one shift. The receiver accepts on
+``score = agreement + w x sharpness``, both the weight and the threshold set on held-out views.
 
 Light is then matched per colour channel by a cubic tone curve, least squares on the overlap with both images
 blurred over ``LIGHT_BLUR`` pixels (so the reference takes the decoded view's light without its noise), refitted
@@ -31,6 +36,7 @@ from lamsc.semcom.images import LUMA
 REGISTER_BLUR = 3   # box side, pixels: takes the channel noise off the gradients, keeps the edges that register
 FLAT = 0.01         # gradient magnitude (intensity 0-1 per pixel) below which a pixel's orientation counts less
 MIN_OVERLAP = 0.5   # below this fraction of the decoded view covered, a shift is not considered
+SIDELOBE_GAP = 5    # pixels each way around the peak left out of the sidelobe (MOSSE's 11 x 11 window)
 LIGHT_BLUR = 9      # box side, pixels, of the light fit (about the codec's 8 x 8 feature cell)
 LIGHT_DEGREE = 3    # the tone curve's polynomial degree
 LIGHT_KEEP = 0.7    # fraction of overlap pixels each refit keeps: those the last curve fits best
@@ -44,13 +50,17 @@ class Aligned:
     outside the overlap (None for a reference registered but not accepted: its light is never matched);
     ``coverage`` (H, W) float32, 1 on the overlap; ``shift`` (dy, dx) applied to the
     reference, pixels; ``agreement``: the normalised orientation correlation at that shift, in [-1, 1] (-1 when
-    no shift overlaps enough); ``overlap``: the covered fraction of the decoded view."""
+    no shift overlaps enough); ``overlap``: the covered fraction of the decoded view; ``sharpness``: the peak's
+    ratio to its sidelobe (0 when too few other shifts are valid); ``score``: agreement + w x sharpness at the
+    weight ``align_all`` was given, what a receiver's threshold applies to."""
 
     image: np.ndarray | None
     coverage: np.ndarray
     shift: tuple[int, int]
     agreement: float
     overlap: float
+    sharpness: float = 0.0
+    score: float = -1.0
 
 
 def box(a: np.ndarray, side: int) -> np.ndarray:
@@ -118,19 +128,32 @@ def orientation_correlations(target: np.ndarray, movings: list[np.ndarray]):
         yield total, norm, n
 
 
-def register_all(target: np.ndarray, movings: list[np.ndarray]) -> list[tuple[tuple[int, int], float]]:
+def register_all(target: np.ndarray, movings: list[np.ndarray]) -> list[tuple[tuple[int, int], float, float]]:
     """For each of ``movings``: the shift (dy, dx) putting it onto ``target`` (greyscale float) with the largest
-    orientation correlation among those covering at least MIN_OVERLAP of ``target``, and its agreement (-1 when
-    none does); the target's transforms computed once."""
+    orientation correlation among those covering at least MIN_OVERLAP of ``target``, its agreement (-1 when none
+    does) and its sharpness (``peak_to_sidelobe``); the target's transforms computed once."""
     out = []
     for moving, (total, norm, n) in zip(movings, orientation_correlations(target, movings)):
         valid = n >= MIN_OVERLAP * target.size
         if not valid.any():
-            out.append(((0, 0), -1.0))
+            out.append(((0, 0), -1.0, 0.0))
             continue
         iy, ix = np.unravel_index(int(np.argmax(np.where(valid, total, -np.inf))), total.shape)
-        out.append(((int(iy) - moving.shape[0] + 1, int(ix) - moving.shape[1] + 1), float(norm[iy, ix])))
+        out.append(((int(iy) - moving.shape[0] + 1, int(ix) - moving.shape[1] + 1), float(norm[iy, ix]),
+                    peak_to_sidelobe(norm, valid, (int(iy), int(ix)))))
     return out
+
+
+def peak_to_sidelobe(norm: np.ndarray, valid: np.ndarray, peak: tuple[int, int]) -> float:
+    """(norm[peak] - mean) / std of ``norm`` over the ``valid`` entries more than SIDELOBE_GAP from ``peak``
+    along either axis; 0 when fewer than 8 such entries are left or they are constant."""
+    side = valid.copy()
+    y, x = peak
+    side[max(y - SIDELOBE_GAP, 0): y + SIDELOBE_GAP + 1, max(x - SIDELOBE_GAP, 0): x + SIDELOBE_GAP + 1] = False
+    lobe = norm[side]
+    if lobe.size < 8 or lobe.std() < 1e-9:
+        return 0.0
+    return float((norm[peak] - lobe.mean()) / lobe.std())
 
 
 def place(reference: np.ndarray, shift: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -181,20 +204,23 @@ def align(decoded: np.ndarray, reference: np.ndarray) -> Aligned:
     return align_all(decoded, [reference])[0]
 
 
-def align_all(decoded: np.ndarray, references: list[np.ndarray], accept: float = -1.0) -> list[Aligned]:
-    """``align(decoded, r)`` for each of ``references``, the decoded view's transforms computed once; the light
-    is matched only on references whose agreement exceeds -1 and reaches ``accept`` (a receiver's threshold: it
-    uses no other), the rest come back registered with ``image`` None."""
+def align_all(decoded: np.ndarray, references: list[np.ndarray], accept: float = -1.0,
+              sharpness_weight: float = 0.0) -> list[Aligned]:
+    """``align(decoded, r)`` for each of ``references``, the decoded view's transforms computed once, each scored
+    agreement + ``sharpness_weight`` x sharpness; the light is matched only on references registered at all
+    (agreement above -1) whose score reaches ``accept`` (a receiver's threshold: it uses no other), the rest come
+    back registered with ``image`` None."""
     d = decoded.astype(np.float32) / 255.0
     rs = [r.astype(np.float32) / 255.0 for r in references]
     out = []
-    for r, (shift, agreement) in zip(rs, register_all(grey(d), [grey(r) for r in rs])):
+    for r, (shift, agreement, sharpness) in zip(rs, register_all(grey(d), [grey(r) for r in rs])):
         placed, cov = place(r, shift, d.shape[:2])
         if agreement <= -1.0:
             out.append(Aligned(None, cov * 0, shift, -1.0, 0.0))
         else:
-            image = match_light(d, placed, cov) if agreement >= accept else None
-            out.append(Aligned(image, cov, shift, agreement, float(cov.mean())))
+            score = agreement + sharpness_weight * sharpness
+            image = match_light(d, placed, cov) if score >= accept else None
+            out.append(Aligned(image, cov, shift, agreement, float(cov.mean()), sharpness, score))
     return out
 
 

@@ -16,7 +16,8 @@ convolutions per image; it learns where to trust the reference (it agrees with w
 not occluded) and how much at each SNR. It is trained with the codec frozen (lamsc.retrieval.training).
 
 A fusion checkpoint is a pair like a codec's: NAME.safetensors (weights) and NAME.json (``FusionConfig``:
-sizes, the acceptance ``threshold`` on the registration's agreement, and how both were obtained).
+sizes, the acceptance ``threshold`` on the registration's score and the sharpness weight in it, and how all were
+obtained).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from lamsc.errors import UserError
 from lamsc.semcom.codec import ResBlock
 from lamsc.semcom.config import JsonConfig
 
-FUSION_VERSION = 3  # 2: the threshold is on orientation-correlation agreement; 3: the contrast stretch
+FUSION_VERSION = 4  # 2: the threshold is on orientation-correlation agreement; 3: the contrast stretch;
+# 4: the threshold is on agreement + sharpness_weight x peak-to-sidelobe ratio
 DEFAULT_FUSION = Path(__file__).parent / "default_fusion" / "fusion"
 INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
 
@@ -40,9 +42,10 @@ INPUTS = 8  # decoded RGB, reference RGB, coverage, SNR
 @dataclass
 class FusionConfig(JsonConfig):
     """``width``: feature maps at half resolution; ``blocks``: residual blocks; ``snr_range``: the codec's,
-    dB, for placing the SNR input; ``threshold``: the least registration agreement (orientation correlation,
-    -1..1) at which a retrieved entry is used; ``trained``: provenance (data, steps, losses, how the threshold
-    was set)."""
+    dB, for placing the SNR input; ``threshold``: the least registration score at which a retrieved entry is
+    used, the score being the agreement (orientation correlation, -1..1) plus ``sharpness_weight`` times the
+    peak-to-sidelobe ratio (lamsc.retrieval.align); ``trained``: provenance (data, steps, losses, how the
+    threshold and weight were set)."""
 
     NAME, VERSION, REFRESH = "fusion config", FUSION_VERSION, "retrain it with `lamsc kb train`"
 
@@ -50,6 +53,7 @@ class FusionConfig(JsonConfig):
     blocks: int = 3
     snr_range: tuple[float, float] = (0.0, 20.0)
     threshold: float = 0.35  # about where other scenes' agreements end; training.calibrate sets each network's
+    sharpness_weight: float = 0.0  # training.calibrate sets it with the threshold
     trained: dict = field(default_factory=dict)
     version: int = FUSION_VERSION
 

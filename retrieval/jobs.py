@@ -151,15 +151,16 @@ class QueryConfig:
 
 def query_bases(config: QueryConfig) -> list[dict]:
     """Per image: its nearest entries in every base (base, id, label, key distance, registration agreement,
-    whether retrieval would use it) and the seconds each step took."""
+    sharpness and score, whether retrieval would use it) and the seconds each step took."""
     retriever = Retriever([KnowledgeBase.open(b) for b in config.bases], FusionNet.load(config.fusion), k=config.k)
     rows = []
     for item in named(config.images):
         found, seconds = retriever.candidates(item.pixels)
         rows.append({"image": item.name, "threshold": retriever.threshold, "seconds": seconds, "entries": [
             {"base": base.name, "kind": base.kind, "id": hit.id, "label": hit.label, "distance": round(hit.distance, 4),
-             "agreement": round(ag, 4), "used": bool(ag >= retriever.threshold)}
-            for ag, _, base, hit in found]})
+             "agreement": round(a.agreement, 4), "sharpness": round(a.sharpness, 2), "score": round(score, 4),
+             "used": bool(score >= retriever.threshold)}
+            for score, a, base, hit in found]})
     return rows
 
 

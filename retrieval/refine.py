@@ -3,10 +3,10 @@ local and global knowledge bases and, when one of their entries is the same scen
 
 For each decoded image: its key (lamsc.retrieval.keys) -> the ``k`` nearest entries over all bases (faiss,
 ``k`` from each, the nearest ``k`` of those kept) -> each entry's content registered onto the decoded image
-(lamsc.retrieval.align) -> the entries whose agreement reaches the fusion network's ``threshold`` (set on
-held-out views: see lamsc.retrieval.training). If any does, they are composited into one reference (at each pixel
+(lamsc.retrieval.align) -> the entries whose score (agreement plus the fusion network's sharpness weight times
+the peak-to-sidelobe ratio) reaches its ``threshold`` (both set on held-out views: see lamsc.retrieval.training). If any does, they are composited into one reference (at each pixel
 the one that agrees best with what arrived: lamsc.retrieval.align.composite), the fusion network refines the
-image with it and the kNN label (the label most of the accepted entries carry, best agreement breaking ties)
+image with it and the kNN label (the label most of the accepted entries carry, best score breaking ties)
 becomes a task output; otherwise the receiver's output is returned as it was, the same object, bit for bit.
 """
 
@@ -35,8 +35,8 @@ class Retriever:
 
     ``threshold`` overrides the fusion network's own; ``k``: entries registered, the nearest by key over all
     bases. ``last`` holds what the last call
-    did: timings in seconds (``key``, ``search``, ``fetch``, ``align``, ``fuse``), the best agreement, whether it
-    was used, and the image as decoded (``decoded``), before retrieval."""
+    did: timings in seconds (``key``, ``search``, ``fetch``, ``align``, ``fuse``), the best score (``score``) and
+    that entry's agreement, whether it was used, and the image as decoded (``decoded``), before retrieval."""
 
     def __init__(self, bases: list[KnowledgeBase], fusion: FusionNet | None = None, threshold: float | None = None,
                  k: int = NEAREST):
@@ -55,8 +55,8 @@ class Retriever:
 
     def candidates(self, image: np.ndarray, accept: float | None = None) -> tuple[list[tuple], dict]:
         """The entries nearest ``image`` (H, W, 3) uint8 in every base, each registered onto it:
-        [(agreement, Aligned, base, Hit)], best agreement first, with the seconds each step took; the light is
-        matched on those whose agreement reaches ``accept`` (None: the threshold), the rest have no image."""
+        [(score, Aligned, base, Hit)], best score first, with the seconds each step took; the light is
+        matched on those whose score reaches ``accept`` (None: the threshold), the rest have no image."""
         t0 = time.perf_counter()
         key = image_key(image)
         t1 = time.perf_counter()
@@ -65,8 +65,9 @@ class Retriever:
         t2 = time.perf_counter()
         contents = [base.content(hit.position) for base, hit in hits]
         t3 = time.perf_counter()
-        aligned = align_all(image, contents, self.threshold if accept is None else accept)
-        found = [(a.agreement, a, base, hit) for (base, hit), a in zip(hits, aligned)]
+        aligned = align_all(image, contents, self.threshold if accept is None else accept,
+                            self.fusion.config.sharpness_weight)
+        found = [(a.score, a, base, hit) for (base, hit), a in zip(hits, aligned)]
         found.sort(key=lambda f: -f[0])
         seconds = {"key": t1 - t0, "search": t2 - t1, "fetch": t3 - t2, "align": time.perf_counter() - t3}
         return found, seconds
@@ -74,7 +75,8 @@ class Retriever:
     def __call__(self, rec: Reconstruction, snr_db: float) -> Reconstruction:
         found, seconds = self.candidates(rec.image)
         best = found[0][0] if found else -1.0
-        self.last = {"agreement": best, "used": False, "seconds": seconds, "decoded": rec.image}
+        self.last = {"score": best, "agreement": found[0][1].agreement if found else -1.0, "used": False,
+                     "seconds": seconds, "decoded": rec.image}
         accepted = [f for f in found if f[1].image is not None]  # light-matched: at or above the threshold
         if not accepted:
             return rec
@@ -86,10 +88,12 @@ class Retriever:
         label = max(votes, key=lambda lab: (votes[lab], lab == accepted[0][3].label)) if votes else ""
         self.last["used"] = True
         return replace(rec, image=refined, retrieved={
-            "label": label, "agreement": round(best, 4), "shift": list(found[0][1].shift),
+            "label": label, "score": round(best, 4), "agreement": round(found[0][1].agreement, 4),
+            "shift": list(found[0][1].shift),
             "entries": [{"base": base.name, "kind": base.kind, "id": hit.id, "label": hit.label,
-                         "distance": round(hit.distance, 4), "agreement": round(ag, 4)}
-                        for ag, _, base, hit in accepted]})
+                         "distance": round(hit.distance, 4), "agreement": round(a.agreement, 4),
+                         "sharpness": round(a.sharpness, 2), "score": round(score, 4)}
+                        for score, a, base, hit in accepted]})
 
     @torch.inference_mode()
     def fuse(self, decoded: np.ndarray, reference: np.ndarray, coverage: np.ndarray, snr_db: float) -> np.ndarray:

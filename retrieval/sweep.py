@@ -67,6 +67,7 @@ def sweep_gain(config: SweepConfig, codec: LamscModel, segmenter: Segmenter, ret
         rows.append({"group": group, "image": name, "snr_db": float(snr), "psnr": without,
                      "psnr_kb": with_kb.psnr, "used": rec.retrieved is not None,
                      "label": (rec.retrieved or {}).get("label", ""), "agreement": retriever.last.get("agreement"),
+                     "score": retriever.last.get("score"),
                      "seconds": {**retriever.last.get("seconds", {}), "receive": with_kb.seconds["receive"]}})
     summary = summarise(rows, retriever.threshold)
     out = Path(config.out)
@@ -78,11 +79,11 @@ def sweep_gain(config: SweepConfig, codec: LamscModel, segmenter: Segmenter, ret
 
 
 def summarise(rows: list[dict], threshold: float) -> dict:
-    """Per group and SNR, the means of ``rows`` (a sweep's, run at ``threshold``): a row whose best agreement is
+    """Per group and SNR, the means of ``rows`` (a sweep's, run at ``threshold``): a row whose best score is
     below ``threshold`` counts with its PSNR without retrieval."""
     summary: dict = {}
     for row in rows:
-        used = row["used"] and row["agreement"] is not None and row["agreement"] >= threshold
+        used = row["used"] and row["score"] is not None and row["score"] >= threshold
         at = summary.setdefault(row["group"], {}).setdefault(f"{row['snr_db']:g}", [])
         at.append((row["psnr"], row["psnr_kb"] if used else row["psnr"], used, row["seconds"]))
     for group, per in summary.items():

@@ -14,9 +14,12 @@ left alone). Its composite holds every registered entry, where the receiver's ho
 threshold. It trains in lamsc.semcom.loop.TrainingRun (resumable, checkpointed); the codec is only run, never
 trained.
 
-The threshold is set on views of other scenes: each decoded view is registered against the entries of scenes
-it does not show, and the threshold is ``THRESHOLD_MARGIN`` above the best agreement any of them reached, so
-on those views retrieval leaves the receiver's output as it was.
+The acceptance rule is set on held-out photographs (``calibrate``): views of each scene cross the link at 0, 10
+and 20 dB and are registered against an entry of their own scene from the same camera point and one from another
+camera point, and against the entries of every other scene. For each sharpness weight w of
+``SHARPNESS_WEIGHTS`` the threshold on the score (agreement + w x peak-to-sidelobe ratio, lamsc.retrieval.align)
+is ``THRESHOLD_MARGIN`` above the best score any other scene reached, so on those views retrieval leaves the
+receiver's output as it was; the weight kept is the one whose threshold accepts the most own-scene pairs.
 """
 
 from __future__ import annotations
@@ -43,8 +46,11 @@ from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 REFERENCE_QUALITY = 90   # JPEG quality of the content a link keeps (a digital delivery, CRC-checked)
 OTHER_SCENE_SHARE = 0.2  # of training views paired with another scene's entry: the network learns to leave those
 ENTRIES_PER_VIEW = 2     # earlier views registered and composited onto each sent view, as the Retriever does
-THRESHOLD_MARGIN = 0.02  # above the best agreement of another scene's entry
+THRESHOLD_MARGIN = 0.02  # above the best score of another scene's entry
 VIEWS_PER_SCENE = 24     # views sent per training scene
+SHARPNESS_WEIGHTS = (0.0, 0.025, 0.05, 0.1)  # candidates for w in the score agreement + w x sharpness
+CALIBRATION_VIEWS = 3    # views sent per calibration scene and SNR
+CALIBRATION_SNRS = (0.0, 10.0, 20.0)
 
 
 def delivered(view: np.ndarray, quality: int = REFERENCE_QUALITY) -> np.ndarray:
@@ -57,33 +63,36 @@ def delivered(view: np.ndarray, quality: int = REFERENCE_QUALITY) -> np.ndarray:
 @dataclass
 class Example:
     """One view sent (``target``), what arrived (``decoded``), both (H, W, 3) uint8, at ``snr_db``; the entry
-    registered onto it (``reference`` float in [0, 1], ``coverage``) and the agreement."""
+    registered onto it (``reference`` float in [0, 1], ``coverage``) and their best score (agreement + w x
+    sharpness, at the weight the examples were made with)."""
 
     target: np.ndarray
     decoded: np.ndarray
     reference: np.ndarray  # the entries registered and composited
     coverage: np.ndarray
     snr_db: float
-    agreement: float
+    score: float
     other_scene: bool = False  # paired with another scene's entries: a wrong match
 
 
 def link_examples(views: list[View], entries: list[list[np.ndarray]], codec: LamscModel, snrs: list[float],
-                  seed: int = 0, other_scene: list[bool] | None = None) -> list[Example]:
+                  seed: int = 0, other_scene: list[bool] | None = None,
+                  sharpness_weight: float = 0.0) -> list[Example]:
     """Each of ``views`` across the codec's link at the matching SNR of ``snrs`` (AWGN, noise seed ``seed`` +
     i), with the matching entries of ``entries`` ((H, W, 3) uint8 each) registered onto what arrived and
-    composited (lamsc.retrieval.align.composite), whatever their agreement; a view no entry overlaps enough is
-    left out. ``other_scene``: per view, whether its entries show another scene (default: none do)."""
+    composited (lamsc.retrieval.align.composite), whatever their score (at ``sharpness_weight``); a view no entry
+    overlaps enough is left out. ``other_scene``: per view, whether its entries show another scene (default:
+    none do)."""
     tx, rx = Transmitter(codec, FallbackSegmenter()), Receiver(codec)
     other_scene = other_scene or [False] * len(views)
     out = []
     for i, (view, group, snr, wrong) in enumerate(zip(views, entries, snrs, other_scene, strict=True)):
         decoded = transmit(view.pixels, tx, rx, Channel("awgn", float(snr)), seed + i).reconstruction.image
-        aligned = [a for a in align_all(decoded, group) if a.agreement > -1.0]
+        aligned = [a for a in align_all(decoded, group, -np.inf, sharpness_weight) if a.agreement > -1.0]
         if not aligned:
             continue
         reference, coverage = composite(decoded, aligned)
-        out.append(Example(view.pixels, decoded, reference, coverage, float(snr), max(a.agreement for a in aligned),
+        out.append(Example(view.pixels, decoded, reference, coverage, float(snr), max(a.score for a in aligned),
                            wrong))
     return out
 
@@ -128,7 +137,8 @@ class FusionResult:
         return f"FusionResult({self.network}, threshold {self.config.threshold:.3f})"
 
 
-def make_examples(photos: list[NamedImage], codec: LamscModel, views: int, seed: int) -> list[Example]:
+def make_examples(photos: list[NamedImage], codec: LamscModel, views: int, seed: int,
+                  sharpness_weight: float = 0.0) -> list[Example]:
     """Per photograph: its first ENTRIES_PER_VIEW views kept as entries, ``views`` later ones sent at uniform
     SNRs, each paired with those entries or, for OTHER_SCENE_SHARE of them, with another scene's (what a wrong
     match looks like)."""
@@ -149,41 +159,61 @@ def make_examples(photos: list[NamedImage], codec: LamscModel, views: int, seed:
         wrong = bool(other) and rng.random() < OTHER_SCENE_SHARE
         entries.append(firsts[other[int(rng.integers(len(other)))]] if wrong else firsts[view.scene])
         wrongs.append(wrong)
-    return link_examples(sent, entries, codec, snrs, seed, wrongs)
+    return link_examples(sent, entries, codec, snrs, seed, wrongs, sharpness_weight)
 
 
 def fused_at(examples: list[Example], threshold: float) -> list[Example]:
     """The examples the receiver would fuse at ``threshold``, and every wrong match: a view with its own scene's
-    entries when their best agreement reaches the threshold, a view with another scene's whatever it reached."""
-    return [e for e in examples if e.other_scene or e.agreement >= threshold]
+    entries when their best score reaches the threshold, a view with another scene's whatever it reached."""
+    return [e for e in examples if e.other_scene or e.score >= threshold]
 
 
 def calibrate(photos: list[NamedImage], codec: LamscModel, seed: int) -> dict:
-    """The best agreement of another scene's entry on views of ``photos`` sent at 0, 10 and 20 dB -> the
-    threshold and what it was set on."""
+    """The acceptance rule from views of ``photos`` (held out from training, one scene each) sent at
+    CALIBRATION_SNRS: per sharpness weight, the threshold THRESHOLD_MARGIN above the best score of another scene's
+    entry; the weight whose threshold accepts the most own-scene pairs (the smallest on a tie) -> the threshold,
+    the weight and what they were set on."""
     rng = np.random.default_rng(seed + 1)
     scenes = scenes_of(photos)
     names = list(scenes)
-    views = {n: scene_views(s, n, 2, rng) for n, s in scenes.items()}
-    sent, entries, snrs = [], [], []
-    for i, n in enumerate(names):
-        for snr in (0.0, 10.0, 20.0):
-            for other in names[:i] + names[i + 1:]:
-                sent.append(views[n][1])
-                entries.append(delivered(views[other][0].pixels))
-                snrs.append(snr)
+    per_snr = CALIBRATION_VIEWS * len(CALIBRATION_SNRS)
+    own, sent = {}, []
+    for n, scene in scenes.items():
+        views = scene_views(scene, n, 1 + per_snr, rng)
+        elsewhere = scene_views(scene, n, 1, rng)[0]  # the same scene from another camera point
+        own[n] = [delivered(views[0].pixels), delivered(elsewhere.pixels)]
+        sent += [(n, v, snr) for v, snr in zip(views[1:], [s for s in CALIBRATION_SNRS
+                                                            for _ in range(CALIBRATION_VIEWS)])]
     tx, rx = Transmitter(codec, FallbackSegmenter()), Receiver(codec)
-    decoded, others = {}, {}
-    for k, (view, entry, snr) in enumerate(zip(sent, entries, snrs)):
-        key = (view.scene, snr)
-        if key not in decoded:
-            decoded[key] = transmit(view.pixels, tx, rx, Channel("awgn", snr), seed + k).reconstruction.image
-        others.setdefault(key, []).append(entry)
-    # registration alone: each decoded view transformed once, and no light matched (no agreement reaches inf)
-    worst = max((a.agreement for key, group in others.items() for a in align_all(decoded[key], group, np.inf)),
-                default=-1.0)
-    return {"threshold": round(min(worst + THRESHOLD_MARGIN, 0.999), 4), "best_other_scene_agreement": worst,
-            "pairs": len(sent), "scenes": len(names), "margin": THRESHOLD_MARGIN}
+    right, wrong = [], []  # (agreement, sharpness) of each pair
+    for k, (n, view, snr) in enumerate(sent):
+        decoded = transmit(view.pixels, tx, rx, Channel("awgn", snr), seed + k).reconstruction.image
+        entries = own[n] + [own[m][0] for m in names if m != n]
+        aligned = align_all(decoded, entries, np.inf)  # registration alone: no light matched (no score reaches inf)
+        right += [(a.agreement, a.sharpness) for a in aligned[:2] if a.agreement > -1.0]
+        wrong += [(a.agreement, a.sharpness) for a in aligned[2:] if a.agreement > -1.0]
+    if not wrong:
+        raise UserError("no calibration view registered with another scene's entry: give more calibration "
+                        "photographs")
+    threshold, weight, accepted = acceptance_rule(right, wrong)
+    return {"threshold": round(threshold, 4), "sharpness_weight": weight, "own_scene_accepted": accepted,
+            "own_scene_pairs": len(right), "other_scene_pairs": len(wrong), "scenes": len(names),
+            "snrs": list(CALIBRATION_SNRS), "margin": THRESHOLD_MARGIN,
+            "best_other_scene_score": round(threshold - THRESHOLD_MARGIN, 4)}
+
+
+def acceptance_rule(right: list[tuple[float, float]], wrong: list[tuple[float, float]],
+                    weights: tuple[float, ...] = SHARPNESS_WEIGHTS) -> tuple[float, float, int]:
+    """(agreement, sharpness) of own-scene pairs ``right`` and other-scene pairs ``wrong`` (at least one) -> the
+    threshold, the weight w of ``weights`` and the own-scene pairs it accepts: per w the threshold is
+    THRESHOLD_MARGIN above the best score agreement + w x sharpness of ``wrong``; the w accepting the most of
+    ``right`` wins, the smallest on a tie."""
+    rules = []
+    for w in weights:
+        threshold = max(a + w * p for a, p in wrong) + THRESHOLD_MARGIN
+        rules.append((sum(a + w * p >= threshold for a, p in right), -w, threshold))  # -w: the smaller on a tie
+    accepted, minus_w, threshold = max(rules)
+    return threshold, -minus_w, accepted
 
 
 def train_fusion(job: FusionJob, progress=None) -> FusionResult:
@@ -195,13 +225,13 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
         p.requires_grad_(False)  # frozen: only run
     out = Path(job.out)
     cal = calibrate(job.calibration, codec, job.seed)
-    made = make_examples(job.photos, codec, job.views, job.seed)
+    made = make_examples(job.photos, codec, job.views, job.seed, cal["sharpness_weight"])
     examples = fused_at(made, cal["threshold"])
     if not any(not e.other_scene for e in examples):
         raise UserError(f"none of the {len(made)} views sent registers with its scene's entries at the threshold "
                         f"{cal['threshold']:.3f}; give more photographs or views (--views)")
     config = FusionConfig(**{**asdict(job.config), "snr_range": tuple(codec.config.snr_range),
-                             "threshold": cal["threshold"]})
+                             "threshold": cal["threshold"], "sharpness_weight": cal["sharpness_weight"]})
     net = FusionNet(config)
     stack = lambda f: torch.from_numpy(np.stack([f(e) for e in examples]).astype(np.float32))
     target = stack(lambda e: e.target / 255.0).permute(0, 3, 1, 2)

@@ -223,7 +223,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     retriever = getattr(rx, "refine", None)
     if retriever is not None and hasattr(retriever, "last"):  # a Retriever: what the last receive used, and its seconds
         ours["kb"] = {"used": retriever.last["used"], "agreement": retriever.last["agreement"],
-                      "seconds": retriever.last["seconds"]}
+                      "score": retriever.last["score"], "seconds": retriever.last["seconds"]}
     data, quality, psnr = jpeg_matched(item.pixels, result.psnr)
     jpeg_runs, jpeg_j, _, _ = repeat_measured(lambda: jpeg_matched_encode(item.pixels, quality), meter, repeats, 1)
     mcs = radio_mcs(radio, channel.snr_db)

@@ -11,7 +11,8 @@ import torch
 
 from lamsc.cli import main
 from lamsc.errors import UserError
-from lamsc.retrieval.align import Aligned, align, align_all, box, composite, orientation_correlation, orientations
+from lamsc.retrieval.align import (SIDELOBE_GAP, Aligned, align, align_all, box, composite, orientation_correlation,
+                                   orientations, peak_to_sidelobe)
 from lamsc.retrieval.base import KnowledgeBase, entry_id
 from lamsc.retrieval.fusion import FusionConfig, FusionNet
 from lamsc.retrieval.index import build_index, search
@@ -210,8 +211,38 @@ def test_only_accepted_references_have_their_light_matched(scenes):
     some = align_all(view, refs, accept=0.5)
     assert [a.shift for a in some] == [a.shift for a in every]
     assert [a.agreement for a in some] == [a.agreement for a in every]
+    assert [a.score for a in some] == [a.agreement for a in some]  # no sharpness weight: the score is the agreement
+    weighted = align_all(view, refs, accept=0.5, sharpness_weight=0.05)
+    assert [a.score for a in weighted] == pytest.approx([a.agreement + 0.05 * a.sharpness for a in weighted])
+    assert weighted[0].sharpness > 3 * max(weighted[1].sharpness, 1.0)  # the same scene peaks at one shift
     np.testing.assert_array_equal(some[0].image, every[0].image)  # accepted: the same light match
     assert every[1].image is not None and some[1].image is None    # another scene: never light-matched
+
+
+def test_peak_to_sidelobe_matches_a_direct_float64_computation():
+    rng = np.random.default_rng(3)
+    norm = rng.normal(0.1, 0.05, (30, 40))
+    valid = rng.random((30, 40)) < 0.8
+    peak = (12, 7)
+    norm[peak], valid[peak] = 0.9, True
+    lobe = [norm[y, x] for y in range(30) for x in range(40)
+            if valid[y, x] and (abs(y - peak[0]) > SIDELOBE_GAP or abs(x - peak[1]) > SIDELOBE_GAP)]
+    direct = (0.9 - np.mean(lobe, dtype=np.float64)) / np.std(lobe, dtype=np.float64)
+    assert peak_to_sidelobe(norm, valid, peak) == pytest.approx(direct, rel=1e-9)
+    assert peak_to_sidelobe(norm, np.zeros_like(valid), peak) == 0.0  # no sidelobe to compare with
+
+
+def test_the_acceptance_rule_keeps_every_other_scene_out_and_most_of_the_own_scene_in():
+    from lamsc.retrieval.training import THRESHOLD_MARGIN, acceptance_rule
+
+    wrong = [(0.40, 1.0), (0.30, 2.0)]           # textures that line up: high agreement, no distinct peak
+    right = [(0.38, 8.0), (0.45, 6.0), (0.70, 4.0)]
+    threshold, w, accepted = acceptance_rule(right, wrong, (0.0, 0.05))
+    # w = 0: threshold 0.42 takes 2; w = 0.05: max(0.45, 0.40) + margin = 0.47 takes all 3 (0.78, 0.75, 0.90)
+    assert (w, accepted) == (0.05, 3) and threshold == pytest.approx(0.45 + THRESHOLD_MARGIN)
+    assert all(a + w * p < threshold for a, p in wrong)
+    # a tie goes to the smaller weight
+    assert acceptance_rule([(0.9, 0.0)], wrong, (0.0, 0.05))[1] == 0.0
 
 
 def test_composite_takes_each_pixel_from_the_reference_that_agrees():
@@ -362,7 +393,7 @@ def test_transmit_and_profile_take_kb(tmp_path, scenes, capsys):
 
 def test_fusion_training_runs_in_the_training_loop_and_resumes(tmp_path, monkeypatch):
     from lamsc.retrieval import training
-    from lamsc.retrieval.training import FusionJob, train_fusion
+    from lamsc.retrieval.training import CALIBRATION_SNRS, CALIBRATION_VIEWS, FusionJob, train_fusion
 
     # an untrained codec registers nothing at a threshold: every example trains here (fused_at is tested apart)
     monkeypatch.setattr(training, "fused_at", lambda made, threshold: made)
@@ -374,7 +405,10 @@ def test_fusion_training_runs_in_the_training_loop_and_resumes(tmp_path, monkeyp
     state = torch.load(tmp_path / "trainer.pt", weights_only=True)
     assert state["step"] == 3 and first.network.is_file()
     assert -1.0 <= first.config.threshold <= 0.999
-    assert first.config.trained["calibration"]["pairs"] == 2 * 3  # each scene against the other, at 3 SNRs
+    cal = first.config.trained["calibration"]
+    sent = 2 * CALIBRATION_VIEWS * len(CALIBRATION_SNRS)  # each photograph's views at each SNR
+    assert cal["own_scene_pairs"] <= 2 * sent and 0 < cal["other_scene_pairs"] <= sent  # one other scene each
+    assert cal["sharpness_weight"] == first.config.sharpness_weight and cal["threshold"] == first.config.threshold
     more = train_fusion(FusionJob(steps=5, **job))
     history = torch.load(tmp_path / "trainer.pt", weights_only=True)["history"]
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5] and history[:3] == state["history"]
@@ -385,9 +419,9 @@ def test_fusion_learns_on_the_pairs_the_receiver_fuses_and_on_every_wrong_match(
     from lamsc.retrieval.training import Example, fused_at
 
     blank = np.zeros((4, 4, 3), np.uint8)
-    made = [Example(blank, blank, blank, blank[..., 0], 0.0, agreement, wrong)
-            for agreement, wrong in ((0.2, False), (0.35, False), (0.9, False), (0.1, True), (0.5, True))]
-    assert [(e.agreement, e.other_scene) for e in fused_at(made, 0.35)] == [(0.35, False), (0.9, False), (0.1, True),
+    made = [Example(blank, blank, blank, blank[..., 0], 0.0, score, wrong)
+            for score, wrong in ((0.2, False), (0.35, False), (0.9, False), (0.1, True), (0.5, True))]
+    assert [(e.score, e.other_scene) for e in fused_at(made, 0.35)] == [(0.35, False), (0.9, False), (0.1, True),
                                                                            (0.5, True)]
 
 

@@ -82,18 +82,20 @@ def query(images: list[Path] = typer.Argument(..., help="Images to look up (as a
           k: int = typer.Option(NEAREST, min=1, help="Entries registered: the nearest by key over all bases."),
           fusion: Optional[Path] = typer.Option(None, help="Fusion network whose threshold applies (default: shipped)."),
           json_out: bool = JSON) -> None:
-    """The nearest entries to each image, with key distance and registration agreement."""
+    """The nearest entries to each image, with key distance, registration agreement, sharpness and score."""
     rows = query_bases(QueryConfig(kb_dirs, images, k, fusion))
     if json_out:
         emit_json("kb query", {"images": rows})
         return
-    table = Table(title=f"nearest entries (used when agreement >= {rows[0]['threshold']:.3f})")
-    for col in ("image", "base", "label", "id", "distance", "agreement", "used"):
-        table.add_column(col, justify="right" if col in ("distance", "agreement") else "left")
+    table = Table(title=f"nearest entries (used when score >= {rows[0]['threshold']:.3f})")
+    numbers = ("distance", "agreement", "sharpness", "score")
+    for col in ("image", "base", "label", "id", *numbers, "used"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     for row in rows:
         for e in row["entries"]:
             table.add_row(row["image"], e["base"], e["label"], e["id"], f"{e['distance']:.3f}",
-                          f"{e['agreement']:.3f}", "yes" if e["used"] else "")
+                          f"{e['agreement']:.3f}", f"{e['sharpness']:.2f}", f"{e['score']:.3f}",
+                          "yes" if e["used"] else "")
     print_table(table)
 
 

@@ -120,6 +120,7 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
             if retriever is not None and not ours.reconstruction.lost:
                 last = retriever.last
                 row["kb"] = {"used": last["used"], "agreement": round(last["agreement"], 4),
+                             "score": round(last["score"], 4),
                              "psnr_without": round(float(metrics.psnr(item.pixels, last["decoded"])), 5),
                              "retrieved": ours.reconstruction.retrieved,
                              "seconds": {k: round(v, 5) for k, v in last["seconds"].items()}}
