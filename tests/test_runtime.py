@@ -43,7 +43,7 @@ def test_bundle_end_to_end_psnr_is_pytorchs(bundle):
 def test_torch_and_onnxruntime_backends_send_the_same_payload(bundle):
     """The one Transmitter over either backend, on every bundled photograph, ASC on and off: the same sizes,
     the same depth map except where two fp32 engines' summation orders put a position's depth on the other
-    side of a level boundary (one level, rarely), the quantiser's scale within float32 rounding, and the same
+    side of a level boundary (one level, rarely), the quantiser's scale within a few float32 roundings, and the same
     values except where a feature crosses a rounding boundary the same way (one step, rarely)."""
     from lamsc.semcom.payload import parse, unpack_bits
 
@@ -68,7 +68,9 @@ def test_torch_and_onnxruntime_backends_send_the_same_payload(bundle):
                 assert np.abs(scaled - np.round(scaled)).max() < 1e-4
             assert np.abs(a.levels - b.levels).max() <= 1
             continue  # the value streams no longer line up
-        assert b.scale == pytest.approx(a.scale, rel=1e-6)
+        # the scale is the largest kept magnitude at unit power: a feature and a mean square, each as its engine
+        # sums it, so a few float32 roundings of each apart (1e-6 relative has been seen)
+        assert b.scale == pytest.approx(a.scale, rel=1e-5)
         count = int(a.levels.sum()) * (a.shape[0] // a.num_levels)
         qa, qb = (unpack_bits(p.value_bytes, p.value_bits, count) for p in (a, b))
         assert np.abs(qa - qb).max(initial=0) <= 1
