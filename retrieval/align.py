@@ -144,6 +144,11 @@ def register_all(target: np.ndarray, movings: list[np.ndarray]) -> list[tuple[tu
     return out
 
 
+def score(agreement: float, sharpness: float, weight: float) -> float:
+    """What a receiver's acceptance threshold applies to: ``agreement`` + ``weight`` x ``sharpness``."""
+    return agreement + weight * sharpness
+
+
 def peak_to_sidelobe(norm: np.ndarray, valid: np.ndarray, peak: tuple[int, int]) -> float:
     """(norm[peak] - mean) / std of ``norm`` over the ``valid`` entries more than SIDELOBE_GAP from ``peak``
     along either axis; 0 when fewer than 8 such entries are left or they are constant."""
@@ -218,9 +223,9 @@ def align_all(decoded: np.ndarray, references: list[np.ndarray], accept: float =
         if agreement <= -1.0:
             out.append(Aligned(None, cov * 0, shift, -1.0, 0.0))
         else:
-            score = agreement + sharpness_weight * sharpness
-            image = match_light(d, placed, cov) if score >= accept else None
-            out.append(Aligned(image, cov, shift, agreement, float(cov.mean()), sharpness, score))
+            scored = score(agreement, sharpness, sharpness_weight)
+            image = match_light(d, placed, cov) if scored >= accept else None
+            out.append(Aligned(image, cov, shift, agreement, float(cov.mean()), sharpness, scored))
     return out
 
 

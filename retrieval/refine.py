@@ -4,7 +4,8 @@ local and global knowledge bases and, when one of their entries is the same scen
 For each decoded image: its key (lamsc.retrieval.keys) -> the ``k`` nearest entries over all bases (faiss,
 ``k`` from each, the nearest ``k`` of those kept) -> each entry's content registered onto the decoded image
 (lamsc.retrieval.align) -> the entries whose score (agreement plus the fusion network's sharpness weight times
-the peak-to-sidelobe ratio) reaches its ``threshold`` (both set on held-out views: see lamsc.retrieval.training). If any does, they are composited into one reference (at each pixel
+the peak-to-sidelobe ratio) reaches its ``threshold`` (both set on held-out views: see
+lamsc.retrieval.training). If any does, they are composited into one reference (at each pixel
 the one that agrees best with what arrived: lamsc.retrieval.align.composite), the fusion network refines the
 image with it and the kNN label (the label most of the accepted entries carry, best score breaking ties)
 becomes a task output; otherwise the receiver's output is returned as it was, the same object, bit for bit.

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from lamsc.errors import UserError
-from lamsc.retrieval.align import align_all, composite
+from lamsc.retrieval.align import align_all, composite, score
 from lamsc.retrieval.fusion import FusionConfig, FusionNet
 from lamsc.retrieval.scenes import View, scene_image, scene_views
 from lamsc.semcom.channels import Channel
@@ -188,10 +188,11 @@ def calibrate(photos: list[NamedImage], codec: LamscModel, seed: int) -> dict:
     right, wrong = [], []  # (agreement, sharpness) of each pair
     for k, (n, view, snr) in enumerate(sent):
         decoded = transmit(view.pixels, tx, rx, Channel("awgn", snr), seed + k).reconstruction.image
+        mine = len(own[n])
         entries = own[n] + [own[m][0] for m in names if m != n]
         aligned = align_all(decoded, entries, np.inf)  # registration alone: no light matched (no score reaches inf)
-        right += [(a.agreement, a.sharpness) for a in aligned[:2] if a.agreement > -1.0]
-        wrong += [(a.agreement, a.sharpness) for a in aligned[2:] if a.agreement > -1.0]
+        right += [(a.agreement, a.sharpness) for a in aligned[:mine] if a.agreement > -1.0]
+        wrong += [(a.agreement, a.sharpness) for a in aligned[mine:] if a.agreement > -1.0]
     if not wrong:
         raise UserError("no calibration view registered with another scene's entry: give more calibration "
                         "photographs")
@@ -210,8 +211,8 @@ def acceptance_rule(right: list[tuple[float, float]], wrong: list[tuple[float, f
     ``right`` wins, the smallest on a tie."""
     rules = []
     for w in weights:
-        threshold = max(a + w * p for a, p in wrong) + THRESHOLD_MARGIN
-        rules.append((sum(a + w * p >= threshold for a, p in right), -w, threshold))  # -w: the smaller on a tie
+        threshold = max(score(a, p, w) for a, p in wrong) + THRESHOLD_MARGIN
+        rules.append((sum(score(a, p, w) >= threshold for a, p in right), -w, threshold))  # -w: the smaller on a tie
     accepted, minus_w, threshold = max(rules)
     return threshold, -minus_w, accepted
 
