@@ -60,6 +60,8 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     """
     teacher.eval().requires_grad_(False)
     student.requires_grad_(True)  # a copy of the teacher may have been made after it was frozen
+    for net in (teacher, student):  # NHWC, as the training loop runs (semcom.training.to_device)
+        net.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = Batches(images, student.config.segments, cfg.crop, cfg.batch, cfg.seed)
     run = TrainingRun(out / "distill_state.pt", student, gen, batches.rng, lambda: student.save(out / "model"),
@@ -71,13 +73,14 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
         x, masks = batch["x"], batch["masks"]
         if cfg.augment:
             x = colour_augment(x, gen)
+        x = x.contiguous(memory_format=torch.channels_last)
         snr = lo + (hi - lo) * torch.rand(x.shape[0], generator=gen)
         with torch.no_grad():
             t_depth = teacher.encode(x, masks, snr)
             levels = t_depth["levels"]
             if torch.rand(1, generator=gen).item() < 0.5:
                 levels = random_levels(levels.shape, student.config.num_levels, generator=gen)
-            t_enc = teacher.encode(x, masks, snr, levels=levels)
+            t_enc = teacher.with_levels(t_depth, levels)  # the same features: the encoder runs once
         s_enc = student.encode(x, masks, snr, levels=levels)
         # ASC's depth from what it sees at inference (LamscModel.encode): the unmasked features, FiLM's SNR
         depth = student.mask_net(s_enc["features"], F.avg_pool2d(s_enc["importance"], DOWNSAMPLING),

@@ -74,6 +74,8 @@ class CompressConfig:
     #                                         (mean payload bits per photograph, 0.05 = 5%); None: no limit
     students: Sequence[int] = (768,)  # SKB: ResNet-18 student input sizes (pixels); () for none
     resize: Sequence[int] = (448,)    # SKB on MobileSAM: input sizes for the teacher's own TinyViT; () for none
+    repeats: int | None = None  # timed rounds per candidate on a measured target (the median is kept), after
+    #                             two warm-up rounds; None: 7 for the codec, 5 for the SKB
 
     def __post_init__(self):
         if self.sam is not None and self.model is not None:
@@ -87,6 +89,8 @@ class CompressConfig:
         self.precisions = tuple(self.precisions)
         if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
             raise UserError(f"--precisions {','.join(self.precisions)!r}: choose from {', '.join(PRECISIONS)}")
+        if self.repeats is not None and self.repeats < 1:
+            raise UserError(f"--repeats {self.repeats}: give how many timed rounds per candidate, 1 or more")
         if self.steps < 0:
             raise UserError(f"--steps {self.steps}: give how many distillation steps, 0 or more")
         if self.max_rate_increase is not None and self.max_rate_increase < 0:
@@ -196,6 +200,8 @@ def _compress_codec(config: CompressConfig, train_photos: list[NamedImage], eval
     cfg = PlanConfig(ratios=config.ratios, precisions=config.precisions, distill=DistillConfig(steps=config.steps),
                      snr_db=config.snr_db, int8_max_drop=config.int8_max_drop,
                      max_rate_increase=config.max_rate_increase)
+    if config.repeats is not None:
+        cfg = dataclasses.replace(cfg, repeats=config.repeats)
     teacher = config.model if isinstance(config.model, LamscModel) else load_model(config.model)
     source = ("a model given in memory" if isinstance(config.model, LamscModel) else
               str(config.model) if config.model else "shipped default")
@@ -229,6 +235,8 @@ def _compress_skb(config: CompressConfig, train_photos: list[NamedImage], evalua
     cfg = SkbPlanConfig(ratios=config.ratios, students=config.students, resized=config.resize,
                         precisions=config.precisions)
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, steps=config.steps))
+    if config.repeats is not None:
+        cfg = dataclasses.replace(cfg, repeats=config.repeats)
     teacher, arch = load_sam(config.sam)
     say(f"SKB {arch.describe()}: budget {config.budget.describe()} on {config.target.name}; distil on "
         f"{len(train_photos)}, score on {len(evaluation)} photographs")

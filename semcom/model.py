@@ -66,6 +66,14 @@ class LamscModel(nn.Module):
                 "depth_logits": None if depth is None else logits,
                 "weights": weights, "integrated": integrated, "importance": importance}
 
+    def with_levels(self, encoded: dict, levels: torch.Tensor) -> dict:
+        """``encode``'s output with the depths forced to ``levels`` (B, h, w): what ``encode(..., levels=levels)``
+        returns for the same image and SNR, built from ``encoded["features"]`` without running the encoder
+        again (ASC's ``depth`` is then None, as there)."""
+        mask = levels_to_mask(levels, self.config.channels, self.config.num_levels)
+        return {**encoded, "z": power_normalise(encoded["features"], mask), "mask": mask, "levels": levels,
+                "depth": None, "depth_logits": None}
+
     def features(self, image: torch.Tensor, importance: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         """The encoder alone: image (B, 3, H, W) in [0, 1], ASI's importance map (B, 1, H, W) and SNR (B,) in dB
         -> features (B, C, H/8, W/8) before ASC and power normalisation (``encode``'s ``features``)."""

@@ -3,6 +3,8 @@ saved in the official formats (a plain state dict through torch.save), and real 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,21 @@ def photo():
     from skimage import data
 
     return np.ascontiguousarray(data.coffee())
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker takes its share of the cores (two workers on two cores: one thread
+    each), so that workers do not oversubscribe the CPU."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same global random state, whichever tests ran before it in this process."""
+    torch.manual_seed(0)
+    np.random.seed(0)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -63,6 +63,18 @@ def test_levels_to_mask_keeps_the_first_channels():
     assert torch.equal(mask[0, :, 0, 1], torch.tensor([1.0] * 8 + [0.0] * 8))
 
 
+def test_forcing_levels_on_an_encoding_is_encoding_with_those_levels(model):
+    torch.manual_seed(1)
+    image, masks, snr = torch.rand(2, 3, 32, 48), (torch.rand(2, 8, 32, 48) > 0.5).float(), torch.tensor([3.0, 17.0])
+    levels = torch.randint(0, 9, (2, 4, 6))
+    with torch.no_grad():
+        direct = model.encode(image, masks, snr, levels=levels)
+        forced = model.with_levels(model.encode(image, masks, snr), levels)
+    for key in ("z", "features", "mask", "levels", "importance"):
+        assert torch.equal(forced[key], direct[key]), key
+    assert forced["depth"] is None and direct["depth"] is None
+
+
 def test_mask_network_gets_gradients_and_learns_to_send_less():
     # The authors' hard threshold has no gradient, so their mask network never learns: ours must.
     torch.manual_seed(0)

@@ -384,7 +384,8 @@ def test_resizing_refuses_sam_vit_and_sizes_that_break_the_token_grid(tiny_sam_c
 
 @pytest.mark.parametrize("flag,value,message", [("--resize", "450", "multiple of 16"),
                                                 ("--resize", "448.5", "whole numbers"),
-                                                ("--students", "-512", "whole numbers")])
+                                                ("--students", "-512", "whole numbers"),
+                                                ("--repeats", "0", "timed rounds per candidate")])
 def test_bad_input_sizes_are_refused_before_any_work(tiny_sam_checkpoint, tmp_path, capsys, flag, value, message):
     code = main(["compress", "--sam", str(tiny_sam_checkpoint), "--budget", "latency-ms=25%", flag, value,
                  "--out", str(tmp_path)])
@@ -577,7 +578,7 @@ def two_photos(tmp_path_factory):
 
 def test_unreachable_budget_is_refused_before_distillation(two_photos, tmp_path, capsys):
     """Below every candidate's lower bound: one line, exit 2, and no student distilled or scored."""
-    code = main(["compress", "--budget", "latency-ms=0.0001", "--ratios", "0,0.5", "--precisions", "fp32,int8",
+    code = main(["compress", "--repeats", "1", "--budget", "latency-ms=0.0001", "--ratios", "0,0.5", "--precisions", "fp32,int8",
                  "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
@@ -613,7 +614,7 @@ def test_floors_bound_what_candidates_cost(two_photos, tmp_path):
 
 def test_infeasible_budget_exits_2_naming_the_closest(two_photos, tmp_path, capsys):
     # within the bound (the pruned model has 26% of the MACs: its fp32 floor is 13%), over what it measures
-    code = main(["compress", "--budget", "latency-ms=15%", "--ratios", "0.5", "--precisions", "fp32",
+    code = main(["compress", "--repeats", "1", "--budget", "latency-ms=15%", "--ratios", "0.5", "--precisions", "fp32",
                  "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -626,7 +627,7 @@ def test_infeasible_budget_exits_2_naming_the_closest(two_photos, tmp_path, caps
 
 
 def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path, capsys):
-    common = ["compress", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32", "--steps", "2",
+    common = ["compress", "--repeats", "1", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32", "--steps", "2",
               "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)]
     # two distillation steps leave the student's ASC depth off the teacher's: it sends a few percent more
     assert main(common + ["--max-rate-increase", "0.01"]) == 2
@@ -635,7 +636,7 @@ def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path, capsys)
     code = main(common + ["--max-rate-increase", "1"])
     assert code == 0
     res = json.loads((tmp_path / "compress.json").read_text())["results"]
-    assert res["chosen"]["name"] == "prune-0.50-fp32"
+    assert res["chosen"]["name"] == "prune-0.50-fp32" and res["plan"]["repeats"] == 1  # timed as asked
     # the rate is the payloads' length: the chosen bundle's transmitter, run again here, sends the same bits
     from lamsc.compress.plan import link_quality
     from lamsc.export.bundle import load_bundle
@@ -662,7 +663,7 @@ def test_int8_candidates_are_calibrated_on_the_distillation_photographs(two_phot
     for p in bundled_photos(["chelsea", "rocket"]):
         Image.fromarray(p.pixels[::4, ::4]).save(scoring / f"{p.name}.png")
     # what is checked is where calibration and scoring photographs come from, not the int8 graph's rate
-    code = main(["compress", "--budget", "bytes=50%", "--ratios", "0", "--precisions", "int8", "--int8-max-drop",
+    code = main(["compress", "--repeats", "1", "--budget", "bytes=50%", "--ratios", "0", "--precisions", "int8", "--int8-max-drop",
                  "0.3", "--max-rate-increase", "0.5", "--data", str(two_photos), "--images", str(scoring),
                  "--out", str(tmp_path / "out")])
     assert code == 0
@@ -675,7 +676,7 @@ def test_int8_candidates_are_calibrated_on_the_distillation_photographs(two_phot
 
 
 def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_photos, tiny_sam_checkpoint, tmp_path):
-    code = main(["compress", "--sam", str(tiny_sam_checkpoint), "--budget", "bytes=50%", "--ratios", "0",
+    code = main(["compress", "--repeats", "1", "--sam", str(tiny_sam_checkpoint), "--budget", "bytes=50%", "--ratios", "0",
                  "--students", "128", "--precisions", "fp32,int8", "--steps", "2", "--data", str(two_photos),
                  "--images", str(two_photos), "--out", str(tmp_path)])
     res = json.loads((tmp_path / "compress.json").read_text())["results"]
@@ -696,7 +697,7 @@ def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_p
 
 
 def test_a_resized_mobilesam_candidate_is_written_with_its_fine_tuned_neck(two_photos, mobilesam_checkpoint, tmp_path):
-    code = main(["compress", "--sam", str(mobilesam_checkpoint), "--budget", "latency-ms=60%", "--ratios", "0",
+    code = main(["compress", "--repeats", "1", "--sam", str(mobilesam_checkpoint), "--budget", "latency-ms=60%", "--ratios", "0",
                  "--students", "", "--resize", "256", "--precisions", "fp32", "--steps", "2", "--data",
                  str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
     res = json.loads((tmp_path / "compress.json").read_text())["results"]

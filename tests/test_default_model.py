@@ -18,7 +18,12 @@ from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 SIDE = 512  # the photographs' centre crops at most this side: the two largest are 4 and 8 times 512 x 512's pixels
 
 
-@pytest.fixture(scope="module")
+# one worker computes the links once (pytest -n 2 --dist loadgroup); session scope, because a worker may run
+# this module's tests between others'
+pytestmark = pytest.mark.xdist_group("default_model")
+
+
+@pytest.fixture(scope="session")
 def runs():
     model, seg = load_model(), CachedSegmenter(FallbackSegmenter())  # one segmentation per photograph
     photos = [centre_crop(p) for p in bundled_photos()]

@@ -133,10 +133,13 @@ def test_transmitter_payload_is_the_reference_payload(trained):
         sent = tx.send(image)
         assert tx.pack_backend == "reference"  # no GPU here; on one, the CUDA kernel must give the same bytes
         # Encode again with the model itself and write the payload with the payload module's own packer; the
-        # unit-power step is the radio's, on the host in float32 (transmit_power), as the transmitter sends it
+        # unit-power step is the radio's, on the host in float32 (transmit_power), as the transmitter sends it;
+        # in the memory order the PyTorch backend runs (channels-last), which decides float rounding
+        nhwc = model.to(memory_format=torch.channels_last)
+        image_nhwc = pad_to_multiple(torch.from_numpy(image_input(image))).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            enc = model.encode(pad_to_multiple(torch.from_numpy(image_input(image))), torch.from_numpy(masks)[None],
-                               torch.tensor([7.0]), asc=asc)
+            enc = nhwc.encode(image_nhwc, torch.from_numpy(masks)[None].contiguous(memory_format=torch.channels_last),
+                              torch.tensor([7.0]), asc=asc)
         levels = enc["levels"].numpy()
         z = transmit_power(enc["features"].numpy(), levels, model.config.num_levels)[0]
         features = Features(z, levels[0], 8)

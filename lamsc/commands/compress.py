@@ -45,6 +45,8 @@ def compress(
     students: str = typer.Option("768", help="With --sam: ResNet-18 student input sizes to try ('' for none)."),
     resize: str = typer.Option("448", help="With --sam on MobileSAM: input sizes at which the teacher's own "
                                "TinyViT runs, its neck fine-tuned ('' for none; 448 takes about a fifth of 1024's time)."),
+    repeats: Optional[int] = typer.Option(None, help="Timed rounds per candidate on cpu/gpu, after two warm-up "
+                                          "rounds; the median is kept (default: 7 for the codec, 5 for --sam)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
@@ -53,7 +55,7 @@ def compress(
                             ratios=_numbers(ratios, "--ratios"), precisions=_words(precisions), steps=steps,
                             data=data, images=images, snr_db=snr, int8_max_drop=int8_max_drop,
                             max_rate_increase=max_rate_increase, students=_numbers(students, "--students"),
-                            resize=_numbers(resize, "--resize"))
+                            resize=_numbers(resize, "--resize"), repeats=repeats)
     result = compress_with_progress(config)
     if json_out:
         emit_json("compress", result.results)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, number, print_table, progress
 from lamsc.semcom.images import NamedImage, iter_images
-from lamsc.semcom.overlay import overlay
+from lamsc.semcom.overlay import overlay, save_png
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
 from lamsc.semcom.skb import build_segmenter
 
@@ -55,7 +55,7 @@ def segment_images(segmenter: Segmenter, images: Iterable[NamedImage], out: Path
             segments = segmenter.segment(item.pixels)
             seconds = time.perf_counter() - start
             path = out / f"{item.name}_segments.png"
-            overlay(item.pixels, segments).save(path)
+            save_png(overlay(item.pixels, segments), path)
             results.append({"image": item.name, "overlay": str(path), "seconds": round(seconds, 4),
                             **segments.summary()})
     return results

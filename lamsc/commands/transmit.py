@@ -27,6 +27,7 @@ from lamsc.semcom.config import DEFAULT_MODEL, ModelConfig
 from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.skb import build_segmenter
+from lamsc.semcom.overlay import save_png
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import LinkResult, Receiver, Transmitter, transmit as transmit_one
 
@@ -136,7 +137,7 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
                 row["class"] = tx.config.classes[int(np.argmax(ours.reconstruction.class_probs))]
             if out is not None:
                 stem = out / item.name.replace('/', '_')
-                Image.fromarray(ours.reconstruction.image).save(f"{stem}_received.png")
+                save_png(ours.reconstruction.image, f"{stem}_received.png")
                 row["received"] = f"{stem}_received.png"
                 row["picture"] = str(side_by_side(item, results, channel, Path(f"{stem}_link.png")))
             rows.append(row)
@@ -154,8 +155,7 @@ def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, 
     for i, (caption, pixels) in enumerate(panels):
         sheet.paste(Image.fromarray(pixels), (i * w, 20))
         draw.text((i * w + 4, 4), caption, fill="black")
-    sheet.save(path)
-    return path
+    return save_png(sheet, path)
 
 
 def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel: Channel, json_out: bool) -> None:
