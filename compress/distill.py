@@ -60,7 +60,7 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     """
     teacher.eval().requires_grad_(False)
     student.requires_grad_(True)  # a copy of the teacher may have been made after it was frozen
-    for net in (teacher, student):  # NHWC, as the training loop runs (semcom.training.to_device)
+    for net in (teacher, student):  # NHWC while training, as the training loop runs (semcom.training.train)
         net.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = Batches(images, student.config.segments, cfg.crop, cfg.batch, cfg.seed)
@@ -100,7 +100,11 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
         return loss, {"psnr_gap_db": gap}
 
     student.train()
-    run.train(cfg.steps, step, torch.optim.Adam(student.parameters(), lr=cfg.lr), cfg.lr, progress=progress)
+    try:
+        run.train(cfg.steps, step, torch.optim.Adam(student.parameters(), lr=cfg.lr), cfg.lr, progress=progress)
+    finally:  # both come back contiguous, as models are built
+        for net in (teacher, student):
+            net.to(memory_format=torch.contiguous_format)
     return student.eval()
 
 

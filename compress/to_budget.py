@@ -75,7 +75,7 @@ class CompressConfig:
     students: Sequence[int] = (768,)  # SKB: ResNet-18 student input sizes (pixels); () for none
     resize: Sequence[int] = (448,)    # SKB on MobileSAM: input sizes for the teacher's own TinyViT; () for none
     repeats: int | None = None  # timed rounds per candidate on a measured target (the median is kept), after
-    #                             two warm-up rounds; None: 7 for the codec, 5 for the SKB
+    #                             the warm-up rounds; None: the planner's (PlanConfig, SkbPlanConfig)
 
     def __post_init__(self):
         if self.sam is not None and self.model is not None:

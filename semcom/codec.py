@@ -26,7 +26,7 @@ class FiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.net(snr.view(-1, 1)).chunk(2, dim=1)
-        return torch.addcmul(beta[..., None, None], x, 1 + gamma[..., None, None])  # one pass over x
+        return x * (1 + gamma[..., None, None]) + beta[..., None, None]
 
 
 class ResBlock(nn.Module):
@@ -72,8 +72,8 @@ class GDN(nn.Module):
             self.norm.bias.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = self.norm(x * x).clamp(min=BETA_MIN)
-        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))  # rsqrt: CompressAI's GDN too
+        scale = torch.sqrt(self.norm(x * x).clamp(min=BETA_MIN))
+        return x * scale if self.inverse else x / scale
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -19,9 +19,9 @@ class TorchBackend:
     Its feeds may be torch tensors already on the device (``takes_tensors``): the CUDA unpack's output is
     decoded where it lies.
 
-    The model's graphs run on a channels-last copy (the caller's model is left as it is): oneDNN and cuDNN convolve
-    NHWC without reordering every layer's input, 1.4x faster on the codec at 1408 x 1408 on an AVX2 CPU
-    (benchmarks/results/demo.md). Outputs come back C-contiguous.
+    The codec's graphs run on a channels-last copy of the model (the caller's model is left as it is; a SAM
+    is moved to ``device`` as it is): oneDNN and cuDNN convolve NHWC without reordering every layer's input.
+    Outputs come back C-contiguous.
     """
 
     takes_tensors = True

@@ -99,6 +99,10 @@ def worker(out: Path) -> None:
         (out / f"budget_rank{rank}.json").write_text(json.dumps(steps))
 
 
+# the module's fixtures are built once, on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ddp")
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")

@@ -18,8 +18,7 @@ from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 SIDE = 512  # the photographs' centre crops at most this side: the two largest are 4 and 8 times 512 x 512's pixels
 
 
-# one worker computes the links once (pytest -n 2 --dist loadgroup); session scope, because a worker may run
-# this module's tests between others'
+# the links are computed once, on one worker (pytest -n 2 --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("default_model")
 
 

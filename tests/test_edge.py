@@ -23,6 +23,10 @@ if EDGE_PYTHON:
     EDGE_PYTHON = os.path.abspath(EDGE_PYTHON)  # not resolved: the venv is its link, not the interpreter behind it
 
 
+# the module's fixtures are built once, on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("edge")
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return write_bundle(load_model(), tmp_path_factory.mktemp("edge") / "bundle", "fp32",

@@ -30,6 +30,10 @@ def small(name: str, size=(96, 128)) -> np.ndarray:
     return np.array(Image.fromarray(photo.pixels).resize(size[::-1], Image.LANCZOS))
 
 
+# the module's fixtures are built once, on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("entropy")
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A tiny random model saved as a checkpoint, its density fitted on two small photographs and saved beside it."""

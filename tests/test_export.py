@@ -31,6 +31,10 @@ from lamsc.semcom.model import load_model
 PHOTOS = ("chelsea", "coffee")
 
 
+# the module's fixtures are built once, on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("export")
+
+
 @pytest.fixture(scope="module")
 def photos():
     return bundled_photos(PHOTOS)
@@ -295,7 +299,6 @@ def test_int8_linears_on_token_sequences_run_as_integer_matmuls(tmp_path):
     from lamsc.export.quantise import quantise_onnx
     from lamsc.export.sessions import _disabled_for, session
 
-    torch.manual_seed(0)  # the weights, whatever ran before in this process
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)).eval()
     x = torch.randn(1, 196, 64)
     fp32 = tmp_path / "mlp.onnx"

@@ -19,6 +19,10 @@ from lamsc.semcom.training import PRESETS, TrainConfig, prepare, train
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 
+# the module's fixtures are built once, on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("training")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")

@@ -13,6 +13,8 @@ from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, print_table, progress
 from lamsc.compress import CompressConfig, CompressResult, compress_to_budget
+from lamsc.compress.plan import PlanConfig
+from lamsc.compress.skb import SkbPlanConfig
 from lamsc.errors import UserError
 
 
@@ -45,8 +47,9 @@ def compress(
     students: str = typer.Option("768", help="With --sam: ResNet-18 student input sizes to try ('' for none)."),
     resize: str = typer.Option("448", help="With --sam on MobileSAM: input sizes at which the teacher's own "
                                "TinyViT runs, its neck fine-tuned ('' for none; 448 takes about a fifth of 1024's time)."),
-    repeats: Optional[int] = typer.Option(None, help="Timed rounds per candidate on cpu/gpu, after two warm-up "
-                                          "rounds; the median is kept (default: 7 for the codec, 5 for --sam)."),
+    repeats: Optional[int] = typer.Option(None, help="Timed rounds per candidate on cpu/gpu, after warm-up rounds; "
+                                          f"the median is kept (default: {PlanConfig.repeats} for the codec, "
+                                          f"{SkbPlanConfig.repeats} for --sam)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,

@@ -29,7 +29,7 @@ DEMO_SNRS = (0.0, 10.0, 20.0)
 # The demo's compression: one pruned candidate, briefly distilled, so the whole job stays a few minutes.
 # `lamsc compress` defaults (and the README's figures) search more ratios with about 1000 steps.
 DEMO_BUDGET, DEMO_RATIOS, DEMO_STEPS = "latency-ms=60%", "0.5", 40
-DEMO_REPEATS = 3  # timed rounds per candidate (`lamsc compress` takes 7)
+DEMO_REPEATS = 3  # timed rounds per candidate, fewer than `lamsc compress` takes
 # 40 steps do not settle the student's ASC depth (it sends about 1.8x the teacher's bits, which the table
 # shows), so the demo allows that rather than the 5% a real run holds to.
 DEMO_MAX_RATE_INCREASE = 1.0
