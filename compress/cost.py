@@ -16,7 +16,6 @@ Energy = time x the module's active power. MACs count every multiply-accumulate 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lamsc.compress.budget import Cost
 from lamsc.compress.calibration import BYTES, CALIBRATION, Work, predict_ms
 from lamsc.errors import UserError
-from lamsc.export.onnx_export import session
+from lamsc.export.sessions import session, usable_cores
 from lamsc.runtime.devices import DEVICES, device_profile
 from lamsc.runtime.energy import energy_meter
 
@@ -104,7 +103,7 @@ def measure_onnx(models: list[tuple[list[Path], list[dict[str, np.ndarray]]]], t
     resolve it (``min_window_s``: NVML and the Jetson rails update every 20-100 ms) and counts per run.
     """
     runs = [[(session(f, target.providers()), feed) for f, feed in zip(files, feeds)] for files, feeds in models]
-    meter = energy_meter("auto", target.profile_name(), os.cpu_count() or 1,
+    meter = energy_meter("auto", target.profile_name(), usable_cores(),
                          work_on="gpu" if target.name == "gpu" else "cpu")
     seconds = [[] for _ in runs]
     joules = [[] for _ in runs]
@@ -141,7 +140,7 @@ def cost_of(files: list[Path], work: Work, params: int, precision: str, target: 
     """The candidate's cost on ``target`` (``measured`` from ``measure_onnx`` on measured targets) and, for
     those, the cost model's estimate beside the measurement."""
     size = sum(Path(f).stat().st_size for f in files)
-    est_ms, est_mj = estimate(work, params, precision, target.profile_name(), os.cpu_count() or 1)
+    est_ms, est_mj = estimate(work, params, precision, target.profile_name(), usable_cores())
     if not target.measured:
         return Cost(est_ms, est_mj, params, size, work.macs,
                     f"cost model ({target.name}, estimate; {CALIBRATION.describe()})"), {}

@@ -15,7 +15,6 @@ with bandwidth); with none, the plan says which came closest.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,7 +189,7 @@ def evaluate(c: Candidate, model: LamscModel, target: Target, evaluation: list[N
     bundle = write_bundle(model, bundle_dir, c.precision, segmenter=segmenter, images=evaluation, int8=int8)
     c.bundle = bundle_dir
     c.workload = workload(model, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
-    c.quality = link_quality(OnnxRuntimeBackend(bundle, threads=os.cpu_count()), evaluation, segmenter, cfg.snr_db)
+    c.quality = link_quality(OnnxRuntimeBackend(bundle), evaluation, segmenter, cfg.snr_db)
 
 
 def workload(model: LamscModel, cfg: PlanConfig, files: list[Path] | None = None) -> dict:
@@ -226,7 +225,10 @@ def pruned_within_reach(teacher: LamscModel, budget: Budget, target: Target, cfg
     """
     bundle = write_bundle(teacher, work / "teacher-fp32", "fp32", images=images[:1])
     teacher_load = workload(teacher, cfg, [bundle.path("transmitter"), bundle.path("receiver")])
-    measured = measure_onnx([(teacher_load["files"], teacher_load["feeds"])], target, 3, 1)[0] if target.measured else None
+    # a floor needs the teacher's latency roughly (FLOOR_MARGIN covers the noise): at most 3 timed rounds
+    rounds = min(3, cfg.repeats)
+    measured = measure_onnx([(teacher_load["files"], teacher_load["feeds"])], target, rounds, 1)[0] \
+        if target.measured else None
     teacher_cost, _ = cost_of(teacher_load["files"], teacher_load["work"], teacher_load["params"], "fp32", target,
                               measured)
     limits = budget.resolve(teacher_cost)

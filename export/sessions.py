@@ -3,21 +3,38 @@ them (torch-free: a deployment opens its bundle with this)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
 
 
 def session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
-    """An ONNX Runtime session on the best provider available (CUDA when present, else CPU)."""
+    """An ONNX Runtime session on the best provider available (CUDA when present, else CPU).
+
+    ``threads``: intra-op threads; None is ONNX Runtime's own choice (one per physical core), or
+    ``usable_cores()`` when this process may run on fewer cores than the machine has.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    usable = usable_cores()
+    # ONNX Runtime counts the machine's cores, not the process's affinity: threads beyond it share cores and spin
+    threads = threads or (usable if usable < (os.cpu_count() or usable) else None)
     if threads:
         options.intra_op_num_threads = threads
     available = ort.get_available_providers()
     chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     return ort.InferenceSession(str(path), options, providers=chosen, disabled_optimizers=_disabled_for(path))
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on: its CPU affinity (taskset, a cgroup cpuset, a test worker's
+    share), where the system reports one, else every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call on macOS or Windows
+        return os.cpu_count() or 1
 
 
 def _disabled_for(path: str | Path) -> list[str]:

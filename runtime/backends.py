@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from lamsc.errors import UserError
 from lamsc.export.manifest import Bundle
-from lamsc.export.sessions import session
+from lamsc.export.sessions import session, usable_cores
 from lamsc.export.tensorrt import tensorrt
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.graph_specs import GraphSpec
@@ -37,7 +36,7 @@ class OnnxRuntimeBackend:
         self.name = f"onnxruntime ({provider}, {bundle.precision})"
         self.processor = "cpu" if provider == "CPUExecutionProvider" else "gpu"
         # ONNX Runtime's own default is one intra-op thread per core
-        self.threads = (threads or os.cpu_count() or 1) if self.processor == "cpu" else 1
+        self.threads = (threads or usable_cores()) if self.processor == "cpu" else 1
 
     def spec(self, graph: str) -> GraphSpec:
         return self.bundle.spec(graph)

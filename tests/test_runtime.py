@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +31,21 @@ from lamsc.semcom.transmission import Receiver, Transmitter, model_inputs, trans
 def bundle(tmp_path_factory):
     return write_bundle(load_model(), tmp_path_factory.mktemp("b") / "bundle", "fp32",
                         images=bundled_photos(["chelsea"]))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs CPU affinity and two cores")
+def test_onnxruntime_runs_on_the_cores_the_process_may_use(bundle):
+    """Restricted to one core (taskset, a cpuset), a session runs one intra-op thread, not one per core of
+    the machine that would share that core."""
+    code = ("import os, sys\n"
+            "from lamsc.export.sessions import session, usable_cores\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "s = session(sys.argv[1], ['CPUExecutionProvider'])\n"
+            "print(usable_cores(), s.get_session_options().intra_op_num_threads)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(bundle.path("receiver"))], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["1", "1"]
 
 
 def test_bundle_end_to_end_psnr_is_pytorchs(bundle):

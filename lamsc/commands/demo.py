@@ -16,10 +16,11 @@ from lamsc.commands.profile import report as report_profile
 from lamsc.commands.segment import report as report_segments, segment_images
 from lamsc.commands.transmit import run_link
 from lamsc.compress import CompressConfig
+from lamsc.errors import UserError
 from lamsc.runtime.profiler import ProfileConfig, profile_link
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.config import REFERENCE_CBR
-from lamsc.semcom.images import bundled_photos
+from lamsc.semcom.images import BUNDLED_PHOTOS, bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.overlay import contact_sheet
 from lamsc.semcom.segmenter import CachedSegmenter
@@ -41,11 +42,20 @@ def demo(
                                               "default: the weight-free fallback."),
     model: Optional[Path] = typer.Option(None, help="lamsc model; default: the shipped one."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
+    photos_n: Optional[int] = typer.Option(None, "--photos", metavar="N", help="Use the first N bundled "
+                                           f"photographs; default: all {len(BUNDLED_PHOTOS)}."),
+    steps: int = typer.Option(DEMO_STEPS, metavar="N", help="Distillation steps of the compression stage."),
 ) -> None:
     """Segment the bundled photographs, transmit them over AWGN at 0, 10 and 20 dB at CBR 1/48, profile energy
-    per image, compress the model to 60% of its latency (one candidate, 40 steps: the job shown, not its quality)."""
+    per image, compress the model to 60% of its latency (one candidate, 40 steps by default: the job shown, not its
+    quality). UserError when --photos or --steps is out of range."""
+    if photos_n is not None and not 1 <= photos_n <= len(BUNDLED_PHOTOS):
+        raise UserError(f"--photos {photos_n}: the demo has {len(BUNDLED_PHOTOS)} photographs; give 1 to "
+                        f"{len(BUNDLED_PHOTOS)}")
+    if steps < 1:
+        raise UserError(f"--steps {steps}: distillation needs at least 1 step")
     segmenter = CachedSegmenter(build_segmenter(checkpoint))  # each photograph segmented once for all SNRs
-    photos = bundled_photos()
+    photos = bundled_photos(BUNDLED_PHOTOS[:photos_n])
     segmented = segment_images(segmenter, photos, out / "segments")
     net = load_model(model)
     # ASC fits every photograph to the field's budget, so quality is compared at equal channel uses
@@ -71,7 +81,7 @@ def demo(
     # Compress the model to a budget of 60% of its own latency on this CPU.
     compressed = compress_with_progress(CompressConfig(
         budget=DEMO_BUDGET, target="cpu", model=model, out=out / "compressed",
-        ratios=[float(r) for r in DEMO_RATIOS.split(",")], precisions=("fp32",), steps=DEMO_STEPS,
+        ratios=[float(r) for r in DEMO_RATIOS.split(",")], precisions=("fp32",), steps=steps,
         data=photos[:4], images=photos[:4], max_rate_increase=DEMO_MAX_RATE_INCREASE,
         repeats=DEMO_REPEATS)).results
     if json_out:
