@@ -290,7 +290,7 @@ def fit_to_budget(model: LamscModel, batches: Batches, cfg: TrainConfig, device:
     optimizer = torch.optim.Adam(stage_parameters(probe, "asc"), lr=cfg.lr)
     bf16 = autocast_bf16(cfg.precision, device)
 
-    def timed(n: int) -> float:
+    def timed(probe: LamscModel, optimizer: torch.optim.Optimizer, n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -301,8 +301,8 @@ def fit_to_budget(model: LamscModel, batches: Batches, cfg: TrainConfig, device:
         float(loss.detach())  # waits for the device
         return time.perf_counter() - t0
 
-    timed(PROBE_STEPS)
-    per_step = timed(PROBE_STEPS) / PROBE_STEPS
+    timed(probe, optimizer, PROBE_STEPS)
+    per_step = timed(probe, optimizer, PROBE_STEPS) / PROBE_STEPS
     batches.rng.bit_generator.state = sampler
     del probe, optimizer
     left = 0.95 * cfg.minutes * 60 - (time.perf_counter() - start)  # 5% for checkpoints and the curves
