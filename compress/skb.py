@@ -121,6 +121,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
         models.append((name, 0.0, sam, {"kind": "student", **student.settings()}))
     raw = [_raw(teacher, x) for x in train_x[: cfg.calibration]]
     eval_raw = [_raw(teacher, x) for x in eval_x]
+    reference = reference_masks(teacher, teacher_emb, cfg.prompts_per_side)
     tensorrt = target.name != "cpu"
     candidates = []
     for name, ratio, sam, encoder in models:
@@ -133,7 +134,7 @@ def plan_skb(teacher, arch: SamArchitecture, budget: Budget, target: Target, tra
             c = Candidate(f"{name}-{precision}", ratio, precision, model=model)
             c.bundle = _at_precision(fp32, precision, raw, transformer=encoder["kind"] != "student", tensorrt=tensorrt)
             embeddings = onnx_embeddings(c.bundle, eval_raw)
-            c.quality = skb_quality(embeddings, teacher, teacher_emb, cfg.prompts_per_side)
+            c.quality = skb_quality(embeddings, teacher, teacher_emb, cfg.prompts_per_side, reference)
             c.quality["images"] = [p.name for p in evaluation]
             c.workload = {"files": [c.bundle], "feeds": [{"image": raw[0]}], "work": encoder_work,
                           "params": count_parameters(sam.image_encoder)}
@@ -197,23 +198,41 @@ def onnx_embeddings(path: Path, images: list[np.ndarray]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def skb_quality(embeddings: list[torch.Tensor], teacher, teacher_emb: list[torch.Tensor], per_side: int) -> dict:
-    """Cosine and mask IoU of a candidate's ``embeddings`` against the teacher's, image by image."""
+def reference_masks(teacher, teacher_emb: list[torch.Tensor], per_side: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The teacher's masks that candidates are scored against: per image, for each of ``per_side``² point
+    prompts on a grid, the index of the multimask output the teacher rates best and that mask (bool,
+    prompts x 256 x 256). Computed once per plan: the mask decoder is most of a candidate's scoring time."""
+    out = []
+    for t_emb in teacher_emb:
+        masks, iou = _decode(teacher, t_emb, per_side)
+        best = iou.argmax(1)
+        out.append((best, masks[torch.arange(len(best)), best] > 0))
+    return out
+
+
+@torch.no_grad()
+def skb_quality(embeddings: list[torch.Tensor], teacher, teacher_emb: list[torch.Tensor], per_side: int,
+                reference: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict:
+    """Cosine and mask IoU of a candidate's ``embeddings`` against the teacher's, image by image;
+    ``reference``: ``reference_masks(teacher, teacher_emb, per_side)``, computed here when None."""
+    reference = reference if reference is not None else reference_masks(teacher, teacher_emb, per_side)
     cosines, ious = [], []
-    points = (torch.arange(per_side) + 0.5) / per_side * SAM_INPUT_SIDE
-    grid = torch.stack(torch.meshgrid(points, points, indexing="xy"), -1).reshape(-1, 1, 2)
-    labels = torch.ones(grid.shape[0], 1, dtype=torch.long)
-    for emb, t_emb in zip(embeddings, teacher_emb):
+    for emb, t_emb, (best, a) in zip(embeddings, teacher_emb, reference):
         cosines.append(embedding_cosine(emb, t_emb))
-        sparse, dense = teacher.prompt_encoder(points=(grid, labels), boxes=None, masks=None)
-        pe = teacher.prompt_encoder.get_dense_pe()
-        t_masks, t_iou = teacher.mask_decoder(t_emb, pe, sparse, dense, multimask_output=True)
-        s_masks, _ = teacher.mask_decoder(emb, pe, sparse, dense, multimask_output=True)
-        best = t_iou.argmax(1)
-        rows = torch.arange(grid.shape[0])
-        a, b = t_masks[rows, best] > 0, s_masks[rows, best] > 0
+        s_masks, _ = _decode(teacher, emb, per_side)
+        b = s_masks[torch.arange(len(best)), best] > 0
         union = (a | b).flatten(1).sum(1)
         iou = torch.where(union > 0, (a & b).flatten(1).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
         ious.append(float(iou.float().mean()))
     return {"cosine": float(np.mean(cosines)), "iou": float(np.mean(ious)),
             "per_image_cosine": [round(c, 4) for c in cosines]}
+
+
+def _decode(sam, embedding: torch.Tensor, per_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's mask decoder on ``embedding`` for a ``per_side`` x ``per_side`` grid of single-point prompts:
+    (masks: prompts x 3 x 256 x 256 logits, predicted IoU: prompts x 3)."""
+    points = (torch.arange(per_side) + 0.5) / per_side * SAM_INPUT_SIDE
+    grid = torch.stack(torch.meshgrid(points, points, indexing="xy"), -1).reshape(-1, 1, 2)
+    labels = torch.ones(grid.shape[0], 1, dtype=torch.long)
+    sparse, dense = sam.prompt_encoder(points=(grid, labels), boxes=None, masks=None)
+    return sam.mask_decoder(embedding, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=True)

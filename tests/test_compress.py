@@ -20,7 +20,7 @@ from lamsc.compress.cost import Target, cost_of, count_macs, count_work, estimat
 from lamsc.compress.distill import DistillConfig, distil_codec, distil_encoder
 from lamsc.compress.prune import SubPixelPruner, prune_codec
 from lamsc.compress.prune_sam import prune_sam_encoder
-from lamsc.compress.skb import skb_quality
+from lamsc.compress.skb import reference_masks, skb_quality
 from lamsc.errors import UserError
 from lamsc.export.graph_checks import count_qdq
 from lamsc.runtime.devices import DEVICES
@@ -457,7 +457,9 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
     with torch.no_grad():
         emb = loaded.image_encoder(x[0])
     assert torch.equal(emb, student_sam.image_encoder.eval()(x[0]))
-    assert skb_quality([emb], sam, t, 3)["cosine"] < 1.0
+    alone = skb_quality([emb], sam, t, 3)
+    assert alone["cosine"] < 1.0
+    assert skb_quality([emb], sam, t, 3, reference_masks(sam, t, 3)) == alone  # the plan's reference, computed once
 
 
 # -- the choice rule (lamsc.compress.choice) on hand-made candidate tables -----------------------------------
