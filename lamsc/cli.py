@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lamsc import __version__
+from lamsc.allocator import keep_freed_memory
 from lamsc.commands.output import console, json_only_stdout
 from lamsc.errors import UserError
 
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     the ``lamsc`` loggers are printed as ``note: ...`` / ``warning: ...`` lines on stderr.
     """
     _show_notes()
+    keep_freed_memory()  # the command owns its process: large activations are reused, not re-faulted
     command = typer.main.get_command(app)
     _plain_metavars(command)
     args = sys.argv[1:] if argv is None else argv

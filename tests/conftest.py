@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from lamsc.allocator import keep_freed_memory
+
 
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory):
@@ -48,6 +50,7 @@ def pytest_configure(config):
     each): torch, ONNX Runtime (lamsc.export.sessions.usable_cores) and the processes a test starts all
     follow the worker's CPU affinity, so that workers do not oversubscribe the CPU."""
     _refuse_ungrouped_loadgroup(config)
+    keep_freed_memory()  # as the lamsc command runs: large freed blocks are reused, not re-faulted
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if workers > 1 and worker.startswith("gw") and hasattr(os, "sched_setaffinity"):

@@ -1,6 +1,7 @@
 """The lamsc command: help, version, the demo, and the one-namespace layout."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image
 
 from lamsc import __version__
+from lamsc.allocator import USER_SETTINGS
 from lamsc.cli import app, main
 from lamsc.commands.demo import DEMO_MAX_RATE_INCREASE
 from lamsc.semcom.config import REFERENCE_CBR
@@ -65,6 +67,34 @@ def test_demo_refuses_a_photograph_count_it_does_not_have(tmp_path, capsys):
         err = capsys.readouterr().err
         assert flags[0] in err and "Traceback" not in err
     assert not (tmp_path / "segments").exists()  # refused before any work
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_freed_memory_serves_a_large_block_from_the_heap():
+    """glibc's own accounting (mallinfo2: bytes in mmapped blocks) says where a 100 MiB block came from:
+    mapped for it alone by default, from the heap once freed blocks are kept."""
+    code = ("import ctypes, numpy as np\n"
+            "from lamsc.allocator import keep_freed_memory\n"
+            "class Info(ctypes.Structure):\n"
+            "    _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks hblkhd usmblks fsmblks "
+            "uordblks fordblks keepcost'.split()]\n"
+            "libc = ctypes.CDLL('libc.so.6')\n"
+            "libc.mallinfo2.restype = Info\n"
+            "a = np.ones(100 << 20, np.uint8)\n"
+            "mapped = libc.mallinfo2().hblkhd\n"
+            "del a\n"
+            "kept = keep_freed_memory()\n"
+            "a = np.ones(100 << 20, np.uint8)\n"
+            "print(mapped >= 100 << 20, kept, libc.mallinfo2().hblkhd < 100 << 20)\n")
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if "mallinfo2" in done.stderr:
+        pytest.skip("a C library without mallinfo2 (glibc before 2.33, or not glibc)")
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr
+    # a malloc setting of the user's own wins: nothing is changed
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert done.stdout.split() == ["True", "False", "False"], done.stderr
 
 
 def test_stage_folders_import_only_under_lamsc(tmp_path):
