@@ -21,11 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lamsc.allocator import user_tunes_malloc
+
 ONE_RUN = """
 import json, os, sys, time
 if sys.argv[1] == "kept":
     from lamsc.allocator import keep_freed_memory
-    assert keep_freed_memory(), "mallopt refused: not glibc"
+    assert keep_freed_memory(), "nothing kept: not glibc, or malloc tuned in the environment"
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.config import REFERENCE_CBR
 from lamsc.semcom.images import bundled_photos
@@ -54,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)
     runs: dict[str, list[dict]] = {"default": [], "kept": []}
+    env = {k: v for k, v in os.environ.items() if not user_tunes_malloc({k: v})}  # glibc's own default
     for _ in range(args.rounds):
         for setting in runs:
-            done = subprocess.run([sys.executable, "-c", ONE_RUN, setting, str(args.photos)], check=True,
-                                  capture_output=True, text=True)
+            done = subprocess.run([sys.executable, "-c", ONE_RUN, setting, str(args.photos)], capture_output=True,
+                                  text=True, env=env)
+            if done.returncode:
+                raise SystemExit(f"the {setting} run failed:\n{done.stderr}")
             runs[setting].append(json.loads(done.stdout.strip().splitlines()[-1]))
     same = runs["default"][0]["psnr"] == runs["kept"][0]["psnr"]  # where memory comes from changes no result
     rows = {s: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "user_s", "system_s")}
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     table += [f"| {s} | {r['wall_s']:.1f} | {r['user_s']:.1f} | {r['system_s']:.1f} |" for s, r in rows.items()]
     summary = f"kept / default wall-clock: **{ratio:.2f}**; the same PSNR on every photograph: {same}"
     note = [f"# The allocator on a link ({args.photos} bundled photographs, AWGN 10 dB, CBR 1/48, PyTorch backend)",
-            "", f"    {result['command']}", "", f"Machine: {cpu}. Medians of {args.rounds} alternating rounds, "
+            "", f"    {result['command']}", "", f"Machine: {cpu}. Medians of {args.rounds} alternating rounds,",
             "each setting in its own process (benchmarks/allocator.py says how).", "", *table, "", summary, ""]
     (args.out / "allocator.md").write_text("\n".join(note))
     print("\n".join(table + [summary]))

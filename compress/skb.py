@@ -217,7 +217,7 @@ def skb_quality(embeddings: list[torch.Tensor], teacher, teacher_emb: list[torch
     ``reference``: ``reference_masks(teacher, teacher_emb, per_side)``, computed here when None."""
     reference = reference if reference is not None else reference_masks(teacher, teacher_emb, per_side)
     cosines, ious = [], []
-    for emb, t_emb, (best, a) in zip(embeddings, teacher_emb, reference):
+    for emb, t_emb, (best, a) in zip(embeddings, teacher_emb, reference, strict=True):
         cosines.append(embedding_cosine(emb, t_emb))
         s_masks, _ = _decode(teacher, emb, per_side)
         b = s_masks[torch.arange(len(best)), best] > 0

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     the ``lamsc`` loggers are printed as ``note: ...`` / ``warning: ...`` lines on stderr.
     """
     _show_notes()
-    keep_freed_memory()  # the command owns its process: large activations are reused, not re-faulted
+    if argv is None:  # the console command owns its process: large activations are reused, not re-faulted
+        keep_freed_memory()
     command = typer.main.get_command(app)
     _plain_metavars(command)
     args = sys.argv[1:] if argv is None else argv

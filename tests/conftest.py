@@ -53,11 +53,15 @@ def pytest_configure(config):
     keep_freed_memory()  # as the lamsc command runs: large freed blocks are reused, not re-faulted
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if workers > 1 and worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        if len(cores) >= workers:
-            os.sched_setaffinity(0, cores[int(worker[2:]) % workers::workers])
-        torch.set_num_threads(max(1, len(cores) // workers))
+    if workers < 2 or not worker.startswith("gw"):
+        return
+    if hasattr(os, "sched_setaffinity"):
+        cores, i = sorted(os.sched_getaffinity(0)), int(worker[2:])
+        share = cores[i % workers::workers] if len(cores) >= workers else [cores[i % len(cores)]]
+        os.sched_setaffinity(0, share)
+        torch.set_num_threads(len(share))
+    else:  # no affinity call (macOS, Windows): threads alone divide the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _refuse_ungrouped_loadgroup(config):
@@ -67,7 +71,7 @@ def _refuse_ungrouped_loadgroup(config):
 
     from packaging.version import Version
 
-    if config.getoption("dist", "no") == "loadgroup" and Version(pytest.__version__) >= Version("9.2") \
+    if config.getoption("dist", "no") == "loadgroup" and Version(pytest.__version__).release >= (9, 2) \
             and Version(version("pytest-xdist")) <= Version("3.8.0"):
         raise pytest.UsageError(f"pytest {pytest.__version__} with pytest-xdist {version('pytest-xdist')} ignores "
                                 "xdist_group under --dist loadgroup; install the test extra's pytest<9.2")

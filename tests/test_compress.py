@@ -439,7 +439,10 @@ def test_distillation_returns_its_best_validated_state_and_resumes_to_it(tmp_pat
     assert all(torch.equal(v, start[k]) for k, v in again.state_dict().items())
 
 
-def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself(tiny_sam_checkpoint, tmp_path):
+def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself(tiny_sam_checkpoint, tmp_path,
+                                                                                   monkeypatch):
+    from lamsc.compress import skb as skb_module
+
     sam, arch = load_sam(tiny_sam_checkpoint)
     x = [torch.randn(1, 3, 1024, 1024)]
     with torch.no_grad():
@@ -459,7 +462,13 @@ def test_student_skb_round_trips_and_the_teacher_scores_perfectly_against_itself
     assert torch.equal(emb, student_sam.image_encoder.eval()(x[0]))
     alone = skb_quality([emb], sam, t, 3)
     assert alone["cosine"] < 1.0
-    assert skb_quality([emb], sam, t, 3, reference_masks(sam, t, 3)) == alone  # the plan's reference, computed once
+    # the plan decodes the teacher's masks once: scoring a candidate against them decodes the candidate's alone
+    reference = reference_masks(sam, t, 3)
+    calls = []
+    decode = skb_module._decode
+    monkeypatch.setattr(skb_module, "_decode", lambda *a: calls.append(a[1]) or decode(*a))
+    assert skb_quality([emb], sam, t, 3, reference) == alone
+    assert len(calls) == 1 and calls[0] is emb
 
 
 # -- the choice rule (lamsc.compress.choice) on hand-made candidate tables -----------------------------------

@@ -48,7 +48,7 @@ def demo(
 ) -> None:
     """Segment the bundled photographs, transmit them over AWGN at 0, 10 and 20 dB at CBR 1/48, profile energy
     per image, compress the model to 60% of its latency (one candidate, 40 steps by default: the job shown, not its
-    quality). UserError when --photos or --steps is out of range."""
+    quality). --photos takes 1 to the number of bundled photographs, --steps 1 or more."""
     if photos_n is not None and not 1 <= photos_n <= len(BUNDLED_PHOTOS):
         raise UserError(f"--photos {photos_n}: the demo has {len(BUNDLED_PHOTOS)} photographs; give 1 to "
                         f"{len(BUNDLED_PHOTOS)}")
