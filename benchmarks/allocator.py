@@ -69,15 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             for s, rs in runs.items()}
     ratio = rows["kept"]["wall_s"] / rows["default"]["wall_s"]
     cpu = f"{_cpu_model() or platform.machine()}, {os.cpu_count()} cores"
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"command": f"python benchmarks/allocator.py --rounds {args.rounds} --photos {args.photos}",
-              "machine": cpu, "rows": rows, "wall_ratio_kept_over_default": ratio, "same_psnr": same}
+              "git": git, "machine": cpu, "rows": rows, "wall_ratio_kept_over_default": ratio, "same_psnr": same}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "allocator.json").write_text(json.dumps(result, indent=2))
     table = ["| allocator | wall s | user s | system s |", "|---|---|---|---|"]
     table += [f"| {s} | {r['wall_s']:.1f} | {r['user_s']:.1f} | {r['system_s']:.1f} |" for s, r in rows.items()]
     summary = f"kept / default wall-clock: **{ratio:.2f}**; the same PSNR on every photograph: {same}"
     note = [f"# The allocator on a link ({args.photos} bundled photographs, AWGN 10 dB, CBR 1/48, PyTorch backend)",
-            "", f"    {result['command']}", "", f"Machine: {cpu}. Medians of {args.rounds} alternating rounds,",
+            "", f"    {result['command']}", "", f"Machine: {cpu}; lamsc at git {git}. Medians of {args.rounds} alternating rounds,",
             "each setting in its own process (benchmarks/allocator.py says how).", "", *table, "", summary, ""]
     (args.out / "allocator.md").write_text("\n".join(note))
     print("\n".join(table + [summary]))
