@@ -40,6 +40,11 @@ DEPTH_WEIGHT = 1.0
 
 @dataclass
 class DistillConfig:
+    """A distillation recipe, for the codec (``distil_codec``) and an SKB image encoder (``distil_encoder``).
+
+    ``precision`` applies to the codec: bf16 autocast where the CPU computes in bf16, as training does; the
+    SKB's encoder distils in fp32, its embeddings scored by cosine against the teacher's."""
+
     steps: int = 300
     crop: int = 128
     batch: int = 8
@@ -50,6 +55,7 @@ class DistillConfig:
     augment: bool = True          # codec: colour augmentation of the crops (see ``colour_augment``)
     checkpoint_every: int = 100
     seed: int = 0
+    precision: str = "auto"       # codec: auto | fp32 | bf16, as training (semcom.loop.autocast_bf16)
 
 
 def distil_codec(teacher: LamscModel, student: LamscModel, images: list[TrainingImage], cfg: DistillConfig,
@@ -65,7 +71,7 @@ def distil_codec(teacher: LamscModel, student: LamscModel, images: list[Training
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = Batches(images, student.config.segments, cfg.crop, cfg.batch, cfg.seed)
     run = TrainingRun(out / "distill_state.pt", student, gen, batches.rng, lambda: student.save(out / "model"),
-                      cfg.checkpoint_every, weights=out / "model.safetensors")
+                      cfg.checkpoint_every, precision=cfg.precision, weights=out / "model.safetensors")
     lo, hi = student.config.snr_range
 
     def step():
