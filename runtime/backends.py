@@ -10,7 +10,7 @@ import numpy as np
 
 from lamsc.errors import UserError
 from lamsc.export.manifest import Bundle
-from lamsc.export.sessions import session, usable_cores
+from lamsc.export.sessions import intra_op_threads, session
 from lamsc.export.tensorrt import tensorrt
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.graph_specs import GraphSpec
@@ -35,8 +35,7 @@ class OnnxRuntimeBackend:
         provider = next(iter(self.sessions.values())).get_providers()[0]
         self.name = f"onnxruntime ({provider}, {bundle.precision})"
         self.processor = "cpu" if provider == "CPUExecutionProvider" else "gpu"
-        # ONNX Runtime's own default is one intra-op thread per core
-        self.threads = (threads or usable_cores()) if self.processor == "cpu" else 1
+        self.threads = intra_op_threads(threads) if self.processor == "cpu" else 1
 
     def spec(self, graph: str) -> GraphSpec:
         return self.bundle.spec(graph)
