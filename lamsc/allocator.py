@@ -27,8 +27,8 @@ def keep_freed_memory() -> int:
     there; 0, changing nothing, where the C library is not glibc (macOS, Windows, musl) or where the
     environment already tunes malloc (a ``MALLOC_*`` variable, or ``glibc.malloc`` in ``GLIBC_TUNABLES``): a
     setting the user made wins, so ``MALLOC_TRIM_THRESHOLD_=131072`` gives a memory-tight device glibc's own
-    behaviour back. The ``lamsc`` command calls it at start; a Python program that runs the codec on large
-    images can call it once as well.
+    behaviour back. The ``lamsc`` command calls it at start, as does each endpoint process of
+    ``lamsc.runtime.link``; a Python program that runs the codec on large images can call it once as well.
     """
     if not sys.platform.startswith("linux") or user_tunes_malloc() or not _glibc():
         return 0

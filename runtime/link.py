@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lamsc.allocator import keep_freed_memory
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.transmission import Receiver, Transmitter, deliver
 
@@ -50,6 +51,7 @@ def recv_frame(sock: socket.socket) -> tuple[int, bytes] | None:
 
 
 def transmitter_process(deployment, images: list[np.ndarray], snr_db: float, asc: bool, port_q, report_q) -> None:
+    keep_freed_memory()  # a spawned endpoint does lamsc's work and ends, as the lamsc command does
     try:
         backend, _, segmenter = deployment.open()
         tx = Transmitter(backend, segmenter, asc, snr_db)
@@ -68,6 +70,7 @@ def transmitter_process(deployment, images: list[np.ndarray], snr_db: float, asc
 
 
 def receiver_process(deployment, sizes: list[tuple[int, int]], channel: Channel, seed: int, port_q, report_q) -> None:
+    keep_freed_memory()
     try:
         backend, _, _ = deployment.open()
         rx = Receiver(backend)
