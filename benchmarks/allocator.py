@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from lamsc.allocator import user_tunes_malloc
+
+from provenance import git_revision, processor
 
 ONE_RUN = """
 import json, os, sys, time
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {s: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "user_s", "system_s")}
             for s, rs in runs.items()}
     ratio = rows["kept"]["wall_s"] / rows["default"]["wall_s"]
-    cpu = f"{_cpu_model() or platform.machine()}, {os.cpu_count()} cores"
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = f"{processor()}, {os.cpu_count()} cores"
+    git = git_revision()
     result = {"command": f"python benchmarks/allocator.py --rounds {args.rounds} --photos {args.photos}",
               "git": git, "machine": cpu, "rows": rows, "wall_ratio_kept_over_default": ratio, "same_psnr": same}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -78,17 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     table += [f"| {s} | {r['wall_s']:.1f} | {r['user_s']:.1f} | {r['system_s']:.1f} |" for s, r in rows.items()]
     summary = f"kept / default wall-clock: **{ratio:.2f}**; the same PSNR on every photograph: {same}"
     note = [f"# The allocator on a link ({args.photos} bundled photographs, AWGN 10 dB, CBR 1/48, PyTorch backend)",
-            "", f"    {result['command']}", "", f"Machine: {cpu}; lamsc at git {git}. Medians of {args.rounds} alternating rounds,",
+            "", f"    {result['command']}", "",
+            f"Machine: {cpu}; lamsc at git {git}. Medians of {args.rounds} alternating rounds,",
             "each setting in its own process (benchmarks/allocator.py says how).", "", *table, "", summary, ""]
     (args.out / "allocator.md").write_text("\n".join(note))
     print("\n".join(table + [summary]))
     return 0
-
-
-def _cpu_model() -> str | None:
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ def main() -> None:
             links["everything sent"] = Transmitter(model, segmenter, asc=False)
         for name, tx in links.items():
             rs = [transmit(p.pixels, tx, rx, Channel("awgn", snr), seed=k) for k, p in enumerate(photos)]
-            print(f"{snr:g} | {name} | {np.mean([r.cbr for r in rs]):.4f} | {np.mean([r.kept_ratio for r in rs]):.2f} | "
-                  f"{np.mean([r.psnr for r in rs]):.2f}", flush=True)
+            print(f"{snr:g} | {name} | {np.mean([r.cbr for r in rs]):.4f} | "
+                  f"{np.mean([r.kept_ratio for r in rs]):.2f} | {np.mean([r.psnr for r in rs]):.2f}", flush=True)
 
 
 if __name__ == "__main__":

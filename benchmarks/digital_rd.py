@@ -21,8 +21,6 @@ import argparse
 import csv
 import json
 import math
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,8 @@ from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.config import DEFAULT_MODEL
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.transmission import Receiver, Transmitter
+
+from provenance import git_revision, processor
 
 SWEEP = STEPS[4::2]  # Δ = 1/8 .. 2, a factor sqrt(2) apart
 JPEG_QUALITIES = (1, 2, 3, 4, *range(5, 96, 5))  # the lowest ones reach down to where the model's PSNR tops out
@@ -192,13 +192,11 @@ def markdown(rows, bd: dict, config: dict) -> str:
 
 
 def provenance(model: LamscModel, model_file: Path | None, n_images: int, how: str, seconds: float) -> dict:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        rev = ""
-    return {"git": rev, "machine": platform.machine(), "processor": platform.processor(), "images": n_images,
-            "model": model.config.trained, "model_file": str(model_file) if model_file else "the shipped default (semcom/default_model)", "entropy": how,
-            "steps": list(SWEEP), "jpeg_qualities": list(JPEG_QUALITIES), "seconds": round(seconds, 1)}
+    rev = git_revision()
+    return {"git": rev, "machine": processor(), "images": n_images,
+            "model": model.config.trained,
+            "model_file": str(model_file) if model_file else "the shipped default (semcom/default_model)",
+            "entropy": how, "steps": list(SWEEP), "jpeg_qualities": list(JPEG_QUALITIES), "seconds": round(seconds, 1)}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from lamsc.export.bundle import write_bundle
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 
+from provenance import git_revision
+
 
 def profile(python: list[str], bundle: Path, repeats: int, out: Path) -> dict:
     done = subprocess.run([*python, "profile", str(bundle), "--backend", "onnxruntime", "--repeats", str(repeats),
@@ -54,14 +56,15 @@ def main(argv: list[str] | None = None) -> int:
                 "edge": profile([edge, "-m", "lamsc.cli"], bundle, args.repeats, Path(tmp) / "edge")}
     rows = []
     for full, small in zip(runs["full"]["images"], runs["edge"]["images"]):
-        row = {"image": full["image"], "same_payload": full["lamsc"]["payload_sha256"] == small["lamsc"]["payload_sha256"]}
+        row = {"image": full["image"],
+               "same_payload": full["lamsc"]["payload_sha256"] == small["lamsc"]["payload_sha256"]}
         for name, r in (("full", full), ("edge", small)):
             row[f"{name}_send_ms"] = r["lamsc"]["latency"]["total"]["median_ms"]
             row[f"{name}_receive_ms"] = r["lamsc"]["latency"]["receive"]["median_ms"]
             row[f"{name}_psnr"] = r["lamsc"]["psnr"]
         rows.append(row)
     sizes = {"full": venv_bytes(sys.executable), "edge": venv_bytes(edge)}
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git = git_revision()
     meta = {"git": git, "repeats": args.repeats, "backend": runs["edge"]["backend"],
             "segmenter": runs["edge"]["segmenter"], "cpu_threads": runs["edge"]["cpu_threads"], "venv_bytes": sizes}
     args.out.mkdir(parents=True, exist_ok=True)

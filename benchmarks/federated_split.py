@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +35,8 @@ from lamsc.federated.split import FINE_TUNE_LR
 from lamsc.semcom.images import iter_images
 from lamsc.semcom.model import load_model
 from lamsc.semcom.synthetic import SHAPE_CLASSES, make_shapes
+
+from provenance import git_revision
 
 SHIFTS = ("thermal-ironbow", "thermal-rainbow")
 
@@ -64,7 +65,8 @@ def main() -> None:
             parts = [[i for i in shapes if i.category == 0] + squares[::2],
                      [i for i in shapes if i.category == 2] + squares[1::2]]
             for folder, part in zip(folders, parts):
-                write_folder([replace(i, name=f"{SHAPE_CLASSES[i.category]}/{i.name}", label=None) for i in part], folder)
+                write_folder([replace(i, name=f"{SHAPE_CLASSES[i.category]}/{i.name}", label=None) for i in part],
+                             folder)
     else:
         folders = [args.out / "data" / f"client-{i}-{s}" for i, s in enumerate(SHIFTS)]
         if not all(f.is_dir() for f in folders):
@@ -90,8 +92,9 @@ def main() -> None:
     methods = {**baselines, "split": {"clients": last}}
     summary = {
         "command": "python benchmarks/federated_split.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("photos", "out") and v is not None) + f" --out {args.out}",
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("photos", "out") and v is not None) + f" --out {args.out}",
+        "git": git_revision(),
         "held_out_psnr_db": {m: mean_psnr(v["clients"]) for m, v in methods.items()},
         "held_out_psnr_db_per_client": {m: {c: r["psnr"] for c, r in v["clients"].items()} for m, v in methods.items()},
         "kept_fraction": {m: statistics.mean(c["kept"] for c in v["clients"].values()) for m, v in methods.items()},

@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from provenance import processor
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         ms = time_interleaved(runs, feed, args.repeats)
         profiles = {"int8 (ORT defaults)": profile_by_op(int8, feed, args.threads, []),
                     "int8 (lamsc session)": profile_by_op(int8, feed, args.threads, ["MatMulAddFusion"])}
-    result = {"model": str(args.sam or "MobileSAM vit_t, random weights"), "machine": platform.processor() or
-              platform.machine(), "threads": args.threads, "repeats": args.repeats, "median_ms": ms,
+    result = {"model": str(args.sam or "MobileSAM vit_t, random weights"), "machine": processor(),
+              "threads": args.threads, "repeats": args.repeats, "median_ms": ms,
               "x_fp32": {k: round(v / ms["fp32"], 3) for k, v in ms.items()}, "profile_ms_by_op": profiles}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"int8_transformer_ort_{args.name}.json").write_text(json.dumps(result, indent=2))

@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +51,8 @@ from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import image_files, load_image
 from lamsc.semcom.metrics import strict_json
 from lamsc.semcom.model import load_model
+
+from provenance import git_revision, processor
 
 OTHER_THRESHOLDS = (-0.1, -0.05, 0.0, 0.05)  # around the fusion network's own, to show what it trades
 GROUPS = {"train": 16, "calibration": 10, "local": 8, "global": 8, "neither": 8}
@@ -229,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                                          for g, per in one["summary"].items()}
     costs = per_image_costs(groups)
     scale = scaling([p for g in groups.values() for p in g], args.sizes)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git = git_revision()
     doc = {"config": vars(args) | {"photos": str(args.photos), "out": str(args.out), "model": str(args.model),
                                    "fusion": str(args.fusion), "split_into": None},
-           "git": git, "device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "git": git, "device": processor(), "threads": torch.get_num_threads(),
            "codec": codec.config.trained, "fusion": fusion.config.trained, "threshold": fusion.config.threshold,
            "split": {g: [p.name for p in v] for g, v in groups.items()},
            "gain": gain_info, "per_image_ms": costs, "scaling": scale}
@@ -273,9 +273,9 @@ def table(doc: dict) -> str:
     devices = "" if doc["config"]["global_devices"] == 4 else f" --global-devices {doc['config']['global_devices']}"
     lines = ["# Retrieval at the receiver: gain against SNR, and costs against base size", "",
              f"Made by `python benchmarks/kb_retrieval.py --photos {doc['config']['photos']} --out "
-             f"{doc['config']['out']}{devices}` at {doc['git']} on {doc['device']} ({doc['threads']} thread), with the codec "
-             f"`{doc['codec'].get('preset', 'custom')}` and the fusion network trained as this script's docstring says "
-             f"(threshold {doc['threshold']:.3f}).", "",
+             f"{doc['config']['out']}{devices}` at {doc['git']} on {doc['device']} ({doc['threads']} thread), "
+             f"with the codec `{doc['codec'].get('preset', 'custom')}` and the fusion network trained as this "
+             f"script's docstring says (threshold {doc['threshold']:.3f}).", "",
              "Scenes: real photographs (/work/shared/data/photos.sh), one per family, split by seed 0 into fusion "
              "training (16), threshold calibration (10), the local base's scenes (8), the global base's (8) and "
              "scenes in neither (8). A view is a 128 x 128 crop at the scene's camera point, shifted up to 16 pixels "
@@ -289,7 +289,8 @@ def table(doc: dict) -> str:
              "| scenes | " + " | ".join(f"{s:g} dB" for s in SNRS) + " |", "|---|" + "---|" * len(SNRS)]
     for group, per in g["summary"].items():
         lines.append(f"| {group}: PSNR without → with retrieval (gain; share used) | " + " | ".join(
-            f"{v['psnr']:.2f} → {v['psnr_kb']:.2f} ({v['gain_db']:+.2f}; {v['used']:.0%})" for v in per.values()) + " |")
+            f"{v['psnr']:.2f} → {v['psnr_kb']:.2f} ({v['gain_db']:+.2f}; {v['used']:.0%})"
+            for v in per.values()) + " |")
     if "one_other_device" in g:
         lines += ["", "gain (dB) with the global base's 4 views of each scene from one other device (a single other "
                   "viewpoint; same threshold, a run of its own):", "",
@@ -297,7 +298,8 @@ def table(doc: dict) -> str:
         lines += [f"| {group} | " + " | ".join(f"{v:+.2f}" for v in per.values()) + " |"
                   for group, per in g["one_other_device"].items()]
     lines += ["", "gain (dB) at other thresholds (a run each, the same noise):", "",
-              "| threshold | scenes | " + " | ".join(f"{s:g} dB" for s in SNRS) + " |", "|---|---|" + "---|" * len(SNRS)]
+              "| threshold | scenes | " + " | ".join(f"{s:g} dB" for s in SNRS) + " |",
+              "|---|---|" + "---|" * len(SNRS)]
     for t, per_group in g["gain_db_by_threshold"].items():
         for group, per in per_group.items():
             lines.append(f"| {t} | {group} | " + " | ".join(f"{v:+.2f}" for v in per.values()) + " |")
@@ -308,8 +310,8 @@ def table(doc: dict) -> str:
               + f". kNN label right on {(g['knn_label_accuracy'] or 0):.0%} of the images retrieval used.",
               "", "| per 128 x 128 image, 1 core | key | search | fetch 4 entries | register 1 entry | fuse |",
               "|---|---|---|---|---|---|",
-              f"| ms (median of 30) | {c['key']:.2f} | {c['search']:.3f} | {c['fetch']:.2f} | {c['align_per_entry']:.2f} "
-              f"| {c['fuse']:.2f} |", "",
+              f"| ms (median of 30) | {c['key']:.2f} | {c['search']:.3f} | {c['fetch']:.2f} "
+              f"| {c['align_per_entry']:.2f} | {c['fuse']:.2f} |", "",
               "| entries | index | build s | search ms median (p90) | recall@1 vs flat | index MB | keys MB |",
               "|---|---|---|---|---|---|---|"]
     for r in doc["scaling"].values():

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = ["| MCS | bits/use | threshold dB (BLER <= 1%) | measured: SNR dB failures/codewords |", "|---|---|---|---|"]
+    lines = ["| MCS | bits/use | threshold dB (BLER <= 1%) | measured: SNR dB failures/codewords |",
+             "|---|---|---|---|"]
     for mcs in MCS_TABLE:
         pts = [r for r in rows if r["mcs"] == mcs.name]
         if pts:

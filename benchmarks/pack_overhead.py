@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +29,8 @@ from lamsc.semcom.model import load_model
 from lamsc.semcom.payload import unpack
 from lamsc.semcom.skb import build_segmenter
 from lamsc.semcom.transmission import pack_features
+
+from provenance import git_revision, processor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         r["share"] = (r["pack_ms"] + r["unpack_ms"]) / (r["transmitter_ms"] + r["receiver_ms"])
     total = {k: sum(r[k] for r in rows) for k in ("transmitter_ms", "pack_ms", "unpack_ms", "receiver_ms")}
     share = (total["pack_ms"] + total["unpack_ms"]) / (total["transmitter_ms"] + total["receiver_ms"])
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"git": git, "device": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+    git = git_revision()
+    meta = {"git": git, "device": processor(), "cpu_threads": torch.get_num_threads(),
             "repeats": args.repeats, "backend": backend.name}
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "pack_overhead.csv", "w", newline="") as f:

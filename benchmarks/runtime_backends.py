@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +27,8 @@ from lamsc.runtime.latency import Latency
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.skb import build_segmenter
+
+from provenance import git_revision, processor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     names = list(backends)
     totals = {n: sum(r[n] for r in rows) for n in names}
     speedup = {n: totals["torch eager"] / totals[n] for n in names}
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"git": git, "device": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+    git = git_revision()
+    meta = {"git": git, "device": processor(), "cpu_threads": torch.get_num_threads(),
             "torch": torch.__version__, "repeats": args.repeats}
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "runtime_backends.csv", "w", newline="") as f:

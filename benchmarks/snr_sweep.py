@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +49,8 @@ from lamsc.semcom.metrics import weighted_psnr
 from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import Receiver, Transmitter, model_inputs, transmit
+
+from provenance import git_revision, processor
 
 SNRS = (0.0, 5.0, 10.0, 15.0, 20.0)
 RULES = ("Every link at lamsc's channel uses (complex; CBR = uses / 3HW) and SNR. Analog links (lamsc, softcast) "
@@ -279,7 +279,8 @@ def plot(table: list[dict], path: Path, args) -> None:
         label = f"{link} ({sel[0]['kind']}, CBR {np.mean([t['cbr'] for t in sel]):.4f})"
         a1.plot([t["snr_db"] for t in sel], [t["psnr"] for t in sel], style, label=label)
         a2.plot([t["snr_db"] for t in sel], [t["ms_ssim"] for t in sel], style, label=label)
-    a1.set(xlabel=f"SNR (dB), {args.channel}", ylabel="PSNR (dB)", title=f"PSNR at lamsc's channel uses (CBR {cbr:.4f})")
+    a1.set(xlabel=f"SNR (dB), {args.channel}", ylabel="PSNR (dB)",
+           title=f"PSNR at lamsc's channel uses (CBR {cbr:.4f})")
     a2.set(xlabel=f"SNR (dB), {args.channel}", ylabel="MS-SSIM", title="MS-SSIM at the same channel uses")
     a1.legend(fontsize=8)
     for a in (a1, a2):
@@ -290,11 +291,8 @@ def plot(table: list[dict], path: Path, args) -> None:
 
 
 def provenance(args, model, n_images: int, seconds: float, ablation: LamscModel | None = None) -> dict:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        rev = ""
-    out = {"git": rev, "machine": platform.machine(), "processor": platform.processor(), "images": n_images,
+    rev = git_revision()
+    out = {"git": rev, "machine": processor(), "images": n_images,
            "model": model.config.trained, "snrs": args.snrs, "channel": args.channel, "design_snr": args.design_snr,
            "baselines": args.baselines, "seconds": round(seconds, 1)}
     if ablation is not None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,8 @@ from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 from lamsc.semcom.segmenter import torch_device
 from lamsc.semcom.training import PRESETS, new_model, prepare, train
+
+from provenance import git_revision, processor
 
 WARMUP = 5
 
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     prepared = prepare(bundled_photos(), FallbackSegmenter(), load_model().config.segments)
     results = {precision: run(precision, args.steps, device, prepared) for precision in ("fp32", "bf16")}
     speedup = {s: results["bf16"][s]["crops_per_s"] / results["fp32"][s]["crops_per_s"] for s in ("codec", "asc")}
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    git = git_revision()
+    name = processor(device)
     meta = {"git": git, "device": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "steps": args.steps, "batch": PRESETS["default"].batch, "crop": PRESETS["default"].crop}
     args.out.mkdir(parents=True, exist_ok=True)
