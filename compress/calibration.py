@@ -15,8 +15,8 @@ bandwidth the layers' activations and weights move at (what makes depthwise and 
 faster NVIDIA's MLPerf engines run than one TensorRT builds from the network's graph: those are assembled by hand
 with fused plugins (BERT's fused multi-head attention, ResNet-50's fused residual stages), which a ``trtexec``
 build of an ONNX graph, lamsc's own path, does not get; lamsc's estimates take h = 1. Eight parameters, fitted by
-least squares on the log of the latencies in ``PUBLISHED`` (``fit``); ``leave_one_out`` refits without each row and predicts
-it, the error every Jetson estimate prints beside itself. ``CALIBRATION`` holds the fitted values; a test
+least squares on the log of the latencies in ``PUBLISHED`` (``fit``); ``leave_one_out`` refits without each row and
+predicts it, the error every Jetson estimate prints beside itself. ``CALIBRATION`` holds the fitted values; a test
 refits ``PUBLISHED`` and checks them.
 
 The networks' work (``REFERENCE_WORK``) was counted with lamsc.compress.cost.count_work on their official
@@ -87,7 +87,8 @@ REFERENCE_WORK = {  # network at its published input -> (work, parameters)
     "netspresso-mobilevit-s@256": (Work(1_092_354_048, 907_839_360, 90, 34_364_035), 4_939_555),
 }
 
-_EFFICIENTVIT = "github.com/mit-han-lab/efficientvit applications/efficientvit_{}/README.md (TensorRT fp16, with data transfer)"
+_EFFICIENTVIT = ("github.com/mit-han-lab/efficientvit applications/efficientvit_{}/README.md "
+                 "(TensorRT fp16, with data transfer)")
 _NANOSAM = "github.com/NVIDIA-AI-IOT/nanosam README, Performance (image encoder, TensorRT)"
 _NANOSAM_PIPELINE = "github.com/NVIDIA-AI-IOT/nanosam README, Performance (MobileSAM full pipeline, fp32 TensorRT)"
 _MLPERF31 = "MLPerf Inference v3.1 closed, NVIDIA {}, {} SingleStream p90 (JetPack 5.1.1, TensorRT 8.5.2)"

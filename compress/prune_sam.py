@@ -86,7 +86,8 @@ def _prune_tiny_vit(encoder: nn.Module, ratio: float) -> None:
     ignored += [m for m in encoder.modules() if type(m).__name__ == "PatchMerging"]
     # Parameters outside known layer types: per-head biases (already pruned with their heads) and the neck's
     # LayerNorm2d. Their channel dimension is named (0) rather than guessed, and they are left alone.
-    loose = [a.attention_biases for a in attns] + list(encoder.neck[1].parameters()) + list(encoder.neck[3].parameters())
+    loose = ([a.attention_biases for a in attns] + list(encoder.neck[1].parameters())
+             + list(encoder.neck[3].parameters()))
     pruner = tp.pruner.BasePruner(
         encoder, _example(encoder), importance=tp.importance.GroupMagnitudeImportance(p=2),
         pruning_ratio=ratio, ignored_layers=ignored + loose, round_to=8,

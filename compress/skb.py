@@ -222,7 +222,8 @@ def skb_quality(embeddings: list[torch.Tensor], teacher, teacher_emb: list[torch
         s_masks, _ = _decode(teacher, emb, per_side)
         b = s_masks[torch.arange(len(best)), best] > 0
         union = (a | b).flatten(1).sum(1)
-        iou = torch.where(union > 0, (a & b).flatten(1).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
+        iou = torch.where(union > 0, (a & b).flatten(1).sum(1) / union.clamp(min=1),
+                          torch.ones_like(union, dtype=torch.float))
         ious.append(float(iou.float().mean()))
     return {"cosine": float(np.mean(cosines)), "iou": float(np.mean(ious)),
             "per_image_cosine": [round(c, 4) for c in cosines]}

@@ -18,7 +18,8 @@ def build_bundle_engines(bundle: Bundle) -> list[Path]:
     """Build every graph of a loaded bundle into ``BUNDLE/engines/`` (on the device that will run them)."""
     problems = bundle.tensorrt_problems()
     if problems:  # refuse before the minutes a build takes, with what export checked
-        hint = (" Export it again with --int8-for tensorrt." if bundle.manifest.get("int8_for") == "onnxruntime" else "")
+        hint = (" Export it again with --int8-for tensorrt." if bundle.manifest.get("int8_for") == "onnxruntime"
+                else "")
         raise UserError(f"{bundle.root} has graphs TensorRT cannot build ({'; '.join(problems[:3])}).{hint}")
     out = bundle.root / "engines"
     out.mkdir(exist_ok=True)

@@ -14,7 +14,8 @@ MIN_OPSET = 17
 
 def opset_problems(model: onnx.ModelProto) -> list[str]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return [] if opset >= MIN_OPSET else [f"opset {opset} is below {MIN_OPSET}; export again with opset_version={MIN_OPSET}"]
+    return [] if opset >= MIN_OPSET else [f"opset {opset} is below {MIN_OPSET}; "
+                                          f"export again with opset_version={MIN_OPSET}"]
 
 
 def onehot_shape_problems(model: onnx.ModelProto) -> list[str]:

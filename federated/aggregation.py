@@ -25,4 +25,5 @@ def fedavg(parts: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[s
         if set(p) != names or any(p[n].shape != parts[0][n].shape for n in names):
             raise UserError("clients returned different model parts; every client must run the same split and rank")
     total = float(sum(weights))
-    return {n: (sum(p[n].double() * (w / total) for p, w in zip(parts, weights))).to(parts[0][n].dtype) for n in parts[0]}
+    return {n: (sum(p[n].double() * (w / total) for p, w in zip(parts, weights))).to(parts[0][n].dtype)
+            for n in parts[0]}

@@ -106,7 +106,8 @@ def server_app(make_server, clients: int | None, until_round: int | None = None,
         nodes = sorted(grid.get_node_ids())[:wanted]
 
         def exchange(action: str, contents: dict[int, dict]) -> dict[int, dict]:
-            messages = [Message(to_records(c), dst_node_id=node_of[p], message_type=action) for p, c in contents.items()]
+            messages = [Message(to_records(c), dst_node_id=node_of[p], message_type=action)
+                        for p, c in contents.items()]
             replies = {}
             for reply in grid.send_and_receive(messages):
                 if reply.has_error():

@@ -102,7 +102,8 @@ def fine_tune(model: LamscModel, images: list[TrainingImage], plan: SplitPlan, s
 def adapted_parts(model: LamscModel, rank: int) -> list:
     """Adapters on ``model``'s encoder (added in place) and its decoder and heads: what split fine-tuning trains."""
     add_adapters(model.encoder, rank)
-    return [p for n, p in model.named_parameters() if ".adapter_" in n or not n.startswith(("asi", "encoder", "mask_net"))]
+    return [p for n, p in model.named_parameters()
+            if ".adapter_" in n or not n.startswith(("asi", "encoder", "mask_net"))]
 
 
 def run_baselines(base: LamscModel, folders: list[Path], plan: SplitPlan, out: Path,
@@ -122,8 +123,8 @@ def run_baselines(base: LamscModel, folders: list[Path], plan: SplitPlan, out: P
         for c, (train, _) in enumerate(sets):
             torch.manual_seed(plan.seed)
             model = copy.deepcopy(base)
-            fine_tune(model, train, plan, steps, plan.batch, out / "local" / f"client-{c}", adapted_parts(model, plan.rank),
-                      plan.seed + c)
+            fine_tune(model, train, plan, steps, plan.batch, out / "local" / f"client-{c}",
+                      adapted_parts(model, plan.rank), plan.seed + c)
             merge_adapters(model.encoder)
             scores[str(c)] = held_out_scores(model, tests, plan)[str(c)]
         results["local"] = {"clients": scores}
@@ -131,8 +132,8 @@ def run_baselines(base: LamscModel, folders: list[Path], plan: SplitPlan, out: P
         torch.manual_seed(plan.seed)
         model = copy.deepcopy(base)
         pooled = [i for train, _ in sets for i in train]
-        fine_tune(model, pooled, plan, steps, plan.batch * len(sets), out / "centralised", adapted_parts(model, plan.rank),
-                  plan.seed)
+        fine_tune(model, pooled, plan, steps, plan.batch * len(sets), out / "centralised",
+                  adapted_parts(model, plan.rank), plan.seed)
         merge_adapters(model.encoder)
         results["centralised"] = {"clients": held_out_scores(model, tests, plan)}
     if "fedavg" in methods:

@@ -237,8 +237,8 @@ def score(images: list[TrainingImage], outputs: dict, kept: list[float], config:
             labelled += 1
             correct += int(outputs[f"{n}.class_logits"].argmax(1)[0]) == item.category
         if item.label is not None and f"{n}.seg_logits" in outputs:
-            ious.append(mean_iou(outputs[f"{n}.seg_logits"][0, :, :h, :w].argmax(0), torch.from_numpy(item.label).long(),
-                                 config.seg_classes))
+            ious.append(mean_iou(outputs[f"{n}.seg_logits"][0, :, :h, :w].argmax(0),
+                                 torch.from_numpy(item.label).long(), config.seg_classes))
     out = {"psnr": float(np.mean(psnr)), "ms_ssim": metrics.mean_defined(msssim), "kept": float(np.mean(kept)),
            "images": len(images)}
     if labelled:

@@ -61,7 +61,8 @@ def from_records(records) -> dict:
             out[kind] = {}
             for name, array in record.items():
                 a = array.numpy()
-                out[kind][name] = torch.from_numpy(a.copy()).long() if a.dtype == np.uint8 else torch.from_numpy(a.copy())
+                out[kind][name] = (torch.from_numpy(a.copy()).long() if a.dtype == np.uint8
+                                   else torch.from_numpy(a.copy()))
         elif kind == "control":
             out[kind] = {k: _decoded(v) for k, v in record.items()}
         else:

@@ -138,7 +138,8 @@ class SplitServer:
         control = {"step": s, "round_start": s % plan.local_steps == 0}
         replies = self.send(TRAIN_FORWARD, {c: {"control": {**control, "snr": rows[i].tolist()}}
                                             for i, c in enumerate(self.clients)})
-        leaves = {c: {n: (t.requires_grad_() if n in DIFFERENTIABLE else t) for n, t in replies[c]["activations"].items()}
+        leaves = {c: {n: (t.requires_grad_() if n in DIFFERENTIABLE else t)
+                      for n, t in replies[c]["activations"].items()}
                   for c in self.clients}
         smashed = {n: torch.cat([leaves[c][n] for c in self.clients]) for n in leaves[self.clients[0]]}
         outputs = server_forward(self.model, smashed, snr, plan.channel, self.generator)
@@ -148,7 +149,8 @@ class SplitServer:
         replies = self.send(TRAIN_LOSS, {c: {"control": {"step": s}, "activations": parts[c]} for c in self.clients})
         start = time.perf_counter()
         # the mean of the devices' losses: each device's gradients are scaled by 1/k here and back by k below
-        loss = sum(surrogate(parts[c], replies[c]["gradients"], replies[c]["metrics"]["loss"]) for c in self.clients) / k
+        loss = sum(surrogate(parts[c], replies[c]["gradients"], replies[c]["metrics"]["loss"])
+                   for c in self.clients) / k
         self.pending = leaves
         self.server_seconds += time.perf_counter() - start
         return loss, {"psnr": sum(replies[c]["metrics"]["psnr"] for c in self.clients) / k}

@@ -45,8 +45,8 @@ _API = {
     **dict.fromkeys(("ProfileConfig", "ProfileResult", "profile_link"), "lamsc.runtime.profiler"),
     "KnowledgeBase": "lamsc.retrieval.base",
     "Retriever": "lamsc.retrieval.refine",
-    **dict.fromkeys(("BuildConfig", "MergeConfig", "QueryConfig", "BaseInfo", "build_base", "add_to_base", "merge_bases",
-                     "query_bases", "base_info"), "lamsc.retrieval.jobs"),
+    **dict.fromkeys(("BuildConfig", "MergeConfig", "QueryConfig", "BaseInfo", "build_base", "add_to_base",
+                     "merge_bases", "query_bases", "base_info"), "lamsc.retrieval.jobs"),
     **dict.fromkeys(("FederateConfig", "FederateResult", "federate"), "lamsc.federated.simulation"),
 }
 

@@ -252,7 +252,8 @@ def train_fusion(job: FusionJob, progress=None) -> FusionResult:
         refined = net(d, cut(reference), cut(coverage), snr[i])
         loss = torch.nn.functional.mse_loss(refined, t)
         before = torch.nn.functional.mse_loss(d, t).detach()
-        return loss, {"psnr_before": float(-10 * torch.log10(before)), "psnr_after": float(-10 * torch.log10(loss.detach()))}
+        return loss, {"psnr_before": float(-10 * torch.log10(before)),
+                      "psnr_after": float(-10 * torch.log10(loss.detach()))}
 
     weights = out / "fusion.safetensors"
 

@@ -30,7 +30,8 @@ class Deployment:
 
     def open(self) -> tuple[Backend, ModelConfig, Segmenter]:
         """Build the backend, the model config and the SKB segmenter this deployment runs."""
-        if self.source and Path(self.source).is_dir():  # a folder can only be a bundle; load_bundle says what is missing
+        # a folder can only be a bundle; load_bundle says what is missing
+        if self.source and Path(self.source).is_dir():
             bundle = load_bundle(self.source)
             if self.backend == "torch":
                 raise UserError(f"{self.source} is an exported bundle: run it with --backend onnxruntime or "
@@ -43,7 +44,8 @@ class Deployment:
         from lamsc.semcom.model import load_model  # a checkpoint runs on torch; a bundle needs none
 
         model = load_model(self.source)
-        return open_backend("torch", model=model, device=self.device), model.config, build_segmenter(self.sam_checkpoint)
+        return (open_backend("torch", model=model, device=self.device), model.config,
+                build_segmenter(self.sam_checkpoint))
 
 
 def bundle_segmenter(bundle: Bundle, backend: Backend, sam_checkpoint: str | None) -> Segmenter:

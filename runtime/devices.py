@@ -38,14 +38,17 @@ class DeviceProfile:
 
 DEVICES = {
     "orin-nano": DeviceProfile("Jetson Orin Nano 8GB (15 W mode)", 1.28, 2.56, 20.0, 68.0, 15.0, 4.0,
-                               "Jetson Orin Nano Series data sheet: 1024 CUDA cores at 625 MHz, 40 sparse INT8 TOPS, 68 GB/s"),
-    "orin-nano-super": DeviceProfile("Jetson Orin Nano 8GB Super (25 W mode, MAXN_SUPER)", 2.09, 4.18, 33.5, 102.0, 25.0,
-                                     5.0, "Jetson Orin Nano Super Developer Kit (JetPack 6.1): 1024 CUDA cores at "
-                                     "1020 MHz, 67 sparse INT8 TOPS, 102 GB/s"),
+                               "Jetson Orin Nano Series data sheet: 1024 CUDA cores at 625 MHz, 40 sparse INT8 TOPS, "
+                               "68 GB/s"),
+    "orin-nano-super": DeviceProfile("Jetson Orin Nano 8GB Super (25 W mode, MAXN_SUPER)", 2.09, 4.18, 33.5, 102.0,
+                                     25.0, 5.0, "Jetson Orin Nano Super Developer Kit (JetPack 6.1): 1024 CUDA cores "
+                                     "at 1020 MHz, 67 sparse INT8 TOPS, 102 GB/s"),
     "orin-nx": DeviceProfile("Jetson Orin NX 16GB (25 W mode)", 1.88, 3.76, 50.0, 102.4, 25.0, 5.0,
-                             "Jetson Orin NX Series data sheet: 1024 CUDA cores at 918 MHz, 100 sparse INT8 TOPS, 102.4 GB/s"),
+                             "Jetson Orin NX Series data sheet: 1024 CUDA cores at 918 MHz, 100 sparse INT8 TOPS, "
+                             "102.4 GB/s"),
     "agx-orin": DeviceProfile("Jetson AGX Orin 64GB (MAXN)", 5.32, 10.6, 137.5, 204.8, 60.0, 8.0,
-                              "Jetson AGX Orin Series data sheet: 2048 CUDA cores at 1.3 GHz, 275 sparse INT8 TOPS, 204.8 GB/s"),
+                              "Jetson AGX Orin Series data sheet: 2048 CUDA cores at 1.3 GHz, 275 sparse INT8 TOPS, "
+                              "204.8 GB/s"),
     "xavier-nx": DeviceProfile("Jetson Xavier NX (20 W mode)", 0.84, 1.69, 21.0, 59.7, 20.0, 4.0,
                                "Jetson Xavier NX data sheet: 384 CUDA cores at 1.1 GHz, 21 INT8 TOPS, 59.7 GB/s"),
     "cpu": DeviceProfile("server CPU", 0.1, 0.1, 0.2, 20.0, 5.0, 0.0,

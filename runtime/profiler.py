@@ -281,7 +281,8 @@ def plot_energy(rows: list[dict], path, title: str) -> None:
 
     n = len(rows)
     x = np.arange(n)
-    bars = [(key, part, colour) for key, colours in (("lamsc", ("#1f77b4", "#aec7e8")), ("jpeg", ("#d62728", "#ff9896")))
+    bars = [(key, part, colour)
+            for key, colours in (("lamsc", ("#1f77b4", "#aec7e8")), ("jpeg", ("#d62728", "#ff9896")))
             for part, colour in zip(("compute", "radio"), colours)]
     width = 0.8 / len(bars)
     inches = max(6, 1.1 * n + 2)

@@ -63,7 +63,8 @@ class ProbabilityTables:
         for i, s in enumerate(self.steps):
             if np.float32(s) == np.float32(step):
                 return i
-        raise ValueError(f"quantiser step {step:g} has no probability table; steps: {', '.join(f'{s:g}' for s in self.steps)}")
+        raise ValueError(f"quantiser step {step:g} has no probability table; "
+                         f"steps: {', '.join(f'{s:g}' for s in self.steps)}")
 
 
 @dataclass

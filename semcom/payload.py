@@ -121,7 +121,8 @@ def depth_map_section(levels: np.ndarray, num_levels: int) -> tuple[bytes, bool]
     return (coded, True) if len(coded) < len(packed) else (packed, False)
 
 
-def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int, value_bits: int) -> tuple[bytes, float, int]:
+def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int,
+                      value_bits: int) -> tuple[bytes, float, int]:
     """The reference ASC pack of the kept values: (value bytes, quantiser scale, kept count).
 
     Symmetric uniform quantisation in float64 to ``value_bits`` bits, stored offset-binary, MSB first.
@@ -169,7 +170,8 @@ class Parsed:
     scale: float
     snr_db: float | None
     levels: np.ndarray           # (h, w) in 1..L
-    level_bytes: bytes           # bit-packed (level_bits(L) each; a coded map's decoded and re-packed): empty without ASC
+    level_bytes: bytes           # bit-packed (level_bits(L) each; a coded map's decoded and re-packed):
+                                 # empty without ASC
     value_bytes: bytes           # entropy-coded: the range-coded stream, after the fingerprint
     entropy_id: int | None = None  # the probability tables' fingerprint of an entropy-coded payload
 

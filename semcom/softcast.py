@@ -16,8 +16,8 @@ zero for dropped chunks, then the inverse DCT, means and colour transform.
 
 Metadata (a header with the grid, image size and plane means; the bitmap of kept chunks; 8 bits per kept
 chunk's variance) crosses as lamsc's own side information does: digitally, two bits per channel use,
-counted in the channel uses and in ``side_bits``. SoftCast's Hadamard spreading across packets protects against packet loss, which these
-channels do not have, and does not change the LLSE error on them: it is left out.
+counted in the channel uses and in ``side_bits``. SoftCast's Hadamard spreading across packets protects against
+packet loss, which these channels do not have, and does not change the LLSE error on them: it is left out.
 """
 
 from __future__ import annotations

@@ -421,7 +421,8 @@ class TrainJob:
     ``data``: image folders, class folders or VOC layouts; ``bundled`` adds scikit-image's photographs and
     ``synthetic`` that many labelled shapes. Classification and segmentation heads follow the labels found.
     ``recipe``: a preset name of PRESETS or a TrainConfig; ``steps`` overrides steps per stage
-    (e.g. {"codec": 500}). Bad values raise UserError when the job is made. ``sam_checkpoint``: the SKB that segments the images (None: the fallback).
+    (e.g. {"codec": 500}). Bad values raise UserError when the job is made. ``sam_checkpoint``: the SKB that
+    segments the images (None: the fallback).
     ``channels``, ``width``, ``segments`` and ``num_levels`` shape a new model (``segments=0, num_levels=1``:
     lamsc's codec with ASI and ASC off, the plain Deep JSCC ablation); ``init`` (a lamsc model to fine-tune, same
     heads) brings its own. ``device``: auto | cpu | cuda[:N]. An ``out`` folder that holds a run resumes it.

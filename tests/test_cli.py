@@ -127,8 +127,8 @@ def test_a_built_wheel_holds_every_package(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     source = tmp_path / "source"  # setuptools builds in the tree it is given: a copy keeps the checkout clean
-    shutil.copytree(root, source, ignore=shutil.ignore_patterns(".git", ".venv", ".whl", "build", "lamsc-out", "results",
-                                                                "*.egg-info", "__pycache__"))
+    shutil.copytree(root, source, ignore=shutil.ignore_patterns(".git", ".venv", ".whl", "build", "lamsc-out",
+                                                                "results", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path), str(source)], check=True, capture_output=True)
     names = zipfile.ZipFile(next(tmp_path.glob("lamsc-*.whl"))).namelist()

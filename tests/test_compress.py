@@ -88,7 +88,8 @@ def test_fused_attention_is_counted_as_its_two_matrix_products():
 def test_published_networks_work_is_what_their_sources_publish():
     """REFERENCE_WORK against the MACs each source publishes (GMACs, rounded as published)."""
     published = {"resnet50@224": 4.09, "yolo26n@640": 2.7, "yolo26m@640": 34.1, "yolo26x@640": 97.0,
-                 "efficientvit-cls-b1@224": 0.52, "efficientvit-seg-l1@512": 36, "efficientvit-sam-xl0-encoder@1024": 185,
+                 "efficientvit-cls-b1@224": 0.52, "efficientvit-seg-l1@512": 36,
+                 "efficientvit-sam-xl0-encoder@1024": 185,
                  "bert-large-squad@384": 246.93 / 2}  # open_model_zoo's GOps, softmax and normalisation included
     for name, gmacs in published.items():
         assert REFERENCE_WORK[name][0].macs / 1e9 == pytest.approx(gmacs, rel=0.02), name
@@ -132,7 +133,8 @@ def test_cost_model_estimates_and_says_how_well_it_does(tmp_path):
     graph = tmp_path / "g.onnx"
     graph.write_bytes(b"0" * 10)
     cost, check = cost_of([graph], work, 1000, "fp16", Target("orin-nx"))
-    assert "published Jetson latencies" in cost.how and f"median {CALIBRATION.loo_median:.0%}" in cost.how and check == {}
+    assert ("published Jetson latencies" in cost.how and f"median {CALIBRATION.loo_median:.0%}" in cost.how
+            and check == {})
 
 
 # -- codec pruning ---------------------------------------------------------------------------------------
@@ -265,8 +267,8 @@ def test_tiny_vit_heads_are_removed_head_by_head(mobilesam_checkpoint, tmp_path)
     from lamsc.semcom.architecture import record
     from lamsc.semcom.sam_architecture import build_sam
 
-    path = save_skb(pruned, {"family": "mobilesam"}, {"kind": "pruned", "architecture": record(pruned, build_sam(arch))},
-                    tmp_path / "skb")
+    path = save_skb(pruned, {"family": "mobilesam"},
+                    {"kind": "pruned", "architecture": record(pruned, build_sam(arch))}, tmp_path / "skb")
     loaded, _ = load_sam(path)
     with torch.no_grad():
         assert torch.equal(loaded.image_encoder(x), emb)
@@ -589,8 +591,9 @@ def two_photos(tmp_path_factory):
 
 def test_unreachable_budget_is_refused_before_distillation(two_photos, tmp_path, capsys):
     """Below every candidate's lower bound: one line, exit 2, and no student distilled or scored."""
-    code = main(["compress", "--repeats", "1", "--budget", "latency-ms=0.0001", "--ratios", "0,0.5", "--precisions", "fp32,int8",
-                 "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+    code = main(["compress", "--repeats", "1", "--budget", "latency-ms=0.0001", "--ratios", "0,0.5",
+                 "--precisions", "fp32,int8", "--steps", "2", "--data", str(two_photos), "--images", str(two_photos),
+                 "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
@@ -638,8 +641,8 @@ def test_infeasible_budget_exits_2_naming_the_closest(two_photos, tmp_path, caps
 
 
 def test_feasible_budget_writes_a_model_that_loads(two_photos, tmp_path, capsys):
-    common = ["compress", "--repeats", "1", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32", "--steps", "2",
-              "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)]
+    common = ["compress", "--repeats", "1", "--budget", "params=60%", "--ratios", "0.5", "--precisions", "fp32",
+              "--steps", "2", "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)]
     # two distillation steps leave the student's ASC depth off the teacher's: it sends a few percent more
     assert main(common + ["--max-rate-increase", "0.01"]) == 2
     assert re.search(r"sends over 1% more bits than the teacher \(prune-0\.50-fp32 \d+\.\d+x\)",
@@ -674,9 +677,9 @@ def test_int8_candidates_are_calibrated_on_the_distillation_photographs(two_phot
     for p in bundled_photos(["chelsea", "rocket"]):
         Image.fromarray(p.pixels[::4, ::4]).save(scoring / f"{p.name}.png")
     # what is checked is where calibration and scoring photographs come from, not the int8 graph's rate
-    code = main(["compress", "--repeats", "1", "--budget", "bytes=50%", "--ratios", "0", "--precisions", "int8", "--int8-max-drop",
-                 "0.3", "--max-rate-increase", "0.5", "--data", str(two_photos), "--images", str(scoring),
-                 "--out", str(tmp_path / "out")])
+    code = main(["compress", "--repeats", "1", "--budget", "bytes=50%", "--ratios", "0", "--precisions", "int8",
+                 "--int8-max-drop", "0.3", "--max-rate-increase", "0.5", "--data", str(two_photos),
+                 "--images", str(scoring), "--out", str(tmp_path / "out")])
     assert code == 0
     res = json.loads((tmp_path / "out" / "compress.json").read_text())["results"]
     assert res["chosen"]["name"] == "prune-0.00-int8"
@@ -687,9 +690,9 @@ def test_int8_candidates_are_calibrated_on_the_distillation_photographs(two_phot
 
 
 def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_photos, tiny_sam_checkpoint, tmp_path):
-    code = main(["compress", "--repeats", "1", "--sam", str(tiny_sam_checkpoint), "--budget", "bytes=50%", "--ratios", "0",
-                 "--students", "128", "--precisions", "fp32,int8", "--steps", "2", "--data", str(two_photos),
-                 "--images", str(two_photos), "--out", str(tmp_path)])
+    code = main(["compress", "--repeats", "1", "--sam", str(tiny_sam_checkpoint), "--budget", "bytes=50%",
+                 "--ratios", "0", "--students", "128", "--precisions", "fp32,int8", "--steps", "2",
+                 "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
     res = json.loads((tmp_path / "compress.json").read_text())["results"]
     by_name = {c["name"]: c for c in res["candidates"]}
     assert list(by_name) == ["teacher-fp32", "teacher-int8", "resnet18-128-fp32", "resnet18-128-int8"]
@@ -708,9 +711,9 @@ def test_skb_candidates_at_each_precision_are_scored_from_their_onnx_files(two_p
 
 
 def test_a_resized_mobilesam_candidate_is_written_with_its_fine_tuned_neck(two_photos, mobilesam_checkpoint, tmp_path):
-    code = main(["compress", "--repeats", "1", "--sam", str(mobilesam_checkpoint), "--budget", "latency-ms=60%", "--ratios", "0",
-                 "--students", "", "--resize", "256", "--precisions", "fp32", "--steps", "2", "--data",
-                 str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
+    code = main(["compress", "--repeats", "1", "--sam", str(mobilesam_checkpoint), "--budget", "latency-ms=60%",
+                 "--ratios", "0", "--students", "", "--resize", "256", "--precisions", "fp32", "--steps", "2",
+                 "--data", str(two_photos), "--images", str(two_photos), "--out", str(tmp_path)])
     res = json.loads((tmp_path / "compress.json").read_text())["results"]
     assert [c["name"] for c in res["candidates"]] == ["teacher-fp32", "tinyvit-256-fp32"]
     resized = res["candidates"][1]
@@ -733,7 +736,8 @@ def test_a_resized_mobilesam_candidate_is_written_with_its_fine_tuned_neck(two_p
     x = sam_inputs(teacher, list(iter_images([two_photos])))
     with torch.no_grad():
         cosines = [embedding_cosine(sam.image_encoder(a), teacher.image_encoder(a)) for a in x]
-        onnx = onnx_embeddings(tmp_path / "candidates" / "tinyvit-256" / "skb_encoder.onnx", [_raw(teacher, a) for a in x])
+        onnx = onnx_embeddings(tmp_path / "candidates" / "tinyvit-256" / "skb_encoder.onnx",
+                               [_raw(teacher, a) for a in x])
     assert resized["quality"]["cosine"] == pytest.approx(sum(cosines) / len(cosines), abs=1e-4)
     torch.testing.assert_close(onnx[0], sam.image_encoder(x[0]).detach(), rtol=1e-3, atol=1e-3)
     assert (code == 0) == (res["chosen"] is not None)  # exit 2 when the quality floors are not met

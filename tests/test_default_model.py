@@ -35,7 +35,8 @@ def runs():
     # ASC held to 60% of the channel uses everything takes, photograph by photograph
     rx = Receiver(model)
     out[10.0, "60%"] = [transmit(p.pixels, Transmitter(model, seg, snr_db=10.0, cbr=0.6 * full.cbr), rx,
-                                 Channel("awgn", 10.0), seed=k) for k, (p, full) in enumerate(zip(photos, out[10.0, False]))]
+                                 Channel("awgn", 10.0), seed=k)
+                        for k, (p, full) in enumerate(zip(photos, out[10.0, False]))]
     return photos, out
 
 
@@ -104,4 +105,5 @@ def test_print_of_a_link_result_shows_its_figures_not_its_pixels():
                    float("nan"))
     text = repr(r)
     assert text.startswith("LinkResult(name='lamsc', bits=1000") and "array" not in text and len(text) < 300
-    assert repr(Reconstruction(np.zeros((4, 6, 3), np.uint8), lost=True, reason="CRC")) == "Reconstruction(4x6, lost: CRC)"
+    assert (repr(Reconstruction(np.zeros((4, 6, 3), np.uint8), lost=True, reason="CRC"))
+            == "Reconstruction(4x6, lost: CRC)")

@@ -106,7 +106,8 @@ def test_hwmon_rails_integrate_the_boards_power(tmp_path):
 
 def test_held_readings_integrate_as_steps():
     # each reading holds until the next; the one before the window is in force at its start
-    assert held_energy([(0.0, 2.0), (1.0, 4.0), (3.0, 1.0), (9.0, 7.0)], 0.5, 3.5) == pytest.approx(2 * 0.5 + 4 * 2 + 1 * 0.5)
+    assert (held_energy([(0.0, 2.0), (1.0, 4.0), (3.0, 1.0), (9.0, 7.0)], 0.5, 3.5)
+            == pytest.approx(2 * 0.5 + 4 * 2 + 1 * 0.5))
     # nothing before the window: its first reading goes back to the start
     assert held_energy([(1.0, 2.0), (2.0, 3.0)], 0.0, 3.0) == pytest.approx(2 * 2 + 3 * 1)
     with pytest.raises(ValueError):

@@ -246,8 +246,8 @@ def test_skb_decoder_graph_matches_sams_decoder_and_avoids_the_onehot_tile(tiny_
         torch.onnx.export(SamOnnxModel(sam, return_single_mask=False),
                           (emb, pts.transpose(0, 1), labels.transpose(0, 1), torch.zeros(1, 1, 256, 256),
                            torch.tensor([0.0]), torch.tensor([300.0, 451.0])), str(theirs),
-                          input_names=["e", "pc", "pl", "mi", "hm", "os"], dynamic_axes={"pc": {1: "n"}, "pl": {1: "n"}},
-                          opset_version=17, dynamo=False)
+                          input_names=["e", "pc", "pl", "mi", "hm", "os"],
+                          dynamic_axes={"pc": {1: "n"}, "pl": {1: "n"}}, opset_version=17, dynamo=False)
     assert onehot_shape_problems(onnx.load(str(theirs)))
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from lamsc.semcom.config import ModelConfig
 from lamsc.semcom.depth_code import decode_levels, encode_levels
-from lamsc.semcom.payload import (FLAG_DEPTH_CODED, Features, PayloadError, depth_map_section, pack, pack_bits, parse, unpack,
-                                  unpack_bits)
+from lamsc.semcom.payload import (FLAG_DEPTH_CODED, Features, PayloadError, depth_map_section, pack, pack_bits, parse,
+                                  unpack, unpack_bits)
 from lamsc.semcom.transmission import Receiver
 
 

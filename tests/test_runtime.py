@@ -161,7 +161,8 @@ def test_radio_energy_rule_charges_digital_radios_coded_bits_and_analog_ones_cha
 def test_latency_percentiles_are_numpys():
     s = [0.001 * i for i in range(1, 101)]
     lat = Latency.of(s)
-    assert lat.median_ms == pytest.approx(np.median(s) * 1e3) and lat.p99_ms == pytest.approx(np.percentile(s, 99) * 1e3)
+    assert (lat.median_ms == pytest.approx(np.median(s) * 1e3)
+            and lat.p99_ms == pytest.approx(np.percentile(s, 99) * 1e3))
 
 
 def test_latency_timing_warms_up_then_times_each_repeat():

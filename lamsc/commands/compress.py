@@ -46,7 +46,8 @@ def compress(
                                        "candidates."),
     students: str = typer.Option("768", help="With --sam: ResNet-18 student input sizes to try ('' for none)."),
     resize: str = typer.Option("448", help="With --sam on MobileSAM: input sizes at which the teacher's own "
-                               "TinyViT runs, its neck fine-tuned ('' for none; 448 takes about a fifth of 1024's time)."),
+                               "TinyViT runs, its neck fine-tuned ('' for none; 448 takes about a fifth of "
+                               "1024's time)."),
     repeats: Optional[int] = typer.Option(None, help="Timed rounds per candidate on cpu/gpu, after warm-up rounds; "
                                           f"the median is kept (default: {PlanConfig.repeats} for the codec, "
                                           f"{SkbPlanConfig.repeats} for --sam)."),

@@ -50,7 +50,8 @@ def export(
         table.add_column(col, justify="left" if col in ("graph", "file", "output", "TensorRT") else "right")
     for name, g in bundle.manifest["graphs"].items():
         for i, w in enumerate(g["verification"]["worst"]):
-            table.add_row(name if i == 0 else "", g["file"] if i == 0 else "", f"{g['bytes'] / 1e6:.2f}" if i == 0 else "",
+            table.add_row(name if i == 0 else "", g["file"] if i == 0 else "",
+                          f"{g['bytes'] / 1e6:.2f}" if i == 0 else "",
                           w["output"], f"{w['relative']:.2e}", f"{w['sqnr_db']:.1f}",
                           ("ok" if not g["tensorrt_problems"] else "; ".join(g["tensorrt_problems"])) if i == 0 else "")
     print_table(table)

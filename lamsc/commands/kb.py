@@ -17,8 +17,8 @@ from lamsc.retrieval.training import VIEWS_PER_SCENE, FusionJob, train_fusion
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
 
-kb = typer.Typer(help="Knowledge bases at the receiver: build, grow, merge, look up, inspect; train the fusion network.",
-                 no_args_is_help=True)
+kb = typer.Typer(help="Knowledge bases at the receiver: build, grow, merge, look up, inspect; train the fusion "
+                 "network.", no_args_is_help=True)
 
 JSON = typer.Option(False, "--json", help="Print JSON on stdout instead of the table.")
 
@@ -80,7 +80,8 @@ def merge(bases: list[Path] = typer.Argument(..., help="Bases to merge; the orde
 def query(images: list[Path] = typer.Argument(..., help="Images to look up (as a receiver decoded them)."),
           kb_dirs: list[Path] = typer.Option(..., "--kb", help="A base folder (repeatable)."),
           k: int = typer.Option(NEAREST, min=1, help="Entries registered: the nearest by key over all bases."),
-          fusion: Optional[Path] = typer.Option(None, help="Fusion network whose threshold applies (default: shipped)."),
+          fusion: Optional[Path] = typer.Option(None, help="Fusion network whose threshold applies "
+                                                "(default: shipped)."),
           json_out: bool = JSON) -> None:
     """The nearest entries to each image, with key distance, registration agreement, sharpness and score."""
     rows = query_bases(QueryConfig(kb_dirs, images, k, fusion))

@@ -55,8 +55,10 @@ def report(result: dict) -> None:
         o, j = r["lamsc"], r["jpeg"]
         t = o["latency"]["total"]
         table.add_row(r["image"], f"{o['bits'] / 1e3:.1f}", number(o["psnr"], ".2f"), f"{t['median_ms']:.0f}",
-                      f"{o['latency']['receive']['median_ms']:.0f}", f"{o['energy']['compute_j'] * 1e3:.0f}{'*' if est else ''}",
-                      f"{o['energy']['radio_j'] * 1e3:.2f}", f"{j['bits'] / 1e3:.1f}", f"{j['energy']['total_j'] * 1e3:.1f}")
+                      f"{o['latency']['receive']['median_ms']:.0f}",
+                      f"{o['energy']['compute_j'] * 1e3:.0f}{'*' if est else ''}",
+                      f"{o['energy']['radio_j'] * 1e3:.2f}",
+                      f"{j['bits'] / 1e3:.1f}", f"{j['energy']['total_j'] * 1e3:.1f}")
     print_table(table)
     s = result["summary"]
     console.print("tx ms: segment + encode + pack (median; p90, p99 in the JSON); tx mJ: its compute energy; "
@@ -68,6 +70,7 @@ def report(result: dict) -> None:
     console.print(result["radio"]["rule"])
     console.print(f"compute energy{' (* = estimate)' if est else ''} from {result['energy_meter']['source']}; "
                   f"SKB: {result['segmenter']}")
-    console.print(f"mean per image: lamsc {s['lamsc']['total_j'] * 1e3:.1f} mJ ({s['lamsc']['compute_j'] * 1e3:.1f} compute + "
-                  f"{s['lamsc']['radio_j'] * 1e3:.2f} radio), JPEG at the same PSNR {s['jpeg']['total_j'] * 1e3:.1f} mJ; "
+    console.print(f"mean per image: lamsc {s['lamsc']['total_j'] * 1e3:.1f} mJ "
+                  f"({s['lamsc']['compute_j'] * 1e3:.1f} compute + {s['lamsc']['radio_j'] * 1e3:.2f} radio), "
+                  f"JPEG at the same PSNR {s['jpeg']['total_j'] * 1e3:.1f} mJ; "
                   f"files: {result['files']['json']}, {result['files']['png']}")

@@ -32,7 +32,8 @@ def train(
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
     segments: int = typer.Option(ModelConfig.segments, help="SKB segments into ASI (0: no ASI)."),
     levels: int = typer.Option(ModelConfig.num_levels, help="ASC depth levels (1: ASC off, every feature sent)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N: where to train (auto: a GPU if there is one)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N: where to train (auto: a GPU if there "
+                               "is one)."),
     precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast on CPUs that "
                                             "compute in bf16, else fp32), bf16 or fp32."),
     minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill it "

@@ -115,7 +115,8 @@ def run_link(images: list[NamedImage], net: LamscModel | Backend, segmenter: Seg
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     with progress() as bar:
-        for k, item in enumerate(bar.track(images, description=f"transmitting over {channel.name} {channel.snr_db:g} dB")):
+        for k, item in enumerate(bar.track(images,
+                                           description=f"transmitting over {channel.name} {channel.snr_db:g} dB")):
             ours = transmit_one(item.pixels, tx, rx, channel, seed + k)
             row = {"image": item.name, "lamsc": ours.summary()}
             if retriever is not None and not ours.reconstruction.lost:
