@@ -6,9 +6,9 @@ cost.py     Target (cpu / gpu measured, Jetson profiles estimated), MACs, ONNX R
 prune.py    the codec through Torch-Pruning's dependency graph (sub-pixel upsampling handled)
 prune_sam.py  SKB image encoders: SAM ViT and MobileSAM TinyViT heads and MLP widths
 distill.py  output distillation of the codec, feature distillation of SKB encoders (semcom.loop: resumable)
-quantise.py NNCF int8 of a PyTorch module (fake-quantised); the exported graphs' int8 is lamsc.export.quantise
 choice.py   the one choice rule under a budget (requirements, ties, why nothing was chosen), the Pareto front
-plan.py     codec candidates: build, cost, score;  skb.py: the same for the SKB encoder
+plan.py     codec candidates: build, cost, score (int8 ones quantised by NNCF as exported, lamsc.export.quantise);
+            skb.py: the same for the SKB encoder
 report.py   compress.json, report.md, pareto.png
 
 Imports are lazy where they are heavy (NNCF), so importing lamsc.compress stays cheap.

@@ -7,7 +7,7 @@ on the photographs (lamsc.compress.distill; pruned models are fine-tuned from th
 ``finetune_lr``, a resized TinyViT's neck alone at ``neck_lr``, students trained from random init at the
 distillation lr) and exported to ONNX
 (the ``skb_encoder`` graph, fixed 1024 x 1024). Each model at each precision is a candidate: fp32, int8
-(NNCF QDQ calibrated on the training photographs, lamsc.compress.quantise) and fp16 where the target has
+(NNCF QDQ calibrated on the training photographs, lamsc.export.quantise) and fp16 where the target has
 it. Candidates are timed in ONNX Runtime in one interleaved pass with the teacher, and scored as deployed:
 the embeddings come from the candidate's ONNX file. Quality against the teacher on the scoring photographs:
 - embedding cosine: mean over the 64 x 64 positions of the cosine along the 256 channels;

@@ -807,25 +807,6 @@ def _photo_crops(n=4, size=128):
             for p in bundled_photos()[:n]]
 
 
-def test_pytorch_int8_ptq_of_the_whole_transmitter_keeps_its_output():
-    from lamsc.compress.quantise import quantise_torch
-    from lamsc.semcom.graphs import model_graphs
-
-    graph = model_graphs(load_model())["transmitter"].eval()
-    masks = torch.zeros(1, graph.model.config.segments, 128, 128)
-    masks[:, 0, :64], masks[:, 1, 64:, :32] = 1, 1  # most segments empty: the case that once gave 0/0 = NaN
-    samples = [(x, masks, torch.tensor([10.0])) for x in _photo_crops()]
-    quantised = quantise_torch(graph, samples)
-    with torch.no_grad():
-        got = quantised(*samples[0])
-        ref = graph.double()(*(t.double() for t in samples[0]))
-        graph.float()
-    for name, r, g in zip(("z", "depth"), ref, got):
-        assert torch.isfinite(g).all(), name
-        sqnr = 10 * torch.log10(r.pow(2).mean() / (g.double() - r).pow(2).mean())
-        assert 12 < float(sqnr) < 80, (name, float(sqnr))  # int8: near the float64 reference, not equal to it
-
-
 def test_accuracy_controlled_onnx_int8_keeps_the_reconstruction_within_the_drop(tmp_path):
     from lamsc.export.onnx_export import export_onnx
     from lamsc.export.quantise import quantise_onnx
