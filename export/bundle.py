@@ -6,6 +6,7 @@
       receiver.onnx        decoder + task heads
       skb_encoder.onnx     SAM/MobileSAM image encoder       (when built with a SAM checkpoint)
       skb_decoder.onnx     prompt encoder + mask decoder     (when built with a SAM checkpoint)
+      density.safetensors  the digital mode's entropy model  (when the model has one, lamsc density fit)
       build_engines.sh     trtexec commands that build the TensorRT engines on the device
       JETSON.md            the steps to run it there
 
@@ -35,14 +36,17 @@ from lamsc.export.onnx_export import MAX_RELATIVE, MIN_SQNR_DB, compare_outputs,
 from lamsc.export.quantise import CODEC_FLOAT, codec_link_metric, quantise_onnx
 from lamsc.export.samples import model_samples, skb_samples
 from lamsc.semcom.asc_levels import depth_levels
+from lamsc.semcom.entropy import EntropyModel
 from lamsc.semcom.graph_specs import GraphSpec
 from lamsc.semcom.graphs import model_graphs, skb_graphs
 from lamsc.semcom.images import NamedImage, bundled_photos
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
 from lamsc.semcom.skb import build_segmenter
+from lamsc.semcom.transmission import same_channels
 
 INT8_TARGETS = ("tensorrt", "onnxruntime")  # signed int8 Q/DQ only | uint8 activations where NNCF chose them
+ENTROPY_FILE = "density.safetensors"
 LIBRARIES = ("torch", "onnx", "onnxruntime", "nncf", "numpy", "segment-anything", "mobilesam-mirror")
 
 
@@ -81,12 +85,15 @@ class SamExport:
 
 def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sam: SamExport | None = None,
                  segmenter: Segmenter | None = None, images: list[NamedImage] | None = None,
-                 budget: dict | None = None, int8: Int8Options = Int8Options()) -> Bundle:
+                 budget: dict | None = None, int8: Int8Options = Int8Options(),
+                 entropy: EntropyModel | None = None) -> Bundle:
     """Export ``model`` (and the SKB's encoder/decoder with ``sam``) to a verified bundle in ``out``;
     ``precision`` is one of PRECISIONS.
 
     ``images`` (default: the bundled photographs) are what each graph is verified on against PyTorch;
-    ``segmenter`` (default: the fallback) gives their SKB masks; ``budget`` is recorded in the manifest.
+    ``segmenter`` (default: the fallback) gives their SKB masks; ``budget`` is recorded in the manifest;
+    ``entropy`` (the model's density, lamsc.semcom.entropy.load_entropy_model) goes into the bundle for the
+    digital mode (``Bundle.entropy_model``).
     Raises UserError for an unknown precision or int8 runtime, a negative drop, or an ``out`` folder that
     holds something other than a bundle; and when a graph's outputs are off PyTorch's beyond the precision's
     tolerance (lamsc.export.onnx_export).
@@ -96,6 +103,8 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
     if int8.runtime not in INT8_TARGETS:
         raise UserError(f"int8 for {int8.runtime!r}: give one of {', '.join(INT8_TARGETS)} (the runtime that will "
                         "run it)")
+    if entropy is not None:
+        same_channels(entropy, model.config)
     if int8.max_drop is not None and int8.max_drop < 0:
         raise UserError(f"int8 max drop {int8.max_drop:g} dB is negative: give the PSNR (dB) int8 may lose, e.g. 0.1")
     out = Path(out)
@@ -134,6 +143,10 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
                                int8.max_drop)
             entries[name] = graph_entry(module, module.spec(), final, samples[name], precision,
                                         model.config.num_levels)
+    carried = None
+    if entropy is not None:
+        density = entropy.save(out / ENTROPY_FILE)
+        carried = {"file": ENTROPY_FILE, "sha256": sha256(density), "fingerprint": entropy.tables.fingerprint}
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "lamsc": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
@@ -143,7 +156,7 @@ def write_bundle(model: LamscModel, out: str | Path, precision: str = "fp32", sa
         "model": json.loads(model.config.to_json()),
         "skb": ({"kind": "sam", "source": sam.name, "mask_generation": sam.mask_options.to_dict()}
                 if sam is not None else {"kind": "fallback"}),
-        "graphs": entries, "budget": budget, "libraries": library_versions(),
+        "graphs": entries, "entropy": carried, "budget": budget, "libraries": library_versions(),
         "verified_on": [i.name for i in images],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

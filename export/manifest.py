@@ -44,6 +44,14 @@ class Bundle:
     def path(self, graph: str) -> Path:
         return self.root / self.manifest["graphs"][graph]["file"]
 
+    def entropy_model(self):
+        """The digital mode's entropy model the bundle carries (lamsc.semcom.entropy.EntropyModel), or None
+        when it was exported without one (its model had no density beside it)."""
+        from lamsc.semcom.entropy import EntropyModel  # NumPy and constriction: torch-free
+
+        entry = self.manifest.get("entropy")
+        return EntropyModel.load(self.root / entry["file"]) if entry else None
+
     def tensorrt_problems(self) -> list[str]:
         """What export found in the graphs that TensorRT cannot build, as "graph: problem"."""
         return [f"{name}: {p}" for name, g in self.manifest["graphs"].items() for p in g.get("tensorrt_problems", [])]
@@ -64,7 +72,7 @@ def sha256(path: Path) -> str:
 
 
 def load_bundle(root: str | Path) -> Bundle:
-    """Read and check a bundle: its manifest, and every graph's hash against it."""
+    """Read and check a bundle: its manifest, and the hash of every graph (and entropy model) against it."""
     root = Path(root)
     path = root / "manifest.json"
     if not path.is_file():
@@ -75,7 +83,8 @@ def load_bundle(root: str | Path) -> Bundle:
         raise BundleError(f"{path} is not valid JSON ({e}); export the bundle again") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise BundleError(f"{path} is not a version-{FORMAT_VERSION} lamsc bundle; export it again with this lamsc")
-    for name, g in manifest["graphs"].items():
+    files = [*manifest["graphs"].values(), *([manifest["entropy"]] if manifest.get("entropy") else [])]
+    for g in files:
         f = root / g["file"]
         if not f.is_file():
             raise BundleError(f"bundle {root} lacks {g['file']} named in its manifest; copy the whole folder")

@@ -12,7 +12,8 @@ from pathlib import Path
 from lamsc.errors import UserError
 from lamsc.export.manifest import Bundle, load_bundle
 from lamsc.runtime.backends import Backend, is_bundle, open_backend
-from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.config import DEFAULT_MODEL, ModelConfig
+from lamsc.semcom.entropy import EntropyModel, density_path, load_entropy_model
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
 from lamsc.semcom.skb import build_segmenter
 
@@ -27,6 +28,14 @@ class Deployment:
     @property
     def is_bundle(self) -> bool:
         return is_bundle(self.source)
+
+    def entropy_model(self) -> EntropyModel | None:
+        """The digital mode's entropy model: the one a bundle carries, or the one beside a checkpoint (the
+        shipped model's for None); None where there is none. UserError for one fitted for another model."""
+        if self.is_bundle:
+            return load_bundle(self.source).entropy_model()
+        base = self.source or DEFAULT_MODEL
+        return load_entropy_model(base) if density_path(base).is_file() else None
 
     def open(self) -> tuple[Backend, ModelConfig, Segmenter]:
         """Build the backend, the model config and the SKB segmenter this deployment runs."""

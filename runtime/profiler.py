@@ -3,6 +3,12 @@
 Per image: bits sent, what the receiver got (PSNR, SSIM), per-stage latency and energy per transmitted
 image = compute energy of the transmitter + radio energy of its transmission, for lamsc and for JPEG.
 
+Over a digital radio (Wi-Fi, LTE, NB-IoT, LoRa) lamsc sends in its digital mode where the deployment has an
+entropy model (a bundle's, or the one beside a checkpoint): the kept features quantised and range-coded
+(lamsc.semcom.entropy), the payload a transport block at the radio's MCS for the SNR, whose BLER is at most
+1%, so it is scored as delivered. Without one, the analog payload's bytes are sent as that message, and
+``lamsc_link`` says so. Over an analog radio (sdr) lamsc sends analog, over the channel, charged its uses.
+
 The JPEG baseline is matched in quality: the smallest JPEG whose PSNR reaches what lamsc delivered, sent
 digitally at the best MCS for the SNR. Its compute energy is its encoding, measured with the same meter.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,9 +38,10 @@ from lamsc.semcom import metrics
 from lamsc.semcom.image_codecs import MAX_SIDE
 from lamsc.semcom.mcs import choose_mcs, symbols_needed
 from lamsc.semcom.channels import Channel
+from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, nearest_step
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
 from lamsc.semcom.metrics import strict_json
-from lamsc.semcom.transmission import Receiver, Transmitter, transmit
+from lamsc.semcom.transmission import Receiver, Transmitter, lost_image, transmit
 
 Track = Callable[..., Iterable]  # (items, description=...) -> the same items, showing progress (rich's track)
 
@@ -50,7 +58,8 @@ class ProfileConfig:
     ``snr_db`` dB; ``sam_checkpoint``: the SKB for a checkpoint (a bundle carries its own); ``repeats``: timed
     runs per image after one warm-up run; files go to ``out``; ``kb``: knowledge base folders the receiver
     retrieves from (lamsc.retrieval; its time is part of ``receive``, and each image's ``kb`` says what it
-    used). A bad value raises UserError naming the fix.
+    used); ``step``: the digital mode's quantiser step over a digital radio (the nearest of
+    lamsc.semcom.entropy.STEPS). A bad value raises UserError naming the fix.
     """
 
     source: Union[str, Path, None] = None
@@ -65,17 +74,20 @@ class ProfileConfig:
     repeats: int = 5
     out: Union[str, Path] = Path("lamsc-out/profile")
     kb: Sequence[Union[str, Path]] | None = None
+    step: float = DEFAULT_STEP
 
     def __post_init__(self):
         if self.repeats < 1:
             raise UserError(f"repeats {self.repeats}: give at least 1 timed run per image (--repeats)")
+        nearest_step(self.step)  # UserError for a step that is not positive
 
 
 @dataclass(repr=False)
 class ProfileResult:
     """Per image (``images``: one dict each, lamsc's and JPEG's bits, PSNR, latency in ms and energy in J),
     their means (``summary``), what measured them (``backend``, ``segmenter``, ``energy_meter``: its source
-    and whether it is an estimate) and the files written (``files``: profile.json, energy.png)."""
+    and whether it is an estimate), how lamsc crossed the radio (``lamsc_link``) and the files written
+    (``files``: profile.json, energy.png)."""
 
     source: str
     backend: str
@@ -89,6 +101,7 @@ class ProfileResult:
     summary: dict
     images: list[dict]
     files: dict = field(default_factory=dict)
+    lamsc_link: str = ""
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -118,7 +131,10 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
         from lamsc.retrieval.refine import Retriever  # knowledge bases search with faiss and fuse with torch
 
         retriever = Retriever.open(config.kb)
-    tx, rx = Transmitter(backend, segmenter, snr_db=config.snr_db), Receiver(backend, refine=retriever)
+    entropy = None if rad.analog else deployment.entropy_model()
+    digital = DigitalMode(entropy, nearest_step(config.step)) if entropy is not None else None
+    tx = Transmitter(backend, segmenter, snr_db=config.snr_db, digital=digital)
+    rx = Receiver(backend, refine=retriever, entropy=entropy)
     photos = ([i for i in config.images if isinstance(i, NamedImage)]
               + list(iter_images([i for i in config.images if not isinstance(i, NamedImage)]))
               if config.images else bundled_photos())
@@ -136,11 +152,23 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
                            {"preset": config.radio, "name": rad.name, "source": rad.source, "rule": RADIO_RULE},
                            {"source": meter.source, "estimate": meter.estimate}, backend.threads,
                            os.cpu_count(), summary(rows), rows,
-                           {"json": str(out / "profile.json"), "png": str(out / "energy.png")})
+                           {"json": str(out / "profile.json"), "png": str(out / "energy.png")},
+                           lamsc_link(rad, digital))
     (out / "profile.json").write_text(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
     plot_energy(rows, out / "energy.png", f"{backend.name}, {ch.name} {config.snr_db:g} dB, {rad.name}; "
                                           f"compute energy: {meter.source}")
     return result
+
+
+def lamsc_link(radio: Radio, digital: DigitalMode | None) -> str:
+    """How lamsc crosses ``radio`` in a profile, in words (see the module's docstring)."""
+    if radio.analog:
+        return "analog: the kept features as symbols over the channel, charged its channel uses"
+    if digital is not None:
+        return (f"digital mode: features quantised at step {digital.step:g} and range-coded, one transport block "
+                "at the radio's MCS for the SNR (BLER <= 1%: scored as delivered), charged its bits")
+    return ("analog payload as a digital message (no entropy model for the digital mode: fit one with "
+            "`lamsc density fit` and export again), charged its bits at the radio's MCS")
 
 
 def repeat_measured(fn, meter: EnergyMeter, repeats: int, warmup: int) -> tuple[list, float, str, bool]:
@@ -190,8 +218,19 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
                   repeats: int = 5, warmup: int = 1, seed: int = 0) -> dict:
     sends, compute_j, source, estimate = repeat_measured(lambda: tx.send(item.pixels), meter, repeats, warmup)
     stages = stage_latencies([s.seconds for s in sends])
-    result = transmit(item.pixels, tx, rx, channel, seed)
     payload = sends[-1].payload
+    if tx.digital is not None:  # one transport block at an MCS of BLER <= 1%: what the receiver decodes is it
+        h, w = item.pixels.shape[:2]
+        reaches = math.isfinite(radio.link_airtime_s(channel.snr_db, metrics.bits(payload), 0))
+        rec = (rx.receive(payload, h, w) if reaches else
+               lost_image(h, w, f"{channel.snr_db:g} dB is below the radio's most robust MCS"))
+        ssim = metrics.ssim(item.pixels, rec.image)
+        got = dict(bits=metrics.bits(payload), uses=symbols_needed(len(payload), radio_mcs(radio, channel.snr_db)),
+                   psnr=float(metrics.psnr(item.pixels, rec.image)), ssim=float(ssim), lost=rec.lost)
+    else:
+        result = transmit(item.pixels, tx, rx, channel, seed)
+        got = dict(bits=result.bits, uses=result.channel_uses, psnr=result.psnr, ssim=result.ssim,
+                   lost=result.reconstruction.lost)
     rx_times, rx_gpu = [], []
     for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
@@ -202,19 +241,19 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     gpu = {k: Latency.of([s.gpu_seconds[k] for s in sends]).to_dict() for k in sends[-1].gpu_seconds}
     if rx_gpu:
         gpu["decode"] = Latency.of(rx_gpu).to_dict()
-    uses = result.channel_uses
-    radio_j = radio.link_energy_j(channel.snr_db, result.bits, uses)
+    uses = got["uses"]
+    radio_j = radio.link_energy_j(channel.snr_db, got["bits"], uses)
     total_t = sum(s.median_ms for k, s in stages.items() if k != "total")
     ours = {
-        "bits": result.bits, "channel_uses": uses, "psnr": result.psnr, "ssim": result.ssim,
-        "lost": result.reconstruction.lost, "kept_ratio": result.kept_ratio,
+        "bits": got["bits"], "channel_uses": uses, "psnr": got["psnr"], "ssim": got["ssim"],
+        "lost": got["lost"], "kept_ratio": sends[-1].kept_ratio,
         "latency": {**{k: v.to_dict() for k, v in stages.items()}, "receive": Latency.of(rx_times).to_dict()},
         # the graphs' own time on the GPU (CUDA events): inputs in, network, outputs out; host work excluded
         "gpu_latency": gpu or None,
         "energy": {"compute_j": compute_j, "radio_j": radio_j, "total_j": compute_j + radio_j,
                    # the meter sees the whole send; stages share it by their median time
                    "stages_j": {k: compute_j * v.median_ms / total_t for k, v in stages.items() if k != "total"},
-                   "airtime_s": radio.link_airtime_s(channel.snr_db, result.bits, uses),
+                   "airtime_s": radio.link_airtime_s(channel.snr_db, got["bits"], uses),
                    "source": source, "estimate": estimate},
         "pack_backend": sends[-1].pack_backend,
         # what was sent, byte for byte: two installs or backends agree when these do
@@ -224,7 +263,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     if retriever is not None and hasattr(retriever, "last"):  # a Retriever: what the last receive used, and its seconds
         ours["kb"] = {"used": retriever.last["used"], "agreement": retriever.last["agreement"],
                       "score": retriever.last["score"], "seconds": retriever.last["seconds"]}
-    data, quality, psnr = jpeg_matched(item.pixels, result.psnr)
+    data, quality, psnr = jpeg_matched(item.pixels, got["psnr"])
     jpeg_runs, jpeg_j, _, _ = repeat_measured(lambda: jpeg_matched_encode(item.pixels, quality), meter, repeats, 1)
     mcs = radio_mcs(radio, channel.snr_db)
     jpeg_uses = symbols_needed(len(data), mcs)

@@ -96,7 +96,8 @@ RADIOS = {
                  source="ESP32 data sheet (draw), 802.11n grid", analog=True),
 }
 RULE = ("radio energy, the same rule for every link: a digital radio (wifi, lte, nbiot, lora) is charged the "
-        "link's message bits (lamsc's payload, a codec's file) as coded bits at the radio's MCS for the SNR; "
+        "link's message bits (lamsc's payload, in its digital mode where it has an entropy model; a codec's file) "
+        "as coded bits at the radio's MCS for the SNR; "
         "an analog radio (sdr) is charged the link's channel uses")
 
 

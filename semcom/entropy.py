@@ -181,8 +181,11 @@ def density_path(model_path: str | Path) -> Path:
 
 
 def model_base(model_path: str | Path) -> Path:
-    """NAME from NAME, NAME.safetensors or NAME.json."""
+    """NAME from NAME, NAME.safetensors or NAME.json; FOLDER/model from a folder holding model.safetensors
+    (what `lamsc train` writes), as lamsc.semcom.model.load_model reads them."""
     path = Path(model_path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        return path / "model"
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
@@ -190,7 +193,7 @@ def load_entropy_model(model_path: str | Path) -> EntropyModel:
     """The density saved beside the model at ``model_path`` (NAME, NAME.safetensors or NAME.json); UserError
     naming the command that fits one when it is missing or belongs to another model."""
     base = model_base(model_path)
-    return EntropyModel.load(density_path(base), base.with_suffix(".safetensors"))
+    return EntropyModel.load(density_path(base), base.with_name(base.name + ".safetensors"))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -14,6 +14,8 @@ from PIL import Image
 
 from lamsc.export.bundle import write_bundle
 from lamsc.runtime.profiler import ProfileConfig, profile_link
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.entropy import load_entropy_model
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 
@@ -30,16 +32,17 @@ pytestmark = pytest.mark.xdist_group("edge")
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return write_bundle(load_model(), tmp_path_factory.mktemp("edge") / "bundle", "fp32",
-                        images=bundled_photos(["chelsea"]))
+                        images=bundled_photos(["chelsea"]), entropy=load_entropy_model(DEFAULT_MODEL))
 
 
-def full_install_payloads(bundle, images, out: Path) -> dict[str, str]:
-    result = profile_link(ProfileConfig(bundle.root, "onnxruntime", images, repeats=1, out=out))
+def full_install_payloads(bundle, images, out: Path, radio: str = "wifi") -> dict[str, str]:
+    result = profile_link(ProfileConfig(bundle.root, "onnxruntime", images, radio=radio, repeats=1, out=out))
     return {r["image"]: r["lamsc"]["payload_sha256"] for r in result.images}
 
 
-def edge_payloads(python: list[str], bundle, images, out: Path) -> tuple[dict[str, str], str]:
-    args = ["profile", str(bundle.root), "--backend", "onnxruntime", "--repeats", "1", "--json", "--out", str(out)]
+def edge_payloads(python: list[str], bundle, images, out: Path, radio: str = "wifi") -> tuple[dict[str, str], str]:
+    args = ["profile", str(bundle.root), "--backend", "onnxruntime", "--radio", radio, "--repeats", "1", "--json",
+            "--out", str(out)]
     for i in images:
         args += ["--images", str(i)]
     done = subprocess.run([*python, *args], capture_output=True, text=True, timeout=900)
@@ -48,14 +51,15 @@ def edge_payloads(python: list[str], bundle, images, out: Path) -> tuple[dict[st
     return {r["image"]: r["lamsc"]["payload_sha256"] for r in rows}, done.stderr
 
 
-def test_a_bundle_runs_with_the_full_toolkit_unimportable(bundle, tmp_path):
+@pytest.mark.parametrize("radio", ["wifi", "sdr"])  # the digital mode (entropy-coded) and the analog link
+def test_a_bundle_runs_with_the_full_toolkit_unimportable(bundle, tmp_path, radio):
     files = []
     for item in bundled_photos(["coins", "rocket"]):
         files.append(tmp_path / f"{item.name}.png")
         Image.fromarray(item.pixels).save(files[-1])
-    got, stderr = edge_payloads([sys.executable, str(BLOCKER)], bundle, files, tmp_path / "edge")
+    got, stderr = edge_payloads([sys.executable, str(BLOCKER)], bundle, files, tmp_path / "edge", radio)
     assert "imported: []" in stderr  # nothing on the path even tried torch, SAM, Sionna, faiss...
-    assert got == full_install_payloads(bundle, files, tmp_path / "full")
+    assert got == full_install_payloads(bundle, files, tmp_path / "full", radio)
 
 
 def test_a_command_of_the_full_toolkit_says_what_to_install():

@@ -25,6 +25,8 @@ from lamsc.export.onnx_export import compare, export_onnx
 from lamsc.export.samples import SNR_POINTS, skb_samples
 from lamsc.export.tensorrt import build_engine, shape_profile, trtexec_command
 from lamsc.semcom.asi import adaptive_avg_pool
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.entropy import load_entropy_model
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 
@@ -276,19 +278,30 @@ def test_export_command_writes_a_bundle_and_profile_runs_it(tmp_path, photo, cap
     out = tmp_path / "bundle"
     assert main(["export", "--out", str(out), "--images", str(img)]) == 0
     assert json.loads((out / "manifest.json").read_text())["verified_on"] == ["coffee"]
+    # the shipped model's density travels in the bundle, for the digital mode
+    shipped = load_entropy_model(DEFAULT_MODEL)
+    assert load_bundle(out).entropy_model().tables.fingerprint == shipped.tables.fingerprint
     assert main(["profile", str(out), "--images", str(img), "--repeats", "1", "--out", str(tmp_path / "p")]) == 0
     result = json.loads((tmp_path / "p" / "profile.json").read_text())
-    assert result["backend"].startswith("onnxruntime")
+    assert result["backend"].startswith("onnxruntime") and result["lamsc_link"].startswith("digital mode")
     assert main(["profile", str(out), "--backend", "torch", "--images", str(img)]) == 2
-    # lamsc transmit runs the bundle through the same Transmitter and Receiver as the checkpoint
-    rows = []
-    for source in (out, None):
-        capsys.readouterr()
-        assert main(["transmit", str(img), *(["--model", str(source)] if source else []), "--out",
-                     str(tmp_path / "t"), "--json"]) == 0
-        rows.append(json.loads(capsys.readouterr().out)["results"]["images"][0]["lamsc"])
-    ort_row, torch_row = rows
-    assert abs(ort_row["psnr"] - torch_row["psnr"]) < 0.05 and abs(ort_row["bits"] - torch_row["bits"]) <= 64
+    # lamsc transmit runs the bundle through the same Transmitter and Receiver as the checkpoint, in either mode
+    for mode in ([], ["--digital"]):
+        rows = []
+        for source in (out, None):
+            capsys.readouterr()
+            assert main(["transmit", str(img), *(["--model", str(source)] if source else []), *mode, "--out",
+                         str(tmp_path / "t"), "--json"]) == 0
+            rows.append(json.loads(capsys.readouterr().out)["results"]["images"][0]["lamsc"])
+        ort_row, torch_row = rows
+        assert ort_row["link"] == torch_row["link"] == ("digital" if mode else "analog")
+        assert abs(ort_row["psnr"] - torch_row["psnr"]) < 0.05 and abs(ort_row["bits"] - torch_row["bits"]) <= 64
+    density = out / "density.safetensors"
+    data = bytearray(density.read_bytes())
+    data[-1] ^= 1
+    density.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="density.safetensors does not match its manifest"):
+        load_bundle(out)
 
 
 def test_int8_linears_on_token_sequences_run_as_integer_matmuls(tmp_path):

@@ -197,6 +197,38 @@ def test_profile_command_reports_energy_with_its_source(tmp_path, photo, capsys)
     assert cells[-2].strip() == f"{row['jpeg']['energy']['total_j'] * 1e3:.1f}"
 
 
+def test_profile_sends_the_digital_mode_over_a_digital_radio_and_analog_over_sdr(tmp_path, photo):
+    """Over Wi-Fi the profile sends the digital mode's payload, built here again by the one Transmitter: its
+    bits, its decoded PSNR and the radio energy of its transport block at Wi-Fi's MCS; over the analog
+    preset it sends analog, charged its channel uses."""
+    import hashlib
+
+    from lamsc.runtime.profiler import ProfileConfig, profile_link
+    from lamsc.semcom import metrics
+    from lamsc.semcom.config import DEFAULT_MODEL
+    from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, load_entropy_model
+    from lamsc.semcom.images import NamedImage
+    from lamsc.semcom.mcs import choose_mcs, symbols_needed
+
+    image = [NamedImage("coffee", photo)]
+    wifi, sdr = (profile_link(ProfileConfig(images=image, energy="model", radio=r, repeats=1, out=tmp_path / r))
+                 for r in ("wifi", "sdr"))
+    assert wifi.lamsc_link.startswith("digital mode") and sdr.lamsc_link.startswith("analog")
+    model, entropy = load_model(), load_entropy_model(DEFAULT_MODEL)
+    sent = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(entropy, DEFAULT_STEP)).send(photo)
+    got = wifi.images[0]["lamsc"]
+    assert got["payload_sha256"] == hashlib.sha256(sent.payload).hexdigest() and got["bits"] == 8 * len(sent.payload)
+    decoded = Receiver(model, entropy=entropy).receive(sent.payload, *photo.shape[:2])
+    assert got["psnr"] == pytest.approx(float(metrics.psnr(photo, decoded.image)), abs=1e-9)
+    wifi_radio = radio("wifi")
+    assert got["channel_uses"] == symbols_needed(len(sent.payload), choose_mcs(10.0, wifi_radio.max_bits_per_use))
+    assert got["energy"]["radio_j"] == pytest.approx(wifi_radio.link_energy_j(10.0, got["bits"], got["channel_uses"]))
+    analog = sdr.images[0]["lamsc"]
+    assert analog["energy"]["radio_j"] == pytest.approx(radio("sdr").link_energy_j(10.0, analog["bits"],
+                                                                                    analog["channel_uses"]))
+    assert analog["payload_sha256"] != got["payload_sha256"]
+
+
 def test_segment_everything_on_the_exported_skb_graphs_is_the_checkpoints(tiny_sam_checkpoint, tmp_path):
     """A bundle with SAM graphs segments through them with SAM's own mask generator (small-region removal
     included): the same segments as the checkpoint it was exported from."""

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from lamsc.commands.output import console, emit_json, progress
-from lamsc.semcom.entropy import STEPS, density_path
+from lamsc.semcom.entropy import STEPS, density_path, model_base
 from lamsc.semcom.entropy_fit import fit_entropy_model
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.config import DEFAULT_MODEL
@@ -30,7 +30,7 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
         seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """Fit the factorised density of a model's features and save it beside the model (NAME.density.safetensors)."""
-    base = Path(model) if model is not None else DEFAULT_MODEL
+    base = model_base(model) if model is not None else DEFAULT_MODEL
     net = LamscModel.load(base)
     photos = [item.pixels for item in (iter_images(images) if images else bundled_photos())]
     with progress() as bar:
@@ -38,7 +38,7 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
         fitted = fit_entropy_model(net, photos, build_segmenter(checkpoint), steps=steps, seed=seed,
                                    progress=lambda step, total, bits: bar.update(
                                        task, completed=step, description=f"fitting the density {bits:.3f} bit/value"))
-    path = fitted.save(density_path(base), base.with_suffix("").with_suffix(".safetensors"))
+    path = fitted.save(density_path(base), base.with_name(base.name + ".safetensors"))
     if json_out:
         emit_json("density fit", {"density": str(path), "steps": list(STEPS), **fitted.provenance})
         return

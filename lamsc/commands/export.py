@@ -10,6 +10,8 @@ from rich.table import Table
 
 from lamsc.commands.output import console, emit_json, print_table
 from lamsc.export.bundle import Int8Options, SamExport, write_bundle
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.entropy import density_path, load_entropy_model
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
 from lamsc.semcom.sam_checkpoint import load_sam
@@ -34,6 +36,8 @@ def export(
 ) -> None:
     """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
     model = load_model(checkpoint)
+    density = density_path(checkpoint or DEFAULT_MODEL)
+    entropy = load_entropy_model(checkpoint or DEFAULT_MODEL) if density.is_file() else None
     sam = None
     if sam_checkpoint is not None:
         module, arch = load_sam(sam_checkpoint)
@@ -41,7 +45,7 @@ def export(
     photos = list(iter_images(images)) if images else bundled_photos()
     with console.status(f"exporting and verifying ({precision}) on {len(photos)} photographs"):
         bundle = write_bundle(model, out, precision, sam, images=photos,
-                              int8=Int8Options(int8_for, None, int8_max_drop))
+                              int8=Int8Options(int8_for, None, int8_max_drop), entropy=entropy)
     if json_out:
         emit_json("export", bundle.manifest)
         return
@@ -57,3 +61,8 @@ def export(
     print_table(table)
     console.print(f"verified on {len(photos)} photographs; tolerance per precision in manifest.json. "
                   f"On the device: {out}/JETSON.md")
+    if entropy is None:
+        console.print(f"no entropy model beside the model ({density.name}): the bundle has no digital mode; "
+                      "fit one with `lamsc density fit` and export again")
+    else:
+        console.print(f"digital mode: the entropy model {density.name} travels in the bundle")

@@ -13,6 +13,7 @@ from lamsc.runtime.energy import METERS
 from lamsc.runtime.profiler import ProfileConfig, profile_link
 from lamsc.runtime.radio import RADIOS
 from lamsc.semcom.channels import CHANNELS
+from lamsc.semcom.entropy import DEFAULT_STEP
 
 
 def profile(
@@ -32,11 +33,14 @@ def profile(
     out: Path = typer.Option(Path("lamsc-out/profile"), help="Folder for profile.json and energy.png."),
     kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
                                             "(repeatable); its time is part of rx ms."),
+    step: float = typer.Option(DEFAULT_STEP, help="The digital mode's quantiser step over a digital radio "
+                               "(relative to unit feature power; smaller is more bits and quality)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
 ) -> None:
-    """Profile bits, quality, per-stage latency (median/p90/p99) and energy per transmitted image."""
+    """Profile bits, quality, per-stage latency (median/p90/p99) and energy per transmitted image. Over a
+    digital radio lamsc sends in its digital mode where the model or bundle has an entropy model."""
     config = ProfileConfig(source, backend, images, energy, radio, device_profile, snr, channel, sam_checkpoint,
-                           repeats, out, kb)
+                           repeats, out, kb, step)
     with progress() as bar:
         result = profile_link(config, bar.track).to_dict()
     if json_out:
@@ -67,6 +71,7 @@ def report(result: dict) -> None:
     if gpu:
         medians = ", ".join(f"{k} {sum(g[k]['median_ms'] for g in gpu) / len(gpu):.2f} ms" for k in gpu[0])
         console.print(f"graphs on the GPU by CUDA events (median, mean over images): {medians}")
+    console.print(f"lamsc: {result['lamsc_link']}")
     console.print(result["radio"]["rule"])
     console.print(f"compute energy{' (* = estimate)' if est else ''} from {result['energy_meter']['source']}; "
                   f"SKB: {result['segmenter']}")

@@ -22,8 +22,8 @@ from lamsc.runtime.backends import is_bundle
 from lamsc.runtime.deployment import Deployment
 from lamsc.errors import UserError
 from lamsc.semcom.backend import Backend
-from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, load_entropy_model, nearest_step
-from lamsc.semcom.config import DEFAULT_MODEL, ModelConfig
+from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, nearest_step
+from lamsc.semcom.config import ModelConfig
 from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.skb import build_segmenter
@@ -76,15 +76,17 @@ def transmit(
 
 
 def digital_mode(model: Path | None, step: float) -> DigitalMode:
-    """The digital mode at the step of STEPS nearest ``step``, with the entropy model beside ``model`` (default:
-    the shipped one); UserError for a bundle or a model without one."""
-    if is_bundle(model):
-        raise UserError("the digital mode reads the entropy model beside a model file; pass --model NAME.safetensors "
-                        "(the one the bundle was exported from)")
+    """The digital mode at the step of STEPS nearest ``step``, with the entropy model of ``model`` (a bundle's,
+    or the one beside a model file; default: the shipped one's); UserError where there is none."""
+    entropy = Deployment(str(model) if model is not None else None).entropy_model()
+    if entropy is None:
+        fix = ("export the bundle from a model with one beside it" if is_bundle(model)
+               else f"fit one with `lamsc density fit --model {model}`")
+        raise UserError(f"{model} has no entropy model for the digital mode: {fix}")
     snapped = nearest_step(step)
     if snapped != step:
         console.print(f"note: quantiser step {step:g} -> {snapped:g}, the nearest with probability tables")
-    return DigitalMode(load_entropy_model(model if model is not None else DEFAULT_MODEL), snapped)
+    return DigitalMode(entropy, snapped)
 
 
 def baseline_names(given: list[str]) -> list[str]:
