@@ -6,7 +6,8 @@ Layout (version 1, big-endian):
     0       3     magic b"LSC"
     3       1     version (1)
     4       1     flags: bit 0 = ASC on (a depth map follows); bit 1 = SNR field valid;
-                  bit 2 = entropy-coded values (the digital mode, below); bit 3 = range-coded depth map
+                  bit 2 = entropy-coded values (the digital mode, below); bit 3 = range-coded depth map;
+                  bit 4 = grey source (R = G = B in every pixel: the receiver shows the mean of its channels)
     5       2     image height        7  2  image width
     9       1     feature channels C  10 1  depth levels L (C divisible by L)
     11      2     feature height h    13 2  feature width w
@@ -50,6 +51,7 @@ FLAG_ASC = 1
 FLAG_SNR = 2
 FLAG_ENTROPY = 4
 FLAG_DEPTH_CODED = 8
+FLAG_GREY = 16
 
 
 class PayloadError(UserError):
@@ -88,6 +90,7 @@ class Unpacked:
     asc: bool
     snr_db: float | None
     value_bits: int
+    grey: bool = False  # the source was greyscale (R = G = B)
 
 
 def pack(features: Features, height: int, width: int, value_bits: int = 8, asc: bool = True,
@@ -137,10 +140,11 @@ def quantise_and_pack(values: np.ndarray, levels: np.ndarray, per_level: int,
 
 def assemble(height: int, width: int, shape: tuple[int, int, int], num_levels: int, value_bits: int, scale: float,
              snr_db: float | None, level_bytes: bytes, value_bytes: bytes, entropy_id: int | None = None,
-             depth_coded: bool = False) -> bytes:
+             depth_coded: bool = False, grey: bool = False) -> bytes:
     """Header + depth map (empty without ASC) + values + CRC: the payload around already-packed parts.
 
-    ``level_bytes``: the depth map as ``depth_map_section`` writes it; ``depth_coded`` says it is range-coded.
+    ``level_bytes``: the depth map as ``depth_map_section`` writes it; ``depth_coded`` says it is range-coded;
+    ``grey``: the source image is greyscale (R = G = B), so the receiver need not show colour.
 
     ``entropy_id``: the fingerprint of the probability tables that coded ``value_bytes`` (an entropy-coded
     payload: ``value_bits`` 0, ``scale`` the quantiser step); None for fixed-width values."""
@@ -148,7 +152,7 @@ def assemble(height: int, width: int, shape: tuple[int, int, int], num_levels: i
     if depth_coded and not level_bytes:
         raise ValueError("a range-coded depth map needs its bytes (ASC on)")
     flags = ((FLAG_ASC if level_bytes else 0) | (FLAG_SNR if snr_db is not None else 0)
-             | (FLAG_DEPTH_CODED if depth_coded else 0))
+             | (FLAG_DEPTH_CODED if depth_coded else 0) | (FLAG_GREY if grey else 0))
     if entropy_id is not None:
         flags |= FLAG_ENTROPY
         value_bytes = struct.pack(">I", entropy_id) + value_bytes
@@ -174,6 +178,7 @@ class Parsed:
                                  # empty without ASC
     value_bytes: bytes           # entropy-coded: the range-coded stream, after the fingerprint
     entropy_id: int | None = None  # the probability tables' fingerprint of an entropy-coded payload
+    grey: bool = False           # the source was greyscale (R = G = B)
 
     @property
     def asc(self) -> bool:
@@ -200,7 +205,7 @@ def parse(payload: bytes) -> Parsed:
                            "use the same lamsc version at both ends")
     coded = bool(flags & FLAG_ENTROPY)
     depth_coded = bool(flags & FLAG_DEPTH_CODED)
-    if (L == 0 or c % L or not (value_bits == 0 if coded else 2 <= value_bits <= 16) or flags > 15
+    if (L == 0 or c % L or not (value_bits == 0 if coded else 2 <= value_bits <= 16) or flags > 31
             or depth_coded and not (flags & FLAG_ASC and L <= MAX_LEVELS)):
         raise PayloadError("payload header is inconsistent (channels, levels, value bits or flags)")
     offset, level_bytes = _HEADER.size, b""
@@ -223,12 +228,14 @@ def parse(payload: bytes) -> Parsed:
             raise PayloadError("payload's entropy-coded values are not a fingerprint and whole 32-bit words, or "
                                "its quantiser step is not positive; it is not a valid payload")
         (entropy_id,) = struct.unpack_from(">I", body, offset)
-        return Parsed(height, width, (c, h, w), L, 0, scale, snr, levels, level_bytes, stream, entropy_id)
+        return Parsed(height, width, (c, h, w), L, 0, scale, snr, levels, level_bytes, stream, entropy_id,
+                      bool(flags & FLAG_GREY))
     count = int(levels.sum()) * (c // L)
     if len(body) - offset != math.ceil(count * value_bits / 8):
         raise PayloadError(f"payload holds {len(body) - offset} value bytes where its header implies "
                            f"{math.ceil(count * value_bits / 8)}; it is not a valid payload")
-    return Parsed(height, width, (c, h, w), L, value_bits, scale, snr, levels, level_bytes, body[offset:])
+    return Parsed(height, width, (c, h, w), L, value_bits, scale, snr, levels, level_bytes, body[offset:],
+                  grey=bool(flags & FLAG_GREY))
 
 
 def _coded_depth_map(body: bytes, offset: int, shape: tuple[int, int], num_levels: int) -> tuple[np.ndarray, int]:
@@ -256,7 +263,7 @@ def unpack(payload: bytes) -> Unpacked:
         raise PayloadError("payload is entropy-coded (the digital mode): a Receiver holding the model's entropy "
                            "model reads it")
     return Unpacked(p.height, p.width, Features(decode_values(p), p.levels, p.num_levels), p.asc, p.snr_db,
-                    p.value_bits)
+                    p.value_bits, p.grey)
 
 
 def decode_values(p: Parsed) -> np.ndarray:

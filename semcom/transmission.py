@@ -141,7 +141,7 @@ class Transmitter:
         self.backend.synchronize()
         t2 = time.perf_counter()
         sent = pack_features(out, self.config, image.shape[:2], snr_db, segments, self.asc, self.pack_device,
-                             self.cbr, self.digital)
+                             self.cbr, self.digital, is_grey(image))
         self.pack_backend = sent.pack_backend
         sent.seconds = {"segment": t1 - t0, "encode": t2 - t1, "pack": time.perf_counter() - t2}
         if self.backend.gpu_seconds is not None:
@@ -210,12 +210,13 @@ def transmit_power(features: np.ndarray, levels: np.ndarray, num_levels: int) ->
 
 def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db: float, segments: Segments | None,
                   asc: bool = True, device: str | torch.device = "cpu", max_cbr: float | None = None,
-                  digital: DigitalMode | None = None) -> Sent:
+                  digital: DigitalMode | None = None, grey: bool = False) -> Sent:
     """The transmitter graph's outputs for one image (``features`` (1, C, h, w), ``depth`` (1, 1, h, w),
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
     (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
     ``device``, or with ``digital`` the quantiser and range coder (on the CPU). The depth map goes as
-    ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter)."""
+    ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter); ``grey`` marks a
+    greyscale source in the header."""
     h, w = size
     L = config.num_levels
     depth = np.asarray(out["depth"][0, 0], np.float32)
@@ -227,11 +228,11 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     levels = depth_levels(depth, L)
     z = transmit_power(out["features"], levels[None], L)[0]
     if digital is not None:
-        return entropy_pack(out, z, levels, config, size, snr_db, segments, asc, digital)
+        return entropy_pack(out, z, levels, config, size, snr_db, segments, asc, digital, grey)
     packed = asc_pack(z, depth, L, config.value_bits, device)
     depth_map, coded = depth_map_section(packed.levels, L) if asc else (b"", False)
     payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db, depth_map,
-                       packed.value_bytes, depth_coded=coded)
+                       packed.value_bytes, depth_coded=coded, grey=grey)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
     return Sent(payload, segments, importance, packed.count / z.size, packed.count,
                 packed.count * config.value_bits, {}, packed.backend)
@@ -280,14 +281,14 @@ def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num
 
 
 def entropy_pack(out: dict, z: np.ndarray, levels: np.ndarray, config: ModelConfig, size: tuple[int, int],
-                 snr_db: float, segments: Segments | None, asc: bool, digital: DigitalMode) -> Sent:
+                 snr_db: float, segments: Segments | None, asc: bool, digital: DigitalMode, grey: bool = False) -> Sent:
     """The digital mode's payload: header, depth map (with ASC), the range-coded values."""
     h, w = size
     L = config.num_levels
     stream, count = encode_features(digital.entropy, z, levels, L, digital.step)
     depth_map, coded = depth_map_section(levels, L) if asc else (b"", False)
     payload = assemble(h, w, tuple(z.shape), L, 0, digital.step, snr_db, depth_map, stream,
-                       entropy_id=digital.entropy.tables.fingerprint, depth_coded=coded)
+                       entropy_id=digital.entropy.tables.fingerprint, depth_coded=coded, grey=grey)
     importance = np.asarray(out["importance"][0, 0])[:h, :w]
     return Sent(payload, segments, importance, count / z.size, count, 8 * len(stream), {}, "entropy")
 
@@ -348,7 +349,8 @@ class Receiver:
         if parsed.entropy_id is not None:
             return self.receive_coded(parsed)
         values, self.unpack_backend = asc_unpack(parsed, self.unpack_device)
-        return self.decode(values, parsed.levels, parsed.height, parsed.width, self.config.snr_range[1])
+        return self.decode(values, parsed.levels, parsed.height, parsed.width, self.config.snr_range[1],
+                           parsed.grey)
 
     def receive_coded(self, parsed: Parsed) -> Reconstruction:
         """An entropy-coded payload, checked: dequantised and decoded at the quantisation noise's SNR."""
@@ -367,23 +369,41 @@ class Receiver:
             return lost_image(parsed.height, parsed.width, f"payload cannot be decoded: {e}")
         self.unpack_backend = "entropy"
         return self.decode(values, parsed.levels, parsed.height, parsed.width,
-                           effective_snr(step, self.config.snr_range))
+                           effective_snr(step, self.config.snr_range), parsed.grey)
 
     def receive_features(self, unpacked: Unpacked, snr_db: float) -> Reconstruction:
         """Features that crossed an analog channel at ``snr_db`` (dB), with their side information."""
         f = unpacked.features
-        return self.decode(f.values, f.levels, unpacked.height, unpacked.width, snr_db)
+        return self.decode(f.values, f.levels, unpacked.height, unpacked.width, snr_db, unpacked.grey)
 
-    def decode(self, values, levels: np.ndarray, height: int, width: int, snr_db: float) -> Reconstruction:
+    def decode(self, values, levels: np.ndarray, height: int, width: int, snr_db: float,
+               grey: bool = False) -> Reconstruction:
         """Features (C, h, w) (array or tensor, zeros where nothing arrived) and levels (h, w) in 1..L -> the
-        image cropped to ``height`` x ``width``, with the task heads' outputs."""
+        image cropped to ``height`` x ``width``, with the task heads' outputs. ``grey`` (the payload's flag
+        for a greyscale source): each pixel shows the mean of its three channels, the closest grey to what
+        the decoder made, so that channel noise shows as no colour."""
         if not isinstance(values, np.ndarray) and not getattr(self.backend, "takes_tensors", False):
             values = values.cpu().numpy()  # the CUDA unpack's tensor, for a backend that reads arrays
         out = self.backend.run("receiver", {"z": values[None], "levels": np.asarray(levels, np.int64)[None],
                                             "snr_db": np.array([snr_db], np.float32)})
         self.gpu_seconds = self.backend.gpu_seconds
         rec = reconstruction(out, height, width)
-        return rec if self.refine is None else self.refine(rec, snr_db)
+        rec = rec if self.refine is None else self.refine(rec, snr_db)
+        if grey:
+            rec.image = as_grey(rec.image)
+        return rec
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an (H, W, 3) image is greyscale: R = G = B in every pixel."""
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+
+def as_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same shape, each pixel the rounded mean of its channels in all three: the grey
+    nearest the pixel (its orthogonal projection onto R = G = B, rounded to 8 bits)."""
+    mean = np.rint(image.astype(np.float32).mean(axis=-1, keepdims=True)).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(mean, image.shape))
 
 
 def reconstruction(out: dict[str, np.ndarray], height: int, width: int) -> Reconstruction:

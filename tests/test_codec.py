@@ -239,3 +239,25 @@ def test_depth_maps_shifted_to_rates_keep_them_and_pass_gradients():
     assert bool((kept <= rate).all()) and bool((rate - kept < 3 / (8 * 12 * 16)).all())  # within 3 level steps
     shifted.sum().backward()
     assert bool((logits.grad > 0).all())  # the sigmoid's slope reaches every position
+
+
+def test_a_grey_photograph_comes_back_grey_and_no_further_off():
+    """camera is greyscale: its payload says so and the receiver shows the nearest grey to what the decoder
+    made, which removes the channel noise's colour; a colour photograph's payload does not say so."""
+    from lamsc.semcom import metrics
+    from lamsc.semcom.images import bundled_photos
+    from lamsc.semcom.payload import FLAG_GREY, parse
+    from lamsc.semcom.transmission import analog_link
+
+    shipped = load_model()
+    grey, colour = (p.pixels[:256, :256].copy() for p in bundled_photos(["camera", "chelsea"]))
+    tx, rx, channel = Transmitter(shipped, FallbackSegmenter()), Receiver(shipped), Channel("awgn", 0.0)
+    assert parse(tx.send(colour, 0.0).payload).grey is False
+    payload = tx.send(grey, 0.0).payload
+    assert parse(payload).grey and payload[4] & FLAG_GREY
+    crossed = analog_link(payload, channel, seed=1)
+    shown = rx.receive_features(crossed, 0.0).image
+    decoded = rx.decode(crossed.features.values, crossed.features.levels, 256, 256, 0.0).image  # no flag
+    assert (shown == shown[..., :1]).all() and not (decoded == decoded[..., :1]).all()
+    assert np.abs(shown.astype(int) - decoded.astype(float).mean(-1, keepdims=True)).max() <= 0.5
+    assert metrics.psnr(grey, shown) > metrics.psnr(grey, decoded)

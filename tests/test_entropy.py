@@ -142,7 +142,7 @@ def test_receiver_decodes_the_digital_payload_at_its_quantisation_snr(fitted, im
     told = []
     rx = Receiver(model, entropy=entropy)
     decode = rx.decode
-    monkeypatch.setattr(rx, "decode", lambda *a: told.append(a[-1]) or decode(*a))
+    monkeypatch.setattr(rx, "decode", lambda *a: told.append(a[4]) or decode(*a))  # (values, levels, h, w, snr)
     rec = rx.receive(sent.payload, *image.shape[:2])
     assert not rec.lost and rec.image.shape == image.shape and rx.unpack_backend == "entropy"
     assert told == [pytest.approx(effective_snr(step, model.config.snr_range))]
