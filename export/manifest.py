@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lamsc.errors import UserError
 from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.entropy import EntropyModel
 from lamsc.semcom.graph_specs import GraphSpec, TensorSpec
 
 FORMAT, FORMAT_VERSION = "lamsc-bundle", 2  # 2: the transmitter outputs unmasked features and ASI's map
@@ -44,11 +45,9 @@ class Bundle:
     def path(self, graph: str) -> Path:
         return self.root / self.manifest["graphs"][graph]["file"]
 
-    def entropy_model(self):
+    def entropy_model(self) -> EntropyModel | None:
         """The digital mode's entropy model the bundle carries (lamsc.semcom.entropy.EntropyModel), or None
         when it was exported without one (its model had no density beside it)."""
-        from lamsc.semcom.entropy import EntropyModel  # NumPy and constriction: torch-free
-
         entry = self.manifest.get("entropy")
         return EntropyModel.load(self.root / entry["file"]) if entry else None
 
