@@ -28,6 +28,7 @@ import numpy as np
 from lamsc.semcom.baseline import run_baseline
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.fallback import FallbackSegmenter
+from lamsc.semcom.metrics import mean_defined
 from lamsc.semcom.transmission import Receiver, Transmitter, transmit
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -92,8 +93,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             out.append({"budget": budget, "link": link, "kind": sel[0]["kind"], "images": len(sel),
                         "cbr": float(np.mean([r["cbr"] for r in sel])),
                         "psnr": float(np.mean([r["psnr"] for r in sel])),
-                        "psnr_w": float(np.nanmean([r["psnr_w"] for r in sel])),
-                        "ms_ssim": float(np.nanmean([np.nan if r["ms_ssim"] is None else r["ms_ssim"] for r in sel])),
+                        "psnr_w": mean_defined(r["psnr_w"] for r in sel),
+                        "ms_ssim": mean_defined(np.nan if r["ms_ssim"] is None else r["ms_ssim"] for r in sel),
                         "lost": int(sum(r["lost"] for r in sel))})
     return out
 

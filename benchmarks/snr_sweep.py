@@ -45,7 +45,7 @@ from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.config import DEFAULT_MODEL
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
-from lamsc.semcom.metrics import weighted_psnr
+from lamsc.semcom.metrics import mean_defined, weighted_psnr
 from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.separation import SCORING_RULE
 from lamsc.semcom.transmission import Receiver, Transmitter, model_inputs, transmit
@@ -216,8 +216,8 @@ def summarise(rows: list[dict]) -> list[dict]:
                         "cbr": float(np.mean([r["cbr"] for r in sel])),
                         bits_key: float(np.mean([r[bits_key] for r in sel])),
                         "psnr": float(np.mean([r["psnr"] for r in sel])),
-                        "psnr_w": float(np.nanmean([r["psnr_w"] for r in sel])),
-                        "ms_ssim": float(np.nanmean([np.nan if r["ms_ssim"] is None else r["ms_ssim"] for r in sel])),
+                        "psnr_w": mean_defined(r["psnr_w"] for r in sel),
+                        "ms_ssim": mean_defined(np.nan if r["ms_ssim"] is None else r["ms_ssim"] for r in sel),
                         "lost": int(sum(r["lost"] for r in sel)),
                         "why_lost": sorted({r["reason"] for r in sel if r["lost"]})})
     return out
