@@ -532,7 +532,8 @@ def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> Tr
             raise UserError(f"{job.init} has heads for {start.config.classes or 'no'} classes / "
                             f"{start.config.seg_classes} segmentation classes, unlike this data; fine-tune on data "
                             "with the same labels")
-        config = replace(start.config, trained={**config.trained, "init": str(job.init),
+        # the model's folder and name, as "data" records folder names: no path of the machine it trained on
+        config = replace(start.config, trained={**config.trained, "init": "/".join(Path(job.init).parts[-2:]),
                                                 "init_trained": start.config.trained,
                                                 **({"reinit": list(job.reinit)} if job.reinit else {})})
         model = new_model(config, cfg.seed)
