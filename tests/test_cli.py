@@ -43,8 +43,11 @@ def test_demo_writes_overlays_and_overview(tmp_path, capsys):
     overview = Image.open(tmp_path / "overview.png")
     assert overview.width >= 320 and overview.height >= 320
     assert len(list((tmp_path / "segments").glob("*_segments.png"))) == 3
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert '"segmenter": "fallback' in out
+    # piped stderr carries the status lines alone: no blank line left behind by a progress bar
+    assert all(line.strip() for line in captured.err.strip().splitlines()), captured.err
     # every photograph at every SNR sent within the field's budget, header and depth map included
     for rows in json.loads(out)["results"]["transmit"].values():
         assert len(rows) == 3 and all(0.5 * REFERENCE_CBR < r["lamsc"]["cbr"] <= REFERENCE_CBR for r in rows)

@@ -17,8 +17,10 @@ console = Console(stderr=True, highlight=False)
 
 
 def progress() -> Progress:
+    """A progress bar on stderr while a terminal shows it; off when stderr is a file or a pipe, where rich
+    would leave a blank line behind for each bar."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def print_table(table, width: int = 100) -> None:
