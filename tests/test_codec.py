@@ -261,3 +261,15 @@ def test_a_grey_photograph_comes_back_grey_and_no_further_off():
     assert (shown == shown[..., :1]).all() and not (decoded == decoded[..., :1]).all()
     assert np.abs(shown.astype(int) - decoded.astype(float).mean(-1, keepdims=True)).max() <= 0.5
     assert metrics.psnr(grey, shown) > metrics.psnr(grey, decoded)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (38, 48)])
+def test_the_budgets_depth_smoothing_is_scipys_box_filter(shape):
+    from scipy.ndimage import uniform_filter
+
+    from lamsc.semcom.transmission import box_mean
+
+    depth = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    for size in (1, 3, 5):
+        want = uniform_filter(depth.astype(np.float64), size, mode="nearest")
+        assert np.allclose(box_mean(depth, size), want, atol=1e-6) and box_mean(depth, size).dtype == np.float32
