@@ -13,7 +13,7 @@ from lamsc.errors import UserError
 from lamsc.export.manifest import Bundle, load_bundle
 from lamsc.runtime.backends import Backend, is_bundle, open_backend
 from lamsc.semcom.config import DEFAULT_MODEL, ModelConfig
-from lamsc.semcom.entropy import EntropyModel, density_path, load_entropy_model
+from lamsc.semcom.entropy import EntropyModel, entropy_beside
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
 from lamsc.semcom.skb import build_segmenter
 
@@ -34,8 +34,7 @@ class Deployment:
         shipped model's for None); None where there is none. UserError for one fitted for another model."""
         if self.is_bundle:
             return load_bundle(self.source).entropy_model()
-        base = self.source or DEFAULT_MODEL
-        return load_entropy_model(base) if density_path(base).is_file() else None
+        return entropy_beside(self.source or DEFAULT_MODEL)
 
     def open(self) -> tuple[Backend, ModelConfig, Segmenter]:
         """Build the backend, the model config and the SKB segmenter this deployment runs."""

@@ -221,12 +221,13 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     payload = sends[-1].payload
     if tx.digital is not None:  # one transport block at an MCS of BLER <= 1%: what the receiver decodes is it
         h, w = item.pixels.shape[:2]
-        reaches = math.isfinite(radio.link_airtime_s(channel.snr_db, metrics.bits(payload), 0))
+        bits = metrics.bits(payload)
+        reaches = math.isfinite(radio.link_airtime_s(channel.snr_db, bits, 0))
         rec = (rx.receive(payload, h, w) if reaches else
                lost_image(h, w, f"{channel.snr_db:g} dB is below the radio's most robust MCS"))
-        ssim = metrics.ssim(item.pixels, rec.image)
-        got = dict(bits=metrics.bits(payload), uses=symbols_needed(len(payload), radio_mcs(radio, channel.snr_db)),
-                   psnr=float(metrics.psnr(item.pixels, rec.image)), ssim=float(ssim), lost=rec.lost)
+        got = dict(bits=bits, uses=symbols_needed(len(payload), radio_mcs(radio, channel.snr_db)),
+                   psnr=float(metrics.psnr(item.pixels, rec.image)),
+                   ssim=float(metrics.ssim(item.pixels, rec.image)), lost=rec.lost)
     else:
         result = transmit(item.pixels, tx, rx, channel, seed)
         got = dict(bits=result.bits, uses=result.channel_uses, psnr=result.psnr, ssim=result.ssim,

@@ -196,6 +196,12 @@ def load_entropy_model(model_path: str | Path) -> EntropyModel:
     return EntropyModel.load(density_path(base), base.with_name(base.name + ".safetensors"))
 
 
+def entropy_beside(model_path: str | Path) -> EntropyModel | None:
+    """The density saved beside the model at ``model_path``, or None where none was fitted; UserError for one
+    that belongs to another model."""
+    return load_entropy_model(model_path) if density_path(model_path).is_file() else None
+
+
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -229,7 +229,7 @@ def parse(payload: bytes) -> Parsed:
                                "its quantiser step is not positive; it is not a valid payload")
         (entropy_id,) = struct.unpack_from(">I", body, offset)
         return Parsed(height, width, (c, h, w), L, 0, scale, snr, levels, level_bytes, stream, entropy_id,
-                      bool(flags & FLAG_GREY))
+                      grey=bool(flags & FLAG_GREY))
     count = int(levels.sum()) * (c // L)
     if len(body) - offset != math.ceil(count * value_bits / 8):
         raise PayloadError(f"payload holds {len(body) - offset} value bytes where its header implies "

@@ -11,7 +11,7 @@ from rich.table import Table
 from lamsc.commands.output import console, emit_json, print_table
 from lamsc.export.bundle import Int8Options, SamExport, write_bundle
 from lamsc.semcom.config import DEFAULT_MODEL
-from lamsc.semcom.entropy import density_path, load_entropy_model
+from lamsc.semcom.entropy import density_path, entropy_beside
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.model import load_model
 from lamsc.semcom.sam_checkpoint import load_sam
@@ -37,7 +37,7 @@ def export(
     """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
     model = load_model(checkpoint)
     density = density_path(checkpoint or DEFAULT_MODEL)
-    entropy = load_entropy_model(checkpoint or DEFAULT_MODEL) if density.is_file() else None
+    entropy = entropy_beside(checkpoint or DEFAULT_MODEL)
     sam = None
     if sam_checkpoint is not None:
         module, arch = load_sam(sam_checkpoint)
