@@ -81,8 +81,8 @@ def digital_mode(model: Path | None, step: float) -> DigitalMode:
     entropy = Deployment(str(model) if model is not None else None).entropy_model()
     if entropy is None:
         fix = ("export the bundle from a model with one beside it" if is_bundle(model)
-               else f"fit one with `lamsc density fit --model {model}`")
-        raise UserError(f"{model} has no entropy model for the digital mode: {fix}")
+               else f"fit one with `lamsc density fit{f' --model {model}' if model else ''}`")
+        raise UserError(f"{model or 'the shipped model'} has no entropy model for the digital mode: {fix}")
     snapped = nearest_step(step)
     if snapped != step:
         console.print(f"note: quantiser step {step:g} -> {snapped:g}, the nearest with probability tables")
