@@ -1,6 +1,7 @@
 """Training (three stages, resumable) and transmission through the command line, on tiny models."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -391,3 +392,34 @@ def test_distillation_channel_adds_each_images_noise_at_its_own_snr():
     power = rx.pow(2).flatten(1).mean(1)  # per real value: the symbol's noise variance 10^(-SNR/10)
     torch.testing.assert_close(power, 10 ** (-snr / 10), rtol=0.05, atol=0)
     assert torch.equal(_through_channel(z, torch.zeros_like(mask), snr, gen, state), z)
+
+
+def test_psnr_distortion_is_the_mean_psnr_gradient_at_mse_scale():
+    from lamsc.semcom.training import ROUNDING_MSE, reconstruction_loss
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    noise = torch.randn(4, 3, 16, 16, generator=g) * torch.tensor([0.02, 0.05, 0.1, 0.2]).view(4, 1, 1, 1)
+    integrated = torch.rand(4, 1, 16, 16, generator=g)
+    batch = {"x": x, "category": torch.full((4,), -1), "label": torch.full((4, 16, 16), 255)}
+    y = (x + noise).requires_grad_()
+    mse, _ = reconstruction_loss({"image": y}, batch, integrated, 1.0, "mse")
+    value, _ = reconstruction_loss({"image": y}, batch, integrated, 1.0, "psnr")
+    (grad,) = torch.autograd.grad(value, y)
+
+    # float64 reference: each crop's weighted squared error, and the mean of their PSNRs
+    y64, w = y.detach().double().requires_grad_(), 1.0 + integrated.double()
+    per = ((y64 - x.double()) ** 2 * w).flatten(1).mean(1) / w.flatten(1).mean(1)
+    (-10 * torch.log10(per + ROUNDING_MSE)).mean().backward()
+    scale = per.mean().detach() * np.log(10) / 10  # d mean(log e) = d(-mean PSNR) x ln(10) / 10
+    torch.testing.assert_close(grad.double(), -y64.grad * scale, rtol=1e-4, atol=1e-12)
+    torch.testing.assert_close(value.double(), per.mean().detach(), rtol=1e-5, atol=0)
+    assert not torch.isclose(value, mse)  # per-crop weights, not the batch's: a different number
+    y0 = x.clone().requires_grad_()
+    reconstruction_loss({"image": y0}, batch, integrated, 1.0, "psnr")[0].backward()
+    assert torch.isfinite(y0.grad).all()  # a crop that comes back exact (a flat one) has a finite gradient
+    with pytest.raises(ValueError, match="unknown distortion 'l1'; known: mse, psnr"):
+        reconstruction_loss({"image": y}, batch, integrated, 1.0, "l1")
+    with pytest.raises(UserError, match="unknown distortion 'l1'"):
+        from lamsc.semcom.training import TrainJob
+        TrainJob(recipe=replace(TrainConfig(), distortion="l1"))
