@@ -77,10 +77,17 @@ class EntropyModel:
     tables: ProbabilityTables
     largest: np.ndarray         # (C,) largest magnitude per channel in the fitting data
     provenance: dict
+    # per step of the tables, the fraction of feature values the digital mode sends (entropy_fit.fit_kept_fractions);
+    # None: ASC's own choice
+    kept: tuple[float, ...] | None = None
 
     @property
     def channels(self) -> int:
         return int(self.tables.low.shape[1])
+
+    def kept_at(self, step: float) -> float | None:
+        """The fitted fraction of feature values sent at quantiser ``step``; None where no rule was fitted."""
+        return None if self.kept is None else self.kept[self.tables.index(step)]
 
     def quantise(self, values: np.ndarray, channel: int, step: float) -> np.ndarray:
         """Real values of one channel (unit-power domain) -> integers round(v / step), clipped to the support."""
@@ -141,7 +148,8 @@ class EntropyModel:
         tensors["sizes"] = np.array([len(p) for row in t.pmf for p in row], np.int64)
         meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "channels": str(self.channels),
                 "steps": json.dumps(list(t.steps)), "provenance": json.dumps(self.provenance),
-                "model_sha256": file_sha256(model_file) if model_file else ""}
+                "model_sha256": file_sha256(model_file) if model_file else "",
+                "kept": json.dumps(list(self.kept)) if self.kept is not None else ""}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata=meta)
         return path
@@ -171,7 +179,10 @@ class EntropyModel:
         flat = np.split(tensors["pmf"], np.cumsum(tensors["sizes"])[:-1])
         pmf = [flat[s * channels:(s + 1) * channels] for s in range(len(steps))]
         tables = ProbabilityTables(steps, tensors["low"].astype(np.int64), pmf)
-        return cls(weights, tables, tensors["largest"], json.loads(meta["provenance"]))
+        kept = tuple(json.loads(meta["kept"])) if meta.get("kept") else None
+        if kept is not None and len(kept) != len(steps):
+            raise UserError(f"{path} holds {len(kept)} kept fractions for {len(steps)} quantiser steps; {fit}")
+        return cls(weights, tables, tensors["largest"], json.loads(meta["provenance"]), kept)
 
 
 def density_path(model_path: str | Path) -> Path:
@@ -233,21 +244,35 @@ class DigitalMode:
     """The digital mode of a Transmitter: kept features at unit power quantised with step ``step`` (one of
     ``entropy``'s steps, relative to unit feature power: the rate knob) and range-coded under ``entropy``.
 
+    ``kept``: the fraction of feature values sent, in (0, 1], ASC's depth map (its 5 x 5 mean) shifted to it
+    as under a channel budget; None: the fraction ``entropy`` was fitted with for the step (``kept_at``), or
+    where it has none, ASC's own choice, its 5 x 5 mean. Which fraction pays depends on the step: a coarse
+    step spends its bits best on few features, a fine one on more (``entropy_fit.fit_kept_fractions``).
+
     The receiver dequantises (q * Δ) and tells the decoder the SNR of the quantisation noise,
     ``effective_snr(step, snr_range)`` = 10 log10(12 / Δ²) clipped to the model's range: the decoder is
     trained for AWGN on unit-power features, and rounding adds noise of variance Δ²/12 (uniform, for steps
     small beside the features' spread). The transmitter's encoder is conditioned on the same SNR.
-    Raises UserError for a step without tables.
+    Raises UserError for a step without tables, or a fraction outside (0, 1].
     """
 
     entropy: EntropyModel
     step: float = DEFAULT_STEP
+    kept: float | None = None
 
     def __post_init__(self) -> None:
         try:
             self.entropy.tables.index(self.step)
         except ValueError as e:
             raise UserError(f"{e}: choose one of them (lamsc.semcom.entropy.nearest_step finds the closest)") from None
+        if self.kept is not None and not 0 < self.kept <= 1:
+            raise UserError(f"a kept fraction of {self.kept:g}: give one in (0, 1] (1: every feature value)")
+
+    @property
+    def kept_fraction(self) -> float | None:
+        """The fraction of feature values sent: ``kept``, else the entropy model's for the step, else None
+        (ASC's own choice)."""
+        return self.kept if self.kept is not None else self.entropy.kept_at(self.step)
 
 
 def kept_by_channel(levels: np.ndarray, channels: int, num_levels: int) -> np.ndarray:

@@ -455,6 +455,7 @@ class TrainJob:
     recipe: str | TrainConfig = "default"
     steps: dict = field(default_factory=dict)
     precision: str | None = None          # overrides the recipe's: auto | fp32 | bf16
+    distortion: str | None = None         # overrides the recipe's: mse | psnr (reconstruction_loss)
     minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it; 0: none)
     out: Path | str = Path("lamsc-out/train")
     sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
@@ -473,8 +474,9 @@ class TrainJob:
         unknown = set(self.steps) - set(STAGES)
         if unknown:
             raise UserError(f"steps for {', '.join(sorted(unknown))}: the stages are {', '.join(STAGES)}")
-        if not isinstance(self.recipe, str) and self.recipe.distortion not in DISTORTIONS:
-            raise UserError(f"unknown distortion {self.recipe.distortion!r}; choose one of {', '.join(DISTORTIONS)}")
+        distortion = self.distortion or (None if isinstance(self.recipe, str) else self.recipe.distortion)
+        if distortion not in (None, *DISTORTIONS):
+            raise UserError(f"unknown distortion {distortion!r}; choose one of {', '.join(DISTORTIONS)}")
         if self.precision not in (None, *PRECISIONS):
             raise UserError(f"unknown training precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.minutes is not None and not self.minutes >= 0:
@@ -523,6 +525,7 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
 def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> TrainResult:
     preset, cfg = (job.recipe, PRESETS[job.recipe]) if isinstance(job.recipe, str) else ("custom", job.recipe)
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}),
+                  **({"distortion": job.distortion} if job.distortion else {}),
                   **({"minutes": job.minutes} if job.minutes is not None else {}))
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []
     if job.bundled:

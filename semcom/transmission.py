@@ -214,8 +214,9 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     """The transmitter graph's outputs for one image (``features`` (1, C, h, w), ``depth`` (1, 1, h, w),
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
     (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
-    ``device``, or with ``digital`` the quantiser and range coder (on the CPU). Under a budget the depth map
-    is first smoothed (``box_mean`` over ``BUDGET_SMOOTHING``), which makes it cheaper to send. The depth map goes as
+    ``device``, or with ``digital`` the quantiser and range coder (on the CPU), its kept fraction as
+    ``DigitalMode.kept_fraction`` says. Under a budget and in the digital mode the depth map is first smoothed
+    (``box_mean`` over ``BUDGET_SMOOTHING``), which makes it cheaper to send. The depth map goes as
     ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter); ``grey`` marks a
     greyscale source in the header."""
     h, w = size
@@ -227,6 +228,11 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     elif max_cbr is not None:
         depth = depth_for_channel_budget(box_mean(depth, BUDGET_SMOOTHING), shape, L, config.value_bits,
                                          math.floor(max_cbr * 3 * h * w))
+    elif digital is not None:
+        # the smoothed map costs fewer side bits here too, and its shift to a fraction keeps whole regions
+        depth = box_mean(depth, BUDGET_SMOOTHING)
+        if digital.kept_fraction is not None:
+            depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
     levels = depth_levels(depth, L)
     z = transmit_power(out["features"], levels[None], L)[0]
     if digital is not None:

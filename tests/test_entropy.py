@@ -13,7 +13,8 @@ from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.entropy import (STEPS, DigitalMode, EntropyModel, decode_features, density_path,
                                   effective_snr, encode_features, load_entropy_model, nearest_step)
-from lamsc.semcom.entropy_fit import FactorizedDensity, fit_entropy_model, kept_features, tables_from
+from lamsc.semcom.entropy_fit import (FactorizedDensity, fit_entropy_model, fit_kept_fractions, frontier,
+                                      kept_features, tables_from)
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.mcs import CODEWORD
@@ -181,8 +182,11 @@ def test_density_fit_and_transmit_digital_commands(tmp_path, capsys, image):
     LamscModel(ModelConfig(**TINY)).save(tmp_path / "m")
     Image.fromarray(image).save(tmp_path / "fit.png")
     assert main(["density", "fit", "--model", str(tmp_path / "m"), "--images", str(tmp_path / "fit.png"),
-                 "--steps", "20", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["results"]["density"] == str(density_path(tmp_path / "m"))
+                 "--steps", "20", "--kept-images", "1", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)["results"]
+    assert fit["density"] == str(density_path(tmp_path / "m")) and fit["kept_images"] == 1
+    assert fit["kept"] == list(load_entropy_model(tmp_path / "m").kept) and fit["quantiser_steps"] == list(STEPS)
+    assert fit["steps"] == 20 and len(fit["kept"]) == len(STEPS)
     assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"), "--digital",
                  "--step", "0.3", "--snr", "20", "--out", str(tmp_path / "o"), "--json"]) == 0
     out = capsys.readouterr()
@@ -190,3 +194,72 @@ def test_density_fit_and_transmit_digital_commands(tmp_path, capsys, image):
     assert row["lamsc"]["link"] == "digital" and row["lamsc"]["mcs"] == "64qam-5/6" and not row["lamsc"]["lost"]
     assert "0.3 -> 0.297302" in out.err
     assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "nothing"), "--digital"]) == 2
+
+
+def test_digital_mode_sends_the_kept_fraction_asked_for(fitted, image):
+    _, model, entropy = fitted
+    rx = Receiver(model, entropy=entropy)
+    sizes = []
+    for kept in (0.3, 0.6, 1.0):
+        sent = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(entropy, STEPS[12], kept)).send(image)
+        per_level = model.config.channels // model.config.num_levels
+        # whole levels of per_level channels per position: at most one position's level under the target
+        assert kept - per_level / sent.value_count <= sent.kept_ratio <= kept + 1e-9
+        assert sent.value_count == int(parse(sent.payload).levels.sum()) * per_level  # the depth map says it
+        assert not rx.receive(sent.payload, *image.shape[:2]).lost
+        sizes.append(len(sent.payload))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    with pytest.raises(UserError, match=r"kept fraction of 0: give one in \(0, 1\]"):
+        DigitalMode(entropy, STEPS[12], 0.0)
+
+
+def test_kept_fractions_lie_closest_to_the_rate_quality_frontier(fitted, image, tmp_path):
+    """fit_kept_fractions against the same choice made by hand, on two steps, three fractions and three
+    photographs: each photograph's (log bits per pixel, PSNR) per pair, its upper hull from scipy's ConvexHull
+    (held flat past its highest point), and per step the fraction with the smallest median deficit below."""
+    from dataclasses import replace
+
+    from scipy.spatial import ConvexHull
+
+    _, model, entropy = fitted
+    two = replace(entropy, tables=replace(entropy.tables, steps=entropy.tables.steps[0:9:8]))
+    two.tables.low, two.tables.pmf = entropy.tables.low[0:9:8], entropy.tables.pmf[0:9:8]
+    candidates = (0.25, 0.6, 1.0)
+    photos = [image, small("coffee", (128, 160)), small("chelsea", (96, 128))]
+    chosen = fit_kept_fractions(model, two, photos, FallbackSegmenter(), candidates)
+    rx, deficits = Receiver(model, entropy=two), []
+    for photo in photos:
+        points = []
+        for step in two.tables.steps:
+            for kept in candidates:
+                tx = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(two, step, kept))
+                payload = tx.send(photo).payload
+                shown = rx.receive(payload, *photo.shape[:2]).image
+                points.append((np.log(8 * len(payload) / photo.shape[0] / photo.shape[1]),
+                               10 * np.log10(1 / np.mean((shown / 255.0 - photo / 255.0) ** 2))))
+        points = np.array(points)
+        hull = ConvexHull(points)
+        upper = hull.equations[hull.equations[:, 1] > 1e-12]  # facets a x + b y + c <= 0 bounding y from above
+        top = points[np.argmax(points[:, 1]), 0]
+        envelope = [min((-c - a * min(x, top)) / b for a, b, c in upper) for x, _ in points]
+        deficit = (np.array(envelope) - points[:, 1]).reshape(2, len(candidates))
+        assert (deficit > -1e-9).all() and np.isclose(deficit.min(), 0, atol=1e-9)
+        deficits.append(deficit)
+    median = np.median(deficits, axis=0)
+    for s in range(2):
+        assert chosen[s] == candidates[int(np.argmin(median[s]))]
+    two.kept = chosen
+    two.save(tmp_path / "d.safetensors")
+    back = EntropyModel.load(tmp_path / "d.safetensors")
+    assert back.kept == chosen and back.kept_at(two.tables.steps[1]) == chosen[1]
+    assert DigitalMode(back, two.tables.steps[0]).kept_fraction == chosen[0]
+    assert DigitalMode(back, two.tables.steps[0], 0.5).kept_fraction == 0.5
+    assert DigitalMode(entropy, STEPS[12]).kept_fraction is None  # no rule fitted: ASC's own choice
+
+
+def test_frontier_is_the_upper_hull_held_flat_past_its_top():
+    """A known hull: (0, 0), (1, 2), (3, 3) span it; (2, 1) lies under it, (1, 1) shares an x with a
+    higher point, and (4, 2.5), past the top, is dominated: the frontier stays at 3 there."""
+    x, y = np.array([0.0, 1, 1, 2, 3, 4]), np.array([0.0, 1, 2, 1, 3, 2.5])
+    f = frontier(x, y)
+    np.testing.assert_allclose(f(np.array([0.0, 0.5, 1, 2, 3, 3.5, 4])), [0, 1, 2, 2.5, 3, 3, 3])

@@ -423,3 +423,5 @@ def test_psnr_distortion_is_the_mean_psnr_gradient_at_mse_scale():
     with pytest.raises(UserError, match="unknown distortion 'l1'"):
         from lamsc.semcom.training import TrainJob
         TrainJob(recipe=replace(TrainConfig(), distortion="l1"))
+    with pytest.raises(UserError, match="unknown distortion 'l1'"):
+        TrainJob(distortion="l1")  # the job's override, as `lamsc train --distortion` passes it

@@ -9,7 +9,7 @@ import typer
 
 from lamsc.commands.output import console, emit_json, progress
 from lamsc.semcom.entropy import STEPS, density_path, model_base
-from lamsc.semcom.entropy_fit import fit_entropy_model
+from lamsc.semcom.entropy_fit import KEPT_FIT_SIDE, fit_entropy_model, fit_kept_fractions
 from lamsc.semcom.images import bundled_photos, iter_images
 from lamsc.semcom.config import DEFAULT_MODEL
 from lamsc.semcom.model import LamscModel
@@ -28,6 +28,9 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
                                                   "fallback)."),
         steps: int = typer.Option(400, help="Adam steps."),
         seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
+        kept_images: int = typer.Option(8, help="Photographs (spread over --images) to fit the digital mode's "
+                                        f"kept fraction per step on, each at most {KEPT_FIT_SIDE} px; 0: none "
+                                        "(ASC's own choice)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """Fit the factorised density of a model's features and save it beside the model (NAME.density.safetensors)."""
     base = model_base(model) if model is not None else DEFAULT_MODEL
@@ -38,10 +41,20 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
         fitted = fit_entropy_model(net, photos, build_segmenter(checkpoint), steps=steps, seed=seed,
                                    progress=lambda step, total, bits: bar.update(
                                        task, completed=step, description=f"fitting the density {bits:.3f} bit/value"))
+    if kept_images > 0 and net.config.num_levels > 1:
+        chosen = photos[:: max(1, len(photos) // kept_images)][:kept_images]
+        with progress() as bar:
+            task = bar.add_task("kept fraction per quantiser step", total=len(chosen))
+            fitted.kept = fit_kept_fractions(net, fitted, chosen, build_segmenter(checkpoint),
+                                             progress=lambda done, total: bar.update(task, completed=done))
+        fitted.provenance["kept_images"] = len(chosen)
     path = fitted.save(density_path(base), base.with_name(base.name + ".safetensors"))
     if json_out:
-        emit_json("density fit", {"density": str(path), "steps": list(STEPS), **fitted.provenance})
+        emit_json("density fit", {"density": str(path), "quantiser_steps": list(STEPS), "kept": fitted.kept,
+                                  **fitted.provenance})
         return
     console.print(f"density: {path} ({fitted.provenance['images']} images, {fitted.provenance['values']} values, "
                   f"{fitted.provenance['final_bits_per_value']} bit/value at the last step)")
     console.print(f"quantiser steps: {', '.join(f'{s:g}' for s in STEPS)}")
+    if fitted.kept is not None:
+        console.print(f"kept fraction per step: {', '.join(f'{k:g}' for k in fitted.kept)}")

@@ -36,6 +36,8 @@ def train(
                                "is one)."),
     precision: Optional[str] = typer.Option(None, help="auto (the recipes' default: bf16 autocast on CPUs that "
                                             "compute in bf16, else fp32), bf16 or fp32."),
+    distortion: Optional[str] = typer.Option(None, help="What the link stages minimise: mse (the recipes' "
+                                             "default) or psnr (the mean PSNR's gradient: each crop by its dB)."),
     minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill it "
                                             "on this device (the gpu preset's own: 6; 0: none, the steps as given)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
@@ -43,7 +45,8 @@ def train(
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve. Under
     ``torchrun --nproc_per_node N`` it trains on N processes (N GPUs), each step on N x the recipe's batch."""
     job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
-                   steps=_parse_steps(steps) if steps else {}, precision=precision, minutes=minutes, out=out,
+                   steps=_parse_steps(steps) if steps else {}, precision=precision, distortion=distortion,
+                   minutes=minutes, out=out,
                    sam_checkpoint=checkpoint, importance=importance, init=init, reinit=tuple(reinit),
                    channels=channels, width=width, segments=segments, num_levels=levels, device=device)
     if not launched().main:  # torchrun's other processes train alongside rank 0, which draws and prints

@@ -55,6 +55,8 @@ def transmit(
                                  "+ QAM at the MCS for --snr."),
     step: float = typer.Option(DEFAULT_STEP, help="The digital mode's quantiser step, relative to unit feature power "
                                "(the nearest of lamsc.semcom.entropy.STEPS): smaller is more bits and quality."),
+    kept: Optional[float] = typer.Option(None, help="The digital mode's fraction of feature values sent, in (0, 1] "
+                                         "(default: the one the entropy model was fitted with for the step)."),
     seed: int = typer.Option(0, help="Seed of the channel noise."),
     kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
                                             "(repeatable: local and global)."),
@@ -69,15 +71,16 @@ def transmit(
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
     retriever = Retriever.open(kb) if kb else None
-    mode = digital_mode(model, step) if digital else None
+    mode = digital_mode(model, step, kept) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
                     retriever, cbr, mode)
     report(rows, net.config, segmenter, ch, json_out)
 
 
-def digital_mode(model: Path | None, step: float) -> DigitalMode:
-    """The digital mode at the step of STEPS nearest ``step``, with the entropy model of ``model`` (a bundle's,
-    or the one beside a model file; default: the shipped one's); UserError where there is none."""
+def digital_mode(model: Path | None, step: float, kept: float | None = None) -> DigitalMode:
+    """The digital mode at the step of STEPS nearest ``step``, sending a fraction ``kept`` of the features
+    (None: the entropy model's for the step), with the entropy model of ``model`` (a bundle's, or the one
+    beside a model file; default: the shipped one's); UserError where there is none."""
     entropy = Deployment(str(model) if model is not None else None).entropy_model()
     if entropy is None:
         fix = ("export the bundle from a model with one beside it" if is_bundle(model)
@@ -86,7 +89,7 @@ def digital_mode(model: Path | None, step: float) -> DigitalMode:
     snapped = nearest_step(step)
     if snapped != step:
         console.print(f"note: quantiser step {step:g} -> {snapped:g}, the nearest with probability tables")
-    return DigitalMode(entropy, snapped)
+    return DigitalMode(entropy, snapped, kept)
 
 
 def baseline_names(given: list[str]) -> list[str]:
