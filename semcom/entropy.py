@@ -180,8 +180,9 @@ class EntropyModel:
         pmf = [flat[s * channels:(s + 1) * channels] for s in range(len(steps))]
         tables = ProbabilityTables(steps, tensors["low"].astype(np.int64), pmf)
         kept = tuple(json.loads(meta["kept"])) if meta.get("kept") else None
-        if kept is not None and len(kept) != len(steps):
-            raise UserError(f"{path} holds {len(kept)} kept fractions for {len(steps)} quantiser steps; {fit}")
+        if kept is not None and (len(kept) != len(steps) or not all(0 < k <= 1 for k in kept)):
+            raise UserError(f"{path} holds kept fractions {list(kept)} for {len(steps)} quantiser steps, where one "
+                            f"in (0, 1] per step belongs; {fit}")
         return cls(weights, tables, tensors["largest"], json.loads(meta["provenance"]), kept)
 
 
@@ -244,9 +245,10 @@ class DigitalMode:
     """The digital mode of a Transmitter: kept features at unit power quantised with step ``step`` (one of
     ``entropy``'s steps, relative to unit feature power: the rate knob) and range-coded under ``entropy``.
 
-    ``kept``: the fraction of feature values sent, in (0, 1], ASC's depth map (its 5 x 5 mean) shifted to it
-    as under a channel budget; None: the fraction ``entropy`` was fitted with for the step (``kept_at``), or
-    where it has none, ASC's own choice, its 5 x 5 mean. Which fraction pays depends on the step: a coarse
+    ``kept``: the fraction of feature values sent, in (0, 1], ASC's depth map (its 5 x 5 mean) shifted to send
+    at most it, as under a channel budget, and at least one ASC level (C / L channels) per position; None: the
+    fraction ``entropy`` was fitted with for the step (``kept_at``), or where it has none, ASC's own choice,
+    its 5 x 5 mean. Which fraction pays depends on the step: a coarse
     step spends its bits best on few features, a fine one on more (``entropy_fit.fit_kept_fractions``).
 
     The receiver dequantises (q * Δ) and tells the decoder the SNR of the quantisation noise,

@@ -161,14 +161,16 @@ def fit_kept_fractions(model: LamscModel, entropy: EntropyModel, images: Iterabl
     closest to each photograph's rate-quality frontier: every (step, fraction) pair gives a point (log bits
     per pixel, PSNR in dB) per image (``rate_quality_grid``); an image's frontier is the upper concave hull of
     its points, flat past its best PSNR (``frontier``); each step takes the fraction with the smallest median
-    PSNR deficit below the frontiers. Then each photograph's steps trace close to the best curve the fractions
-    offer, the curve its BD-rate is measured on (Bjøntegaard, VCEG-M33). The median, not the mean: a flat
-    synthetic image decoded at 50-70 dB swings by tens of dB between neighbouring steps and would decide
-    alone. Raises ValueError for no images."""
+    PSNR deficit below the frontiers, or the fraction of the next finer step where that is smaller, so that the
+    rate falls as the step grows (``steps`` ascend). Then each photograph's steps trace close to the best curve
+    the fractions offer, the curve its BD-rate is measured on (Bjøntegaard, VCEG-M33). The median, not the
+    mean: a flat synthetic image decoded at 50-70 dB swings by tens of dB between neighbouring steps and would
+    decide alone. Raises ValueError for no images."""
     bpp, quality = rate_quality_grid(model, entropy, images, segmenter, candidates, progress)
     log_rate = np.log(bpp)
     deficit = np.stack([frontier(r.ravel(), q.ravel())(r) - q for r, q in zip(log_rate, quality)])
-    return tuple(float(candidates[int(np.argmin(row))]) for row in np.median(deficit, axis=0))
+    best = [candidates[int(np.argmin(row))] for row in np.median(deficit, axis=0)]
+    return tuple(float(k) for k in np.minimum.accumulate(best))
 
 
 def rate_quality_grid(model: LamscModel, entropy: EntropyModel, images: Iterable[np.ndarray],
@@ -205,7 +207,7 @@ def rate_quality_grid(model: LamscModel, entropy: EntropyModel, images: Iterable
 
 def frontier(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """The upper concave hull of points (``x``, ``y``) (1-D, same length, at least one), held flat past its
-    highest point: the best ``y`` any mix of the points reaches at ``x`` or less. Returns it as a function of
+    highest point: the line segments between points, at their best, at ``x`` or less. Returns it as a function of
     an array of x inside the points' range."""
     order = np.lexsort((y, x))
     hull: list[tuple[float, float]] = []

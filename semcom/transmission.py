@@ -101,7 +101,7 @@ class Transmitter:
     ``digital``: the digital mode (lamsc.semcom.entropy.DigitalMode): the kept features quantised at its
     step and range-coded, the encoder conditioned on the quantisation noise's SNR; ``transmit`` then sends
     the payload over the coded link. Raises UserError beside a channel budget (the coded link sets the rate
-    by the step), or for an entropy model of another number of channels.
+    by the step), beside a kept fraction with ASC off, or for an entropy model of another number of channels.
     """
 
     def __init__(self, network: LamscModel | Backend, segmenter: Segmenter, asc: bool = True,
@@ -110,6 +110,9 @@ class Transmitter:
         if cbr is not None and not (asc and 0 < cbr <= 1):
             raise UserError(f"a channel budget of CBR {cbr}: give one in (0, 1], with ASC on (it chooses what "
                             "to drop)")
+        if digital is not None and digital.kept is not None and not asc:
+            raise UserError(f"a kept fraction of {digital.kept:g} chooses which features ASC drops; with ASC off "
+                            "every feature is sent: turn ASC on or leave the fraction out")
         if cbr is not None and digital is not None:
             raise UserError("a channel budget (CBR) sizes an analog link; the digital mode's rate is its quantiser "
                             "step: give one or the other")

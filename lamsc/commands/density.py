@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from lamsc.commands.output import console, emit_json, progress
@@ -28,9 +30,10 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
                                                   "fallback)."),
         steps: int = typer.Option(400, help="Adam steps."),
         seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
-        kept_images: int = typer.Option(8, help="Photographs (spread over --images) to fit the digital mode's "
-                                        f"kept fraction per step on, each at most {KEPT_FIT_SIDE} px; 0: none "
-                                        "(ASC's own choice)."),
+        kept_images: int = typer.Option(8, min=0, help="Photographs (spread evenly over --images) to fit the "
+                                        "digital mode's kept fraction per quantiser step on, each scaled to at most "
+                                        f"{KEPT_FIT_SIDE} px: every step and fraction is coded and decoded, about a "
+                                        "minute per photograph on two CPU cores; 0: none (ASC's own choice)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """Fit the factorised density of a model's features and save it beside the model (NAME.density.safetensors)."""
     base = model_base(model) if model is not None else DEFAULT_MODEL
@@ -42,12 +45,13 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
                                    progress=lambda step, total, bits: bar.update(
                                        task, completed=step, description=f"fitting the density {bits:.3f} bit/value"))
     if kept_images > 0 and net.config.num_levels > 1:
-        chosen = photos[:: max(1, len(photos) // kept_images)][:kept_images]
+        chosen = [photos[i] for i in np.unique(np.linspace(0, len(photos) - 1, kept_images).round().astype(int))]
+        t0 = time.perf_counter()
         with progress() as bar:
             task = bar.add_task("kept fraction per quantiser step", total=len(chosen))
             fitted.kept = fit_kept_fractions(net, fitted, chosen, build_segmenter(checkpoint),
                                              progress=lambda done, total: bar.update(task, completed=done))
-        fitted.provenance["kept_images"] = len(chosen)
+        fitted.provenance |= {"kept_images": len(chosen), "kept_seconds": round(time.perf_counter() - t0, 1)}
     path = fitted.save(density_path(base), base.with_name(base.name + ".safetensors"))
     if json_out:
         emit_json("density fit", {"density": str(path), "quantiser_steps": list(STEPS), "kept": fitted.kept,

@@ -55,8 +55,9 @@ def transmit(
                                  "+ QAM at the MCS for --snr."),
     step: float = typer.Option(DEFAULT_STEP, help="The digital mode's quantiser step, relative to unit feature power "
                                "(the nearest of lamsc.semcom.entropy.STEPS): smaller is more bits and quality."),
-    kept: Optional[float] = typer.Option(None, help="The digital mode's fraction of feature values sent, in (0, 1] "
-                                         "(default: the one the entropy model was fitted with for the step)."),
+    kept: Optional[float] = typer.Option(None, help="The digital mode's fraction of feature values sent, in (0, 1], "
+                                         "at least one ASC level per position (default: the one the entropy model "
+                                         "was fitted with for the step, else ASC's own choice)."),
     seed: int = typer.Option(0, help="Seed of the channel noise."),
     kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
                                             "(repeatable: local and global)."),
@@ -71,6 +72,9 @@ def transmit(
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
     retriever = Retriever.open(kb) if kb else None
+    if kept is not None and not digital:
+        raise UserError("--kept sets the digital mode's fraction of features: add --digital (an analog link's "
+                        "share is set by --cbr)")
     mode = digital_mode(model, step, kept) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
                     retriever, cbr, mode)
