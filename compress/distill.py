@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from lamsc.semcom.asc import random_levels
 from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.files import honour_umask
 from lamsc.semcom.loop import TrainingRun
 from lamsc.semcom.config import DOWNSAMPLING
 from lamsc.semcom.images import LUMA
@@ -201,6 +202,7 @@ def _keep_if_best(student: torch.nn.Module, validation, state: dict, best_file: 
 
 def _save_weights(module: torch.nn.Module, path: Path) -> None:
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path))
+    honour_umask(path)
 
 
 def _train(model: torch.nn.Module, keep_norm_statistics: bool) -> None:

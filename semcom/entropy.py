@@ -32,6 +32,8 @@ from safetensors.numpy import load_file, save_file
 
 from lamsc.errors import UserError
 from lamsc.semcom.asc_levels import levels_to_mask
+from lamsc.semcom.config import DEFAULT_MODEL
+from lamsc.semcom.files import honour_umask
 
 FORMAT, FORMAT_VERSION = "lamsc-density", 1
 # quantiser steps relative to unit feature power, 2^(k/4) from 1/16 to 2 (float32-exact, as the header holds them)
@@ -152,6 +154,7 @@ class EntropyModel:
                 "kept": json.dumps(list(self.kept)) if self.kept is not None else ""}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata=meta)
+        honour_umask(path)
         return path
 
     @classmethod
@@ -201,10 +204,10 @@ def model_base(model_path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def load_entropy_model(model_path: str | Path) -> EntropyModel:
-    """The density saved beside the model at ``model_path`` (NAME, NAME.safetensors or NAME.json); UserError
-    naming the command that fits one when it is missing or belongs to another model."""
-    base = model_base(model_path)
+def load_entropy_model(model_path: str | Path | None = None) -> EntropyModel:
+    """The density saved beside the model at ``model_path`` (NAME, NAME.safetensors or NAME.json; None: the
+    shipped model); UserError naming the command that fits one when it is missing or belongs to another model."""
+    base = model_base(DEFAULT_MODEL if model_path is None else model_path)
     return EntropyModel.load(density_path(base), base.with_name(base.name + ".safetensors"))
 
 

@@ -19,6 +19,7 @@ from lamsc.semcom.asc import MaskNetwork, levels_to_mask, shift_to_rate, straigh
 from lamsc.semcom.asi import ASI
 from lamsc.semcom.codec import Decoder, Encoder
 from lamsc.semcom.config import (CONFIG_VERSION, DEFAULT_MODEL, DOWNSAMPLING, ModelConfig, power_normalise)
+from lamsc.semcom.files import honour_umask
 from lamsc.semcom.heads import ClassificationHead, SegmentationHead
 
 class LamscModel(nn.Module):
@@ -108,6 +109,7 @@ class LamscModel(nn.Module):
         cast = (lambda t: t.half() if t.is_floating_point() else t) if half else (lambda t: t)
         save_file({k: cast(v.detach()).contiguous().cpu() for k, v in self.state_dict().items()},
                   str(base.with_suffix(".safetensors")), metadata={"format": "pt", "lamsc": str(CONFIG_VERSION)})
+        honour_umask(base.with_suffix(".safetensors"))
         base.with_suffix(".json").write_text(self.config.to_json())
         return base.with_suffix(".safetensors")
 

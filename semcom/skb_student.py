@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from lamsc.errors import UserError
 from lamsc.semcom import architecture
+from lamsc.semcom.files import honour_umask
 from lamsc.semcom.sam_architecture import SamArchitecture
 from lamsc.semcom.segmenter import SAM_INPUT_SIDE
 
@@ -187,6 +188,7 @@ def save_skb(sam: nn.Module, base: dict, encoder: dict, path: str | Path, proven
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in sam.state_dict().items()},
               str(path.with_suffix(".safetensors")), metadata={"format": FORMAT})
+    honour_umask(path.with_suffix(".safetensors"))
     path.with_suffix(".json").write_text(json.dumps({"format": FORMAT, "version": VERSION, "base": base,
                                                      "encoder": encoder, "provenance": provenance or {}}, indent=2))
     return path.with_suffix(".safetensors")

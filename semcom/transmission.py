@@ -549,8 +549,12 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
     """Send one image over ``channel`` and measure what arrived against what was sent.
 
     The transmitter encodes for the channel's SNR unless it was built with its own; a different own SNR is
-    a deliberate mismatch (an SNR estimate off the true one), said in a warning.
+    a deliberate mismatch (an SNR estimate off the true one), said in a warning. UserError for the digital
+    mode over a digital (uncoded) channel.
     """
+    if transmitter.digital is not None and channel.digital:
+        raise UserError(f"the digital mode modulates its own symbols (5G LDPC + QAM): give it an analog channel "
+                        f"(awgn, rayleigh), not {channel.name}, which sends a payload's bits uncoded")
     name = ("lamsc" if transmitter.asc else "lamsc-no-asc") + ("-digital" if transmitter.digital else "")
     if transmitter.snr_db is not None and transmitter.snr_db != channel.snr_db:
         log.warning(f"the transmitter encodes for {transmitter.snr_db:g} dB over a {channel.snr_db:g} dB channel "

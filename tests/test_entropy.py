@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -194,9 +195,15 @@ def test_density_fit_and_transmit_digital_commands(tmp_path, capsys, image):
     assert row["lamsc"]["link"] == "digital" and row["lamsc"]["mcs"] == "64qam-5/6" and not row["lamsc"]["lost"]
     assert "0.3 -> 0.297302" in out.err
     assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "nothing"), "--digital"]) == 2
-    assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"),
-                 "--kept", "0.3"]) == 2
-    assert "add --digital" in capsys.readouterr().err
+    for wrong, said in ((["--kept", "0.3"], "--kept sets the digital mode's fraction of features: add --digital"),
+                        (["--step", "0.3"], "--step sets the digital mode's quantiser step: add --digital"),
+                        (["--digital", "--channel", "digital-qpsk"], "give it an analog channel (awgn, rayleigh)")):
+        assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"), *wrong]) == 2
+        assert said in capsys.readouterr().err
+    mode = os.stat(density_path(tmp_path / "m")).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # readable as the umask allows, not only by its owner as safetensors writes
 
 
 def test_digital_mode_sends_the_kept_fraction_asked_for(fitted, image):
@@ -274,3 +281,13 @@ def test_frontier_is_the_upper_hull_held_flat_past_its_top():
     x, y = np.array([0.0, 1, 1, 2, 3, 4]), np.array([0.0, 1, 2, 1, 3, 2.5])
     f = frontier(x, y)
     np.testing.assert_allclose(f(np.array([0.0, 0.5, 1, 2, 3, 3.5, 4])), [0, 1, 2, 2.5, 3, 3, 3])
+
+
+def test_the_shipped_density_sends_fewer_features_at_coarser_steps():
+    """load_entropy_model() is the shipped model's density; its kept fractions, one per step, never grow
+    with the step, so its payloads shrink as the step grows."""
+    from lamsc.semcom.config import DEFAULT_MODEL
+
+    shipped = load_entropy_model()
+    assert shipped.tables.fingerprint == load_entropy_model(DEFAULT_MODEL).tables.fingerprint
+    assert len(shipped.kept) == len(shipped.tables.steps) and list(shipped.kept) == sorted(shipped.kept, reverse=True)

@@ -58,7 +58,7 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
                                   **fitted.provenance})
         return
     console.print(f"density: {path} ({fitted.provenance['images']} images, {fitted.provenance['values']} values, "
-                  f"{fitted.provenance['final_bits_per_value']} bit/value at the last step)")
+                  f"{fitted.provenance['final_bits_per_value']} bit/value at the last Adam step)")
     console.print(f"quantiser steps: {', '.join(f'{s:g}' for s in STEPS)}")
     if fitted.kept is not None:
         console.print(f"kept fraction per step: {', '.join(f'{k:g}' for k in fitted.kept)}")

@@ -53,8 +53,9 @@ def transmit(
     digital: bool = typer.Option(False, "--digital", help="The digital mode: features quantised at --step, "
                                  "range-coded under the model's entropy model (lamsc density fit), sent over 5G LDPC "
                                  "+ QAM at the MCS for --snr."),
-    step: float = typer.Option(DEFAULT_STEP, help="The digital mode's quantiser step, relative to unit feature power "
-                               "(the nearest of lamsc.semcom.entropy.STEPS): smaller is more bits and quality."),
+    step: Optional[float] = typer.Option(None, help="The digital mode's quantiser step, relative to unit feature "
+                                         f"power (the nearest of lamsc.semcom.entropy.STEPS; default {DEFAULT_STEP:g}):"
+                                         " smaller is more bits and quality."),
     kept: Optional[float] = typer.Option(None, help="The digital mode's fraction of feature values sent, in (0, 1], "
                                          "at least one ASC level per position (default: the one the entropy model "
                                          "was fitted with for the step, else ASC's own choice)."),
@@ -72,10 +73,14 @@ def transmit(
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
     retriever = Retriever.open(kb) if kb else None
-    if kept is not None and not digital:
-        raise UserError("--kept sets the digital mode's fraction of features: add --digital (an analog link's "
-                        "share is set by --cbr)")
-    mode = digital_mode(model, step, kept) if digital else None
+    if (kept is not None or step is not None) and not digital:
+        raise UserError(f"--{'kept' if kept is not None else 'step'} sets the digital mode's "
+                        f"{'fraction of features' if kept is not None else 'quantiser step'}: add --digital (an "
+                        "analog link's share is set by --cbr)")
+    levels = net.config.num_levels
+    if digital and kept is not None and kept < 1 / levels:
+        console.print(f"note: kept fraction {kept:g} -> {1 / levels:g}, one ASC level of {levels} per position")
+    mode = digital_mode(model, DEFAULT_STEP if step is None else step, kept) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
                     retriever, cbr, mode)
     report(rows, net.config, segmenter, ch, json_out)
