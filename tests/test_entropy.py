@@ -200,6 +200,9 @@ def test_density_fit_and_transmit_digital_commands(tmp_path, capsys, image):
                         (["--digital", "--channel", "digital-qpsk"], "give it an analog channel (awgn, rayleigh)")):
         assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"), *wrong]) == 2
         assert said in capsys.readouterr().err
+    assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"), "--digital",
+                 "--snr", "-8", "--out", str(tmp_path / "o")]) == 0
+    assert "no MCS reaches a BLER of 1% at -8 dB" in capsys.readouterr().err
     mode = os.stat(density_path(tmp_path / "m")).st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)

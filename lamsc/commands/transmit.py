@@ -24,6 +24,7 @@ from lamsc.errors import UserError
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, nearest_step
 from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.mcs import MCS_TABLE
 from lamsc.semcom.model import LamscModel, load_model
 from lamsc.semcom.segmenter import Segmenter
 from lamsc.semcom.skb import build_segmenter
@@ -80,6 +81,12 @@ def transmit(
     levels = net.config.num_levels
     if digital and kept is not None and kept < 1 / levels:
         console.print(f"note: kept fraction {kept:g} -> {1 / levels:g}, one ASC level of {levels} per position")
+    if digital and snr < MCS_TABLE[0].threshold_db:
+        console.print(f"note: no MCS reaches a BLER of 1% at {snr:g} dB (the most robust, {MCS_TABLE[0].name}, "
+                      f"needs {MCS_TABLE[0].threshold_db:g} dB): the payload goes at it and is likely lost")
+    if digital and ch.name.startswith("rayleigh"):
+        console.print("note: the MCS is chosen by its BLER measured on AWGN; over Rayleigh fading its blocks fail "
+                      "more often")
     mode = digital_mode(model, DEFAULT_STEP if step is None else step, kept) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
                     retriever, cbr, mode)
