@@ -191,7 +191,11 @@ def test_density_fit_and_transmit_digital_commands(tmp_path, capsys, image):
     assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "m.safetensors"), "--digital",
                  "--step", "0.3", "--snr", "20", "--out", str(tmp_path / "o"), "--json"]) == 0
     out = capsys.readouterr()
-    (row,) = json.loads(out.out)["results"]["images"]
+    results = json.loads(out.out)["results"]
+    (row,) = results["images"]
+    fitted_kept = load_entropy_model(tmp_path / "m").kept_at(nearest_step(0.3))
+    assert results["digital"] == {"step": nearest_step(0.3), "kept": fitted_kept,
+                                  "kept_from": "fitted for this step by lamsc density fit"}
     assert row["lamsc"]["link"] == "digital" and row["lamsc"]["mcs"] == "64qam-5/6" and not row["lamsc"]["lost"]
     assert "0.3 -> 0.297302" in out.err
     assert main(["transmit", str(tmp_path / "fit.png"), "--model", str(tmp_path / "nothing"), "--digital"]) == 2

@@ -90,7 +90,7 @@ def transmit(
     mode = digital_mode(model, DEFAULT_STEP if step is None else step, kept) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
                     retriever, cbr, mode)
-    report(rows, net.config, segmenter, ch, json_out)
+    report(rows, net.config, segmenter, ch, json_out, mode)
 
 
 def digital_mode(model: Path | None, step: float, kept: float | None = None) -> DigitalMode:
@@ -180,11 +180,14 @@ def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, 
     return save_png(sheet, path)
 
 
-def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel: Channel, json_out: bool) -> None:
+def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel: Channel, json_out: bool,
+           digital: DigitalMode | None = None) -> None:
     has_baseline = any(row.get("baselines") for row in rows)
     if json_out:
         doc = {"channel": channel.name, "snr_db": channel.snr_db, "segmenter": segmenter.name,
                "model": config.trained, "images": rows}
+        if digital is not None:
+            doc["digital"] = {"step": digital.step, "kept": digital.kept_fraction, "kept_from": kept_source(digital)}
         if has_baseline:
             doc["rules"] = {"link": WHAT_CROSSES, "separation": SCORING_RULE}
         emit_json("transmit", doc)
@@ -207,12 +210,24 @@ def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel:
                           number(r["ms_ssim"], ".3f"), escape(r["reason"]) if r["lost"] else "", *extra)
     print_table(table, width=140)
     console.print(f"SKB: {segmenter.name}")
+    if digital is not None:
+        kept = "" if digital.kept_fraction is None else f" {digital.kept_fraction:g}"
+        console.print(f"digital mode: quantiser step {digital.step:g}, kept fraction{kept} ({kept_source(digital)})")
     console.print(WHAT_CROSSES)
     if has_baseline:
         console.print(f"separation: {SCORING_RULE}")
     pictures = [row["picture"] for row in rows if "picture" in row]
     if pictures:
         console.print(f"pictures (original beside what arrived): {Path(pictures[0]).parent}/*_link.png")
+
+
+def kept_source(digital: DigitalMode) -> str:
+    """Where the digital mode's kept fraction comes from, in words."""
+    if digital.kept is not None:
+        return "as asked"
+    if digital.kept_fraction is not None:
+        return "fitted for this step by lamsc density fit"
+    return "ASC's own choice: the density holds no fitted fraction"
 
 
 WHAT_CROSSES = ("every link is compared at its complex channel uses (CBR = uses / 3HW); analog links also send "
