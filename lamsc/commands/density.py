@@ -30,10 +30,10 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
                                                   "fallback)."),
         steps: int = typer.Option(400, help="Adam steps."),
         seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
-        kept_images: int = typer.Option(8, min=0, help="Photographs (spread evenly over --images) to fit the "
+        kept_images: int = typer.Option(16, min=0, help="Photographs (spread evenly over --images) to fit the "
                                         "digital mode's kept fraction per quantiser step on, each scaled to at most "
-                                        f"{KEPT_FIT_SIDE} px: every step and fraction is coded and decoded, about a "
-                                        "minute per photograph on two CPU cores; 0: none (ASC's own choice)."),
+                                        f"{KEPT_FIT_SIDE} px: every step and fraction is coded and decoded, about 20 s "
+                                        "per photograph on two CPU cores; 0: none (ASC's own choice)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """Fit the factorised density of a model's features and save it beside the model (NAME.density.safetensors)."""
     base = model_base(model) if model is not None else DEFAULT_MODEL
