@@ -39,9 +39,10 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
     base = model_base(model) if model is not None else DEFAULT_MODEL
     net = LamscModel.load(base)
     photos = [item.pixels for item in (iter_images(images) if images else bundled_photos())]
+    segmenter = build_segmenter(checkpoint)  # one SKB for both fits: a SAM checkpoint is loaded once
     with progress() as bar:
         task = bar.add_task("fitting the density", total=steps)
-        fitted = fit_entropy_model(net, photos, build_segmenter(checkpoint), steps=steps, seed=seed,
+        fitted = fit_entropy_model(net, photos, segmenter, steps=steps, seed=seed,
                                    progress=lambda step, total, bits: bar.update(
                                        task, completed=step, description=f"fitting the density {bits:.3f} bit/value"))
     if kept_images > 0 and net.config.num_levels > 1:
@@ -49,7 +50,7 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
         t0 = time.perf_counter()
         with progress() as bar:
             task = bar.add_task("kept fraction per quantiser step", total=len(chosen))
-            fitted.kept = fit_kept_fractions(net, fitted, chosen, build_segmenter(checkpoint),
+            fitted.kept = fit_kept_fractions(net, fitted, chosen, segmenter,
                                              progress=lambda done, total: bar.update(task, completed=done))
         fitted.provenance |= {"kept_images": len(chosen), "kept_seconds": round(time.perf_counter() - t0, 1)}
     path = fitted.save(density_path(base), base.with_name(base.name + ".safetensors"))
