@@ -14,12 +14,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from lamsc.semcom import metrics
-from lamsc.semcom.entropy import STEPS, DigitalMode, EntropyModel, ProbabilityTables, effective_snr
+from lamsc.semcom.entropy import (CONTEXT_PRIOR, CONTEXTS, STEPS, DigitalMode, EntropyModel, ProbabilityTables,
+                                  contexts, effective_snr, kept_by_channel)
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.segmenter import Segmenter
-from lamsc.semcom.transmission import Receiver, as_backend, is_grey, model_inputs, pack_features
+from lamsc.semcom.transmission import Receiver, as_backend, is_grey, model_inputs, pack_features, sent_features
 
 _TAIL = 1e-9  # the smallest probability a table gives, before the coder's own fixed-point floor
+# fractions of feature values the digital mode may send at a step; with the default's 8 ASC levels every
+# position keeps at least 1/8
+KEPT_CANDIDATES = (0.15, 0.2, 0.3, 0.45, 0.65)
+# the photographs' longer side, pixels, when counting contexts and fitting kept fractions (the bundled ones' size)
+KEPT_FIT_SIDE = 512
 
 
 class FactorizedDensity(nn.Module):
@@ -60,26 +66,68 @@ class FactorizedDensity(nn.Module):
 
 
 def tables_from(density: FactorizedDensity, largest: np.ndarray, steps: tuple[float, ...] = STEPS) -> ProbabilityTables:
-    """Probability tables of ``density`` at each of ``steps``; channel c's support covers 1.25 x
-    ``largest[c]`` (C,), the largest magnitude the density was fitted on. The tails beyond the support fall
-    into its end bins (what the clip rule sends there)."""
-    low = np.zeros((len(steps), density.channels), np.int64)
+    """Probability tables of ``density`` at each of ``steps``, the same in every context bin; channel c's support
+    covers 1.25 x ``largest[c]`` (C,), the largest magnitude the density was fitted on. The tails beyond the
+    support fall into its end bins (what the clip rule sends there)."""
+    low, size = (np.zeros((len(steps), density.channels), np.int64) for _ in range(2))
     pmf = []
     with torch.no_grad():
         for s, step in enumerate(steps):
-            row = []
-            for c in range(density.channels):
-                top = max(1, math.ceil(1.25 * float(largest[c]) / step))
+            tops = [max(1, math.ceil(1.25 * float(v) / step)) for v in largest]
+            table = np.zeros((density.channels, CONTEXTS, 2 * max(tops) + 1), np.float32)
+            for c, top in enumerate(tops):
                 q = torch.arange(-top, top + 1, dtype=torch.float64)
                 edges = (torch.cat([q - 0.5, q[-1:] + 0.5]) * step).float()
-                logits = density.logits(edges[None].expand(density.channels, -1))[c].double()
-                cdf = torch.sigmoid(logits)
+                cdf = torch.sigmoid(density.logits(edges[None].expand(density.channels, -1))[c].double())
                 cdf[0], cdf[-1] = 0.0, 1.0  # the clip rule: the tails belong to the end bins
                 p = (cdf[1:] - cdf[:-1]).clamp(min=_TAIL).numpy()
-                row.append(p / p.sum())
-                low[s, c] = -top
-            pmf.append(row)
-    return ProbabilityTables(tuple(steps), low, pmf)
+                table[c, :, :2 * top + 1] = p / p.sum()
+                low[s, c], size[s, c] = -top, 2 * top + 1
+            pmf.append(table)
+    return ProbabilityTables(tuple(steps), low, size, pmf)
+
+
+def with_contexts(prior: ProbabilityTables, counts: list[np.ndarray], strength: float = CONTEXT_PRIOR
+                  ) -> ProbabilityTables:
+    """Tables whose (step, channel, bin) distribution is ``counts`` of each symbol seen in that context (S arrays
+    shaped as ``prior.pmf``) plus ``strength`` pseudo-counts spread as ``prior`` says: the posterior mean of a
+    Dirichlet prior, the density where a context was rarely seen."""
+    pmf = []
+    for p, n in zip(prior.pmf, counts):
+        table = n + strength * p.astype(np.float64)
+        pmf.append((table / table.sum(-1, keepdims=True)).astype(np.float32))  # zeros past a support stay zero
+    return ProbabilityTables(prior.steps, prior.low.copy(), prior.size.copy(), pmf)
+
+
+def count_contexts(model: LamscModel, tables: ProbabilityTables, images: Iterable[np.ndarray],
+                   segmenter: Segmenter, candidates: tuple[float, ...] = KEPT_CANDIDATES) -> list[np.ndarray]:
+    """How often each symbol is coded in each (step, channel, context bin) (S arrays shaped as ``tables.pmf``,
+    float64): the digital mode's features of ``images`` ((H, W, 3) uint8, scaled to at most ``KEPT_FIT_SIDE`` px)
+    at every step of ``tables`` and every kept fraction of ``candidates``, quantised and binned as the coder does."""
+    config = model.config
+    backend, counts = as_backend(model), [np.zeros(p.shape) for p in tables.pmf]
+    channels, L = config.channels, config.num_levels
+    placeholder = EntropyModel({}, tables, np.zeros(channels), {})
+    with torch.no_grad():
+        for image in images:
+            image = _at_most(image, KEPT_FIT_SIDE)
+            segments = segmenter.segment(image)
+            x, masks = model_inputs(image, segments, config.segments)
+            encoded: dict[float, dict] = {}
+            for s, step in enumerate(tables.steps):
+                snr = effective_snr(step, config.snr_range)
+                if snr not in encoded:
+                    encoded[snr] = backend.run("transmitter", {"image": x, "masks": masks,
+                                                               "snr_db": np.array([snr], np.float32)})
+                for kept_fraction in candidates:
+                    _, levels, z = sent_features(encoded[snr], config, image.shape[:2], True, None,
+                                              DigitalMode(placeholder, step, kept_fraction))
+                    kept = kept_by_channel(levels, channels, L)
+                    q = placeholder.quantise(z, step)
+                    bins = contexts(q, kept, step)
+                    c = np.nonzero(kept)[0]
+                    np.add.at(counts[s], (c, bins[kept], q[kept] - tables.low[s, c]), 1)
+    return counts
 
 
 def kept_features(model: LamscModel, images: Iterable[np.ndarray], segmenter: Segmenter,
@@ -108,7 +156,8 @@ def fit_entropy_model(model: LamscModel, images: Iterable[np.ndarray], segmenter
                       batch: int = 2048, lr: float = 1e-2, seed: int = 0,
                       progress: Callable[[int, int, float], None] | None = None) -> EntropyModel:
     """A factorised density for ``model``'s features, fitted on ``images`` ((H, W, 3) uint8, segmented by
-    ``segmenter``) by ``steps`` Adam steps of ``batch`` values per channel.
+    ``segmenter``) by ``steps`` Adam steps of ``batch`` values per channel, then its context tables counted on
+    the same images (``count_contexts``, ``with_contexts``).
 
     Loss: the mean rate in bits per value, -log2(F(z + Δu + Δ/2) - F(z + Δu - Δ/2)), u ~ U(-1/2, 1/2) and Δ
     log-uniform over ``STEPS`` (Ballé et al. 2018's uniform-noise relaxation at every step). ``progress(step,
@@ -142,16 +191,15 @@ def fit_entropy_model(model: LamscModel, images: Iterable[np.ndarray], segmenter
     largest = np.array([float(np.abs(v).max()) for v in values])
     provenance = {"images": len(images), "values": int(sum(len(v) for v in values)), "steps": steps,
                   "batch": batch, "lr": lr, "seed": seed, "final_bits_per_value": round(bits, 4),
-                  "segmenter": getattr(segmenter, "name", type(segmenter).__name__),
-                  "seconds": round(time.perf_counter() - t0, 1)}
+                  "segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
+    prior = tables_from(density, largest)
+    counts = count_contexts(model, prior, images, segmenter)
+    provenance |= {"context_values": int(sum(n.sum() for n in counts)), "context_prior": CONTEXT_PRIOR,
+                   "seconds": round(time.perf_counter() - t0, 1)}
     weights = {k: v.detach().float().numpy() for k, v in density.state_dict().items()}
-    return EntropyModel(weights, tables_from(density, largest), largest, provenance)
+    return EntropyModel(weights, with_contexts(prior, counts), largest, provenance)
 
 
-# fractions of feature values the digital mode may send at a step; with the default's 8 ASC levels every
-# position keeps at least 1/8
-KEPT_CANDIDATES = (0.15, 0.2, 0.3, 0.45, 0.65)
-KEPT_FIT_SIDE = 512  # the photographs' longer side, pixels, when fitting kept fractions (the bundled ones' size)
 
 
 def fit_kept_fractions(model: LamscModel, entropy: EntropyModel, images: Iterable[np.ndarray],

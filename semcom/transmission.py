@@ -224,6 +224,27 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     greyscale source in the header."""
     h, w = size
     L = config.num_levels
+    depth, levels, z = sent_features(out, config, size, asc, max_cbr, digital)
+    if digital is not None:
+        return entropy_pack(out, z, levels, config, size, snr_db, segments, asc, digital, grey)
+    packed = asc_pack(z, depth, L, config.value_bits, device)
+    depth_map, coded = depth_map_section(packed.levels, L) if asc else (b"", False)
+    payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db, depth_map,
+                       packed.value_bytes, depth_coded=coded, grey=grey)
+    importance = np.asarray(out["importance"][0, 0])[:h, :w]
+    return Sent(payload, segments, importance, packed.count / z.size, packed.count,
+                packed.count * config.value_bits, {}, packed.backend)
+
+
+def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bool = True,
+                  max_cbr: float | None = None, digital: DigitalMode | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What ``pack_features`` sends of the transmitter graph's outputs for an image of ``size`` (H, W): ASC's
+    depth map (h, w) float32 as chosen (all levels with ``asc`` off; under a channel budget ``max_cbr`` or in the
+    ``digital`` mode smoothed and shifted), its levels (h, w) in 1..L, and the features (C, h, w) kept to them at
+    unit power."""
+    h, w = size
+    L = config.num_levels
     depth = np.asarray(out["depth"][0, 0], np.float32)
     shape = tuple(out["features"].shape[1:])
     if not asc:
@@ -237,16 +258,7 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
         if digital.kept_fraction is not None:
             depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
     levels = depth_levels(depth, L)
-    z = transmit_power(out["features"], levels[None], L)[0]
-    if digital is not None:
-        return entropy_pack(out, z, levels, config, size, snr_db, segments, asc, digital, grey)
-    packed = asc_pack(z, depth, L, config.value_bits, device)
-    depth_map, coded = depth_map_section(packed.levels, L) if asc else (b"", False)
-    payload = assemble(h, w, tuple(z.shape), L, config.value_bits, packed.scale, snr_db, depth_map,
-                       packed.value_bytes, depth_coded=coded, grey=grey)
-    importance = np.asarray(out["importance"][0, 0])[:h, :w]
-    return Sent(payload, segments, importance, packed.count / z.size, packed.count,
-                packed.count * config.value_bits, {}, packed.backend)
+    return depth, levels, transmit_power(out["features"], levels[None], L)[0]
 
 
 # A channel budget pays for the depth map's side bits out of the values' channel uses. ASC's own map varies

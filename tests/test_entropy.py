@@ -12,10 +12,11 @@ from PIL import Image
 from lamsc.cli import main
 from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
-from lamsc.semcom.entropy import (STEPS, DigitalMode, EntropyModel, decode_features, density_path,
-                                  effective_snr, encode_features, load_entropy_model, nearest_step)
+from lamsc.semcom.entropy import (CONTEXT_EDGES, CONTEXTS, STEPS, DigitalMode, EntropyModel, contexts,
+                                  decode_features, density_path, effective_snr, encode_features,
+                                  load_entropy_model, nearest_step)
 from lamsc.semcom.entropy_fit import (FactorizedDensity, fit_entropy_model, fit_kept_fractions, frontier,
-                                      kept_features, tables_from)
+                                      kept_features, tables_from, with_contexts)
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.mcs import CODEWORD
@@ -54,27 +55,51 @@ def image():
     return small("chelsea", (128, 192))
 
 
-def test_range_coding_round_trips_random_integers():
+def random_entropy_model(channels: int, largest: list[float]) -> EntropyModel:
+    """A random density whose context tables are made of random counts, so that every bin codes differently."""
     torch.manual_seed(1)
-    density = FactorizedDensity(3)
-    entropy_tables = tables_from(density, np.array([2.0, 4.0, 6.0]))
+    density = FactorizedDensity(channels)
+    prior = tables_from(density, np.array(largest))
+    rng = np.random.default_rng(5)
+    counts = [rng.integers(0, 50, p.shape).astype(np.float64) for p in prior.pmf]
     weights = {k: v.detach().numpy() for k, v in density.state_dict().items()}
-    entropy = EntropyModel(weights, entropy_tables, np.array([2.0, 4.0, 6.0]), {})
+    return EntropyModel(weights, with_contexts(prior, counts), np.array(largest), {})
+
+
+def test_range_coding_round_trips_random_integers():
+    entropy = random_entropy_model(3, [2.0, 4.0, 6.0])
     rng = np.random.default_rng(0)
     for step in (STEPS[0], STEPS[10], STEPS[-1]):
-        s = entropy_tables.index(step)
-        symbols = []
-        for c in range(3):
-            low, n = entropy_tables.low[s, c], len(entropy_tables.pmf[s][c])
-            q = rng.integers(low, low + n, 500 + 97 * c)
-            q[:2] = low, low + n - 1  # both ends of the support
-            symbols.append(q)
-        back = entropy.decode(entropy.encode(symbols, step), [len(q) for q in symbols], step)
-        assert all(np.array_equal(a, b) for a, b in zip(symbols, back))
+        low, high = entropy.tables.support(step)
+        symbols = rng.integers(low[:, None, None], high[:, None, None] + 1, (3, 13, 17))
+        symbols[:, 0, :2] = np.stack([low, high], 1)  # both ends of each channel's support
+        kept = rng.random((3, 13, 17)) < 0.7
+        stream = entropy.encode(symbols, kept, step)
+        assert np.array_equal(entropy.decode(stream, kept, step), np.where(kept, symbols, 0))
+        rate = entropy.rate_bits(symbols, kept, step)
+        assert abs(8 * len(stream) - rate) <= 0.02 * rate + 64, (step, 8 * len(stream), rate)
     # the clip rule: beyond the support, the nearest end of it
-    s = entropy_tables.index(STEPS[10])
-    low, n = entropy_tables.low[s, 0], len(entropy_tables.pmf[s][0])
-    assert list(entropy.quantise(np.array([-1e6, 1e6]), 0, STEPS[10])) == [low, low + n - 1]
+    low, high = entropy.tables.support(STEPS[10])
+    assert np.array_equal(entropy.quantise(np.full((3, 2), [-1e6, 1e6]), STEPS[10]), np.stack([low, high], 1))
+    assert len(set(high)) == 3  # each channel's support follows its own largest magnitude
+
+
+def test_contexts_are_the_binned_weighted_mean_of_the_causal_neighbours_sent():
+    """entropy.contexts against a loop over positions: the neighbours left, up, up-left and up-right (weights 3,
+    3, 1, 1) inside the map and sent, their weighted mean times the step, binned between the mirrored edges."""
+    rng = np.random.default_rng(3)
+    symbols, kept, step = rng.integers(-9, 10, (2, 6, 7)), rng.random((2, 6, 7)) < 0.6, STEPS[12]
+    edges = sorted([-e for e in CONTEXT_EDGES] + list(CONTEXT_EDGES))
+    expected = np.zeros(kept.shape, np.int64)
+    for c, i, j in np.ndindex(kept.shape):
+        total = weight = 0
+        for di, dj, wt in ((0, -1, 3), (-1, 0, 3), (-1, -1, 1), (-1, 1, 1)):
+            if 0 <= i + di and 0 <= j + dj < 7 and kept[c, i + di, j + dj]:
+                total, weight = total + wt * symbols[c, i + di, j + dj], weight + wt
+        if weight:
+            expected[c, i, j] = 1 + sum(step * total / weight > e for e in edges)
+    assert np.array_equal(contexts(symbols, kept, step), expected)
+    assert expected.max() < CONTEXTS and len(np.unique(expected)) > 5
 
 
 def test_model_features_round_trip_and_the_rate_is_the_coded_length(fitted, image):
@@ -88,10 +113,9 @@ def test_model_features_round_trip_and_the_rate_is_the_coded_length(fitted, imag
         back = decode_features(entropy, stream, levels, 4, 8, step)
         kept = np.arange(8)[:, None, None] < (levels * 2)[None]
         assert count == kept.sum() and np.all(back[~kept] == 0)
-        expected = np.stack([entropy.quantise(z[c], c, step) for c in range(8)]) * np.float64(step)
-        assert np.array_equal(back[kept], expected[kept].astype(np.float32))  # exactly what was quantised
-        symbols = [entropy.quantise(z[c][kept[c]], c, step) for c in range(8)]
-        rate = entropy.rate_bits(symbols, step)
+        q = entropy.quantise(z, step)
+        assert np.array_equal(back[kept], (q * np.float64(step))[kept].astype(np.float32))  # what was quantised
+        rate = entropy.rate_bits(q, kept, step)
         assert abs(8 * len(stream) - rate) <= 0.02 * rate, (step, 8 * len(stream), rate)
 
 
@@ -245,7 +269,8 @@ def test_kept_fractions_lie_closest_to_the_rate_quality_frontier(fitted, image, 
 
     _, model, entropy = fitted
     two = replace(entropy, tables=replace(entropy.tables, steps=entropy.tables.steps[0:9:8]))
-    two.tables.low, two.tables.pmf = entropy.tables.low[0:9:8], entropy.tables.pmf[0:9:8]
+    two.tables.low, two.tables.size = entropy.tables.low[0:9:8], entropy.tables.size[0:9:8]
+    two.tables.pmf = entropy.tables.pmf[0:9:8]
     candidates = (0.25, 0.6, 1.0)
     photos = [image, small("coffee", (128, 160)), small("chelsea", (96, 128))]
     chosen = fit_kept_fractions(model, two, photos, FallbackSegmenter(), candidates)

@@ -32,10 +32,11 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
         seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
         kept_images: int = typer.Option(16, min=0, help="Photographs (spread evenly over --images) to fit the "
                                         "digital mode's kept fraction per quantiser step on, each scaled to at most "
-                                        f"{KEPT_FIT_SIDE} px: every step and fraction is coded and decoded, about 20 s "
+                                        f"{KEPT_FIT_SIDE} px: every step and fraction is coded and decoded, about 35 s "
                                         "per photograph on two CPU cores; 0: none (ASC's own choice)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
-    """Fit the factorised density of a model's features and save it beside the model (NAME.density.safetensors)."""
+    """Fit the entropy model of a model's features (a factorised density and its context tables) and save it
+    beside the model (NAME.density.safetensors)."""
     base = model_base(model) if model is not None else DEFAULT_MODEL
     net = LamscModel.load(base)
     photos = [item.pixels for item in (iter_images(images) if images else bundled_photos())]
