@@ -13,8 +13,8 @@ u ~ U(-1/2, 1/2), which is the rate of round(z / Δ) in expectation over the dit
 
 Contexts: a feature map is spatially smooth, so each value is coded under the distribution of its channel
 given its causal neighbours in the same channel (left, up, up-left, up-right, in raster order; weights 3, 3,
-1, 1 over those that were sent): their weighted mean, Δ times a quotient of integers (so both ends compute it
-bit for bit), falls into one of the bins between ``CONTEXT_EDGES`` mirrored about 0, and bin 0 is "no
+1, 1 over those that were sent): their weighted mean, (Δ · weighted sum) / total weight in float64 from
+integers and the table's float32-exact step (so both ends compute it bit for bit), falls into one of the bins between ``CONTEXT_EDGES`` mirrored about 0, and bin 0 is "no
 neighbour sent". Each (step, channel, bin) has its own probability table: the counts of the symbols seen in
 that context when fitting, plus ``CONTEXT_PRIOR`` pseudo-counts spread as the factorised density says (the
 posterior mean under a Dirichlet prior, which falls back to the density where a context was rarely seen).
@@ -63,7 +63,7 @@ CONTEXTS = len(_EDGES) + 2  # bin 0: no causal neighbour sent; 1 .. len + 1: bet
 NEIGHBOURS = ((0, -1, 3), (-1, 0, 3), (-1, -1, 1), (-1, 1, 1))
 # pseudo-counts of the factorised density in each context's table; 5 to 80 coded the same within 0.2%
 CONTEXT_PRIOR = 20.0
-_CHUNK = 4096  # symbols per coder call: bounds the (symbols, support) probability array
+_CHUNK = 4096  # symbols per encoder call: bounds the encoder's (symbols, support) probability array
 
 
 @dataclass
@@ -80,12 +80,20 @@ class ProbabilityTables:
 
     @property
     def fingerprint(self) -> int:
+        """CRC-32 of the steps, supports and tables as the file holds them, and of the context rule
+        (``CONTEXT_EDGES``, ``NEIGHBOURS``): an install binning otherwise refuses these payloads."""
         crc = zlib.crc32(np.asarray(self.steps, np.float32).tobytes())
+        crc = zlib.crc32(np.asarray(CONTEXT_EDGES, "<f8").tobytes(), crc)
+        crc = zlib.crc32(np.asarray(NEIGHBOURS, "<i8").tobytes(), crc)
         crc = zlib.crc32(self.low.astype("<i8").tobytes(), crc)
         crc = zlib.crc32(self.size.astype("<i8").tobytes(), crc)
-        for p in self.pmf:
-            crc = zlib.crc32(np.ascontiguousarray(p, "<f4").tobytes(), crc)
+        for s in range(len(self.steps)):
+            crc = zlib.crc32(self.trimmed(s).astype("<f4").tobytes(), crc)
         return crc
+
+    def trimmed(self, s: int) -> np.ndarray:
+        """Step ``s``'s tables without the padding: each channel's (CONTEXTS, size) rows, flattened, float32."""
+        return np.concatenate([self.pmf[s][c, :, :n].ravel() for c, n in enumerate(self.size[s])]).astype(np.float32)
 
     def index(self, step: float) -> int:
         """The table index of quantiser ``step`` (float32-exact); ValueError for a step without tables."""
@@ -128,7 +136,7 @@ class EntropyModel:
         its support."""
         values = np.asarray(values, np.float64)
         low, high = (b.reshape(-1, *[1] * (values.ndim - 1)) for b in self.tables.support(step))
-        return np.clip(np.rint(values / step), low, high).astype(np.int64)
+        return np.clip(np.rint(values / self.tables.steps[self.tables.index(step)]), low, high).astype(np.int64)
 
     def encode(self, symbols: np.ndarray, kept: np.ndarray, step: float) -> bytes:
         """Integers (C, h, w) within the support, where ``kept`` (C, h, w) bool is set -> one range-coded stream
@@ -136,11 +144,15 @@ class EntropyModel:
         import constriction
 
         s = self.tables.index(step)
+        step = self.tables.steps[s]  # the float32-exact step the header carries: the receiver bins with it
         c, i, j = np.nonzero(kept)
         order = np.lexsort((i, c, 2 * i + j))
         c, i, j = c[order], i[order], j[order]
         bins = _contexts(*_padded(symbols, kept), c, i, j, step)
-        index = (symbols[c, i, j] - self.tables.low[s, c]).astype(np.int32)
+        index = symbols[c, i, j] - self.tables.low[s, c]
+        if ((index < 0) | (index >= self.tables.size[s, c])).any():
+            raise ValueError("a symbol lies outside its channel's support: quantise the values with quantise()")
+        index = index.astype(np.int32)
         encoder, family = constriction.stream.queue.RangeEncoder(), _family()
         for at in range(0, len(index), _CHUNK):
             part = slice(at, at + _CHUNK)
@@ -149,13 +161,14 @@ class EntropyModel:
 
     def decode(self, data: bytes, kept: np.ndarray, step: float) -> np.ndarray:
         """Inverse of ``encode``: the integers (C, h, w) int64 where ``kept`` is set, 0 elsewhere. Raises
-        ValueError on a stream that is not whole 32-bit words; a damaged one decodes to some integers (the
-        payload's CRC is what detects damage)."""
+        ValueError on a stream that is not whole 32-bit words or that the coder finds invalid; other damage
+        decodes to some integers (the payload's CRC is what detects damage)."""
         import constriction
 
         if len(data) % 4:
             raise ValueError("a range-coded stream is whole 32-bit words")
         s = self.tables.index(step)
+        step = self.tables.steps[s]
         channels, h, w = kept.shape
         q, k = _padded(np.zeros(kept.shape, np.int64), kept)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, ">u4").astype(np.uint32))
@@ -167,13 +180,18 @@ class EntropyModel:
                 continue
             i, j = rows[at], t - 2 * rows[at]
             bins = _contexts(q, k, c, i, j, step)
-            q[c, i + 1, j + 1] = decoder.decode(family, pmf[c, bins].astype(np.float64)).astype(np.int64) + low[c]
+            try:
+                symbols = decoder.decode(family, pmf[c, bins].astype(np.float64))
+            except AssertionError as e:  # constriction's word for a stream no model could have written
+                raise ValueError(f"the range-coded stream is invalid for these tables ({e})") from None
+            q[c, i + 1, j + 1] = symbols.astype(np.int64) + low[c]
         return q[:, 1:, 1:-1]
 
     def rate_bits(self, symbols: np.ndarray, kept: np.ndarray, step: float) -> float:
         """The model's rate of integers (C, h, w) where ``kept`` is set, at ``step``: sum of -log2 P(q | context),
         bits (no coder overhead)."""
         s = self.tables.index(step)
+        step = self.tables.steps[s]
         c, i, j = np.nonzero(kept)
         bins = _contexts(*_padded(symbols, kept), c, i, j, step)
         p = self.tables.pmf[s][c, bins, symbols[c, i, j] - self.tables.low[s, c]]
@@ -190,8 +208,7 @@ class EntropyModel:
         tensors["largest"] = np.asarray(self.largest, np.float64)
         tensors["size"] = np.ascontiguousarray(t.size, np.int64)
         # each channel's support only: the padding past it is zeros
-        tensors |= {f"pmf.{s}": np.concatenate([p[c, :, :n].ravel() for c, n in enumerate(t.size[s])]).astype(np.float32)
-                    for s, p in enumerate(t.pmf)}
+        tensors |= {f"pmf.{s}": t.trimmed(s) for s in range(len(t.steps))}
         meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "channels": str(self.channels),
                 "steps": json.dumps(list(t.steps)), "provenance": json.dumps(self.provenance),
                 "model_sha256": file_sha256(model_file) if model_file else "",
@@ -226,7 +243,7 @@ class EntropyModel:
         low, size = tensors.get("low"), tensors.get("size")
         flat = [tensors.get(f"pmf.{s}") for s in range(len(steps))]
         if (low is None or size is None or low.shape != (len(steps), channels) or size.shape != low.shape
-                or any(f is None or f.size != CONTEXTS * n.sum() for f, n in zip(flat, size))):
+                or (size < 1).any() or any(f is None or f.size != CONTEXTS * n.sum() for f, n in zip(flat, size))):
             raise UserError(f"{path} holds tables of other shapes than {len(steps)} steps x {channels} channels x "
                             f"{CONTEXTS} contexts; {fit}")
         pmf = []

@@ -93,9 +93,10 @@ def with_contexts(prior: ProbabilityTables, counts: list[np.ndarray], strength: 
     shaped as ``prior.pmf``) plus ``strength`` pseudo-counts spread as ``prior`` says: the posterior mean of a
     Dirichlet prior, the density where a context was rarely seen."""
     pmf = []
-    for p, n in zip(prior.pmf, counts):
-        table = n + strength * p.astype(np.float64)
-        pmf.append((table / table.sum(-1, keepdims=True)).astype(np.float32))  # zeros past a support stay zero
+    for p, n, size in zip(prior.pmf, counts, prior.size):
+        inside = np.arange(p.shape[-1]) < size[:, None, None]  # (C, 1, n): each channel's support
+        table = np.where(inside, n + strength * p.astype(np.float64), 0.0)
+        pmf.append((table / table.sum(-1, keepdims=True)).astype(np.float32))
     return ProbabilityTables(prior.steps, prior.low.copy(), prior.size.copy(), pmf)
 
 

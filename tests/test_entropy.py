@@ -78,10 +78,30 @@ def test_range_coding_round_trips_random_integers():
         assert np.array_equal(entropy.decode(stream, kept, step), np.where(kept, symbols, 0))
         rate = entropy.rate_bits(symbols, kept, step)
         assert abs(8 * len(stream) - rate) <= 0.02 * rate + 64, (step, 8 * len(stream), rate)
+    # maps one wavefront wide or tall, and nothing sent
+    for shape, p_kept in (((3, 1, 1), 1.0), ((3, 1, 6), 0.8), ((3, 5, 1), 0.8), ((3, 4, 2), 0.8), ((3, 3, 4), 0.0)):
+        low, high = entropy.tables.support(STEPS[12])
+        symbols = rng.integers(low[:, None, None], high[:, None, None] + 1, shape)
+        kept = rng.random(shape) < p_kept
+        back = entropy.decode(entropy.encode(symbols, kept, STEPS[12]), kept, STEPS[12])
+        assert np.array_equal(back, np.where(kept, symbols, 0)), shape
+    with pytest.raises(ValueError, match="outside its channel's support"):
+        entropy.encode(np.full((3, 2, 2), 10**6), np.ones((3, 2, 2), bool), STEPS[12])
     # the clip rule: beyond the support, the nearest end of it
     low, high = entropy.tables.support(STEPS[10])
     assert np.array_equal(entropy.quantise(np.full((3, 2), [-1e6, 1e6]), STEPS[10]), np.stack([low, high], 1))
     assert len(set(high)) == 3  # each channel's support follows its own largest magnitude
+
+
+def test_tables_and_fingerprint_survive_a_save_and_load(tmp_path):
+    entropy = random_entropy_model(3, [2.0, 4.0, 6.0])
+    back = EntropyModel.load(entropy.save(tmp_path / "d.safetensors"))
+    assert back.tables.fingerprint == entropy.tables.fingerprint
+    for a, b, n in zip(entropy.tables.pmf, back.tables.pmf, entropy.tables.size):
+        assert np.array_equal(a, b)
+        for c, size in enumerate(n):  # each distribution sums to one over its channel's support, zeros past it
+            np.testing.assert_allclose(a[c, :, :size].sum(-1), 1.0, rtol=1e-5)
+            assert not a[c, :, size:].any()
 
 
 def test_contexts_are_the_binned_weighted_mean_of_the_causal_neighbours_sent():
