@@ -178,7 +178,8 @@ def markdown(rows, bd: dict, pooled: dict, config: dict) -> str:
              f"(git {config['git']}, {config['machine']}, {config['seconds']} s). Model: {config['model_file']}. "
              f"Entropy models: {config['entropy']}.", "",
              "Digital mode: kept features at unit power quantised at step Δ, range-coded under the learned "
-             "density's table for each value's context (its causal neighbours' binned mean); bpp = 8 x payload bytes (header, depth map, coded values, CRC) / pixels. The "
+             "density's table for each value's context (its causal neighbours' binned mean); bpp = 8 x "
+             "payload bytes (header, depth map, coded values, CRC) / pixels. The "
              "decoder is told the quantisation noise's SNR, 10 log10(12/Δ²) clipped to the model's range. "
              "Kept: the fraction of feature values sent (the entropy model's fitted fraction for the step, or "
              "ASC's own choice where it has none). JPEG at the same bpp: the best JPEG file no larger than the "
