@@ -16,9 +16,9 @@ given its causal neighbours in the same channel (left, up, up-left, up-right, in
 1, 1 over those that were sent): their weighted mean, (Δ · weighted sum) / total weight in float64 from
 integers and the table's float32-exact step (so both ends compute it bit for bit), falls into one of the
 bins between ``CONTEXT_EDGES`` mirrored about 0, and bin 0 is "no neighbour sent". Each (step, channel,
-bin) has its own probability table: the counts of the symbols seen in
-that context when fitting, plus ``CONTEXT_PRIOR`` pseudo-counts spread as the factorised density says (the
-posterior mean under a Dirichlet prior, which falls back to the density where a context was rarely seen).
+bin) has its own probability table: the counts of the symbols seen in that context when fitting, plus
+``CONTEXT_PRIOR`` pseudo-counts spread as the factorised density says (the posterior mean under a Dirichlet
+prior, which falls back to the density where a context was rarely seen).
 The predicted mean is what pays: on the shipped model's features of the bundled photographs (held out from
 the fit; steps 1/4 to 2 at the shipped kept fractions), a table per (step, channel) codes 1-11% below the
 density, tables binned by the neighbours' magnitude 6-17%, by their signed mean 10-32% (the coarser the step,
