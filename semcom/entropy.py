@@ -239,12 +239,17 @@ class EntropyModel:
             raise UserError(f"{path} is not a version-{FORMAT_VERSION} lamsc density; {fit}")
         if model_file is not None and meta.get("model_sha256") and meta["model_sha256"] != file_sha256(model_file):
             raise UserError(f"{path} was fitted for another model than {model_file}; {fit}")
-        channels, steps = int(meta["channels"]), tuple(json.loads(meta["steps"]))
+        try:
+            channels, steps = int(meta["channels"]), tuple(json.loads(meta["steps"]))
+            provenance, largest = json.loads(meta["provenance"]), tensors["largest"]
+        except (KeyError, ValueError) as e:  # ValueError: int() or JSON of a damaged field
+            raise UserError(f"{path} lacks or garbles a lamsc density's {e} field; {fit}") from None
         weights = {k[len("density."):]: v for k, v in tensors.items() if k.startswith("density.")}
         low, size = tensors.get("low"), tensors.get("size")
         flat = [tensors.get(f"pmf.{s}") for s in range(len(steps))]
         if (low is None or size is None or low.shape != (len(steps), channels) or size.shape != low.shape
-                or (size < 1).any() or any(f is None or f.size != CONTEXTS * n.sum() for f, n in zip(flat, size))):
+                or (size < 1).any() or any(f is None or f.ndim != 1 or f.dtype != np.float32
+                                           or f.size != CONTEXTS * n.sum() for f, n in zip(flat, size))):
             raise UserError(f"{path} holds tables of other shapes than {len(steps)} steps x {channels} channels x "
                             f"{CONTEXTS} contexts; {fit}")
         pmf = []
@@ -258,7 +263,7 @@ class EntropyModel:
         if kept is not None and (len(kept) != len(steps) or not all(0 < k <= 1 for k in kept)):
             raise UserError(f"{path} holds kept fractions {list(kept)} for {len(steps)} quantiser steps, where one "
                             f"in (0, 1] per step belongs; {fit}")
-        return cls(weights, tables, tensors["largest"], json.loads(meta["provenance"]), kept)
+        return cls(weights, tables, largest, provenance, kept)
 
 
 def density_path(model_path: str | Path) -> Path:

@@ -104,6 +104,25 @@ def test_tables_and_fingerprint_survive_a_save_and_load(tmp_path):
             assert not a[c, :, size:].any()
 
 
+def test_a_damaged_density_file_is_a_user_error_naming_the_fit(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    path = random_entropy_model(3, [2.0, 4.0, 6.0]).save(tmp_path / "d.safetensors")
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    for label, damaged, meta_damaged in (
+            ("largest", {k: v for k, v in tensors.items() if k != "largest"}, meta),
+            ("provenance", tensors, {k: v for k, v in meta.items() if k != "provenance"}),
+            ("steps", tensors, {**meta, "steps": "[0.5,"}),
+            ("float64 tables", {**tensors, "pmf.0": tensors["pmf.0"].astype(np.float64)}, meta),
+            ("an empty support", {**tensors, "size": np.where(np.arange(3) == 0, 0, tensors["size"])}, meta)):
+        save_file(damaged, str(tmp_path / "bad.safetensors"), metadata=meta_damaged)
+        with pytest.raises(UserError, match="lamsc density fit"):
+            EntropyModel.load(tmp_path / "bad.safetensors")
+
+
 def test_contexts_are_the_binned_weighted_mean_of_the_causal_neighbours_sent():
     """entropy.contexts against a loop over positions: the neighbours left, up, up-left and up-right (weights 3,
     3, 1, 1) inside the map and sent, their weighted mean times the step, binned between the mirrored edges."""
