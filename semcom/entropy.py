@@ -146,9 +146,7 @@ class EntropyModel:
 
         s = self.tables.index(step)
         step = self.tables.steps[s]  # the float32-exact step the header carries: the receiver bins with it
-        c, i, j = np.nonzero(kept)
-        order = np.lexsort((i, c, 2 * i + j))
-        c, i, j = c[order], i[order], j[order]
+        c, i, j = coding_order(kept)
         bins = _contexts(*_padded(symbols, kept), c, i, j, step)
         index = symbols[c, i, j] - self.tables.low[s, c]
         if ((index < 0) | (index >= self.tables.size[s, c])).any():
@@ -170,17 +168,15 @@ class EntropyModel:
             raise ValueError("a range-coded stream is whole 32-bit words")
         s = self.tables.index(step)
         step = self.tables.steps[s]
-        channels, h, w = kept.shape
         q, k = _padded(np.zeros(kept.shape, np.int64), kept)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, ">u4").astype(np.uint32))
         family, pmf, low = _family(), self.tables.pmf[s], self.tables.low[s]
-        for t in range(2 * (h - 1) + w):  # wavefront t = 2i + j: every causal neighbour is on an earlier one
-            rows = np.arange(max(0, -(-(t - w + 1) // 2)), min(h - 1, t // 2) + 1)
-            c, at = np.nonzero(kept[:, rows, t - 2 * rows])  # channel-major, rows ascending: the encoder's order
-            if not len(c):
+        order = coding_order(kept)
+        fronts = np.flatnonzero(np.diff(2 * order[1] + order[2])) + 1  # where each wavefront starts
+        for c, i, j in zip(*(np.split(a, fronts) for a in order)):
+            if not len(c):  # nothing kept at all
                 continue
-            i, j = rows[at], t - 2 * rows[at]
-            bins = _contexts(q, k, c, i, j, step)
+            bins = _contexts(q, k, c, i, j, step)  # from earlier wavefronts only: decoded already
             try:
                 symbols = decoder.decode(family, pmf[c, bins].astype(np.float64))
             except AssertionError as e:  # constriction's word for a stream no model could have written
@@ -383,6 +379,14 @@ def contexts(symbols: np.ndarray, kept: np.ndarray, step: float) -> np.ndarray:
     (C, h, w) bool is set: (C, h, w) int64 in 0 .. CONTEXTS - 1."""
     c, i, j = np.indices(kept.shape).reshape(3, -1)
     return _contexts(*_padded(symbols, kept), c, i, j, step).reshape(kept.shape)
+
+
+def coding_order(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positions (c, i, j) where ``kept`` (C, h, w) is set, in the order they are coded: by wavefront
+    t = 2i + j (every causal neighbour of (i, j) lies on an earlier one), then channel, then row."""
+    c, i, j = np.nonzero(kept)
+    order = np.lexsort((i, c, 2 * i + j))
+    return c[order], i[order], j[order]
 
 
 def _padded(symbols: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
