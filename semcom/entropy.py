@@ -145,17 +145,12 @@ class EntropyModel:
         import constriction
 
         s = self.tables.index(step)
-        step = self.tables.steps[s]  # the float32-exact step the header carries: the receiver bins with it
-        c, i, j = coding_order(kept)
-        bins = _contexts(*_padded(symbols, kept), c, i, j, step)
-        index = symbols[c, i, j] - self.tables.low[s, c]
-        if ((index < 0) | (index >= self.tables.size[s, c])).any():
-            raise ValueError("a symbol lies outside its channel's support: quantise the values with quantise()")
-        index = index.astype(np.int32)
+        c, bins, index = self._coded(symbols, kept, s)
         encoder, family = constriction.stream.queue.RangeEncoder(), _family()
         for at in range(0, len(index), _CHUNK):
             part = slice(at, at + _CHUNK)
-            encoder.encode(index[part], family, self.tables.pmf[s][c[part], bins[part]].astype(np.float64))
+            encoder.encode(index[part].astype(np.int32), family,
+                           self.tables.pmf[s][c[part], bins[part]].astype(np.float64))
         return encoder.get_compressed().astype(">u4").tobytes()
 
     def decode(self, data: bytes, kept: np.ndarray, step: float) -> np.ndarray:
@@ -188,11 +183,19 @@ class EntropyModel:
         """The model's rate of integers (C, h, w) where ``kept`` is set, at ``step``: sum of -log2 P(q | context),
         bits (no coder overhead)."""
         s = self.tables.index(step)
-        step = self.tables.steps[s]
-        c, i, j = np.nonzero(kept)
-        bins = _contexts(*_padded(symbols, kept), c, i, j, step)
-        p = self.tables.pmf[s][c, bins, symbols[c, i, j] - self.tables.low[s, c]]
-        return float(-np.log2(p.astype(np.float64)).sum())
+        c, bins, index = self._coded(symbols, kept, s)
+        return float(-np.log2(self.tables.pmf[s][c, bins, index].astype(np.float64)).sum())
+
+    def _coded(self, symbols: np.ndarray, kept: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The channel, context bin and table index of each kept symbol at step index ``s``, in coding order;
+        ValueError for a symbol outside its channel's support."""
+        c, i, j = coding_order(kept)
+        # the float32-exact step the header carries: the receiver bins with it
+        bins = _contexts(*_padded(symbols, kept), c, i, j, self.tables.steps[s])
+        index = symbols[c, i, j] - self.tables.low[s, c]
+        if ((index < 0) | (index >= self.tables.size[s, c])).any():
+            raise ValueError("a symbol lies outside its channel's support: quantise the values with quantise()")
+        return c, bins, index
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | Path, model_file: str | Path | None = None) -> Path:

@@ -14,10 +14,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from lamsc.semcom import metrics
+from lamsc.semcom.backend import Backend
+from lamsc.semcom.config import ModelConfig
 from lamsc.semcom.entropy import (CONTEXT_PRIOR, CONTEXTS, STEPS, DigitalMode, EntropyModel, ProbabilityTables,
                                   contexts, effective_snr, kept_by_channel)
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.segmenter import Segmenter
+from lamsc.semcom.segments import Segments
 from lamsc.semcom.transmission import Receiver, as_backend, is_grey, model_inputs, pack_features, sent_features
 
 _TAIL = 1e-9  # the smallest probability a table gives, before the coder's own fixed-point floor
@@ -112,17 +115,11 @@ def count_contexts(model: LamscModel, tables: ProbabilityTables, images: Iterabl
     with torch.no_grad():
         for image in images:
             image = _at_most(image, KEPT_FIT_SIDE)
-            segments = segmenter.segment(image)
-            x, masks = model_inputs(image, segments, config.segments)
-            encoded: dict[float, dict] = {}
-            for s, step in enumerate(tables.steps):
-                snr = effective_snr(step, config.snr_range)
-                if snr not in encoded:
-                    encoded[snr] = backend.run("transmitter", {"image": x, "masks": masks,
-                                                               "snr_db": np.array([snr], np.float32)})
+            encoded = transmitter_per_step(backend, config, image, segmenter.segment(image), tables.steps)
+            for s, (step, (_, out)) in enumerate(zip(tables.steps, encoded)):
                 for kept_fraction in candidates:
-                    _, levels, z = sent_features(encoded[snr], config, image.shape[:2], True, None,
-                                              DigitalMode(placeholder, step, kept_fraction))
+                    _, levels, z = sent_features(out, config, image.shape[:2], True, None,
+                                                 DigitalMode(placeholder, step, kept_fraction))
                     kept = kept_by_channel(levels, channels, L)
                     q = placeholder.quantise(z, step)
                     bins = contexts(q, kept, step)
@@ -201,8 +198,6 @@ def fit_entropy_model(model: LamscModel, images: Iterable[np.ndarray], segmenter
     return EntropyModel(weights, with_contexts(prior, counts), largest, provenance)
 
 
-
-
 def fit_kept_fractions(model: LamscModel, entropy: EntropyModel, images: Iterable[np.ndarray],
                        segmenter: Segmenter, candidates: tuple[float, ...] = KEPT_CANDIDATES,
                        progress: Callable[[int, int], None] | None = None) -> tuple[float, ...]:
@@ -237,21 +232,30 @@ def rate_quality_grid(model: LamscModel, entropy: EntropyModel, images: Iterable
     with torch.no_grad():
         for i, image in enumerate(images):
             (h, w), segments = image.shape[:2], segmenter.segment(image)
-            x, masks = model_inputs(image, segments, model.config.segments)
-            encoded: dict[float, dict] = {}  # the encoder's outputs by its SNR: the fine steps share the top one
-            for s, step in enumerate(steps):
-                snr = effective_snr(step, model.config.snr_range)
-                if snr not in encoded:
-                    encoded[snr] = backend.run("transmitter", {"image": x, "masks": masks,
-                                                               "snr_db": np.array([snr], np.float32)})
+            encoded = transmitter_per_step(backend, model.config, image, segments, steps)
+            for s, (step, (snr, out)) in enumerate(zip(steps, encoded)):
                 for k, kept in enumerate(candidates):
-                    payload = pack_features(encoded[snr], model.config, (h, w), snr, segments,
+                    payload = pack_features(out, model.config, (h, w), snr, segments,
                                             digital=DigitalMode(entropy, step, kept), grey=is_grey(image)).payload
                     bpp[i, s, k] = 8 * len(payload) / (h * w)
                     quality[i, s, k] = float(metrics.psnr(image, rx.receive(payload, h, w).image))
             if progress is not None:
                 progress(i + 1, len(images))
     return bpp, quality
+
+
+def transmitter_per_step(backend: Backend, config: ModelConfig, image: np.ndarray, segments: Segments,
+                         steps: Iterable[float]) -> list[tuple[float, dict]]:
+    """For each of ``steps``, the effective SNR (dB) the digital mode encodes ``image`` at and the transmitter
+    graph's outputs there; the graph runs once per distinct SNR (the fine steps share the top one)."""
+    x, masks = model_inputs(image, segments, config.segments)
+    encoded: dict[float, dict] = {}
+    for step in steps:
+        snr = effective_snr(step, config.snr_range)
+        if snr not in encoded:
+            encoded[snr] = backend.run("transmitter", {"image": x, "masks": masks,
+                                                       "snr_db": np.array([snr], np.float32)})
+    return [(snr, encoded[snr]) for snr in (effective_snr(step, config.snr_range) for step in steps)]
 
 
 def frontier(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
