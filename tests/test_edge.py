@@ -20,7 +20,8 @@ from lamsc.semcom.images import bundled_photos
 from lamsc.semcom.model import load_model
 
 BLOCKER = Path(__file__).with_name("edge_blocker.py")
-EDGE_PYTHON = os.environ.get("LAMSC_EDGE_PYTHON")  # a venv with `pip install lamsc[edge]` alone (.ci/run makes one)
+# a venv with `pip install lamsc[edge]` alone (.ci/run makes one); unset or empty: the tests that need it skip
+EDGE_PYTHON = os.environ.get("LAMSC_EDGE_PYTHON") or None
 if EDGE_PYTHON:
     EDGE_PYTHON = os.path.abspath(EDGE_PYTHON)  # not resolved: the venv is its link, not the interpreter behind it
 

@@ -152,11 +152,15 @@ def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tm
     from lamsc.semcom.images import NamedImage
     from lamsc.semcom.skb import build_segmenter
 
+    # plain int8 of the default transmitter loses ~0.4 dB on these crops: the drop makes accuracy control revert
+    # layers, yet is loose enough that it stops after a few (at 0.05 dB it reverts nearly every layer, minutes)
+    drop = 0.15
+
     calibration = [NamedImage(f"{p.name}-crop", p.pixels[:160, :192]) for p in bundled_photos(("astronaut", "coffee",
                                                                                                  "rocket"))]
     int8 = write_bundle(model, tmp_path / "int8", "int8", images=photos, int8=Int8Options(calibration=calibration,
-                                                                                          max_drop=0.05))
-    assert int8.manifest["int8"] == {"calibrated_on": [c.name for c in calibration], "max_drop_db": 0.05}
+                                                                                          max_drop=drop))
+    assert int8.manifest["int8"] == {"calibrated_on": [c.name for c in calibration], "max_drop_db": drop}
     run = {(b.precision, g): ort.InferenceSession(str(b.path(g)), providers=["CPUExecutionProvider"])
            for b in (fp32_bundle, int8) for g in ("transmitter", "receiver")}
     L = model.config.num_levels
@@ -178,8 +182,8 @@ def test_accuracy_controlled_int8_keeps_each_graphs_link_psnr_within_the_drop(tm
         return float(np.mean(scores))
 
     reference = link_psnr("fp32", "fp32")
-    assert reference - link_psnr("int8", "fp32") <= 0.05 + 1e-3
-    assert reference - link_psnr("fp32", "int8") <= 0.05 + 1e-3
+    assert reference - link_psnr("int8", "fp32") <= drop + 1e-3
+    assert reference - link_psnr("fp32", "int8") <= drop + 1e-3
     assert all(count_qdq(onnx.load(str(int8.path(g)))) > 0 for g in int8.graphs)
 
 
