@@ -61,6 +61,12 @@ class ModelConfig(JsonConfig):
     architecture: dict = field(default_factory=dict)  # pruned widths (semcom.architecture); {} = as built
     version: int = CONFIG_VERSION
 
+    @property
+    def last_run(self) -> dict:
+        """The training run that made the model, without the chain of runs before it (``trained`` keeps that,
+        under ``init_trained``): what a report names the model by."""
+        return {k: v for k, v in self.trained.items() if k != "init_trained"}
+
 
 def pad_to_multiple(x, multiple: int = DOWNSAMPLING, mode: str = "reflect"):
     """Pad the last two axes (H, W) of an array or tensor up to a multiple, at the bottom and right: "reflect"

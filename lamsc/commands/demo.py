@@ -85,7 +85,7 @@ def demo(
         data=photos[:4], images=photos[:4], max_rate_increase=DEMO_MAX_RATE_INCREASE,
         repeats=DEMO_REPEATS)).results
     if json_out:
-        emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.trained,
+        emit_json("demo", {"segmenter": segmenter.name, "segments": segmented, "model": net.config.last_run,
                            "transmit": {f"awgn {snr:g} dB": rows for snr, rows in links.items()},
                            "profile": profiled, "compress": compressed})
         return

@@ -12,7 +12,7 @@ import typer
 from lamsc.commands.output import console, emit_json, progress
 from lamsc.semcom.entropy import STEPS, density_path, model_base
 from lamsc.semcom.entropy_fit import KEPT_FIT_SIDE, fit_entropy_model, fit_kept_fractions
-from lamsc.semcom.images import bundled_photos, iter_images
+from lamsc.semcom.images import iter_images
 from lamsc.semcom.config import DEFAULT_MODEL
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.skb import build_segmenter
@@ -24,11 +24,13 @@ density = typer.Typer(help="The entropy model the digital mode (lamsc transmit -
 @density.command()
 def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetensors with .json); default: the "
                                              "shipped model."),
-        images: list[Path] = typer.Option([], "--images", help="Photographs or folders to fit on (repeatable); "
-                                          "default: scikit-image's bundled photographs."),
+        images: list[Path] = typer.Option(..., "--images", help="Photographs or folders to fit on (repeatable), "
+                                          "as a rule those the model was trained on; not the ones it is scored on "
+                                          "(the benchmarks score scikit-image's bundled photographs)."),
         checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: "
                                                   "fallback)."),
-        steps: int = typer.Option(400, help="Adam steps."),
+        steps: int = typer.Option(400, help="Adam steps of the density's fit (the quantiser step is `lamsc "
+                                   "transmit --step`)."),
         seed: int = typer.Option(0, help="Seed of the sampling and the dither."),
         kept_images: int = typer.Option(16, min=0, help="Photographs (spread evenly over --images) to fit the "
                                         "digital mode's kept fraction per quantiser step on, each scaled to at most "
@@ -39,7 +41,7 @@ def fit(model: Optional[Path] = typer.Option(None, help="lamsc model (.safetenso
     beside the model (NAME.density.safetensors)."""
     base = model_base(model) if model is not None else DEFAULT_MODEL
     net = LamscModel.load(base)
-    photos = [item.pixels for item in (iter_images(images) if images else bundled_photos())]
+    photos = [item.pixels for item in iter_images(images)]
     segmenter = build_segmenter(checkpoint)  # one SKB for both fits: a SAM checkpoint is loaded once
     with progress() as bar:
         task = bar.add_task("fitting the density", total=steps)

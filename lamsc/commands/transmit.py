@@ -90,7 +90,7 @@ def transmit(
     mode = digital_mode(model, DEFAULT_STEP if step is None else step, kept) if digital else None
     rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
                     retriever, cbr, mode)
-    report(rows, net.config, segmenter, ch, json_out, mode)
+    report(rows, net.config, segmenter, ch, json_out, mode, model)
 
 
 def digital_mode(model: Path | None, step: float, kept: float | None = None) -> DigitalMode:
@@ -181,11 +181,12 @@ def side_by_side(item: NamedImage, results: list[LinkResult], channel: Channel, 
 
 
 def report(rows: list[dict], config: ModelConfig, segmenter: Segmenter, channel: Channel, json_out: bool,
-           digital: DigitalMode | None = None) -> None:
+           digital: DigitalMode | None = None, model: Path | None = None) -> None:
     has_baseline = any(row.get("baselines") for row in rows)
     if json_out:
         doc = {"channel": channel.name, "snr_db": channel.snr_db, "segmenter": segmenter.name,
-               "model": config.trained, "images": rows}
+               "model": {"path": str(model) if model is not None else "shipped default", "trained": config.last_run},
+               "images": rows}
         if digital is not None:
             doc["digital"] = {"step": digital.step, "kept": digital.kept_fraction, "kept_from": kept_source(digital)}
         if has_baseline:
