@@ -67,8 +67,18 @@ def _register_missing(name: str, module: str, extra: str) -> None:
         raise UserError(fix)
 
 
-for _name in COMMANDS:
-    _register(_name)
+_registered: set[str] = set()
+
+
+def _register_for(args: list[str]) -> None:
+    """Register the command ``args`` names, none for ``--version``, else every one (the root's help lists them):
+    a run imports its own command's code only, so ``lamsc transmit`` does not load the compression stack."""
+    named = next((a for a in args if not a.startswith("-")), None)
+    names = [named] if named in COMMANDS else [] if "--version" in args else COMMANDS
+    for name in names:
+        if name not in _registered:
+            _register(name)
+            _registered.add(name)
 
 
 def _version(value: bool) -> None:
@@ -142,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     _show_notes()
     if argv is None:  # the console command owns its process: large activations are reused, not re-faulted
         keep_freed_memory()
+    args = sys.argv[1:] if argv is None else argv
+    _register_for(args)
     command = typer.main.get_command(app)
     _plain_metavars(command)
-    args = sys.argv[1:] if argv is None else argv
     try:
         with json_only_stdout() if "--json" in args else contextlib.nullcontext():
             result = command.main(args=args, prog_name="lamsc", standalone_mode=False)

@@ -21,6 +21,16 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"lamsc {__version__}"
 
 
+def test_a_run_imports_only_its_own_commands_code():
+    """``lamsc --version`` loads no command, ``lamsc transmit`` not the compression stack (torch_pruning, NNCF)."""
+    code = ("import sys\nfrom lamsc.cli import main\nmain(sys.argv[1:])\n"
+            "print(sorted(m for m in ('torch', 'torch_pruning', 'nncf') if m in sys.modules))")
+    loaded = {args[0]: subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                                      check=True).stdout.splitlines()[-1]
+              for args in (["--version"], ["transmit", "--help"])}
+    assert loaded == {"--version": "[]", "transmit": "['torch']"}
+
+
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -174,6 +184,8 @@ def test_help_shows_no_python_type_placeholders(capsys):
         assert "--json" in out and "<bool>" not in out and "<list[" not in out, command
     main(["compress", "--help"])
     assert "PATH..." in capsys.readouterr().out
+    main(["export", "--help"])  # a positional argument's help is shown beside it
+    assert "lamsc model (.safetensors with its .json)" in capsys.readouterr().out
 
 
 def test_the_readmes_python_example_runs(capsys):
