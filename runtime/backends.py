@@ -137,6 +137,9 @@ class TensorRTBackend:
 def open_backend(name: str, bundle: Bundle | None = None, model: LamscModel | None = None,
                  sam: torch.nn.Module | None = None, device: str = "auto") -> Backend:
     """A backend by name over a bundle (onnxruntime, tensorrt) or a PyTorch model (torch)."""
+    if name not in BACKENDS:
+        runs = [b for b in BACKENDS if (b == "torch") == (bundle is None)]  # those that run what was given
+        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(runs)}")
     if name == "torch":
         if model is None:
             raise UserError("the torch backend runs a checkpoint, not a bundle: pass a model file, or choose "
@@ -148,9 +151,7 @@ def open_backend(name: str, bundle: Bundle | None = None, model: LamscModel | No
         raise UserError(f"the {name} backend runs an exported bundle: make one with `lamsc export`")
     if name == "onnxruntime":
         return OnnxRuntimeBackend(bundle)
-    if name == "tensorrt":
-        return TensorRTBackend(bundle)
-    raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return TensorRTBackend(bundle)
 
 
 def is_bundle(path: str | Path | None) -> bool:

@@ -40,6 +40,9 @@ class Channel:
     def __post_init__(self) -> None:
         if self.name not in CHANNELS:
             raise UserError(f"unknown channel {self.name!r}; choose one of {', '.join(CHANNELS)}")
+        if not math.isfinite(self.snr_db):
+            raise UserError(f"an SNR of {self.snr_db} dB: give a finite one (a noise-free link is a high SNR, "
+                            "e.g. 40 dB)")
 
     @property
     def digital(self) -> bool:

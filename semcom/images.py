@@ -379,7 +379,8 @@ def iter_images(sources: Iterable[str | Path]) -> Iterator[NamedImage]:
         elif source.is_dir():
             files = image_files(source)
             if not files:
-                raise UserError(f"no images in {source}; it should hold PNG, JPEG or WebP files")
+                raise UserError(f"no images in {source}; it should hold image files "
+                                f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)})")
             for f in files:
                 yield NamedImage(f.stem, load_image(f))
         else:

@@ -44,6 +44,14 @@ class MaskGenerationOptions:
     crop_n_layers: int = 0
     max_segments: int | None = None     # keep only the largest this many
 
+    def __post_init__(self) -> None:
+        counts = {"points_per_side": 1, "points_per_batch": 1, "min_mask_region_area": 0, "crop_n_layers": 0}
+        for name, least in counts.items():
+            if getattr(self, name) < least:
+                raise UserError(f"{name} = {getattr(self, name)}: give a whole number of at least {least}")
+        if self.max_segments is not None and self.max_segments < 1:
+            raise UserError(f"max_segments = {self.max_segments}: keep at least one segment, or none for all")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -107,9 +107,11 @@ class Transmitter:
     def __init__(self, network: LamscModel | Backend, segmenter: Segmenter, asc: bool = True,
                  snr_db: float | None = None, device: str | torch.device = "cpu", cbr: float | None = None,
                  digital: DigitalMode | None = None):
-        if cbr is not None and not (asc and 0 < cbr <= 1):
-            raise UserError(f"a channel budget of CBR {cbr}: give one in (0, 1], with ASC on (it chooses what "
-                            "to drop)")
+        if cbr is not None and not 0 < cbr <= 1:
+            raise UserError(f"a channel budget of CBR {cbr}: give one in (0, 1]")
+        if cbr is not None and not asc:
+            raise UserError(f"a channel budget of CBR {cbr} needs ASC on (it chooses what to drop); with ASC off "
+                            "every feature is sent")
         if digital is not None and digital.kept is not None and not asc:
             raise UserError(f"a kept fraction of {digital.kept:g} chooses which features ASC drops; with ASC off "
                             "every feature is sent: turn ASC on or leave the fraction out")

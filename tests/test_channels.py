@@ -76,6 +76,12 @@ def test_unknown_channel_is_a_user_error():
         Channel("wifi", 10)
 
 
+@pytest.mark.parametrize("snr", [float("inf"), float("-inf"), float("nan")])
+def test_a_channel_at_an_snr_that_is_not_finite_is_a_user_error(snr):
+    with pytest.raises(UserError, match="give a finite one"):
+        Channel("awgn", snr)
+
+
 def test_analog_real_is_differentiable():
     x = torch.randn(2, 20, requires_grad=True)
     analog_real(x, Channel("rayleigh", 5.0)).sum().backward()

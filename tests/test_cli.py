@@ -188,6 +188,34 @@ def test_help_shows_no_python_type_placeholders(capsys):
     assert "lamsc model (.safetensors with its .json)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--points-per-side", "0"], "points_per_side = 0: give a whole number of at least 1"),
+    (["--points-per-side", "16", "--min-area", "100"], "--points-per-side, --min-area set SAM's mask generation"),
+])
+def test_segment_refuses_sam_settings_it_cannot_use(flags, message, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 48), "grey").save(image)
+    assert main(["segment", str(image), "--out", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*_segments.png"))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--snr", "inf"], "give a finite one"),
+    (["--backend", "tensorrt"], "runs an exported bundle"),
+    (["--cbr", "0.02", "--no-asc"], "needs ASC on"),
+    (["--digital", "--kept", "0"], "a kept fraction of 0: give one in (0, 1]"),
+])
+def test_transmit_refuses_what_it_cannot_do_in_one_line(flags, message, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 48), "grey").save(image)
+    assert main(["transmit", str(image), "--out", str(tmp_path), *flags]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert "note:" not in captured.out + captured.err  # no note about a value then refused
+
+
 def test_the_readmes_python_example_runs(capsys):
     """The README's Python quick start, run as written."""
     import re

@@ -199,8 +199,10 @@ def test_a_transmitter_given_a_channel_budget_meets_it(model):
     # below the floor (every position at its first level, and the side information) the floor is sent
     floor = transmit(image, Transmitter(model, seg, cbr=1 / 256), rx, channel)
     assert floor.cbr > 1 / 256 and floor.kept_ratio == 1 / model.config.num_levels
-    with pytest.raises(UserError, match="with ASC on"):
+    with pytest.raises(UserError, match="needs ASC on"):
         Transmitter(model, seg, asc=False, cbr=1 / 48)
+    with pytest.raises(UserError, match=r"give one in \(0, 1\]$"):
+        Transmitter(model, seg, cbr=1.5)
 
 
 

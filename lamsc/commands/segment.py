@@ -9,6 +9,7 @@ from typing import Iterable, Optional
 import typer
 from rich.table import Table
 
+from lamsc.errors import UserError
 from lamsc.commands.output import console, emit_json, number, print_table, progress
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.overlay import overlay, save_png
@@ -16,6 +17,11 @@ from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
 from lamsc.semcom.skb import build_segmenter
 
 _defaults = MaskGenerationOptions()
+# MaskGenerationOptions' fields by the flags that set them
+SAM_FLAGS = {"points_per_side": "--points-per-side", "points_per_batch": "--points-per-batch",
+             "pred_iou_thresh": "--pred-iou-thresh", "stability_score_thresh": "--stability-thresh",
+             "box_nms_thresh": "--nms-thresh", "min_mask_region_area": "--min-area", "crop_n_layers": "--crop-layers",
+             "max_segments": "--max-segments"}
 
 
 def segment(
@@ -38,6 +44,10 @@ def segment(
     """Segment images with SAM, MobileSAM or the fallback; write an overlay PNG per image."""
     options = MaskGenerationOptions(points_per_side, points_per_batch, pred_iou_thresh, stability_thresh,
                                     nms_thresh, min_area, crop_layers, max_segments)
+    if checkpoint is None and options != _defaults:  # the fallback has none of SAM's settings
+        changed = [flag for name, flag in SAM_FLAGS.items() if getattr(options, name) != getattr(_defaults, name)]
+        raise UserError(f"{', '.join(changed)} set SAM's mask generation: give a --checkpoint to segment with SAM "
+                        "(the fallback segmenter has none of these settings)")
     segmenter = build_segmenter(checkpoint, model_type, options, device)
     results = segment_images(segmenter, iter_images(images), out)
     report(segmenter, options if checkpoint else None, results, json_out)

@@ -43,7 +43,7 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve. Under
-    ``torchrun --nproc_per_node N`` it trains on N processes (N GPUs), each step on N x the recipe's batch."""
+    `torchrun --nproc_per_node N` it trains on N processes (N GPUs), each step on N x the recipe's batch."""
     job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
                    steps=_parse_steps(steps) if steps else {}, precision=precision, distortion=distortion,
                    minutes=minutes, out=out,

@@ -39,7 +39,8 @@ def transmit(
     channel: str = typer.Option("awgn", help=f"One of {', '.join(CHANNELS)}."),
     model: Optional[Path] = typer.Option(None, help="lamsc model (.safetensors with .json) or an exported bundle "
                                          "folder; default: the shipped model."),
-    backend: str = typer.Option("onnxruntime", help="For a bundle: onnxruntime | tensorrt."),
+    backend: Optional[str] = typer.Option(None, help="For a bundle: onnxruntime (default) | tensorrt; a model "
+                                          "file runs on torch."),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint for the SKB (default: fallback)."),
     no_asc: bool = typer.Option(False, "--no-asc", help="Send every feature (adaptive compression off)."),
     cbr: Optional[float] = typer.Option(None, help="Channel budget: the most complex channel uses per source "
@@ -70,7 +71,11 @@ def transmit(
     ch = Channel(channel, snr)
     baselines = baseline_names(baseline or [])
     if is_bundle(model):  # the same Transmitter and Receiver, the networks on the bundle's backend
-        net, _, segmenter = Deployment(str(model), backend, str(checkpoint) if checkpoint else None).open()
+        net, _, segmenter = Deployment(str(model), backend or "onnxruntime",
+                                       str(checkpoint) if checkpoint else None).open()
+    elif backend not in (None, "torch"):
+        raise UserError(f"--backend {backend} runs an exported bundle: give one as --model (`lamsc export` makes "
+                        "one), or leave --backend out to run the model file on torch")
     else:
         net, segmenter = load_model(model), build_segmenter(checkpoint)
     retriever = Retriever.open(kb) if kb else None
@@ -79,7 +84,7 @@ def transmit(
                         f"{'fraction of features' if kept is not None else 'quantiser step'}: add --digital (an "
                         "analog link's share is set by --cbr)")
     levels = net.config.num_levels
-    if digital and kept is not None and kept < 1 / levels:
+    if digital and kept is not None and 0 < kept < 1 / levels:  # outside (0, 1] DigitalMode refuses it
         console.print(f"note: kept fraction {kept:g} -> {1 / levels:g}, one ASC level of {levels} per position")
     if digital and snr < MCS_TABLE[0].threshold_db:
         console.print(f"note: no MCS reaches a BLER of 1% at {snr:g} dB (the most robust, {MCS_TABLE[0].name}, "
