@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
+import importlib.util
 import logging
 import sys
 import types
 import typing
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -68,17 +71,48 @@ def _register_missing(name: str, module: str, extra: str) -> None:
 
 
 _registered: set[str] = set()
+_listed: dict[str, typer.models.CommandInfo] = {}  # commands shown in the root's help by their summary alone
 
 
 def _register_for(args: list[str]) -> None:
-    """Register the command ``args`` names, none for ``--version``, else every one (the root's help lists them):
-    a run imports its own command's code only, so ``lamsc transmit`` does not load the compression stack."""
+    """Register the command ``args`` names, none for ``--version``, else list every one for the root's help: a run
+    imports its own command's code only, so ``lamsc transmit`` does not load the compression stack."""
     named = next((a for a in args if not a.startswith("-")), None)
-    names = [named] if named in COMMANDS else [] if "--version" in args else COMMANDS
-    for name in names:
-        if name not in _registered:
-            _register(name)
-            _registered.add(name)
+    if named in COMMANDS:
+        if named in _listed:
+            app.registered_commands.remove(_listed.pop(named))
+        if named not in _registered:
+            _register(named)
+            _registered.add(named)
+    elif "--version" not in args:
+        for name in COMMANDS:
+            if name not in _registered and name not in _listed:
+                _list(name)
+
+
+def _list(name: str) -> None:
+    """Show command ``name`` in the root's help. Where torch is installed its summary is read from the source:
+    importing every command would load torch and take seconds. Where it is not, the command is imported, which is
+    quick and says which commands this install lacks."""
+    if importlib.util.find_spec("torch") is None:
+        _register(name)
+        _registered.add(name)
+        return
+    app.command(name, help=command_summary(name))(lambda: None)  # never run: naming it registers the real one
+    _listed[name] = app.registered_commands[-1]
+
+
+def command_summary(name: str) -> str:
+    """The help of ``lamsc NAME``, read from lamsc/commands/NAME.py without importing it: a function's docstring,
+    or the ``help`` of a ``typer.Typer`` group. LookupError where the module defines neither."""
+    tree = ast.parse((Path(__file__).parent / "commands" / f"{name}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_docstring(node) or ""
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)):
+            return next(ast.literal_eval(k.value) for k in node.value.keywords if k.arg == "help")
+    raise LookupError(f"lamsc/commands/{name}.py defines no command {name!r}")
 
 
 def _version(value: bool) -> None:

@@ -1,16 +1,19 @@
 """The lamsc command: help, version, the demo, and the one-namespace layout."""
 
+import importlib
+import inspect
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import typer
 from PIL import Image
 
 from lamsc import __version__
 from lamsc.allocator import KEEP_BYTES, user_tunes_malloc
-from lamsc.cli import app, main
+from lamsc.cli import COMMANDS, command_summary, main
 from lamsc.commands.demo import DEMO_MAX_RATE_INCREASE
 from lamsc.semcom.config import REFERENCE_CBR
 from lamsc.semcom.images import BUNDLED_PHOTOS
@@ -22,20 +25,28 @@ def test_version(capsys):
 
 
 def test_a_run_imports_only_its_own_commands_code():
-    """``lamsc --version`` loads no command, ``lamsc transmit`` not the compression stack (torch_pruning, NNCF)."""
+    """``lamsc --version`` and the root's help load no command, ``lamsc transmit`` not the compression stack
+    (torch_pruning, NNCF)."""
     code = ("import sys\nfrom lamsc.cli import main\nmain(sys.argv[1:])\n"
             "print(sorted(m for m in ('torch', 'torch_pruning', 'nncf') if m in sys.modules))")
     loaded = {args[0]: subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                                       check=True).stdout.splitlines()[-1]
-              for args in (["--version"], ["transmit", "--help"])}
-    assert loaded == {"--version": "[]", "transmit": "['torch']"}
+              for args in (["--version"], ["--help"], ["transmit", "--help"])}
+    assert loaded == {"--version": "[]", "--help": "[]", "transmit": "['torch']"}
 
 
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    names = [c.name or c.callback.__name__ for c in app.registered_commands]
-    assert names and all(name in out for name in names)
+    assert all(f" {name} " in out for name in COMMANDS)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_root_help_summarises_each_command_by_its_own_help(name):
+    """The root's help reads each summary from the command's source; it is the help the imported command has."""
+    command = getattr(importlib.import_module(f"lamsc.commands.{name}"), name)
+    own = command.info.help if isinstance(command, typer.Typer) else inspect.getdoc(command)
+    assert command_summary(name) == own and own
 
 
 def test_usage_errors_are_one_message_and_status_2(capsys):
