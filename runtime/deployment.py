@@ -25,6 +25,9 @@ class Deployment:
     sam_checkpoint: str | None = None  # SKB for a checkpoint (bundles carry their own SKB graphs)
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check_source(self.source)
+
     @property
     def is_bundle(self) -> bool:
         return is_bundle(self.source)
@@ -54,6 +57,14 @@ class Deployment:
         model = load_model(self.source)
         return (open_backend("torch", model=model, device=self.device), model.config,
                 build_segmenter(self.sam_checkpoint))
+
+
+def check_source(source: str | Path | None) -> None:
+    """UserError where ``source``, a bundle folder or a model file (with or without its suffix), names nothing on
+    disk: such a name could have meant either, so the message offers both."""
+    if source is not None and not (Path(source).exists() or Path(source).with_suffix(".safetensors").exists()):
+        raise UserError(f"{source} not found: give an exported bundle folder (`lamsc export` makes one) or a lamsc "
+                        "model (.safetensors with its .json beside it)")
 
 
 def bundle_segmenter(bundle: Bundle, backend: Backend, sam_checkpoint: str | None) -> Segmenter:

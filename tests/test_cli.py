@@ -237,3 +237,13 @@ def test_the_readmes_python_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert printed.startswith("LinkResult(name='lamsc', bits=") and "lost=False" in printed
+
+
+@pytest.mark.parametrize("command", [["profile", "{missing}"], ["transmit", "{image}", "--model", "{missing}"]])
+def test_a_missing_bundle_or_model_is_named_as_either(command, tmp_path, capsys):
+    image, missing = tmp_path / "x.png", tmp_path / "nothing-here"
+    Image.new("RGB", (64, 48), "grey").save(image)
+    args = [a.format(image=image, missing=missing) for a in command]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing} not found: give an exported bundle folder" in err and ".safetensors" in err

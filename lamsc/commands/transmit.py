@@ -19,7 +19,7 @@ from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.runtime.backends import is_bundle
-from lamsc.runtime.deployment import Deployment
+from lamsc.runtime.deployment import Deployment, check_source
 from lamsc.errors import UserError
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, nearest_step
@@ -70,6 +70,7 @@ def transmit(
     """Transmit images over a noisy channel; report bits, channel uses, CBR, PSNR/SSIM/MS-SSIM, task outputs."""
     ch = Channel(channel, snr)
     baselines = baseline_names(baseline or [])
+    check_source(model)
     if is_bundle(model):  # the same Transmitter and Receiver, the networks on the bundle's backend
         net, _, segmenter = Deployment(str(model), backend or "onnxruntime",
                                        str(checkpoint) if checkpoint else None).open()
