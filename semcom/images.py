@@ -98,7 +98,8 @@ def read_image(path: Path, from_pil: Callable[[Image.Image, Path, float | None],
     Every failure is a one-line UserError whose fix fits the cause (see ``_unreadable``).
     """
     if not path.is_file():
-        raise UserError(f"image not found: {path}; check the path")
+        raise UserError(f"image not found: {path}; check the path (a bundled photograph is named without a "
+                        f"path: {', '.join(BUNDLED_PHOTOS)})")
     fmt = ""
     try:
         with warnings.catch_warnings(), _quiet("tifffile"):
@@ -369,10 +370,13 @@ def image_files(folder: str | Path) -> list[Path]:
 
 
 def iter_images(sources: Iterable[str | Path]) -> Iterator[NamedImage]:
-    """Yield every image named by ``sources``: image files, image folders, class folders or VOC layouts."""
+    """Yield every image named by ``sources``: image files, image folders, class folders, VOC layouts, or the name
+    of a bundled photograph (``chelsea``) where no file of that name exists."""
     for source in sources:
         source = Path(source)
-        if source.is_dir() and (source / "JPEGImages").is_dir():
+        if str(source) in BUNDLED_PHOTOS and not source.exists():
+            yield from bundled_photos([str(source)])
+        elif source.is_dir() and (source / "JPEGImages").is_dir():
             yield from load_voc(source)
         elif source.is_dir() and not image_files(source) and class_names(source):
             yield from load_class_folders(source)

@@ -108,3 +108,13 @@ def test_bundled_photographs_are_rgb_photographs():
     for p in photos:
         assert p.pixels.dtype == np.uint8 and p.pixels.ndim == 3 and p.pixels.shape[2] == 3
         assert min(p.pixels.shape[:2]) >= 256 and p.pixels.std() > 10  # real content, not a flat test card
+
+
+def test_a_bundled_photograph_is_named_without_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    named = next(iter_images(["chelsea"]))
+    assert named.name == "chelsea" and np.array_equal(named.pixels, bundled_photos(["chelsea"])[0].pixels)
+    Image.new("RGB", (8, 6), "red").save(tmp_path / "chelsea", format="PNG")  # a file of that name comes first
+    assert next(iter_images(["chelsea"])).pixels.shape == (6, 8, 3)
+    with pytest.raises(UserError, match="a bundled photograph is named without a path: astronaut"):
+        next(iter_images(["chelsie"]))

@@ -12,6 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lamsc.semcom.metrics import strict_json
 
+# The help of every command's IMAGES argument (lamsc.semcom.images.iter_images reads them).
+IMAGES_HELP = "Image files, image folders, VOC-layout folders, or bundled photographs by name (chelsea)."
+
 # Humans read stderr, so that --json leaves stdout to the machine-readable document alone.
 console = Console(stderr=True, highlight=False)
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from lamsc.errors import UserError
-from lamsc.commands.output import console, emit_json, number, print_table, progress
+from lamsc.commands.output import IMAGES_HELP, console, emit_json, number, print_table, progress
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.overlay import overlay, save_png
 from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
@@ -25,7 +25,7 @@ SAM_FLAGS = {"points_per_side": "--points-per-side", "points_per_batch": "--poin
 
 
 def segment(
-    images: list[Path] = typer.Argument(..., help="Image files, image folders or VOC-layout folders."),
+    images: list[Path] = typer.Argument(..., help=IMAGES_HELP),
     checkpoint: Optional[Path] = typer.Option(None, help="SAM (.pth) or MobileSAM (.pt) checkpoint; "
                                               "without one the classical fallback segments."),
     model_type: str = typer.Option("auto", help="auto, vit_t (MobileSAM), vit_b, vit_l or vit_h."),

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from rich.markup import escape
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, number, print_table, progress
+from lamsc.commands.output import IMAGES_HELP, console, emit_json, number, print_table, progress
 from lamsc.retrieval.refine import Retriever
 from lamsc.semcom import metrics
 from lamsc.semcom.baseline import BASELINES, run_baseline
@@ -34,7 +34,7 @@ from lamsc.semcom.transmission import LinkResult, Receiver, Transmitter, transmi
 
 
 def transmit(
-    images: list[Path] = typer.Argument(..., help="Image files, image folders or VOC-layout folders."),
+    images: list[Path] = typer.Argument(..., help=IMAGES_HELP),
     snr: float = typer.Option(10.0, help="Channel SNR in dB."),
     channel: str = typer.Option("awgn", help=f"One of {', '.join(CHANNELS)}."),
     model: Optional[Path] = typer.Option(None, help="lamsc model (.safetensors with .json) or an exported bundle "
