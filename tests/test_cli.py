@@ -13,7 +13,7 @@ from PIL import Image
 
 from lamsc import __version__
 from lamsc.allocator import KEEP_BYTES, user_tunes_malloc
-from lamsc.cli import COMMANDS, command_summary, main
+from lamsc.cli import COMMANDS, app, command_summary, main
 from lamsc.commands.demo import DEMO_MAX_RATE_INCREASE
 from lamsc.semcom.config import REFERENCE_CBR
 from lamsc.semcom.images import BUNDLED_PHOTOS
@@ -247,3 +247,21 @@ def test_a_missing_bundle_or_model_is_named_as_either(command, tmp_path, capsys)
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{missing} not found: give an exported bundle folder" in err and ".safetensors" in err
+
+
+def test_one_name_per_input_across_commands():
+    """A SAM checkpoint is --checkpoint wherever a command takes one, a lamsc model MODEL or --model."""
+    for name in COMMANDS:
+        main([name, "--help"])
+    root = typer.main.get_command(app)
+    commands = [(n, c) for n, c in root.commands.items()]
+    commands += [(f"{n} {s}", sub) for n, c in root.commands.items() for s, sub in getattr(c, "commands", {}).items()]
+    seen = 0
+    for name, command in commands:
+        for param in command.params:
+            if "checkpoint" in param.name:
+                assert "--checkpoint" in param.opts, (name, param.opts)
+                seen += 1
+            if param.name == "model":
+                assert param.opts == ["--model"] or param.human_readable_name == "MODEL", (name, param.opts)
+    assert seen >= 6

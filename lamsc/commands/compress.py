@@ -19,8 +19,8 @@ from lamsc.errors import UserError
 
 
 def compress(
-    checkpoint: Optional[Path] = typer.Argument(None, help="lamsc model (.safetensors with its .json); "
-                                                "default: the shipped one."),
+    model: Optional[Path] = typer.Argument(None, metavar="MODEL", help="lamsc model (.safetensors with its "
+                                           ".json); default: the shipped one."),
     budget: str = typer.Option(..., help="Limits per image, e.g. latency-ms=60,params=400k,energy-mj=300,"
                                "bytes=2M,macs=5G."),
     target: str = typer.Option("cpu", help="cpu | gpu (measured here) | orin-nano | orin-nano-super | orin-nx | "
@@ -55,7 +55,7 @@ def compress(
 ) -> None:
     """Search prune ratios and precisions, distil each pruned model from the original, cost each on the target,
     score each over the link, and keep the best within budget (or exit 2 naming the closest)."""
-    config = CompressConfig(budget=budget, target=target, model=checkpoint, sam=sam, out=out,
+    config = CompressConfig(budget=budget, target=target, model=model, sam=sam, out=out,
                             ratios=_numbers(ratios, "--ratios"), precisions=_words(precisions), steps=steps,
                             data=data, images=images, snr_db=snr, int8_max_drop=int8_max_drop,
                             max_rate_increase=max_rate_increase, students=_numbers(students, "--students"),

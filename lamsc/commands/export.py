@@ -18,12 +18,13 @@ from lamsc.semcom.sam_checkpoint import load_sam
 
 
 def export(
-    checkpoint: Optional[Path] = typer.Argument(None, help="lamsc model (.safetensors with its .json); "
-                                                "default: the shipped one."),
+    model: Optional[Path] = typer.Argument(None, metavar="MODEL", help="lamsc model (.safetensors with its "
+                                           ".json); default: the shipped one."),
     out: Path = typer.Option(Path("lamsc-out/bundle"), help="Bundle folder to write."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (NNCF, calibrated on --images)."),
-    sam_checkpoint: Optional[Path] = typer.Option(None, help="SAM/MobileSAM checkpoint: also export the SKB "
-                                                  "encoder and decoder graphs."),
+    sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--sam-checkpoint",
+                                                  help="SAM/MobileSAM checkpoint: also export the SKB encoder "
+                                                  "and decoder graphs."),
     images: Optional[list[Path]] = typer.Option(None, help="Photographs to verify (and calibrate) on; "
                                                 "default: the bundled ones."),
     int8_max_drop: Optional[float] = typer.Option(None, help="With int8: dB of link PSNR each codec graph may lose "
@@ -35,16 +36,16 @@ def export(
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
 ) -> None:
     """Export ONNX graphs (opset 17), verify each against PyTorch, write the manifest and the Jetson steps."""
-    model = load_model(checkpoint)
-    density = density_path(checkpoint or DEFAULT_MODEL)
-    entropy = entropy_beside(checkpoint or DEFAULT_MODEL)
+    network = load_model(model)
+    density = density_path(model or DEFAULT_MODEL)
+    entropy = entropy_beside(model or DEFAULT_MODEL)
     sam = None
     if sam_checkpoint is not None:
         module, arch = load_sam(sam_checkpoint)
         sam = SamExport(module, f"{arch.describe()} from {sam_checkpoint.name}")
     photos = list(iter_images(images)) if images else bundled_photos()
     with console.status(f"exporting and verifying ({precision}) on {len(photos)} photographs"):
-        bundle = write_bundle(model, out, precision, sam, images=photos,
+        bundle = write_bundle(network, out, precision, sam, images=photos,
                               int8=Int8Options(int8_for, None, int8_max_drop), entropy=entropy)
     if json_out:
         emit_json("export", bundle.manifest)

@@ -28,7 +28,9 @@ def profile(
                                        "(cpu, orin-nano, orin-nx, agx-orin, xavier-nx)."),
     snr: float = typer.Option(10.0, help="Channel SNR in dB."),
     channel: str = typer.Option("awgn", help=f"One of {', '.join(CHANNELS)}."),
-    sam_checkpoint: Optional[Path] = typer.Option(None, help="SKB for a checkpoint (default: the fallback)."),
+    sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--sam-checkpoint",
+                                                  help="SAM/MobileSAM checkpoint for the SKB of a model file "
+                                                  "(default: the fallback; a bundle carries its own)."),
     repeats: int = typer.Option(5, min=1, help="Timed runs per image after one warm-up run."),
     out: Path = typer.Option(Path("lamsc-out/profile"), help="Folder for profile.json and energy.png."),
     kb: Optional[list[Path]] = typer.Option(None, "--kb", help="Knowledge base folder the receiver retrieves from "
