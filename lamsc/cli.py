@@ -26,8 +26,12 @@ try:  # typer 0.29 and later vendor click and raise their own usage errors
 except ImportError:  # earlier typers, which Flower (lamsc[fl]) pins below 0.21, raise click's
     from click import ClickException as UsageFailure
 
+# click 8.2 and later suggest close command names for a typo themselves; typer's suggestion would repeat them
+_CLICK_SUGGESTS = hasattr(getattr(getattr(typer.core, "click", None), "exceptions", None), "NoSuchCommand")
+
 app = typer.Typer(
     name="lamsc",
+    suggest_commands=not _CLICK_SUGGESTS,
     help="Large-AI-model-based semantic communication of images, compressed and run on the edge.",
     no_args_is_help=True,
     add_completion=False,

@@ -56,6 +56,8 @@ def test_usage_errors_are_one_message_and_status_2(capsys):
     # click's wording differs between typer's vendored copy (0.29+) and the click older typers use
     assert "missing argument 'images" in err.lower() and "no such option" in err.lower() and "--precision-typo" in err
     assert "Traceback" not in err
+    assert main(["transmt"]) == 2
+    assert capsys.readouterr().err.count("'transmit'") == 1  # one suggestion, whichever of click and typer gives it
 
 
 def test_demo_writes_overlays_and_overview(tmp_path, capsys):
