@@ -98,8 +98,7 @@ def read_image(path: Path, from_pil: Callable[[Image.Image, Path, float | None],
     Every failure is a one-line UserError whose fix fits the cause (see ``_unreadable``).
     """
     if not path.is_file():
-        raise UserError(f"image not found: {path}; check the path (a bundled photograph is named without a "
-                        f"path: {', '.join(BUNDLED_PHOTOS)})")
+        raise UserError(f"image not found: {path}; check the path")
     fmt = ""
     try:
         with warnings.catch_warnings(), _quiet("tifffile"):
@@ -369,14 +368,19 @@ def image_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def iter_images(sources: Iterable[str | Path]) -> Iterator[NamedImage]:
-    """Yield every image named by ``sources``: image files, image folders, class folders, VOC layouts, or the name
-    of a bundled photograph (``chelsea``) where no file of that name exists."""
+def iter_images(sources: Iterable[str | Path], bundled_names: bool = False) -> Iterator[NamedImage]:
+    """Yield every image named by ``sources``: image files, image folders, class folders or VOC layouts. With
+    ``bundled_names``, also a bundled photograph's name (``chelsea``) where nothing of that name exists: for
+    images to look at, never for training data, where a mistyped folder must not become a photograph."""
     for source in sources:
         source = Path(source)
-        if str(source) in BUNDLED_PHOTOS and not source.exists():
-            yield from bundled_photos([str(source)])
-        elif source.is_dir() and (source / "JPEGImages").is_dir():
+        if bundled_names and not source.exists():
+            if str(source) in BUNDLED_PHOTOS:
+                yield from bundled_photos([str(source)])
+                continue
+            raise UserError(f"image not found: {source}; check the path, or name a bundled photograph: "
+                            f"{', '.join(BUNDLED_PHOTOS)}")
+        if source.is_dir() and (source / "JPEGImages").is_dir():
             yield from load_voc(source)
         elif source.is_dir() and not image_files(source) and class_names(source):
             yield from load_class_folders(source)

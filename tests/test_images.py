@@ -112,9 +112,11 @@ def test_bundled_photographs_are_rgb_photographs():
 
 def test_a_bundled_photograph_is_named_without_a_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    named = next(iter_images(["chelsea"]))
+    named = next(iter_images(["chelsea"], bundled_names=True))
     assert named.name == "chelsea" and np.array_equal(named.pixels, bundled_photos(["chelsea"])[0].pixels)
+    with pytest.raises(UserError, match="image not found: chelsea; check the path$"):  # training data: no names
+        next(iter_images(["chelsea"]))
     Image.new("RGB", (8, 6), "red").save(tmp_path / "chelsea", format="PNG")  # a file of that name comes first
-    assert next(iter_images(["chelsea"])).pixels.shape == (6, 8, 3)
-    with pytest.raises(UserError, match="a bundled photograph is named without a path: astronaut"):
-        next(iter_images(["chelsie"]))
+    assert next(iter_images(["chelsea"], bundled_names=True)).pixels.shape == (6, 8, 3)
+    with pytest.raises(UserError, match="or name a bundled photograph: astronaut"):
+        next(iter_images(["chelsie"], bundled_names=True))

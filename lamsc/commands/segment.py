@@ -29,14 +29,15 @@ def segment(
     checkpoint: Optional[Path] = typer.Option(None, help="SAM (.pth) or MobileSAM (.pt) checkpoint; "
                                               "without one the classical fallback segments."),
     model_type: str = typer.Option("auto", help="auto, vit_t (MobileSAM), vit_b, vit_l or vit_h."),
-    points_per_side: int = typer.Option(_defaults.points_per_side, help="Prompt grid is this many points a side."),
-    points_per_batch: int = typer.Option(_defaults.points_per_batch, help="Prompts decoded together."),
+    points_per_side: int = typer.Option(_defaults.points_per_side, min=1,
+                                        help="Prompt grid is this many points a side."),
+    points_per_batch: int = typer.Option(_defaults.points_per_batch, min=1, help="Prompts decoded together."),
     pred_iou_thresh: float = typer.Option(_defaults.pred_iou_thresh, help="Drop masks SAM rates below this IoU."),
     stability_thresh: float = typer.Option(_defaults.stability_score_thresh, help="Drop less stable masks."),
     nms_thresh: float = typer.Option(_defaults.box_nms_thresh, help="Box IoU above which duplicates go."),
-    min_area: int = typer.Option(_defaults.min_mask_region_area, help="Remove holes/islands below this area."),
-    crop_layers: int = typer.Option(_defaults.crop_n_layers, help="Run again on 2^i crops per layer."),
-    max_segments: Optional[int] = typer.Option(None, help="Keep only the largest this many segments."),
+    min_area: int = typer.Option(_defaults.min_mask_region_area, min=0, help="Remove holes/islands below this area."),
+    crop_layers: int = typer.Option(_defaults.crop_n_layers, min=0, help="Run again on 2^i crops per layer."),
+    max_segments: Optional[int] = typer.Option(None, min=1, help="Keep only the largest this many segments."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     out: Path = typer.Option(Path("lamsc-out/segments"), help="Folder for the overlay PNGs."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of the table."),
@@ -46,10 +47,11 @@ def segment(
                                     nms_thresh, min_area, crop_layers, max_segments)
     if checkpoint is None and options != _defaults:  # the fallback has none of SAM's settings
         changed = [flag for name, flag in SAM_FLAGS.items() if getattr(options, name) != getattr(_defaults, name)]
-        raise UserError(f"{', '.join(changed)} set SAM's mask generation: give a --checkpoint to segment with SAM "
-                        "(the fallback segmenter has none of these settings)")
+        verb = "sets" if len(changed) == 1 else "set"
+        raise UserError(f"{', '.join(changed)} {verb} SAM's mask generation: give a --checkpoint to segment with "
+                        "SAM (the fallback segmenter has none of these settings)")
     segmenter = build_segmenter(checkpoint, model_type, options, device)
-    results = segment_images(segmenter, iter_images(images), out)
+    results = segment_images(segmenter, iter_images(images, bundled_names=True), out)
     report(segmenter, options if checkpoint else None, results, json_out)
 
 

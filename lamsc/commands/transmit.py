@@ -18,7 +18,7 @@ from lamsc.semcom.baseline import BASELINES, run_baseline
 from lamsc.semcom.channels import CHANNELS, Channel
 from lamsc.semcom.image_codecs import CodecSearch
 from lamsc.semcom.images import NamedImage, iter_images
-from lamsc.runtime.backends import is_bundle
+from lamsc.runtime.backends import BACKENDS, is_bundle
 from lamsc.runtime.deployment import Deployment, check_source
 from lamsc.errors import UserError
 from lamsc.semcom.backend import Backend
@@ -74,6 +74,9 @@ def transmit(
     if is_bundle(model):  # the same Transmitter and Receiver, the networks on the bundle's backend
         net, _, segmenter = Deployment(str(model), backend or "onnxruntime",
                                        str(checkpoint) if checkpoint else None).open()
+    elif backend is not None and backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (all but torch run an "
+                        "exported bundle)")
     elif backend not in (None, "torch"):
         raise UserError(f"--backend {backend} runs an exported bundle: give one as --model (`lamsc export` makes "
                         "one), or leave --backend out to run the model file on torch")
@@ -94,8 +97,8 @@ def transmit(
         console.print("note: the MCS is chosen by its BLER measured on AWGN; over Rayleigh fading its blocks fail "
                       "more often")
     mode = digital_mode(model, DEFAULT_STEP if step is None else step, kept) if digital else None
-    rows = run_link(list(iter_images(images)), net, segmenter, ch, not no_asc, baselines, design_snr, seed, out,
-                    retriever, cbr, mode)
+    photos = list(iter_images(images, bundled_names=True))
+    rows = run_link(photos, net, segmenter, ch, not no_asc, baselines, design_snr, seed, out, retriever, cbr, mode)
     report(rows, net.config, segmenter, ch, json_out, mode, model)
 
 
