@@ -81,14 +81,15 @@ _listed: dict[str, typer.models.CommandInfo] = {}  # commands shown in the root'
 def _register_for(args: list[str]) -> None:
     """Register the command ``args`` names, none for ``--version``, else list every one for the root's help: a run
     imports its own command's code only, so ``lamsc transmit`` does not load the compression stack."""
-    named = next((a for a in args if not a.startswith("-")), None)
-    if named in COMMANDS:
+    at = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))
+    named, root_options = (args[at] if at < len(args) else None), args[:at]  # the root's come before a command
+    if named in COMMANDS and "--help" not in root_options and "--version" not in root_options:
         if named in _listed:
             app.registered_commands.remove(_listed.pop(named))
         if named not in _registered:
             _register(named)
             _registered.add(named)
-    elif "--version" not in args:
+    elif "--version" not in root_options:
         for name in COMMANDS:
             if name not in _registered and name not in _listed:
                 _list(name)
@@ -98,7 +99,11 @@ def _list(name: str) -> None:
     """Show command ``name`` in the root's help. Where torch is installed its summary is read from the source:
     importing every command would load torch and take seconds. Where it is not, the command is imported, which is
     quick and says which commands this install lacks."""
-    if importlib.util.find_spec("torch") is None:
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except ImportError:  # a finder that refuses the name outright
+        has_torch = False
+    if not has_torch:
         _register(name)
         _registered.add(name)
         return

@@ -22,7 +22,7 @@ def export(
                                            ".json); default: the shipped one."),
     out: Path = typer.Option(Path("lamsc-out/bundle"), help="Bundle folder to write."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (NNCF, calibrated on --images)."),
-    sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--sam-checkpoint",
+    sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                                   help="SAM/MobileSAM checkpoint: also export the SKB encoder "
                                                   "and decoder graphs."),
     images: Optional[list[Path]] = typer.Option(None, help="Photographs to verify (and calibrate) on; "

@@ -28,7 +28,7 @@ def profile(
                                        "(cpu, orin-nano, orin-nx, agx-orin, xavier-nx)."),
     snr: float = typer.Option(10.0, help="Channel SNR in dB."),
     channel: str = typer.Option("awgn", help=f"One of {', '.join(CHANNELS)}."),
-    sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--sam-checkpoint",
+    sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                                   help="SAM/MobileSAM checkpoint for the SKB of a model file "
                                                   "(default: the fallback; a bundle carries its own)."),
     repeats: int = typer.Option(5, min=1, help="Timed runs per image after one warm-up run."),
