@@ -54,8 +54,9 @@ from provenance import git_revision, processor
 
 SNRS = (0.0, 5.0, 10.0, 15.0, 20.0)
 RULES = ("Every link at lamsc's channel uses (complex; CBR = uses / 3HW) and SNR. Analog links (lamsc, softcast) "
-         "send values as symbols and their side information (header, depth map, SoftCast's metadata) digitally, "
-         "two bits per use, counted in the uses: 'side bits'. Digital links send 'coded bits' at the MCS: "
+         "send values as symbols and their side information (header, depth map, SoftCast's metadata) digitally at "
+         "the information rate of the MCS for the SNR (5G LDPC + QAM, BLER <= 1%), counted in the uses: "
+         "'side bits'. Digital links send 'coded bits' at the MCS: "
          "separation over 5G LDPC + QAM, ideal at Shannon capacity (no real code, so no coded bits). "
          f"Separation: {SCORING_RULE}.")
 ABLATION = "plain-jscc"  # the row of --ablation: lamsc's codec trained without ASI and ASC, every feature sent

@@ -159,13 +159,3 @@ def transmit_bits(payload: bytes, channel: Channel, seed: int | None = None) -> 
     errors = int((rx != bits).sum())
     return np.packbits(rx).tobytes(), errors
 
-
-def channel_uses(channel: Channel, payload_bits: int, analog_values: int = 0, side_bits: int = 0) -> int:
-    """Complex channel uses of one transmission.
-
-    Digital: every payload bit on the modulation. Analog: the kept feature values two per use, plus the
-    side information (header, depth map, CRC) sent digitally with QPSK.
-    """
-    if channel.digital:
-        return math.ceil(payload_bits / channel.bits_per_symbol)
-    return math.ceil(analog_values / 2) + math.ceil(side_bits / 2)

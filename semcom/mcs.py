@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -47,6 +48,11 @@ class MCS:
         """Information bits per complex channel use."""
         return self.bits_per_symbol * self.rate
 
+    @property
+    def exact_efficiency(self) -> Fraction:
+        """``efficiency`` as a fraction (2/3 for QPSK 1/3), for counts that must not round the wrong way."""
+        return self.bits_per_symbol * Fraction(self.rate).limit_denominator(64)
+
 
 MCS_TABLE = (
     MCS("qpsk-1/3", 2, 1 / 3, -0.5),
@@ -68,6 +74,27 @@ def choose_mcs(snr_db: float, max_efficiency: float = math.inf) -> MCS:
     scheme when none reaches it (the link is then sent anyway and its blocks mostly fail)."""
     usable = [m for m in MCS_TABLE if m.threshold_db <= snr_db and m.efficiency <= max_efficiency + 1e-9]
     return max(usable, key=lambda m: m.efficiency) if usable else MCS_TABLE[0]
+
+
+def side_channel_uses(side_bits, snr_db: float):
+    """Complex channel uses of an analog link's side information (header, depth map, padding, CRC; SoftCast's
+    metadata): ``side_bits`` (an int, or an integer array) sent digitally at the information rate of the MCS
+    ``choose_mcs(snr_db)`` picks, the coded link of the separation baseline and the digital mode, whose BLER is
+    <= 1% there; it is then taken as received intact. Below the most robust scheme's threshold it is charged that
+    scheme's rate. Rounded up: a use carries no fraction of a symbol."""
+    rate = choose_mcs(snr_db).exact_efficiency
+    return -(-(side_bits * rate.denominator) // rate.numerator)
+
+
+def channel_uses(channel: Channel, payload_bits: int, analog_values: int = 0, side_bits: int = 0) -> int:
+    """Complex channel uses of one transmission over ``channel``.
+
+    Digital (uncoded BPSK/QPSK/16-QAM): every payload bit on the modulation. Analog: the kept feature values
+    two per use, plus the side information at the coded rate for the channel's SNR (``side_channel_uses``).
+    """
+    if channel.digital:
+        return math.ceil(payload_bits / channel.bits_per_symbol)
+    return math.ceil(analog_values / 2) + side_channel_uses(side_bits, channel.snr_db)
 
 
 def mcs_by_name(name: str) -> MCS:

@@ -15,9 +15,10 @@ Receiver: the LLSE (linear least-squares) estimate per coefficient, x = g lambda
 zero for dropped chunks, then the inverse DCT, means and colour transform.
 
 Metadata (a header with the grid, image size and plane means; the bitmap of kept chunks; 8 bits per kept
-chunk's variance) crosses as lamsc's own side information does: digitally, two bits per channel use,
-counted in the channel uses and in ``side_bits``. SoftCast's Hadamard spreading across packets protects against
-packet loss, which these channels do not have, and does not change the LLSE error on them: it is left out.
+chunk's variance) crosses as lamsc's own side information does: digitally, at the coded rate of the MCS for
+the SNR (lamsc.semcom.mcs.side_channel_uses), counted in the channel uses and in ``side_bits``. SoftCast's
+Hadamard spreading across packets protects against packet loss, which these channels do not have, and does not
+change the LLSE error on them: it is left out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from scipy.fft import dctn, idctn
 
 from lamsc.semcom import metrics
 from lamsc.semcom.channels import Channel, analog_real
+from lamsc.semcom.mcs import side_channel_uses
 from lamsc.semcom.transmission import LinkResult, Reconstruction, lost_image
 
 # Orthonormal rows: luma, red-blue, green-magenta. Orthonormal, so squared error is the same in RGB.
@@ -88,9 +90,9 @@ def llse(y: np.ndarray, gain: np.ndarray, variance: np.ndarray, noise_var: float
     return gain * variance / (gain**2 * variance + noise_var) * y
 
 
-def plan(coeffs: np.ndarray, channel_uses: int, noise_var: float, grid: int) -> Plan | None:
-    """The chunks of (3, H, W) ``coeffs`` to send at ``grid`` within ``channel_uses``; None when the metadata
-    alone does not fit."""
+def plan(coeffs: np.ndarray, channel_uses: int, channel: Channel, grid: int) -> Plan | None:
+    """The chunks of (3, H, W) ``coeffs`` to send at ``grid`` within ``channel_uses`` over ``channel`` (its noise
+    variance sets the error, its SNR the metadata's rate); None when the metadata alone does not fit."""
     _, h, w = coeffs.shape
     rows = np.linspace(0, h, min(grid, h) + 1).round().astype(int)
     cols = np.linspace(0, w, min(grid, w) + 1).round().astype(int)
@@ -101,16 +103,17 @@ def plan(coeffs: np.ndarray, channel_uses: int, noise_var: float, grid: int) -> 
     order = np.argsort(-(variance * sizes).reshape(-1), kind="stable")  # most energy first
     m = np.broadcast_to(sizes, variance.shape).reshape(-1)[order]
     fixed = HEADER_BITS + 3 * gr * gc
-    # kept chunks k: values sum(m[:k]) two per use, metadata fixed + 8k bits two per use
-    cost = np.ceil(np.cumsum(m) / 2) + np.ceil((fixed + VARIANCE_BITS * np.arange(1, len(m) + 1)) / 2)
+    # kept chunks k: values sum(m[:k]) two per use, metadata fixed + 8k bits at the side information's rate
+    cost = np.ceil(np.cumsum(m) / 2) + side_channel_uses(fixed + VARIANCE_BITS * np.arange(1, len(m) + 1),
+                                                         channel.snr_db)
     live = variance.reshape(-1)[order] > 0
     count = int(np.searchsorted(cost, channel_uses, side="right"))
-    if math.ceil(fixed / 2) > channel_uses:
+    if side_channel_uses(fixed, channel.snr_db) > channel_uses:
         return None
     kept = np.zeros(variance.size, bool)
     kept[order[:count][live[:count]]] = True
     kept = kept.reshape(variance.shape)
-    gains = power_gains(variance, sizes, kept)
+    gains, noise_var = power_gains(variance, sizes, kept), channel.noise_variance
     mm = np.broadcast_to(sizes, variance.shape)
     err = np.where(kept, mm * variance * noise_var / (gains**2 * variance + noise_var + 1e-300), sq)
     values = int((mm * kept).sum())
@@ -142,9 +145,9 @@ def quantise_means(means: np.ndarray) -> np.ndarray:
     return np.round(means / step) * step
 
 
-def best_plan(coeffs: np.ndarray, channel_uses: int, noise_var: float) -> Plan | None:
+def best_plan(coeffs: np.ndarray, channel_uses: int, channel: Channel) -> Plan | None:
     """The plan over GRIDS of least predicted error; None when no grid's metadata fits ``channel_uses``."""
-    plans = [p for g in GRIDS if (p := plan(coeffs, channel_uses, noise_var, g)) is not None]
+    plans = [p for g in GRIDS if (p := plan(coeffs, channel_uses, channel, g)) is not None]
     return min(plans, key=lambda p: p.predicted_mse, default=None)
 
 
@@ -170,14 +173,14 @@ def softcast(image: np.ndarray, channel_uses: int, channel: Channel, seed: int |
     t0 = time.perf_counter()
     h, w = image.shape[:2]
     coeffs, means = forward(image)
-    p = best_plan(coeffs, channel_uses, channel.noise_variance)
+    p = best_plan(coeffs, channel_uses, channel)
     if p is None:
         why = f"{channel_uses} channel uses cannot carry SoftCast's metadata"
         rec = lost_image(h, w, why)
         return _result(image, rec, 0, 0, why, t0)
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     rec = Reconstruction(inverse(send_chunks(coeffs, p, channel, g), quantise_means(means)))
-    uses = math.ceil(p.values / 2) + math.ceil(p.side_bits / 2)
+    uses = math.ceil(p.values / 2) + side_channel_uses(p.side_bits, channel.snr_db)
     detail = (f"grid {p.grid}x{p.grid} per plane, {int(p.kept.sum())}/{p.kept.size} chunks kept, "
               f"{p.values} values, {p.side_bits} metadata bits")
     return _result(image, rec, p.side_bits, uses, detail, t0)

@@ -2,7 +2,8 @@
 each whatever runs their networks (PyTorch, ONNX Runtime, TensorRT: lamsc.semcom.backend).
 
 On an analog channel the payload's kept values travel as analog symbols (two per channel use) and its
-side information (header, depth map, CRC) as a digital control message, taken as received intact. On a
+side information (header, depth map, CRC) as a digital control message at the coded rate of the MCS for the
+SNR (lamsc.semcom.mcs.side_channel_uses), taken as received intact. On a
 digital channel every payload bit is modulated, and a payload the CRC rejects is a reported loss.
 
 The digital mode (``Transmitter(digital=DigitalMode(...))``, lamsc.semcom.entropy) entropy-codes the kept
@@ -31,10 +32,11 @@ from lamsc.semcom import metrics
 from lamsc.semcom.asc_levels import depth_for_budget, depth_levels, levels_to_mask
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
 from lamsc.semcom.backend import Backend
-from lamsc.semcom.channels import Channel, analog_form, analog_real, channel_uses, transmit_bits
+from lamsc.semcom.channels import Channel, analog_form, analog_real, transmit_bits
 from lamsc.semcom.config import ModelConfig, cbr, pad_to_multiple, power_normalise
 from lamsc.semcom.entropy import DigitalMode, EntropyModel, decode_features, effective_snr, encode_features
-from lamsc.semcom.mcs import CODEWORD, MCS, Delivered, blocks_needed, channel_uses_of, choose_mcs, coded_link
+from lamsc.semcom.mcs import (CODEWORD, MCS, Delivered, blocks_needed, channel_uses, channel_uses_of, choose_mcs,
+                              coded_link, side_channel_uses)
 from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, depth_map_section,
                                   parse, side_bits, unpack)
 from lamsc.semcom.segmenter import Segmenter
@@ -226,7 +228,7 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     greyscale source in the header."""
     h, w = size
     L = config.num_levels
-    depth, levels, z = sent_features(out, config, size, asc, max_cbr, digital)
+    depth, levels, z = sent_features(out, config, size, asc, max_cbr, digital, snr_db)
     if digital is not None:
         return entropy_pack(out, z, levels, config, size, snr_db, segments, asc, digital, grey)
     packed = asc_pack(z, depth, L, config.value_bits, device)
@@ -239,12 +241,12 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
 
 
 def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bool = True,
-                  max_cbr: float | None = None, digital: DigitalMode | None = None
+                  max_cbr: float | None = None, digital: DigitalMode | None = None, snr_db: float = 0.0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What ``pack_features`` sends of the transmitter graph's outputs for an image of ``size`` (H, W): ASC's
-    depth map (h, w) float32 as chosen (all levels with ``asc`` off; under a channel budget ``max_cbr`` or in the
-    ``digital`` mode smoothed and shifted), its levels (h, w) in 1..L, and the features (C, h, w) kept to them at
-    unit power."""
+    depth map (h, w) float32 as chosen (all levels with ``asc`` off; under a channel budget ``max_cbr`` at the
+    channel's ``snr_db`` or in the ``digital`` mode smoothed and shifted), its levels (h, w) in 1..L, and the
+    features (C, h, w) kept to them at unit power."""
     h, w = size
     L = config.num_levels
     depth = np.asarray(out["depth"][0, 0], np.float32)
@@ -253,7 +255,7 @@ def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bo
         depth = np.ones_like(depth)  # every position at the last level: everything kept
     elif max_cbr is not None:
         depth = depth_for_channel_budget(box_mean(depth, BUDGET_SMOOTHING), shape, L, config.value_bits,
-                                         math.floor(max_cbr * 3 * h * w))
+                                         math.floor(max_cbr * 3 * h * w), snr_db)
     elif digital is not None:
         # the smoothed map costs fewer side bits here too, and its shift to a fraction keeps whole regions
         depth = box_mean(depth, BUDGET_SMOOTHING)
@@ -285,10 +287,11 @@ def box_mean(depth: np.ndarray, size: int) -> np.ndarray:
 
 
 def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num_levels: int, value_bits: int,
-                             max_uses: int, rounds: int = 16) -> np.ndarray:
+                             max_uses: int, snr_db: float, rounds: int = 16) -> np.ndarray:
     """ASC's depth map (h, w) in (0, 1) shifted (``lamsc.semcom.asc_levels.depth_for_budget``) so that its
-    payload on an analog link, ``channel_uses`` = values / 2 + side bits / 2 (header, depth map as sent, CRC,
-    value padding), fits ``max_uses`` complex channel uses and sends the most features.
+    payload on an analog link at ``snr_db`` (dB), ``lamsc.semcom.mcs.channel_uses`` = values / 2 + the side
+    information's uses at the coded rate for the SNR (header, depth map as sent, CRC, value padding), fits
+    ``max_uses`` complex channel uses and sends the most features.
 
     The coded depth map's size depends on the map (and not monotonically), so the value budget is bisected
     between the one that leaves room for the bit-packed map (an upper bound on every map's size: that map
@@ -300,7 +303,7 @@ def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num
     def value_budget(side: int) -> int:
         # two values per complex channel use; the side information's (and a byte of value padding's) uses
         # come out of the same budget
-        return 2 * (max_uses - math.ceil((side + 7) / 2))
+        return 2 * (max_uses - side_channel_uses(side + 7, snr_db))
 
     def fitted(max_values: int) -> tuple[np.ndarray, int, bool]:
         shifted = depth_for_budget(depth, L, per_level, max_values)
@@ -308,7 +311,7 @@ def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num
         values = per_level * int(levels.sum())
         side = side_bits(shape, L, depth_map=len(depth_map_section(levels, L)[0]))
         padding = 8 * math.ceil(values * value_bits / 8) - values * value_bits  # sent among the side bits
-        return shifted, values, math.ceil(values / 2) + math.ceil((side + padding) / 2) <= max_uses
+        return shifted, values, math.ceil(values / 2) + side_channel_uses(side + padding, snr_db) <= max_uses
 
     lo, hi = value_budget(side_bits(shape, L)), value_budget(side_bits(shape, L, depth_map=0))
     best, most, _ = fitted(lo)

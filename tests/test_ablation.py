@@ -15,6 +15,7 @@ from lamsc.errors import UserError
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.fallback import FallbackSegmenter
 from lamsc.semcom.config import ModelConfig
+from lamsc.semcom.mcs import side_channel_uses
 from lamsc.semcom.model import LamscModel
 from lamsc.semcom.training import TrainJob, new_model
 from lamsc.semcom.transmission import Receiver, Transmitter, model_inputs, transmit
@@ -48,11 +49,12 @@ def test_the_plain_model_trains_without_asi_and_keeps_every_feature(tmp_path, ph
     with torch.no_grad():
         enc = model.encode(x, masks, torch.tensor([5.0]))
     assert not enc["integrated"].any() and bool((enc["levels"] == 1).all()) and bool((enc["mask"] == 1).all())
-    # every feature sent: 8 channels at 1/8 resolution, two values per complex use, the header and CRC beside
+    # every feature sent: 8 channels at 1/8 resolution, two values per complex use, the header and CRC beside at
+    # the coded rate for 10 dB (16-QAM 2/3: 8/3 bits per use)
     r = transmit(image, Transmitter(model, FallbackSegmenter(), asc=False), Receiver(model), Channel("awgn", 10.0),
                  seed=0)
     values = 8 * (104 // 8) * (144 // 8)
-    assert r.kept_ratio == 1.0 and r.channel_uses == values // 2 + HEADER_AND_CRC_BITS // 2
+    assert r.kept_ratio == 1.0 and r.channel_uses == values // 2 + -(-HEADER_AND_CRC_BITS * 3 // 8)
 
 
 @pytest.mark.parametrize("bad", [{"segments": 9}, {"segments": -1}, {"num_levels": 3}, {"num_levels": 0},
@@ -94,7 +96,8 @@ def test_the_sweeps_send_the_ablation_with_every_feature_and_weight_every_link(t
     rows = list(csv.DictReader(open(tmp_path / "snr" / "snr_sweep.csv")))
     assert [r["link"] for r in rows] == ["lamsc", "softcast", "lamsc-no-asc", "plain-jscc"]
     plain = rows[-1]
-    assert float(plain["kept"]) == 1.0 and int(plain["channel_uses"]) == 8 * 12 * 16 // 2 + HEADER_AND_CRC_BITS // 2
+    side = side_channel_uses(HEADER_AND_CRC_BITS, 5.0)  # the header and CRC at QPSK 3/4 (4.5 dB): 134 uses
+    assert float(plain["kept"]) == 1.0 and int(plain["channel_uses"]) == 8 * 12 * 16 // 2 + side == 768 + 134
     assert all(np.isfinite(float(r["psnr_w"])) for r in rows)
     text = (tmp_path / "snr" / "snr_sweep.md").read_text()
     assert "| plain-jscc | analog |" in text and "PSNR-w dB" in text and "8 channels, 0 segments" in text

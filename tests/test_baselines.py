@@ -159,7 +159,7 @@ def test_softcast_llse_matches_a_float64_matrix_reference():
 def test_softcast_decoder_is_the_llse_of_what_it_was_sent(photo):
     coeffs, _ = forward(photo)
     channel = Channel("awgn", 5.0)
-    p = best_plan(coeffs, 4000, channel.noise_variance)
+    p = best_plan(coeffs, 4000, channel)
     estimate = send_chunks(coeffs, p, channel, torch.Generator().manual_seed(0))
     gains, var, kept = (expand(a, p.rows, p.cols) for a in (p.gains, p.variance, p.kept))
     sent = gains[kept] * coeffs[kept]

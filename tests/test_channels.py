@@ -2,6 +2,7 @@
 
 import math
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import torch
 from scipy.special import erfc
 
 from lamsc.errors import UserError
-from lamsc.semcom.channels import Channel, analog, analog_real, channel_uses, from_symbols, to_symbols, transmit_bits
+from lamsc.semcom.channels import Channel, analog, analog_real, from_symbols, to_symbols, transmit_bits
+from lamsc.semcom.mcs import MCS_TABLE, channel_uses, choose_mcs, side_channel_uses
 
 
 def q(x):
@@ -68,7 +70,22 @@ def test_clean_digital_link_is_exact():
 
 def test_channel_uses():
     assert channel_uses(Channel("digital-16qam", 10), 1000) == 250
-    assert channel_uses(Channel("awgn", 10), 8000, analog_values=101, side_bits=30) == 51 + 15
+    # analog: values two per use; 30 side bits at 16-QAM 2/3 (8/3 bits per use, 10 dB): 11.25 -> 12 uses
+    assert channel_uses(Channel("awgn", 10), 8000, analog_values=101, side_bits=30) == 51 + 12
+    assert channel_uses(Channel("awgn", 0), 8000, analog_values=101, side_bits=30) == 51 + 45  # QPSK 1/3
+
+
+@pytest.mark.parametrize("snr_db", [-5.0, 0.0, 4.5, 9.4, 9.5, 12.0, 20.0])
+def test_side_information_goes_at_the_mcs_rate_rounded_up(snr_db):
+    """Against exact rational arithmetic: bits / (bits per symbol x code rate), rounded up, also on arrays."""
+    mcs = choose_mcs(snr_db)
+    assert mcs == (max((m for m in MCS_TABLE if m.threshold_db <= snr_db), key=lambda m: m.efficiency)
+                   if snr_db >= MCS_TABLE[0].threshold_db else MCS_TABLE[0])
+    bits = np.arange(0, 5000, 7)
+    exact = [math.ceil(Fraction(int(b)) / (mcs.bits_per_symbol * Fraction(mcs.rate).limit_denominator(64)))
+             for b in bits]
+    assert list(side_channel_uses(bits, snr_db)) == exact
+    assert [side_channel_uses(int(b), snr_db) for b in bits] == exact
 
 
 def test_unknown_channel_is_a_user_error():

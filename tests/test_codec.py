@@ -207,7 +207,7 @@ def test_a_transmitter_given_a_channel_budget_meets_it(model):
 
 
 def test_a_budget_counts_the_coded_depth_map_and_buys_features_with_it():
-    from lamsc.semcom.channels import channel_uses
+    from lamsc.semcom.mcs import channel_uses, side_channel_uses
     from lamsc.semcom.images import bundled_photos
     from lamsc.semcom.model import load_model
     from lamsc.semcom.payload import FLAG_DEPTH_CODED, side_bits
@@ -228,7 +228,7 @@ def test_a_budget_counts_the_coded_depth_map_and_buys_features_with_it():
         # the same budget with the bit-packed depth map's side bits
         bound = side_bits(tuple(out["features"].shape[1:]), L)
         uncoded = depth_for_budget(out["depth"][0, 0], L, c // L,
-                                   2 * (int(target * 3 * h * w) - (bound + 7 + 1) // 2))
+                                   2 * (int(target * 3 * h * w) - side_channel_uses(bound + 7, 10.0)))
         assert sent.value_count > (c // L) * int(depth_levels(uncoded, L).sum())
 
 

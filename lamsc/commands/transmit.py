@@ -241,4 +241,5 @@ def kept_source(digital: DigitalMode) -> str:
 
 
 WHAT_CROSSES = ("every link is compared at its complex channel uses (CBR = uses / 3HW); analog links also send "
-                "side bits (header, depth map, metadata) digitally, digital links send coded bits at their MCS")
+                "side bits (header, depth map, metadata) digitally at the MCS for the SNR, digital links send "
+                "coded bits at their MCS")
