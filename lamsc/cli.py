@@ -90,19 +90,19 @@ def _register_for(args: list[str]) -> None:
             _register(named)
             _registered.add(named)
     elif "--version" not in root_options:
+        try:
+            has_torch = importlib.util.find_spec("torch") is not None
+        except ImportError:  # a finder that refuses the name outright
+            has_torch = False
         for name in COMMANDS:
             if name not in _registered and name not in _listed:
-                _list(name)
+                _list(name, has_torch)
 
 
-def _list(name: str) -> None:
+def _list(name: str, has_torch: bool) -> None:
     """Show command ``name`` in the root's help. Where torch is installed its summary is read from the source:
     importing every command would load torch and take seconds. Where it is not, the command is imported, which is
     quick and says which commands this install lacks."""
-    try:
-        has_torch = importlib.util.find_spec("torch") is not None
-    except ImportError:  # a finder that refuses the name outright
-        has_torch = False
     if not has_torch:
         _register(name)
         _registered.add(name)

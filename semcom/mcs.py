@@ -86,6 +86,12 @@ def side_channel_uses(side_bits, snr_db: float):
     return -(-(side_bits * rate.denominator) // rate.numerator)
 
 
+def analog_channel_uses(values: int, side_bits: int, snr_db: float) -> int:
+    """Complex channel uses of an analog transmission at ``snr_db`` (dB): ``values`` real values two per use, and
+    ``side_bits`` of side information at the coded rate (``side_channel_uses``)."""
+    return math.ceil(values / 2) + side_channel_uses(side_bits, snr_db)
+
+
 def channel_uses(channel: Channel, payload_bits: int, analog_values: int = 0, side_bits: int = 0) -> int:
     """Complex channel uses of one transmission over ``channel``.
 
@@ -94,7 +100,7 @@ def channel_uses(channel: Channel, payload_bits: int, analog_values: int = 0, si
     """
     if channel.digital:
         return math.ceil(payload_bits / channel.bits_per_symbol)
-    return math.ceil(analog_values / 2) + side_channel_uses(side_bits, channel.snr_db)
+    return analog_channel_uses(analog_values, side_bits, channel.snr_db)
 
 
 def mcs_by_name(name: str) -> MCS:

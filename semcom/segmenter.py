@@ -27,6 +27,11 @@ class Segmenter(Protocol):
     def segment(self, image: np.ndarray) -> Segments: ...
 
 
+# The least value of each count in MaskGenerationOptions (lamsc segment's flags take the same bounds)
+COUNT_MINIMA = {"points_per_side": 1, "points_per_batch": 1, "min_mask_region_area": 0, "crop_n_layers": 0,
+                "max_segments": 1}
+
+
 @dataclass(frozen=True)
 class MaskGenerationOptions:
     """Settings of SAM's "segment everything" mode (segment_anything's automatic mask generator).
@@ -45,12 +50,10 @@ class MaskGenerationOptions:
     max_segments: int | None = None     # keep only the largest this many
 
     def __post_init__(self) -> None:
-        counts = {"points_per_side": 1, "points_per_batch": 1, "min_mask_region_area": 0, "crop_n_layers": 0}
-        for name, least in counts.items():
-            if getattr(self, name) < least:
-                raise UserError(f"{name} = {getattr(self, name)}: give a whole number of at least {least}")
-        if self.max_segments is not None and self.max_segments < 1:
-            raise UserError(f"max_segments = {self.max_segments}: keep at least one segment, or none for all")
+        for name, least in COUNT_MINIMA.items():
+            value = getattr(self, name)
+            if value is not None and value < least:  # max_segments None: keep every segment
+                raise UserError(f"{name} = {value}: give a whole number of at least {least}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,7 +33,7 @@ from scipy.fft import dctn, idctn
 
 from lamsc.semcom import metrics
 from lamsc.semcom.channels import Channel, analog_real
-from lamsc.semcom.mcs import side_channel_uses
+from lamsc.semcom.mcs import analog_channel_uses, side_channel_uses
 from lamsc.semcom.transmission import LinkResult, Reconstruction, lost_image
 
 # Orthonormal rows: luma, red-blue, green-magenta. Orthonormal, so squared error is the same in RGB.
@@ -180,7 +180,7 @@ def softcast(image: np.ndarray, channel_uses: int, channel: Channel, seed: int |
         return _result(image, rec, 0, 0, why, t0)
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     rec = Reconstruction(inverse(send_chunks(coeffs, p, channel, g), quantise_means(means)))
-    uses = math.ceil(p.values / 2) + side_channel_uses(p.side_bits, channel.snr_db)
+    uses = analog_channel_uses(p.values, p.side_bits, channel.snr_db)
     detail = (f"grid {p.grid}x{p.grid} per plane, {int(p.kept.sum())}/{p.kept.size} chunks kept, "
               f"{p.values} values, {p.side_bits} metadata bits")
     return _result(image, rec, p.side_bits, uses, detail, t0)

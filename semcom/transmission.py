@@ -35,8 +35,8 @@ from lamsc.semcom.backend import Backend
 from lamsc.semcom.channels import Channel, analog_form, analog_real, transmit_bits
 from lamsc.semcom.config import ModelConfig, cbr, pad_to_multiple, power_normalise
 from lamsc.semcom.entropy import DigitalMode, EntropyModel, decode_features, effective_snr, encode_features
-from lamsc.semcom.mcs import (CODEWORD, MCS, Delivered, blocks_needed, channel_uses, channel_uses_of, choose_mcs,
-                              coded_link, side_channel_uses)
+from lamsc.semcom.mcs import (CODEWORD, MCS, Delivered, analog_channel_uses, blocks_needed, channel_uses,
+                              channel_uses_of, choose_mcs, coded_link, side_channel_uses)
 from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, depth_map_section,
                                   parse, side_bits, unpack)
 from lamsc.semcom.segmenter import Segmenter
@@ -241,12 +241,12 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
 
 
 def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bool = True,
-                  max_cbr: float | None = None, digital: DigitalMode | None = None, snr_db: float = 0.0
+                  max_cbr: float | None = None, digital: DigitalMode | None = None, snr_db: float | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What ``pack_features`` sends of the transmitter graph's outputs for an image of ``size`` (H, W): ASC's
     depth map (h, w) float32 as chosen (all levels with ``asc`` off; under a channel budget ``max_cbr`` at the
-    channel's ``snr_db`` or in the ``digital`` mode smoothed and shifted), its levels (h, w) in 1..L, and the
-    features (C, h, w) kept to them at unit power."""
+    channel's ``snr_db``, which a budget needs, or in the ``digital`` mode smoothed and shifted), its levels (h, w)
+    in 1..L, and the features (C, h, w) kept to them at unit power. ValueError for a budget without an SNR."""
     h, w = size
     L = config.num_levels
     depth = np.asarray(out["depth"][0, 0], np.float32)
@@ -254,6 +254,8 @@ def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bo
     if not asc:
         depth = np.ones_like(depth)  # every position at the last level: everything kept
     elif max_cbr is not None:
+        if snr_db is None:
+            raise ValueError("a channel budget needs the channel's SNR: its side information's rate depends on it")
         depth = depth_for_channel_budget(box_mean(depth, BUDGET_SMOOTHING), shape, L, config.value_bits,
                                          math.floor(max_cbr * 3 * h * w), snr_db)
     elif digital is not None:
@@ -311,7 +313,7 @@ def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num
         values = per_level * int(levels.sum())
         side = side_bits(shape, L, depth_map=len(depth_map_section(levels, L)[0]))
         padding = 8 * math.ceil(values * value_bits / 8) - values * value_bits  # sent among the side bits
-        return shifted, values, math.ceil(values / 2) + side_channel_uses(side + padding, snr_db) <= max_uses
+        return shifted, values, analog_channel_uses(values, side + padding, snr_db) <= max_uses
 
     lo, hi = value_budget(side_bits(shape, L)), value_budget(side_bits(shape, L, depth_map=0))
     best, most, _ = fitted(lo)

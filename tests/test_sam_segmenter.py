@@ -102,3 +102,11 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a module object, not tensors
     with pytest.raises(UserError, match="safe loading refuses"):
         load_sam(path)
+
+
+@pytest.mark.parametrize("field,value", [("points_per_side", 0), ("points_per_batch", 0), ("min_mask_region_area", -1),
+                                         ("crop_n_layers", -1), ("max_segments", 0)])
+def test_mask_generation_counts_below_their_least_are_refused(field, value):
+    with pytest.raises(UserError, match=f"{field} = {value}: give a whole number of at least {value + 1}"):
+        MaskGenerationOptions(**{field: value})
+    assert MaskGenerationOptions(**{field: value + 1}).to_dict()[field] == value + 1

@@ -9,11 +9,11 @@ from typing import Iterable, Optional
 import typer
 from rich.table import Table
 
-from lamsc.errors import UserError
 from lamsc.commands.output import IMAGES_HELP, console, emit_json, number, print_table, progress
+from lamsc.errors import UserError
 from lamsc.semcom.images import NamedImage, iter_images
 from lamsc.semcom.overlay import overlay, save_png
-from lamsc.semcom.segmenter import MaskGenerationOptions, Segmenter
+from lamsc.semcom.segmenter import COUNT_MINIMA, MaskGenerationOptions, Segmenter
 from lamsc.semcom.skb import build_segmenter
 
 _defaults = MaskGenerationOptions()
@@ -29,15 +29,19 @@ def segment(
     checkpoint: Optional[Path] = typer.Option(None, help="SAM (.pth) or MobileSAM (.pt) checkpoint; "
                                               "without one the classical fallback segments."),
     model_type: str = typer.Option("auto", help="auto, vit_t (MobileSAM), vit_b, vit_l or vit_h."),
-    points_per_side: int = typer.Option(_defaults.points_per_side, min=1,
+    points_per_side: int = typer.Option(_defaults.points_per_side, min=COUNT_MINIMA["points_per_side"],
                                         help="Prompt grid is this many points a side."),
-    points_per_batch: int = typer.Option(_defaults.points_per_batch, min=1, help="Prompts decoded together."),
+    points_per_batch: int = typer.Option(_defaults.points_per_batch, min=COUNT_MINIMA["points_per_batch"],
+                                         help="Prompts decoded together."),
     pred_iou_thresh: float = typer.Option(_defaults.pred_iou_thresh, help="Drop masks SAM rates below this IoU."),
     stability_thresh: float = typer.Option(_defaults.stability_score_thresh, help="Drop less stable masks."),
     nms_thresh: float = typer.Option(_defaults.box_nms_thresh, help="Box IoU above which duplicates go."),
-    min_area: int = typer.Option(_defaults.min_mask_region_area, min=0, help="Remove holes/islands below this area."),
-    crop_layers: int = typer.Option(_defaults.crop_n_layers, min=0, help="Run again on 2^i crops per layer."),
-    max_segments: Optional[int] = typer.Option(None, min=1, help="Keep only the largest this many segments."),
+    min_area: int = typer.Option(_defaults.min_mask_region_area, min=COUNT_MINIMA["min_mask_region_area"],
+                                  help="Remove holes/islands below this area."),
+    crop_layers: int = typer.Option(_defaults.crop_n_layers, min=COUNT_MINIMA["crop_n_layers"],
+                                     help="Run again on 2^i crops per layer."),
+    max_segments: Optional[int] = typer.Option(None, min=COUNT_MINIMA["max_segments"],
+                                                help="Keep only the largest this many segments."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     out: Path = typer.Option(Path("lamsc-out/segments"), help="Folder for the overlay PNGs."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of the table."),
