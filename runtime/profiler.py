@@ -52,14 +52,14 @@ class ProfileConfig:
 
     ``source``: a bundle folder (from ``lamsc export``), a model checkpoint, or None for the shipped model;
     ``backend``: torch | onnxruntime | tensorrt (None: onnxruntime for a bundle, torch for a checkpoint);
-    ``images``: files, folders or NamedImages (None: the bundled photographs); ``energy``: a meter of
-    lamsc.runtime.energy.METERS; ``radio``: a preset of lamsc.runtime.radio.RADIOS; ``device_profile``: the
-    device whose declared power the model meter uses; ``channel`` (lamsc.semcom.channels.CHANNELS) at
-    ``snr_db`` dB; ``sam_checkpoint``: the SKB for a checkpoint (a bundle carries its own); ``repeats``: timed
-    runs per image after one warm-up run; files go to ``out``; ``kb``: knowledge base folders the receiver
-    retrieves from (lamsc.retrieval; its time is part of ``receive``, and each image's ``kb`` says what it
-    used); ``step``: the digital mode's quantiser step over a digital radio (the nearest of
-    lamsc.semcom.entropy.STEPS). A bad value raises UserError naming the fix.
+    ``images``: files, folders, bundled photographs by name or NamedImages (None: all bundled photographs);
+    ``energy``: a meter of lamsc.runtime.energy.METERS; ``radio``: a preset of lamsc.runtime.radio.RADIOS;
+    ``device_profile``: the device whose declared power the model meter uses; ``channel``
+    (lamsc.semcom.channels.CHANNELS) at ``snr_db`` dB; ``sam_checkpoint``: the SKB for a checkpoint (a bundle
+    carries its own); ``repeats``: timed runs per image after one warm-up run; files go to ``out``; ``kb``:
+    knowledge base folders the receiver retrieves from (lamsc.retrieval; its time is part of ``receive``, and
+    each image's ``kb`` says what it used); ``step``: the digital mode's quantiser step over a digital radio
+    (the nearest of lamsc.semcom.entropy.STEPS). A bad value raises UserError naming the fix.
     """
 
     source: Union[str, Path, None] = None
@@ -136,7 +136,7 @@ def profile_link(config: ProfileConfig, track: Track | None = None) -> ProfileRe
     tx = Transmitter(backend, segmenter, snr_db=config.snr_db, digital=digital)
     rx = Receiver(backend, refine=retriever, entropy=entropy)
     photos = ([i for i in config.images if isinstance(i, NamedImage)]
-              + list(iter_images([i for i in config.images if not isinstance(i, NamedImage)]))
+              + list(iter_images([i for i in config.images if not isinstance(i, NamedImage)], bundled_names=True))
               if config.images else bundled_photos())
     for item in photos:  # each image is compared with JPEG, which has a longest side
         if max(item.pixels.shape[:2]) > MAX_SIDE["jpeg"]:

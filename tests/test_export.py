@@ -280,8 +280,8 @@ def test_export_command_writes_a_bundle_and_profile_runs_it(tmp_path, photo, cap
     img = tmp_path / "coffee.png"
     Image.fromarray(photo).save(img)
     out = tmp_path / "bundle"
-    assert main(["export", "--out", str(out), "--images", str(img)]) == 0
-    assert json.loads((out / "manifest.json").read_text())["verified_on"] == ["coffee"]
+    assert main(["export", "--out", str(out), "--images", str(img), "--images", "camera"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["verified_on"] == ["coffee", "camera"]  # by name too
     # the shipped model's density travels in the bundle, for the digital mode
     shipped = load_entropy_model(DEFAULT_MODEL)
     assert load_bundle(out).entropy_model().tables.fingerprint == shipped.tables.fingerprint

@@ -178,9 +178,10 @@ def test_profile_command_reports_energy_with_its_source(tmp_path, photo, capsys)
 
     img = tmp_path / "coffee.png"
     Image.fromarray(photo).save(img)
-    assert main(["profile", "--images", str(img), "--repeats", "2", "--radio", "lte", "--energy", "model",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["profile", "--images", str(img), "--images", "camera", "--repeats", "2", "--radio", "lte",
+                 "--energy", "model", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "profile.json").read_text())
+    assert [r["image"] for r in result["images"]] == ["coffee", "camera"]  # a file, then a photograph by name
     row = result["images"][0]
     assert result["energy_meter"]["estimate"] and result["energy_meter"]["source"].startswith("model")
     e = row["lamsc"]["energy"]

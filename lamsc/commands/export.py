@@ -25,8 +25,9 @@ def export(
     sam_checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                                   help="SAM/MobileSAM checkpoint: also export the SKB encoder "
                                                   "and decoder graphs."),
-    images: Optional[list[Path]] = typer.Option(None, help="Photographs to verify (and calibrate) on; "
-                                                "default: the bundled ones."),
+    images: Optional[list[Path]] = typer.Option(None, help="Photographs to verify (and calibrate) on: "
+                                                "files, folders or bundled photographs by name (chelsea); "
+                                                "default: all the bundled ones."),
     int8_max_drop: Optional[float] = typer.Option(None, help="With int8: dB of link PSNR each codec graph may lose "
                                                   "on --images; NNCF's accuracy control keeps the layers that cost "
                                                   "most in float until it holds (minutes more)."),
@@ -43,7 +44,7 @@ def export(
     if sam_checkpoint is not None:
         module, arch = load_sam(sam_checkpoint)
         sam = SamExport(module, f"{arch.describe()} from {sam_checkpoint.name}")
-    photos = list(iter_images(images)) if images else bundled_photos()
+    photos = list(iter_images(images, bundled_names=True)) if images else bundled_photos()
     with console.status(f"exporting and verifying ({precision}) on {len(photos)} photographs"):
         bundle = write_bundle(network, out, precision, sam, images=photos,
                               int8=Int8Options(int8_for, None, int8_max_drop), entropy=entropy)

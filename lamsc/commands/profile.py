@@ -19,7 +19,8 @@ from lamsc.semcom.entropy import DEFAULT_STEP
 def profile(
     source: Optional[Path] = typer.Argument(None, help="A bundle folder (from lamsc export) or a model "
                                             "checkpoint; default: the shipped model."),
-    images: Optional[list[Path]] = typer.Option(None, help="Images or folders; default: the bundled photographs."),
+    images: Optional[list[Path]] = typer.Option(None, help="Images, folders or bundled photographs by name "
+                                                 "(chelsea); default: all the bundled ones."),
     backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt; default: onnxruntime for "
                                           "a bundle, torch for a checkpoint."),
     energy: str = typer.Option("auto", help=f"Energy meter: {' | '.join(METERS)}."),
