@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from lamsc.commands.output import console, emit_json, number, print_table, progress
+from lamsc.commands.output import IMAGES_HELP, console, emit_json, number, print_table, progress
 from lamsc.runtime.energy import METERS
 from lamsc.runtime.profiler import ProfileConfig, profile_link
 from lamsc.runtime.radio import RADIOS
@@ -19,8 +19,8 @@ from lamsc.semcom.entropy import DEFAULT_STEP
 def profile(
     source: Optional[Path] = typer.Argument(None, help="A bundle folder (from lamsc export) or a model "
                                             "checkpoint; default: the shipped model."),
-    images: Optional[list[Path]] = typer.Option(None, help="Images, folders or bundled photographs by name "
-                                                 "(chelsea); default: all the bundled ones."),
+    images: Optional[list[Path]] = typer.Option(None, help=f"{IMAGES_HELP} Default: all the bundled "
+                                                 "ones."),
     backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt; default: onnxruntime for "
                                           "a bundle, torch for a checkpoint."),
     energy: str = typer.Option("auto", help=f"Energy meter: {' | '.join(METERS)}."),
