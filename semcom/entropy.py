@@ -324,11 +324,12 @@ class DigitalMode:
     """The digital mode of a Transmitter: kept features at unit power quantised with step ``step`` (one of
     ``entropy``'s steps, relative to unit feature power: the rate knob) and range-coded under ``entropy``.
 
-    ``kept``: the fraction of feature values sent, in (0, 1], ASC's depth map (its 5 x 5 mean) shifted to send
-    at most it, as under a channel budget, and at least one ASC level (C / L channels) per position; None: the
-    fraction ``entropy`` was fitted with for the step (``kept_at``), or where it has none, ASC's own choice,
-    its 5 x 5 mean. Which fraction pays depends on the step: a coarse
-    step spends its bits best on few features, a fine one on more (``entropy_fit.fit_kept_fractions``).
+    ``kept``: the fraction of feature values sent, in (0, 1], ASC's depth map (its block mean,
+    ``lamsc.semcom.transmission.block_mean``) shifted to send at most it, as under a channel budget, and at
+    least one ASC level (C / L channels) per position; None: the fraction ``entropy`` was fitted with for the
+    step (``kept_at``), or where it has none, ASC's own choice, its block mean. Which fraction pays depends on
+    the step: a coarse step spends its bits best on few features, a fine one on more
+    (``entropy_fit.fit_kept_fractions``).
 
     The receiver dequantises (q * Δ) and tells the decoder the SNR of the quantisation noise,
     ``effective_snr(step, snr_range)`` = 10 log10(12 / Δ²) clipped to the model's range: the decoder is

@@ -222,10 +222,10 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
     (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
     ``device``, or with ``digital`` the quantiser and range coder (on the CPU), its kept fraction as
-    ``DigitalMode.kept_fraction`` says. Under a budget and in the digital mode the depth map is first smoothed
-    (``box_mean`` over ``BUDGET_SMOOTHING``), which makes it cheaper to send. The depth map goes as
-    ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter); ``grey`` marks a
-    greyscale source in the header."""
+    ``DigitalMode.kept_fraction`` says. Under a budget and in the digital mode the depth map is first averaged
+    over blocks of ``DEPTH_BLOCK`` positions a side (``block_mean``), which makes it cheaper to send. The depth
+    map goes as ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter); ``grey``
+    marks a greyscale source in the header."""
     h, w = size
     L = config.num_levels
     depth, levels, z = sent_features(out, config, size, asc, max_cbr, digital, snr_db)
@@ -256,11 +256,11 @@ def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bo
     elif max_cbr is not None:
         if snr_db is None:
             raise ValueError("a channel budget needs the channel's SNR: its side information's rate depends on it")
-        depth = depth_for_channel_budget(box_mean(depth, BUDGET_SMOOTHING), shape, L, config.value_bits,
+        depth = depth_for_channel_budget(block_mean(depth, DEPTH_BLOCK), shape, L, config.value_bits,
                                          math.floor(max_cbr * 3 * h * w), snr_db)
     elif digital is not None:
-        # the smoothed map costs fewer side bits here too, and its shift to a fraction keeps whole regions
-        depth = box_mean(depth, BUDGET_SMOOTHING)
+        # the block map costs fewer side bits here too, and its shift to a fraction keeps whole regions
+        depth = block_mean(depth, DEPTH_BLOCK)
         if digital.kept_fraction is not None:
             depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
     levels = depth_levels(depth, L)
@@ -268,24 +268,24 @@ def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bo
 
 
 # A channel budget pays for the depth map's side bits out of the values' channel uses. ASC's own map varies
-# from position to position; its 5 x 5 mean codes in about 40% of the bits (lamsc.semcom.depth_code), and the
-# uses saved buy features: on the bundled photographs at CBR 1/48, +0.3 dB at 0, 10 and 20 dB with the
-# shipped model (benchmarks/results/default_model.md).
-BUDGET_SMOOTHING = 5
+# from position to position and codes in about 12,000 bits per photograph (lamsc.semcom.depth_code); its mean
+# over blocks of 8 x 8 positions (64 x 64 pixels) keeps which regions matter most and codes in about a tenth
+# of that. The uses saved buy features, most where side bits cost most: at 0 dB and CBR 1/48 the budget keeps
+# 46% of the features where a 5 x 5 mean keeps 38% (benchmarks/results/default_model.md).
+DEPTH_BLOCK = 8
 
 
-def box_mean(depth: np.ndarray, size: int) -> np.ndarray:
-    """The mean of each ``size`` x ``size`` window of ``depth`` (h, w), edges repeated outward (size odd),
-    float32 as ASC's depth is; size 1 returns it as it is."""
+def block_mean(depth: np.ndarray, size: int) -> np.ndarray:
+    """Each position of ``depth`` (h, w) replaced by the mean of its ``size`` x ``size`` block of the map
+    (blocks from the top-left corner; those at the right and bottom edges cut short), float32 as ASC's depth
+    is; size 1 returns it as it is."""
     if size == 1:
         return depth
-    r = size // 2
-    padded = np.pad(np.asarray(depth, np.float64), r, mode="edge")
-    total = np.pad(padded.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     h, w = depth.shape
-    window = (total[size:size + h, size:size + w] - total[:h, size:size + w] - total[size:size + h, :w]
-              + total[:h, :w])
-    return (window / size**2).astype(np.float32)
+    rows, cols = np.arange(0, h, size), np.arange(0, w, size)
+    sums = np.add.reduceat(np.add.reduceat(np.asarray(depth, np.float64), rows, 0), cols, 1)
+    counts = np.outer(np.diff(rows, append=h), np.diff(cols, append=w))
+    return np.repeat(np.repeat(sums / counts, size, 0), size, 1)[:h, :w].astype(np.float32)
 
 
 def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num_levels: int, value_bits: int,
