@@ -35,7 +35,7 @@ from lamsc.export.manifest import FORMAT, FORMAT_VERSION, PRECISIONS, Bundle, lo
 from lamsc.export.onnx_export import MAX_RELATIVE, MIN_SQNR_DB, compare_outputs, export_onnx, run_both, to_fp16
 from lamsc.export.quantise import CODEC_FLOAT, codec_link_metric, quantise_onnx
 from lamsc.export.samples import model_samples, skb_samples
-from lamsc.semcom.asc_levels import depth_levels
+from lamsc.semcom.asc_levels import sent_levels
 from lamsc.semcom.entropy import EntropyModel
 from lamsc.semcom.graph_specs import GraphSpec
 from lamsc.semcom.graphs import model_graphs, skb_graphs
@@ -216,10 +216,11 @@ def graph_entry(module, spec: GraphSpec, path: Path, samples: list[tuple], preci
 
 
 def rate_against_pytorch(depths: list[tuple], num_levels: int) -> dict:
-    """How much the exported transmitter sends against PyTorch: the ASC feature levels it keeps, per
-    verification photograph and over all of them, from (exported, PyTorch) depth maps. A reduced precision
-    moves the depth map across level boundaries, which changes the rate where SQNR shows only an error."""
-    kept = [(int(depth_levels(got[:, 0], num_levels).sum()),
-             int(depth_levels(ref[:, 0], num_levels).sum())) for got, ref in depths]
+    """How much the exported transmitter sends against PyTorch: the ASC feature levels it keeps by its own
+    choice as the link sends it (``sent_levels``), per verification photograph and over all of them, from
+    (exported, PyTorch) depth maps. A reduced precision moves the depth map across level boundaries, which
+    changes the rate where SQNR shows only an error."""
+    kept = [(int(sent_levels(got[:, 0], num_levels).sum()),
+             int(sent_levels(ref[:, 0], num_levels).sum())) for got, ref in depths]
     return {"levels_x_pytorch": [round(k / r, 4) for k, r in kept],
             "overall": round(sum(k for k, _ in kept) / sum(r for _, r in kept), 4)}

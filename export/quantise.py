@@ -20,7 +20,7 @@ import torch
 from onnx import numpy_helper
 
 from lamsc.export.graph_checks import count_qdq, qdq_problems
-from lamsc.semcom.asc_levels import depth_levels
+from lamsc.semcom.asc_levels import sent_levels
 from lamsc.semcom.metrics import psnr
 from lamsc.semcom.transmission import transmit_power
 
@@ -132,7 +132,7 @@ def codec_link_metric(graph: str, fp32: dict[str, str | Path], num_levels: int) 
     float_levels = {}  # per validation feed, computed once: accuracy control evaluates the same feeds many times
 
     def levels_of(depth):
-        return depth_levels(depth[:, 0], num_levels)
+        return sent_levels(depth[:, 0], num_levels)
 
     def transmitted(session, feed, photo):
         key = id(feed["image"])

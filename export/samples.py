@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lamsc.semcom.asc_levels import depth_levels
+from lamsc.semcom.asc_levels import sent_levels
 from lamsc.semcom.graphs import SkbEncoderGraph
 from lamsc.semcom.images import NamedImage
 from lamsc.semcom.model import LamscModel
@@ -28,7 +28,8 @@ def model_samples(model: LamscModel, segmenter: Segmenter, images: list[NamedIma
         with torch.no_grad():
             enc = model.encode(x, masks, snr)
         tx.append((x, masks, snr))
-        rx.append((enc["z"], depth_levels(enc["depth"][:, 0], model.config.num_levels), snr))
+        levels = torch.from_numpy(sent_levels(enc["depth"][:, 0], model.config.num_levels))
+        rx.append((model.with_levels(enc, levels)["z"], levels, snr))
     return {"transmitter": tx, "receiver": rx}
 
 

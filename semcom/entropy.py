@@ -325,7 +325,7 @@ class DigitalMode:
     ``entropy``'s steps, relative to unit feature power: the rate knob) and range-coded under ``entropy``.
 
     ``kept``: the fraction of feature values sent, in (0, 1], ASC's depth map (its block mean,
-    ``lamsc.semcom.transmission.block_mean``) shifted to send at most it, as under a channel budget, and at
+    ``lamsc.semcom.asc_levels.block_mean``) shifted to send at most it, as under a channel budget, and at
     least one ASC level (C / L channels) per position; None: the fraction ``entropy`` was fitted with for the
     step (``kept_at``), or where it has none, ASC's own choice, its block mean. Which fraction pays depends on
     the step: a coarse step spends its bits best on few features, a fine one on more

@@ -29,7 +29,7 @@ import numpy as np
 from lamsc.errors import UserError
 from lamsc.kernels.loader import library
 from lamsc.semcom import metrics
-from lamsc.semcom.asc_levels import depth_for_budget, depth_levels, levels_to_mask
+from lamsc.semcom.asc_levels import DEPTH_BLOCK, block_mean, depth_for_budget, depth_levels, levels_to_mask
 from lamsc.semcom.asc_pack import asc_pack, asc_unpack
 from lamsc.semcom.backend import Backend
 from lamsc.semcom.channels import Channel, analog_form, analog_real, transmit_bits
@@ -222,10 +222,9 @@ def pack_features(out: dict, config: ModelConfig, size: tuple[int, int], snr_db:
     ``importance`` (1, 1, H', W')) -> the payload for an image of ``size`` (H, W): ASC levels from the depth
     (all levels with ``asc`` off; shifted to fit a channel budget ``max_cbr``), unit power, then the ASC pack on
     ``device``, or with ``digital`` the quantiser and range coder (on the CPU), its kept fraction as
-    ``DigitalMode.kept_fraction`` says. Under a budget and in the digital mode the depth map is first averaged
-    over blocks of ``DEPTH_BLOCK`` positions a side (``block_mean``), which makes it cheaper to send. The depth
-    map goes as ``lamsc.semcom.payload.depth_map_section`` writes it (range-coded when that is shorter); ``grey``
-    marks a greyscale source in the header."""
+    ``DigitalMode.kept_fraction`` says. ASC's depth map is sent as its mean over blocks of ``DEPTH_BLOCK``
+    positions a side (``block_mean``), which is cheaper to send, as ``lamsc.semcom.payload.depth_map_section``
+    writes it (range-coded when that is shorter); ``grey`` marks a greyscale source in the header."""
     h, w = size
     L = config.num_levels
     depth, levels, z = sent_features(out, config, size, asc, max_cbr, digital, snr_db)
@@ -244,48 +243,27 @@ def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bo
                   max_cbr: float | None = None, digital: DigitalMode | None = None, snr_db: float | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What ``pack_features`` sends of the transmitter graph's outputs for an image of ``size`` (H, W): ASC's
-    depth map (h, w) float32 as chosen (all levels with ``asc`` off; under a channel budget ``max_cbr`` at the
-    channel's ``snr_db``, which a budget needs, or in the ``digital`` mode smoothed and shifted), its levels (h, w)
-    in 1..L, and the features (C, h, w) kept to them at unit power. ValueError for a budget without an SNR."""
+    depth map (h, w) float32 as sent (all levels with ``asc`` off; else its mean over blocks of ``DEPTH_BLOCK``
+    positions, shifted to fit a channel budget ``max_cbr`` at the channel's ``snr_db``, which a budget needs, or
+    to the ``digital`` mode's kept fraction), its levels (h, w) in 1..L, and the features (C, h, w) kept to them
+    at unit power. ValueError for a budget without an SNR."""
     h, w = size
     L = config.num_levels
     depth = np.asarray(out["depth"][0, 0], np.float32)
     shape = tuple(out["features"].shape[1:])
     if not asc:
         depth = np.ones_like(depth)  # every position at the last level: everything kept
-    elif max_cbr is not None:
+    else:
+        depth = block_mean(depth, DEPTH_BLOCK)
+    if asc and max_cbr is not None:
         if snr_db is None:
             raise ValueError("a channel budget needs the channel's SNR: its side information's rate depends on it")
-        depth = depth_for_channel_budget(block_mean(depth, DEPTH_BLOCK), shape, L, config.value_bits,
-                                         math.floor(max_cbr * 3 * h * w), snr_db)
-    elif digital is not None:
-        # the block map costs fewer side bits here too, and its shift to a fraction keeps whole regions
-        depth = block_mean(depth, DEPTH_BLOCK)
-        if digital.kept_fraction is not None:
-            depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
+        depth = depth_for_channel_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w),
+                                         snr_db)
+    elif asc and digital is not None and digital.kept_fraction is not None:
+        depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
     levels = depth_levels(depth, L)
     return depth, levels, transmit_power(out["features"], levels[None], L)[0]
-
-
-# A channel budget pays for the depth map's side bits out of the values' channel uses. ASC's own map varies
-# from position to position and codes in about 12,000 bits per photograph (lamsc.semcom.depth_code); its mean
-# over blocks of 8 x 8 positions (64 x 64 pixels) keeps which regions matter most and codes in about a tenth
-# of that. The uses saved buy features, most where side bits cost most: at 0 dB and CBR 1/48 the budget keeps
-# 46% of the features where a 5 x 5 mean keeps 38% (benchmarks/results/default_model.md).
-DEPTH_BLOCK = 8
-
-
-def block_mean(depth: np.ndarray, size: int) -> np.ndarray:
-    """Each position of ``depth`` (h, w) replaced by the mean of its ``size`` x ``size`` block of the map
-    (blocks from the top-left corner; those at the right and bottom edges cut short), float32 as ASC's depth
-    is; size 1 returns it as it is."""
-    if size == 1:
-        return depth
-    h, w = depth.shape
-    rows, cols = np.arange(0, h, size), np.arange(0, w, size)
-    sums = np.add.reduceat(np.add.reduceat(np.asarray(depth, np.float64), rows, 0), cols, 1)
-    counts = np.outer(np.diff(rows, append=h), np.diff(cols, append=w))
-    return np.repeat(np.repeat(sums / counts, size, 0), size, 1)[:h, :w].astype(np.float32)
 
 
 def depth_for_channel_budget(depth: np.ndarray, shape: tuple[int, int, int], num_levels: int, value_bits: int,

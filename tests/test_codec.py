@@ -232,6 +232,27 @@ def test_a_budget_counts_the_coded_depth_map_and_buys_features_with_it():
         assert sent.value_count > (c // L) * int(depth_levels(uncoded, L).sum())
 
 
+
+def test_asc_sends_the_block_mean_of_its_depth_map_and_it_codes_shorter():
+    from lamsc.semcom.asc_levels import DEPTH_BLOCK, block_mean, sent_levels
+    from lamsc.semcom.images import bundled_photos
+    from lamsc.semcom.payload import depth_map_section, parse
+    from lamsc.semcom.transmission import model_inputs
+
+    shipped, seg = load_model(None), FallbackSegmenter()
+    image = bundled_photos(["chelsea"])[0].pixels
+    tx = Transmitter(shipped, seg)
+    x, masks = model_inputs(image, seg.segment(image), shipped.config.segments)
+    out = tx.backend.run("transmitter", {"image": x, "masks": masks, "snr_db": np.array([10.0], np.float32)})
+    L = shipped.config.num_levels
+    levels = parse(tx.send(image, 10.0).payload).levels
+    assert np.array_equal(levels, sent_levels(out["depth"][0, 0], L))
+    assert np.array_equal(levels, depth_levels(block_mean(out["depth"][0, 0], DEPTH_BLOCK), L))
+    # constant over each block, and shorter on the wire than the position-by-position map
+    assert (levels[:DEPTH_BLOCK, :DEPTH_BLOCK] == levels[0, 0]).all()
+    own = depth_levels(out["depth"][0, 0], L)
+    assert len(depth_map_section(levels, L)[0]) < 0.5 * len(depth_map_section(own, L)[0])
+
 def test_depth_maps_shifted_to_rates_keep_them_and_pass_gradients():
     torch.manual_seed(4)
     logits = (torch.randn(3, 1, 12, 16) - torch.tensor([0.0, 30.0, -30.0]).view(3, 1, 1, 1)).requires_grad_()
@@ -266,8 +287,8 @@ def test_a_grey_photograph_comes_back_grey_and_no_further_off():
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 7), (38, 48), (64, 64)])
-def test_the_budgets_depth_map_is_the_mean_of_each_block(shape):
-    from lamsc.semcom.transmission import block_mean
+def test_the_sent_depth_map_is_the_mean_of_each_block(shape):
+    from lamsc.semcom.asc_levels import block_mean
 
     depth = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
     for size in (1, 3, 8):
@@ -278,3 +299,6 @@ def test_the_budgets_depth_map_is_the_mean_of_each_block(shape):
                 want[i:i + size, j:j + size] = depth[i:i + size, j:j + size].astype(np.float64).mean()
         assert got.dtype == np.float32 and got.shape == shape
         assert np.allclose(got, want, atol=1e-6)
+        # a batch of maps: each map's own blocks
+        batch = block_mean(np.stack([depth, 1 - depth]), size)
+        assert np.allclose(batch[0], got, atol=1e-6) and np.allclose(batch[1], 1 - want, atol=1e-6)
