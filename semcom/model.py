@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from lamsc.errors import UserError
 from lamsc.semcom.architecture import apply as apply_architecture
-from lamsc.semcom.asc import MaskNetwork, levels_to_mask, shift_to_rate, straight_through_mask
+from lamsc.semcom.asc import MaskNetwork, levels_to_mask, sent_depth, straight_through_mask
 from lamsc.semcom.asi import ASI
 from lamsc.semcom.codec import Decoder, Encoder
 from lamsc.semcom.config import (CONFIG_VERSION, DEFAULT_MODEL, DOWNSAMPLING, ModelConfig, power_normalise)
@@ -42,9 +42,9 @@ class LamscModel(nn.Module):
         power-normalised kept features ``z``, the encoder's ``features`` before masking, the mask, levels,
         ASC's ``depth`` and the ASI maps.
 
-        ``levels`` forces the depths (nested-dropout training); otherwise ASC decides, or with asc=False
-        everything is kept. ``rate`` (B,): the fraction of values ASC keeps per image (``shift_to_rate``);
-        ``depth`` stays ASC's own.
+        ``levels`` forces the depths (nested-dropout training); otherwise ASC decides, from its depth map as
+        the link sends it (its block mean, ``sent_depth``), or with asc=False everything is kept. ``rate``
+        (B,): the fraction of values ASC keeps per image (``shift_to_rate``); ``depth`` stays ASC's own.
         """
         weights, integrated, importance = self.asi(image, masks)
         snr = self.snr_input(snr_db)
@@ -59,7 +59,7 @@ class LamscModel(nn.Module):
             seen = z.detach() * torch.rsqrt(z.detach().float().pow(2).mean((1, 2, 3), keepdim=True) + 1e-12).to(z.dtype)
             logits = self.mask_net.logits(seen, F.avg_pool2d(importance, DOWNSAMPLING), snr)  # H, W: multiples of 8
             depth = torch.sigmoid(logits)
-            mask, levels = straight_through_mask(depth if rate is None else shift_to_rate(logits, rate, L), c, L)
+            mask, levels = straight_through_mask(sent_depth(logits, rate, L), c, L)
         else:
             levels = torch.full((z.shape[0], *z.shape[-2:]), L, dtype=torch.long, device=z.device)
             mask = torch.ones_like(z)

@@ -3,8 +3,9 @@
 1. ``asi``   — the ASI attention learns segment importance from experience (MSE to per-segment targets);
 2. ``codec`` — encoder, decoder (and task heads) across SNRs, with random ASC depths (nested dropout),
                so that one model serves the whole SNR range and truncated features;
-3. ``asc``   — the mask network jointly with the codec: each image's depth map is shifted to a random
-               fraction sent (``shift_to_rate``), so the network learns where to send at every rate, and
+3. ``asc``   — the mask network jointly with the codec: each image's depth map, as the link sends it (its
+               block mean), is shifted to a random fraction sent (``lamsc.semcom.asc.sent_depth``), so the
+               network learns where to send at every rate, and
                a rate term pulls its own mean depth logit to ``rate_target``'s, what it sends when no budget
                is set.
 
@@ -70,6 +71,7 @@ class TrainConfig:
     precision: str = "auto"     # auto | fp32 | bf16: bf16 autocast where it is faster (semcom.loop.autocast_bf16)
     scales: tuple[float, ...] = (1.0,)  # each photograph also cropped at these sizes (more detail per pixel)
     minutes: float | None = None  # wall-clock budget: steps scaled to fill it on this device (fit_to_budget)
+    parts: tuple[str, ...] | None = None  # MODEL_PARTS the link stages train, the rest fixed; None: all they train
 
 
 PRESETS = {
@@ -203,11 +205,21 @@ class Batches:
                 "category": torch.tensor(cats), "label": torch.from_numpy(np.stack(labels).copy()).long()}
 
 
-def stage_parameters(model: LamscModel, stage: str):
+def stage_parameters(model: LamscModel, stage: str, parts: tuple[str, ...] | None = None) -> list:
+    """The parameters ``stage`` trains: ASI's attention in "asi"; in "codec" every other part but the mask
+    network, which "asc" adds. ``parts`` (MODEL_PARTS) narrows a link stage to those parts and turns the
+    gradient of every other parameter off, so back-propagation stops where the trained parts begin (a frozen
+    encoder costs a forward pass only)."""
     if stage == "asi":
         return list(model.asi.stem.parameters()) + list(model.asi.mlp.parameters())
-    rest = [p for n, p in model.named_parameters() if not n.startswith(("asi.stem", "asi.mlp", "mask_net"))]
-    return rest + (list(model.mask_net.parameters()) if stage == "asc" else [])
+    names = [n for n, _ in model.named_parameters() if not n.startswith(("asi.stem", "asi.mlp", "mask_net"))]
+    names += [n for n, _ in model.named_parameters() if n.startswith("mask_net") and stage == "asc"]
+    if parts is not None:
+        names = [n for n in names if n.split(".")[0] in parts]
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+    trained = set(names)
+    return [p for n, p in model.named_parameters() if n in trained]
 
 
 def asi_loss(model: LamscModel, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -309,7 +321,7 @@ def fit_to_budget(model: LamscModel, batches: Batches, cfg: TrainConfig, device:
     probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     sampler = batches.rng.bit_generator.state
-    optimizer = torch.optim.Adam(stage_parameters(probe, "asc"), lr=cfg.lr)
+    optimizer = torch.optim.Adam(stage_parameters(probe, "asc", cfg.parts), lr=cfg.lr)
     bf16 = autocast_bf16(cfg.precision, device)
 
     def timed(probe: LamscModel, optimizer: torch.optim.Optimizer, n: int) -> float:
@@ -380,13 +392,14 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
                 model.train()
                 # a fresh optimiser per stage, its learning rate decayed along a cosine within the stage
                 run.train(state["steps"].get(stage, 0), step,
-                          torch.optim.Adam(stage_parameters(model, stage), lr=cfg.lr), cfg.lr,
+                          torch.optim.Adam(stage_parameters(model, stage, None if stage == "asi" else cfg.parts),
+                                           lr=cfg.lr), cfg.lr,
                           progress=report if progress is not None else None, tags={"stage": stage})
                 state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0)
             if start < len(STAGES):  # the finished state: running the folder again only plots
                 run.save()
         finally:  # the caller's model comes back where it was built, whether the run ended or stopped
-            model.to("cpu", memory_format=torch.contiguous_format).eval()
+            model.to("cpu", memory_format=torch.contiguous_format).eval().requires_grad_(True)
         if ranks.main:
             plot_curves(state["history"], out / "curves.png")
             (out / "history.json").write_text(json.dumps(state["history"]))
@@ -458,6 +471,7 @@ class TrainJob:
     precision: str | None = None          # overrides the recipe's: auto | fp32 | bf16
     distortion: str | None = None         # overrides the recipe's: mse | psnr (reconstruction_loss)
     minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it; 0: none)
+    parts: tuple[str, ...] = ()           # overrides the recipe's: the only parts the link stages train
     out: Path | str = Path("lamsc-out/train")
     sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
     importance: Path | str | None = None  # folder of experience maps <image>.png for the ASI stage
@@ -485,7 +499,8 @@ class TrainJob:
                             "for none (the recipe's steps as given)")
         if self.reinit and self.init is None:
             raise UserError("--reinit names parts of a model to fine-tune: give the model with --init")
-        unknown = set(self.reinit) - set(MODEL_PARTS)
+        parts = (PRESETS[self.recipe] if isinstance(self.recipe, str) else self.recipe).parts
+        unknown = (set(self.reinit) | set(parts or ()) | set(self.parts)) - set(MODEL_PARTS)
         if unknown:
             raise UserError(f"no model part {', '.join(sorted(unknown))}; the parts are {', '.join(MODEL_PARTS)}")
         if not 0 <= self.segments <= 8:
@@ -527,7 +542,8 @@ def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> Tr
     preset, cfg = (job.recipe, PRESETS[job.recipe]) if isinstance(job.recipe, str) else ("custom", job.recipe)
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}),
                   **({"distortion": job.distortion} if job.distortion else {}),
-                  **({"minutes": job.minutes} if job.minutes is not None else {}))
+                  **({"minutes": job.minutes} if job.minutes is not None else {}),
+                  **({"parts": tuple(job.parts)} if job.parts else {}))
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []
     if job.bundled:
         images += bundled_photos()

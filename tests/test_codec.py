@@ -253,6 +253,22 @@ def test_asc_sends_the_block_mean_of_its_depth_map_and_it_codes_shorter():
     own = depth_levels(out["depth"][0, 0], L)
     assert len(depth_map_section(levels, L)[0]) < 0.5 * len(depth_map_section(own, L)[0])
 
+
+def test_training_masks_follow_the_map_the_link_sends():
+    from lamsc.semcom.asc import block_mean as block_mean_torch, sent_depth
+    from lamsc.semcom.asc_levels import DEPTH_BLOCK, block_mean
+
+    torch.manual_seed(5)
+    logits = (3 * torch.randn(2, 1, 21, 30)).requires_grad_()
+    want = np.stack([block_mean(torch.sigmoid(logits[i, 0]).detach().numpy(), DEPTH_BLOCK) for i in range(2)])
+    assert np.allclose(block_mean_torch(torch.sigmoid(logits.detach()), DEPTH_BLOCK)[:, 0].numpy(), want, atol=1e-6)
+    assert torch.allclose(sent_depth(logits, None, 8)[:, 0].detach(), torch.from_numpy(want), atol=1e-6)
+    shifted = sent_depth(logits, torch.tensor([0.3, 0.7]), 8)
+    kept = depth_levels(shifted.detach(), 8).float().mean((1, 2, 3)) / 8
+    assert (kept <= torch.tensor([0.3, 0.7])).all() and (kept > torch.tensor([0.2, 0.6])).all()
+    shifted.sum().backward()
+    assert logits.grad.abs().sum() > 0  # the mask network learns through the block mean
+
 def test_depth_maps_shifted_to_rates_keep_them_and_pass_gradients():
     torch.manual_seed(4)
     logits = (torch.randn(3, 1, 12, 16) - torch.tensor([0.0, 30.0, -30.0]).view(3, 1, 1, 1)).requires_grad_()

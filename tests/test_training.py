@@ -162,6 +162,24 @@ def test_fine_tuning_starts_from_the_given_weights(trained, tmp_path):
     assert not torch.equal(start.decoder.out.weight, tuned.decoder.out.weight)  # one codec step moved it
 
 
+
+def test_training_only_the_named_parts_leaves_the_rest_as_it_was(tmp_path):
+    from lamsc.semcom.training import TrainJob
+
+    torch.manual_seed(0)
+    model = LamscModel(ModelConfig(width=16))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps={"asi": 0, "codec": 2, "asc": 2}, crop=32, batch=2, checkpoint_every=2,
+                      parts=("decoder",))
+    train(model, prepare(make_shapes(4), FallbackSegmenter(), 8), cfg, tmp_path)
+    moved = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
+    assert moved == {"decoder"}
+    assert all(p.requires_grad for p in model.parameters())  # the model comes back trainable
+    with pytest.raises(UserError, match="no model part coder; the parts are asi, encoder"):
+        TrainJob(recipe=replace(TrainConfig(), parts=("coder",)))
+    with pytest.raises(UserError, match="no model part coder"):
+        TrainJob(parts=("coder",))  # the job's override, as `lamsc train --train-part` passes it
+
 def test_curves_plot_long_histories(tmp_path):
     from lamsc.semcom.training import plot_curves
 

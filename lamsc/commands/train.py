@@ -28,6 +28,9 @@ def train(
     init: Optional[Path] = typer.Option(None, help="Start from this lamsc model's weights and config (fine-tune)."),
     reinit: list[str] = typer.Option([], "--reinit", help="A part of the --init model that starts afresh "
                                      "(repeatable): asi, encoder, mask_net, decoder, classifier, segmenter_head."),
+    train_part: list[str] = typer.Option([], "--train-part", help="Train only this part in the codec and ASC "
+                                         "stages (repeatable), the rest fixed: decoder keeps the payloads as "
+                                         "they are. Parts as for --reinit."),
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
     segments: int = typer.Option(ModelConfig.segments, help="SKB segments into ASI (0: no ASI)."),
@@ -46,7 +49,7 @@ def train(
     `torchrun --nproc_per_node N` it trains on N processes (N GPUs), each step on N x the recipe's batch."""
     job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
                    steps=_parse_steps(steps) if steps else {}, precision=precision, distortion=distortion,
-                   minutes=minutes, out=out,
+                   minutes=minutes, out=out, parts=tuple(train_part),
                    sam_checkpoint=checkpoint, importance=importance, init=init, reinit=tuple(reinit),
                    channels=channels, width=width, segments=segments, num_levels=levels, device=device)
     if not launched().main:  # torchrun's other processes train alongside rank 0, which draws and prints
