@@ -200,7 +200,7 @@ class EntropyModel:
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | Path, model_file: str | Path | None = None) -> Path:
         """Write the density file (safetensors): weights, tables and, in its metadata, the steps, provenance
-        and the SHA-256 of ``model_file`` (the .safetensors of the model it was fitted for)."""
+        and ``transmitter_sha256`` of ``model_file`` (the .safetensors of the model it was fitted for)."""
         path = Path(path)
         t = self.tables
         tensors = {f"density.{k}": np.ascontiguousarray(v) for k, v in self.weights.items()}
@@ -211,7 +211,7 @@ class EntropyModel:
         tensors |= {f"pmf.{s}": t.trimmed(s) for s in range(len(t.steps))}
         meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "channels": str(self.channels),
                 "steps": json.dumps(list(t.steps)), "provenance": json.dumps(self.provenance),
-                "model_sha256": file_sha256(model_file) if model_file else "",
+                "transmitter_sha256": transmitter_sha256(model_file) if model_file else "",
                 "kept": json.dumps(list(self.kept)) if self.kept is not None else ""}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata=meta)
@@ -221,7 +221,8 @@ class EntropyModel:
     @classmethod
     def load(cls, path: str | Path, model_file: str | Path | None = None) -> "EntropyModel":
         """Read a density file; UserError when it is missing, not a lamsc density, or fitted for a model
-        other than ``model_file`` (checked by SHA-256 when given)."""
+        other than ``model_file`` (when given: its transmitter's weights by ``transmitter_sha256``; a file
+        written before that field, by the SHA-256 of the whole model file)."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -236,7 +237,9 @@ class EntropyModel:
             raise UserError(f"{path} is not a readable safetensors file ({e}); {fit}") from None
         if meta.get("format") != FORMAT or meta.get("version") != str(FORMAT_VERSION):
             raise UserError(f"{path} is not a version-{FORMAT_VERSION} lamsc density; {fit}")
-        if model_file is not None and meta.get("model_sha256") and meta["model_sha256"] != file_sha256(model_file):
+        if model_file is not None and (
+                (meta.get("transmitter_sha256") and meta["transmitter_sha256"] != transmitter_sha256(model_file))
+                or (meta.get("model_sha256") and meta["model_sha256"] != file_sha256(model_file))):
             raise UserError(f"{path} was fitted for another model than {model_file}; {fit}")
         try:
             channels, steps = int(meta["channels"]), tuple(json.loads(meta["steps"]))
@@ -295,6 +298,21 @@ def entropy_beside(model_path: str | Path) -> EntropyModel | None:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+TRANSMITTER_PARTS = ("asi.", "encoder.", "mask_net.")  # what makes and chooses the features a density codes
+
+
+def transmitter_sha256(model_file: str | Path) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the weights of a model file (.safetensors) that
+    make and choose the sent features (``TRANSMITTER_PARTS``): a density fitted for a model fits every model
+    that shares them, such as one whose decoder alone was fine-tuned (``TrainConfig.parts``)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(load_file(str(model_file)).items()):
+        if name.startswith(TRANSMITTER_PARTS):
+            digest.update(f"{name}|{value.dtype}|{value.shape}|".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
 def _model_base(path: Path) -> str:

@@ -177,6 +177,27 @@ def test_density_file_loads_beside_its_model_and_says_how_to_fit_one(fitted, tmp
         density_path(tmp_path / "other").rename(density_path(base))
 
 
+def test_a_density_fits_the_model_whose_decoder_alone_changed(fitted, tmp_path):
+    from lamsc.semcom.entropy import transmitter_sha256
+
+    base, _, entropy = fitted
+    tuned = LamscModel.load(base)
+    with torch.no_grad():
+        tuned.decoder.out.weight.add_(0.5)  # the decoder alone: the features and what is sent stay the same
+    tuned.save(tmp_path / "tuned")
+    assert transmitter_sha256(tmp_path / "tuned.safetensors") == transmitter_sha256(base.with_suffix(".safetensors"))
+    density_path(base).rename(density_path(tmp_path / "tuned"))
+    try:
+        assert load_entropy_model(tmp_path / "tuned").tables.fingerprint == entropy.tables.fingerprint
+        with torch.no_grad():
+            tuned.mask_net.conv2.bias.add_(0.5)  # ASC chooses otherwise: another transmitter
+        tuned.save(tmp_path / "tuned")
+        with pytest.raises(UserError, match="fitted for another model"):
+            load_entropy_model(tmp_path / "tuned")
+    finally:
+        density_path(tmp_path / "tuned").rename(density_path(base))
+
+
 def test_effective_snr_is_the_quantisation_noise_clipped_to_the_models_range():
     assert effective_snr(1.0, (0.0, 20.0)) == pytest.approx(10 * math.log10(12))
     assert effective_snr(STEPS[0], (0.0, 20.0)) == 20.0
