@@ -5,7 +5,7 @@
 Per bundled photograph, medians over repeats after a warm-up, all in one run: the transmitter graph, the
 pack (unit-power sending, ASC levels, quantisation and bit packing into the payload, as the Transmitter does
 it), the payload's unpack (CRC, depth map, values) and the receiver graph; then the same for the digital mode
-at its default step with the shipped density (pack: smoothed depth map shifted to the kept fraction, quantiser
+at its default step with the shipped density (pack: block-mean depth map shifted to the kept fraction, quantiser
 and context range coder; unpack: CRC, depth map and the wavefront-by-wavefront decode). Pack + unpack as a
 share of the two graphs' time is the figure: the masking and the coding must not cost what the networks cost.
 Writes pack_overhead.{csv,md,json}.

@@ -39,10 +39,10 @@ class MaskNetwork(nn.Module):
         return self.conv2(self.film(torch.nn.functional.gelu(self.conv1(torch.cat([z, importance], 1))), snr))
 
 
-
 def sent_depth(logits: torch.Tensor, rate: torch.Tensor | None, num_levels: int) -> torch.Tensor:
     """ASC's depth logits (B, 1, h, w) -> the depth map the link sends: the mean of its depth over blocks of
-    ``DEPTH_BLOCK`` positions (``block_mean``, as lamsc.semcom.asc_levels.block_mean on the host), shifted to
+    ``DEPTH_BLOCK`` positions (``block_mean``: lamsc.semcom.asc_levels.block_mean's rule in float32, where the
+    host sums in float64, so a level boundary may differ by one ulp), shifted to
     keep the fraction ``rate`` (B,) when given (``shift_to_rate``). Differentiable: the mask network learns
     which blocks to send first."""
     depth = block_mean(torch.sigmoid(logits.float()), DEPTH_BLOCK)
@@ -59,6 +59,7 @@ def block_mean(depth: torch.Tensor, size: int) -> torch.Tensor:
     h, w = depth.shape[-2:]
     pooled = F.avg_pool2d(depth, size, ceil_mode=True)  # an edge window is averaged over its positions inside
     return pooled.repeat_interleave(size, -2).repeat_interleave(size, -1)[..., :h, :w]
+
 
 def shift_to_rate(logits: torch.Tensor, rate: torch.Tensor, num_levels: int, iterations: int = 40) -> torch.Tensor:
     """ASC's depth logits (B, 1, h, w) -> depth maps in (0, 1), each shifted so that it keeps the fraction

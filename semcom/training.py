@@ -71,7 +71,7 @@ class TrainConfig:
     precision: str = "auto"     # auto | fp32 | bf16: bf16 autocast where it is faster (semcom.loop.autocast_bf16)
     scales: tuple[float, ...] = (1.0,)  # each photograph also cropped at these sizes (more detail per pixel)
     minutes: float | None = None  # wall-clock budget: steps scaled to fill it on this device (fit_to_budget)
-    parts: tuple[str, ...] | None = None  # MODEL_PARTS the link stages train, the rest fixed; None: all they train
+    parts: tuple[str, ...] | None = None  # the only MODEL_PARTS trained, the rest fixed (stage_parameters); None: all
 
 
 PRESETS = {
@@ -206,20 +206,26 @@ class Batches:
 
 
 def stage_parameters(model: LamscModel, stage: str, parts: tuple[str, ...] | None = None) -> list:
-    """The parameters ``stage`` trains: ASI's attention in "asi"; in "codec" every other part but the mask
-    network, which "asc" adds. ``parts`` (MODEL_PARTS) narrows a link stage to those parts and turns the
-    gradient of every other parameter off, so back-propagation stops where the trained parts begin (a frozen
-    encoder costs a forward pass only)."""
-    if stage == "asi":
-        return list(model.asi.stem.parameters()) + list(model.asi.mlp.parameters())
-    names = [n for n, _ in model.named_parameters() if not n.startswith(("asi.stem", "asi.mlp", "mask_net"))]
-    names += [n for n, _ in model.named_parameters() if n.startswith("mask_net") and stage == "asc"]
+    """The parameters ``stage`` trains (``stage_names``). ``parts`` (MODEL_PARTS) narrows the stage to those
+    parts and turns the gradient of every other parameter off, so back-propagation stops where the trained
+    parts begin (a frozen encoder costs a forward pass only); a stage that trains none of them gets an empty
+    list, and ``train`` skips it."""
+    names = stage_names(model, stage)
     if parts is not None:
         names = [n for n in names if n.split(".")[0] in parts]
         for n, p in model.named_parameters():
             p.requires_grad_(n in names)
     trained = set(names)
     return [p for n, p in model.named_parameters() if n in trained]
+
+
+def stage_names(model: LamscModel, stage: str) -> list[str]:
+    """The names of the parameters ``stage`` trains: ASI's attention (stem and MLP) in "asi"; in "codec" every
+    other parameter but the mask network's (of part "asi": its spatial refinement), which "asc" adds."""
+    if stage == "asi":
+        return [n for n, _ in model.named_parameters() if n.startswith(("asi.stem", "asi.mlp"))]
+    return [n for n, _ in model.named_parameters()
+            if not n.startswith(("asi.stem", "asi.mlp")) and (stage == "asc" or not n.startswith("mask_net"))]
 
 
 def asi_loss(model: LamscModel, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -368,6 +374,14 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
                           cfg.checkpoint_every, device, cfg.precision,
                           {"stage": STAGES[0]}, out / "model.safetensors")
         state = run.state
+        if cfg.parts is not None:  # a stage that trains none of the parts does not run
+            asked = any(cfg.steps.values())
+            cfg = replace(cfg, steps={stage: n if any(name.split(".")[0] in cfg.parts
+                                                       for name in stage_names(model, stage)) else 0
+                                      for stage, n in cfg.steps.items()})
+            if asked and not any(cfg.steps.values()):
+                raise UserError(f"no stage with steps trains {', '.join(cfg.parts)}: this model has no such part "
+                                "or the stages that train it have no steps")
         if "steps" not in state:  # decided once, when the run begins; a resumed run keeps them
             state["steps"] = fit_to_budget(model, batches, cfg, device) if cfg.minutes else dict(cfg.steps)
             if not model.config.segments:  # no segments (the plain JSCC ablation): no ASI weights to learn
@@ -391,10 +405,10 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
 
                 model.train()
                 # a fresh optimiser per stage, its learning rate decayed along a cosine within the stage
-                run.train(state["steps"].get(stage, 0), step,
-                          torch.optim.Adam(stage_parameters(model, stage, None if stage == "asi" else cfg.parts),
-                                           lr=cfg.lr), cfg.lr,
-                          progress=report if progress is not None else None, tags={"stage": stage})
+                parameters = stage_parameters(model, stage, cfg.parts)
+                if parameters:
+                    run.train(state["steps"].get(stage, 0), step, torch.optim.Adam(parameters, lr=cfg.lr), cfg.lr,
+                              progress=report if progress is not None else None, tags={"stage": stage})
                 state.update(stage=STAGES[index + 1] if index + 1 < len(STAGES) else "done", step=0)
             if start < len(STAGES):  # the finished state: running the folder again only plots
                 run.save()
@@ -471,7 +485,7 @@ class TrainJob:
     precision: str | None = None          # overrides the recipe's: auto | fp32 | bf16
     distortion: str | None = None         # overrides the recipe's: mse | psnr (reconstruction_loss)
     minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it; 0: none)
-    parts: tuple[str, ...] = ()           # overrides the recipe's: the only parts the link stages train
+    parts: tuple[str, ...] = ()           # overrides the recipe's: the only parts trained
     out: Path | str = Path("lamsc-out/train")
     sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
     importance: Path | str | None = None  # folder of experience maps <image>.png for the ASI stage
@@ -500,6 +514,8 @@ class TrainJob:
         if self.reinit and self.init is None:
             raise UserError("--reinit names parts of a model to fine-tune: give the model with --init")
         parts = (PRESETS[self.recipe] if isinstance(self.recipe, str) else self.recipe).parts
+        if parts is not None and not parts:
+            raise UserError("a recipe with parts=() trains nothing: name the parts to train, or None for all")
         unknown = (set(self.reinit) | set(parts or ()) | set(self.parts)) - set(MODEL_PARTS)
         if unknown:
             raise UserError(f"no model part {', '.join(sorted(unknown))}; the parts are {', '.join(MODEL_PARTS)}")

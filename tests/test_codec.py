@@ -269,6 +269,7 @@ def test_training_masks_follow_the_map_the_link_sends():
     shifted.sum().backward()
     assert logits.grad.abs().sum() > 0  # the mask network learns through the block mean
 
+
 def test_depth_maps_shifted_to_rates_keep_them_and_pass_gradients():
     torch.manual_seed(4)
     logits = (torch.randn(3, 1, 12, 16) - torch.tensor([0.0, 30.0, -30.0]).view(3, 1, 1, 1)).requires_grad_()

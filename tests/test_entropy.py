@@ -304,8 +304,8 @@ def test_digital_mode_sends_the_kept_fraction_asked_for(fitted, image):
     for kept in (0.3, 0.6, 1.0):
         sent = Transmitter(model, FallbackSegmenter(), digital=DigitalMode(entropy, STEPS[12], kept)).send(image)
         per_level, positions = model.config.channels // model.config.num_levels, int(parse(sent.payload).levels.size)
-        # whole levels of per_level channels per position, never above the target; positions whose smoothed depth
-        # ties cross a level together, so the shortfall is bounded by a few percent, not by one position
+        # whole levels of per_level channels per position, never above the target; the positions of a block share
+        # its mean depth and cross a level together, so the shortfall is bounded by a few percent, not by one
         assert kept - 0.05 <= sent.kept_ratio <= kept + 1e-9 and sent.value_count % per_level == 0
         assert sent.kept_ratio == sent.value_count / (positions * model.config.channels)
         assert sent.value_count == int(parse(sent.payload).levels.sum()) * per_level  # the depth map says it

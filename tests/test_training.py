@@ -162,19 +162,27 @@ def test_fine_tuning_starts_from_the_given_weights(trained, tmp_path):
     assert not torch.equal(start.decoder.out.weight, tuned.decoder.out.weight)  # one codec step moved it
 
 
-
 def test_training_only_the_named_parts_leaves_the_rest_as_it_was(tmp_path):
     from lamsc.semcom.training import TrainJob
 
     torch.manual_seed(0)
     model = LamscModel(ModelConfig(width=16))
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(steps={"asi": 0, "codec": 2, "asc": 2}, crop=32, batch=2, checkpoint_every=2,
+    images = prepare(make_shapes(4), FallbackSegmenter(), 8)
+    cfg = TrainConfig(steps={"asi": 2, "codec": 2, "asc": 2}, crop=32, batch=2, checkpoint_every=2,
                       parts=("decoder",))
-    train(model, prepare(make_shapes(4), FallbackSegmenter(), 8), cfg, tmp_path)
+    state = train(model, images, cfg, tmp_path / "decoder")
     moved = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
-    assert moved == {"decoder"}
+    assert moved == {"decoder"} and state["steps"] == {"asi": 0, "codec": 2, "asc": 2}  # no ASI stage
     assert all(p.requires_grad for p in model.parameters())  # the model comes back trainable
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    state = train(model, images, replace(cfg, parts=("mask_net",)), tmp_path / "mask")
+    moved = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
+    assert moved == {"mask_net"} and state["steps"] == {"asi": 0, "codec": 0, "asc": 2}
+    with pytest.raises(UserError, match="no stage with steps trains classifier"):
+        train(model, images, replace(cfg, parts=("classifier",)), tmp_path / "none")  # a model without heads
+    with pytest.raises(UserError, match="trains nothing"):
+        TrainJob(recipe=replace(TrainConfig(), parts=()))
     with pytest.raises(UserError, match="no model part coder; the parts are asi, encoder"):
         TrainJob(recipe=replace(TrainConfig(), parts=("coder",)))
     with pytest.raises(UserError, match="no model part coder"):

@@ -28,9 +28,9 @@ def train(
     init: Optional[Path] = typer.Option(None, help="Start from this lamsc model's weights and config (fine-tune)."),
     reinit: list[str] = typer.Option([], "--reinit", help="A part of the --init model that starts afresh "
                                      "(repeatable): asi, encoder, mask_net, decoder, classifier, segmenter_head."),
-    train_part: list[str] = typer.Option([], "--train-part", help="Train only this part in the codec and ASC "
-                                         "stages (repeatable), the rest fixed: decoder keeps the payloads as "
-                                         "they are. Parts as for --reinit."),
+    train_part: list[str] = typer.Option([], "--train-part", help="Train only this part (repeatable), the rest "
+                                         "fixed, and skip the stages that train none of them: decoder keeps the "
+                                         "payloads as they are. Parts as for --reinit."),
     channels: int = typer.Option(ModelConfig.channels, help="Feature maps at 1/8 resolution."),
     width: int = typer.Option(ModelConfig.width, help="Codec width."),
     segments: int = typer.Option(ModelConfig.segments, help="SKB segments into ASI (0: no ASI)."),
