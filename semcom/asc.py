@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from lamsc.semcom.asc_levels import DEPTH_BLOCK, depth_levels, levels_to_mask
+from lamsc.semcom.asc_levels import DEPTH_BLOCK, block_mean, depth_levels, levels_to_mask
 from lamsc.semcom.codec import FiLM
 
 
@@ -41,24 +40,14 @@ class MaskNetwork(nn.Module):
 
 def sent_depth(logits: torch.Tensor, rate: torch.Tensor | None, num_levels: int) -> torch.Tensor:
     """ASC's depth logits (B, 1, h, w) -> the depth map the link sends: the mean of its depth over blocks of
-    ``DEPTH_BLOCK`` positions (``block_mean``: lamsc.semcom.asc_levels.block_mean's rule in float32, where the
-    host sums in float64, so a level boundary may differ by one ulp), shifted to
-    keep the fraction ``rate`` (B,) when given (``shift_to_rate``). Differentiable: the mask network learns
-    which blocks to send first."""
+    ``DEPTH_BLOCK`` positions (lamsc.semcom.asc_levels.block_mean, the host's rule), shifted to keep the
+    fraction ``rate`` (B,) when given (``shift_to_rate``). Differentiable: the mask network learns which
+    blocks to send first."""
     depth = block_mean(torch.sigmoid(logits.float()), DEPTH_BLOCK)
     if rate is None:
         return depth
     depth = depth.clamp(1e-6, 1 - 1e-6)
     return shift_to_rate(torch.log(depth / (1 - depth)), rate, num_levels)
-
-
-def block_mean(depth: torch.Tensor, size: int) -> torch.Tensor:
-    """Each position of ``depth`` (B, 1, h, w) replaced by the mean of its ``size`` x ``size`` block (blocks
-    from the top-left corner, those at the right and bottom edges cut short): the torch form of
-    lamsc.semcom.asc_levels.block_mean, in float32."""
-    h, w = depth.shape[-2:]
-    pooled = F.avg_pool2d(depth, size, ceil_mode=True)  # an edge window is averaged over its positions inside
-    return pooled.repeat_interleave(size, -2).repeat_interleave(size, -1)[..., :h, :w]
 
 
 def shift_to_rate(logits: torch.Tensor, rate: torch.Tensor, num_levels: int, iterations: int = 40) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """ASC's depth map as the link sends it: levels from depths, the mask a level keeps, the map's block mean and
 the map shifted to fit a channel budget. NumPy arrays here (the transmitter's host side, torch-free);
-``depth_levels`` and ``levels_to_mask`` take torch tensors too, for training (lamsc.semcom.asc)."""
+``depth_levels``, ``levels_to_mask`` and ``block_mean`` take torch tensors too, for training (lamsc.semcom.asc)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,18 @@ def levels_to_mask(levels, channels: int, num_levels: int):
 DEPTH_BLOCK = 8
 
 
-def block_mean(depth: np.ndarray, size: int) -> np.ndarray:
+def block_mean(depth, size: int):
     """Each position of ``depth`` (..., h, w) replaced by the mean of its ``size`` x ``size`` block of its map
     (blocks from the top-left corner; those at the right and bottom edges cut short), float32 as ASC's depth
-    is; size 1 returns it as it is."""
+    is; size 1 returns it as it is. An array is summed in float64; a tensor (training: lamsc.semcom.asc) is
+    pooled in float32 on its device and keeps its gradient, so a level boundary may differ by one ulp."""
+    if hasattr(depth, "detach"):  # a tensor: torch is there
+        from torch.nn import functional as F
+
+        h, w = depth.shape[-2:]
+        pooled = F.avg_pool2d(depth.float().reshape(-1, 1, h, w), size, ceil_mode=True)  # edge blocks: their mean
+        out = pooled.repeat_interleave(size, -2).repeat_interleave(size, -1)[..., :h, :w]
+        return out.reshape(depth.shape)
     depth = np.asarray(depth, np.float32)
     if size == 1:
         return depth

@@ -206,26 +206,26 @@ class Batches:
 
 
 def stage_parameters(model: LamscModel, stage: str, parts: tuple[str, ...] | None = None) -> list:
-    """The parameters ``stage`` trains (``stage_names``). ``parts`` (MODEL_PARTS) narrows the stage to those
-    parts and turns the gradient of every other parameter off, so back-propagation stops where the trained
-    parts begin (a frozen encoder costs a forward pass only); a stage that trains none of them gets an empty
-    list, and ``train`` skips it."""
-    names = stage_names(model, stage)
+    """The parameters ``stage`` trains (``stage_names``). With ``parts`` the gradient of every other parameter
+    is turned off, so back-propagation stops where the trained parts begin (a frozen encoder costs a forward
+    pass only); a stage that trains none of them gets an empty list, and ``train`` skips it."""
+    names = set(stage_names(model, stage, parts))
     if parts is not None:
-        names = [n for n in names if n.split(".")[0] in parts]
         for n, p in model.named_parameters():
             p.requires_grad_(n in names)
-    trained = set(names)
-    return [p for n, p in model.named_parameters() if n in trained]
+    return [p for n, p in model.named_parameters() if n in names]
 
 
-def stage_names(model: LamscModel, stage: str) -> list[str]:
+def stage_names(model: LamscModel, stage: str, parts: tuple[str, ...] | None = None) -> list[str]:
     """The names of the parameters ``stage`` trains: ASI's attention (stem and MLP) in "asi"; in "codec" every
-    other parameter but the mask network's (of part "asi": its spatial refinement), which "asc" adds."""
+    other parameter but the mask network's (of part "asi": its spatial refinement), which "asc" adds; with
+    ``parts`` (MODEL_PARTS) only those of these parts."""
     if stage == "asi":
-        return [n for n, _ in model.named_parameters() if n.startswith(("asi.stem", "asi.mlp"))]
-    return [n for n, _ in model.named_parameters()
-            if not n.startswith(("asi.stem", "asi.mlp")) and (stage == "asc" or not n.startswith("mask_net"))]
+        names = [n for n, _ in model.named_parameters() if n.startswith(("asi.stem", "asi.mlp"))]
+    else:
+        names = [n for n, _ in model.named_parameters()
+                 if not n.startswith(("asi.stem", "asi.mlp")) and (stage == "asc" or not n.startswith("mask_net"))]
+    return names if parts is None else [n for n in names if n.split(".")[0] in parts]
 
 
 def asi_loss(model: LamscModel, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -376,8 +376,7 @@ def train(model: LamscModel, images: list[TrainingImage], cfg: TrainConfig, out:
         state = run.state
         if cfg.parts is not None:  # a stage that trains none of the parts does not run
             asked = any(cfg.steps.values())
-            cfg = replace(cfg, steps={stage: n if any(name.split(".")[0] in cfg.parts
-                                                       for name in stage_names(model, stage)) else 0
+            cfg = replace(cfg, steps={stage: n if stage_names(model, stage, cfg.parts) else 0
                                       for stage, n in cfg.steps.items()})
             if asked and not any(cfg.steps.values()):
                 raise UserError(f"no stage with steps trains {', '.join(cfg.parts)}: this model has no such part "

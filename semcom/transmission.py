@@ -254,14 +254,15 @@ def sent_features(out: dict, config: ModelConfig, size: tuple[int, int], asc: bo
     if not asc:
         depth = np.ones_like(depth)  # every position at the last level: everything kept
     else:
-        depth = block_mean(depth, DEPTH_BLOCK)
-    if asc and max_cbr is not None:
-        if snr_db is None:
-            raise ValueError("a channel budget needs the channel's SNR: its side information's rate depends on it")
-        depth = depth_for_channel_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w),
-                                         snr_db)
-    elif asc and digital is not None and digital.kept_fraction is not None:
-        depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
+        depth = block_mean(depth, DEPTH_BLOCK)  # the map the link sends
+        if max_cbr is not None:
+            if snr_db is None:
+                raise ValueError("a channel budget needs the channel's SNR: its side information's rate depends "
+                                 "on it")
+            depth = depth_for_channel_budget(depth, shape, L, config.value_bits, math.floor(max_cbr * 3 * h * w),
+                                             snr_db)
+        elif digital is not None and digital.kept_fraction is not None:
+            depth = depth_for_budget(depth, L, shape[0] // L, math.floor(digital.kept_fraction * math.prod(shape)))
     levels = depth_levels(depth, L)
     return depth, levels, transmit_power(out["features"], levels[None], L)[0]
 

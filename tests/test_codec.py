@@ -232,7 +232,6 @@ def test_a_budget_counts_the_coded_depth_map_and_buys_features_with_it():
         assert sent.value_count > (c // L) * int(depth_levels(uncoded, L).sum())
 
 
-
 def test_asc_sends_the_block_mean_of_its_depth_map_and_it_codes_shorter():
     from lamsc.semcom.asc_levels import DEPTH_BLOCK, block_mean, sent_levels
     from lamsc.semcom.images import bundled_photos
@@ -255,13 +254,13 @@ def test_asc_sends_the_block_mean_of_its_depth_map_and_it_codes_shorter():
 
 
 def test_training_masks_follow_the_map_the_link_sends():
-    from lamsc.semcom.asc import block_mean as block_mean_torch, sent_depth
+    from lamsc.semcom.asc import sent_depth
     from lamsc.semcom.asc_levels import DEPTH_BLOCK, block_mean
 
     torch.manual_seed(5)
     logits = (3 * torch.randn(2, 1, 21, 30)).requires_grad_()
     want = np.stack([block_mean(torch.sigmoid(logits[i, 0]).detach().numpy(), DEPTH_BLOCK) for i in range(2)])
-    assert np.allclose(block_mean_torch(torch.sigmoid(logits.detach()), DEPTH_BLOCK)[:, 0].numpy(), want, atol=1e-6)
+    assert np.allclose(block_mean(torch.sigmoid(logits.detach()), DEPTH_BLOCK)[:, 0].numpy(), want, atol=1e-6)
     assert torch.allclose(sent_depth(logits, None, 8)[:, 0].detach(), torch.from_numpy(want), atol=1e-6)
     shifted = sent_depth(logits, torch.tensor([0.3, 0.7]), 8)
     kept = depth_levels(shifted.detach(), 8).float().mean((1, 2, 3)) / 8

@@ -188,6 +188,7 @@ def test_training_only_the_named_parts_leaves_the_rest_as_it_was(tmp_path):
     with pytest.raises(UserError, match="no model part coder"):
         TrainJob(parts=("coder",))  # the job's override, as `lamsc train --train-part` passes it
 
+
 def test_curves_plot_long_histories(tmp_path):
     from lamsc.semcom.training import plot_curves
 
