@@ -86,10 +86,11 @@ BETA_MIN = 1e-6  # GDN's smallest beta, CompressAI's value
 
 
 def project_constraints(module: nn.Module) -> None:
-    """Project every GDN in ``module`` back into its domain (``GDN.project_``); what the training loop runs
-    after each optimiser step."""
+    """Project every trainable GDN in ``module`` back into its domain (``GDN.project_``); what the training
+    loop runs after each optimiser step. A GDN whose normaliser does not require gradients (a part frozen by
+    ``TrainConfig.parts``, a LoRA base) keeps its weights: a frozen part stays what was loaded."""
     for m in module.modules():
-        if isinstance(m, GDN):
+        if isinstance(m, GDN) and m.norm.weight.requires_grad:
             m.project_()
 
 

@@ -176,6 +176,23 @@ def test_the_training_loop_keeps_gdn_in_its_domain(tmp_path):
     assert not torch.equal(weight, before[0].clamp(min=0))  # the step moved them before the projection
 
 
+def test_a_frozen_gdn_is_not_projected(tmp_path):
+    """A GDN whose part is frozen keeps its loaded weights, even outside the domain; the trained one beside it
+    is projected after the step."""
+    model = nn.Sequential(GDN(4), GDN(4))
+    frozen, trained = model
+    with torch.no_grad():
+        for gdn in model:
+            gdn.norm.weight.fill_(-0.5)
+            gdn.norm.bias.fill_(-1.0)
+    frozen.requires_grad_(False)
+    run = TrainingRun(tmp_path / "state.pt", model, torch.Generator().manual_seed(0))
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.0)
+    run.train(1, lambda: (trained.norm.weight.sum() + trained.norm.bias.sum(), {}), optimizer, 0.0, warmup=0)
+    assert (frozen.norm.weight == -0.5).all() and (frozen.norm.bias == -1.0).all()
+    assert (trained.norm.weight == 0.0).all() and (trained.norm.bias == BETA_MIN).all()
+
+
 def test_a_depth_map_shifted_to_a_budget_keeps_its_order_and_fits():
     depth = np.random.default_rng(2).random((20, 30), np.float32)
     L, per_level = 8, 4
