@@ -46,8 +46,7 @@ def sent_depth(logits: torch.Tensor, rate: torch.Tensor | None, num_levels: int)
     depth = block_mean(torch.sigmoid(logits.float()), DEPTH_BLOCK)
     if rate is None:
         return depth
-    depth = depth.clamp(1e-6, 1 - 1e-6)
-    return shift_to_rate(torch.log(depth / (1 - depth)), rate, num_levels)
+    return shift_to_rate(torch.logit(depth, eps=1e-6), rate, num_levels)
 
 
 def shift_to_rate(logits: torch.Tensor, rate: torch.Tensor, num_levels: int, iterations: int = 40) -> torch.Tensor:

@@ -512,7 +512,7 @@ class TrainJob:
                             "for none (the recipe's steps as given)")
         if self.reinit and self.init is None:
             raise UserError("--reinit names parts of a model to fine-tune: give the model with --init")
-        parts = (PRESETS[self.recipe] if isinstance(self.recipe, str) else self.recipe).parts
+        parts = self.recipe_config.parts
         if parts is not None and not parts:
             raise UserError("a recipe with parts=() trains nothing: name the parts to train, or None for all")
         unknown = (set(self.reinit) | set(parts or ()) | set(self.parts)) - set(MODEL_PARTS)
@@ -525,6 +525,11 @@ class TrainJob:
                             "the channels (1: ASC off, every feature sent)")
         if self.importance is not None and not Path(self.importance).is_dir():
             raise UserError(f"importance folder {self.importance} not found; give the folder of <image>.png maps")
+
+    @property
+    def recipe_config(self) -> TrainConfig:
+        """``recipe`` as a TrainConfig (the preset's, by name), before this job's overrides."""
+        return PRESETS[self.recipe] if isinstance(self.recipe, str) else self.recipe
 
 
 @dataclass(repr=False)
@@ -554,7 +559,7 @@ def train_model(job: TrainJob, progress=None, segmented=None) -> TrainResult:
 
 
 def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> TrainResult:
-    preset, cfg = (job.recipe, PRESETS[job.recipe]) if isinstance(job.recipe, str) else ("custom", job.recipe)
+    preset, cfg = job.recipe if isinstance(job.recipe, str) else "custom", job.recipe_config
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}),
                   **({"distortion": job.distortion} if job.distortion else {}),
                   **({"minutes": job.minutes} if job.minutes is not None else {}),
