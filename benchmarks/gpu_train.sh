@@ -6,6 +6,7 @@
 #   NPROC=4 sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES]   # data-parallel on 4 GPUs under torchrun
 #   ABLATION=1 sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES] # the plain Deep JSCC ablation, same recipe
 #   STEPS=asi=90,codec=6000,asc=2400 sh benchmarks/gpu_train.sh PHOTOS OUT  # these steps, no wall-clock fit
+#   INIT=semcom/default_model/lamsc-default sh benchmarks/gpu_train.sh PHOTOS OUT [MINUTES]  # refine a model
 #
 # With NPROC > 1 each step trains on NPROC x the preset's batch (one batch per GPU), in the same budget.
 # PHOTOS: the folder ../shared/data/photos.sh builds (a segments.npz beside the photographs' run folder is
@@ -17,6 +18,8 @@
 # (benchmarks/results/ablation.md). Give it its own OUT: a run folder resumes only the model it began.
 # STEPS: the steps per stage as given (the budget is not fitted; give STEPS or MINUTES): a matched pair trains
 # the default and the ablation with one STEPS, e.g. the shipped default's GPU stage's (its JSON, last init_trained).
+# INIT: the shipped default's last step (the gpu-refine preset: encoder and decoder of INIT on the block-mean
+# depth maps, mask network fixed; 8 minutes unless MINUTES), what a GPU holder runs to improve the default.
 set -eu
 photos=${1:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
 out=${2:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
@@ -32,11 +35,17 @@ if [ -n "${STEPS:-}" ] && [ -n "${3:-}" ]; then
 fi
 name=lamsc-default
 variant=""
+preset=gpu
+if [ -n "${INIT:-}" ]; then
+  preset=gpu-refine
+  variant="--init $INIT"
+fi
 if [ "${ABLATION:-0}" = 1 ]; then
+  [ -z "${INIT:-}" ] || { echo "gpu_train.sh: ABLATION trains a new plain codec; leave INIT out" >&2; exit 2; }
   name=lamsc-plain
   variant="--channels 8 --segments 0 --levels 1"
 fi
-$launch -m lamsc.cli train --preset gpu --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 $variant \
+$launch -m lamsc.cli train --preset $preset --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 $variant \
   ${3:+--minutes "$3"} ${STEPS:+--steps "$STEPS" --minutes 0} --out "$out/train" --json >"$out/train.json"
 $py - "$out" "$name" <<'PY'
 import shutil, sys

@@ -80,6 +80,15 @@ PRESETS = {
     # The shipped default's recipe: a wall-clock budget on one GPU, steps in these proportions.
     "gpu": TrainConfig(steps={"asi": 300, "codec": 20000, "asc": 8000}, crop=192, batch=32, rate_target=0.25,
                        checkpoint_every=1000, scales=(1.0, 0.75, 0.5), minutes=6.0),
+    # The shipped default's last step (benchmarks/results/default_model.md, step 7), from a trained model
+    # (--init): encoder and decoder on the block-mean depth maps the link sends, at kept fractions in
+    # 0.15-1.0, the mask network fixed; about 70 minutes on 2 cores with AVX-512 BF16.
+    "refine": TrainConfig(steps={"asi": 0, "codec": 0, "asc": 13000}, lr=1.0e-4, rate_target=0.25, rates=(0.15, 1.0),
+                          scales=(1.0, 0.75, 0.5), parts=("encoder", "decoder"), seed=3),
+    # The same step in a wall-clock budget on one GPU (steps fitted to it), at the gpu preset's crops and batch.
+    "gpu-refine": TrainConfig(steps={"asi": 0, "codec": 0, "asc": 20000}, crop=192, batch=32, lr=1.0e-4,
+                              rate_target=0.25, rates=(0.15, 1.0), scales=(1.0, 0.75, 0.5),
+                              parts=("encoder", "decoder"), checkpoint_every=1000, minutes=8.0),
     # Seconds on a CPU: for tests and smoke runs, not for quality.
     "tiny": TrainConfig(steps={"asi": 5, "codec": 10, "asc": 10}, crop=64, batch=4, checkpoint_every=5),
 }
@@ -518,6 +527,9 @@ class TrainJob:
         unknown = (set(self.reinit) | set(parts or ()) | set(self.parts)) - set(MODEL_PARTS)
         if unknown:
             raise UserError(f"no model part {', '.join(sorted(unknown))}; the parts are {', '.join(MODEL_PARTS)}")
+        if (self.parts or parts) and self.init is None:
+            raise UserError(f"training only {', '.join(self.parts or parts)} leaves the rest of a new model at its "
+                            "random start: give the model to fine-tune with --init (TrainJob(init=...))")
         if not 0 <= self.segments <= 8:
             raise UserError(f"{self.segments} segments: give 0 (no ASI) to 8 (the training cache packs at most 8)")
         if self.num_levels < 1 or self.channels % self.num_levels:

@@ -1,7 +1,11 @@
 """Training (three stages, resumable) and transmission through the command line, on tiny models."""
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +164,46 @@ def test_fine_tuning_starts_from_the_given_weights(trained, tmp_path):
     assert tuned.config.trained["init"] == f"{trained.name}/model"  # no path of this machine
     assert torch.equal(start.asi.mlp[0].weight, tuned.asi.mlp[0].weight)  # ASI had no steps: untouched
     assert not torch.equal(start.decoder.out.weight, tuned.decoder.out.weight)  # one codec step moved it
+
+
+def test_the_refine_preset_trains_encoder_and_decoder_of_the_given_model(trained, tmp_path, capsys):
+    """The shipped default's last step as one command: from --init, only the encoder and decoder move."""
+    out = tmp_path / "refine"
+    status = main(["train", "--synthetic", "12", "--preset", "refine", "--steps", "asc=1", "--init",
+                   str(trained / "model"), "--out", str(out)])
+    assert status == 0
+    start, tuned = LamscModel.load(trained / "model"), LamscModel.load(out / "model")
+    moved = {k.split(".")[0] for k, v in tuned.state_dict().items() if not torch.equal(v, start.state_dict()[k])}
+    assert moved == {"encoder", "decoder"}
+    assert tuned.config.trained["preset"] == "refine" and tuned.config.trained["recipe"]["rates"] == [0.15, 1.0]
+    capsys.readouterr()
+    # without a model to start from, the mask network and ASI would stay at their random start
+    assert main(["train", "--synthetic", "4", "--preset", "refine", "--out", str(tmp_path / "new")]) == 2
+    assert "give the model to fine-tune with --init" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # refused before anything was segmented or written
+
+
+def test_gpu_train_sh_refines_a_given_model_with_the_gpu_refine_preset(tmp_path):
+    """benchmarks/gpu_train.sh with INIT, on the CPU for one step: the gpu-refine preset from the given model,
+    written in float16 as the shipped default is."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, item in enumerate(make_shapes(3)):
+        Image.fromarray(item.pixels).save(photos / f"{k}.png")
+    torch.manual_seed(0)
+    LamscModel(ModelConfig(width=16)).save(tmp_path / "start")  # photographs: a model without task heads
+    env = {**os.environ, "INIT": str(tmp_path / "start"), "STEPS": "asc=1", "DEVICE": "cpu", "PYTHON": sys.executable}
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_train.sh"
+    run = subprocess.run(["sh", str(script), str(photos), str(tmp_path / "out")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    refined = LamscModel.load(tmp_path / "out" / "lamsc-default")
+    trained = refined.config.trained
+    assert trained["preset"] == "gpu-refine" and trained["init"] == f"{tmp_path.name}/start"
+    start = LamscModel.load(tmp_path / "start").mask_net.state_dict()  # the mask network stays fixed
+    assert all(torch.equal(v.float(), start[k].half().float()) for k, v in refined.mask_net.state_dict().items())
 
 
 def test_training_only_the_named_parts_leaves_the_rest_as_it_was(tmp_path):

@@ -41,8 +41,9 @@ def train(
                                             "compute in bf16, else fp32), bf16 or fp32."),
     distortion: Optional[str] = typer.Option(None, help="What the link stages minimise: mse (the recipes' "
                                              "default) or psnr (the mean PSNR's gradient: each crop by its dB)."),
-    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill it "
-                                            "on this device (the gpu preset's own: 6; 0: none, the steps as given)."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill "
+                                            "it on this device (gpu: 6 by default, gpu-refine: 8; 0: none, the steps "
+                                            "as given)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve. Under
