@@ -83,6 +83,16 @@ def test_importance_weights_are_the_mean_segment_weight_over_covering_segments(p
     assert got.shape == (120, 170) and got.min() >= 0 and got.max() <= 1 and got.std() > 0
 
 
+def test_per_image_margins_count_photographs_not_means():
+    # one photograph far below (the mean loses) while lamsc is above on the other two
+    rows = [{"snr_db": 0.0, "image": i, "link": link, "psnr": p}
+            for i, ours, theirs in (("a", 25.0, 24.0), ("b", 26.0, 25.5), ("c", 32.0, 38.0))
+            for link, p in (("lamsc", ours), ("separation", theirs))]
+    (m,) = snr_sweep.per_image_margins(rows)
+    assert (m["link"], m["above"], m["images"], m["worst"]) == ("separation", 2, 3, "c")
+    assert m["median_db"] == pytest.approx(0.5) and m["worst_db"] == pytest.approx(-6.0)
+
+
 def test_the_sweeps_send_the_ablation_with_every_feature_and_weight_every_link(tmp_path, photo):
     images = tmp_path / "images"
     images.mkdir()
@@ -101,6 +111,7 @@ def test_the_sweeps_send_the_ablation_with_every_feature_and_weight_every_link(t
     assert all(np.isfinite(float(r["psnr_w"])) for r in rows)
     text = (tmp_path / "snr" / "snr_sweep.md").read_text()
     assert "| plain-jscc | analog |" in text and "PSNR-w dB" in text and "8 channels, 0 segments" in text
+    assert "| 5 | softcast | " in text.split("Photograph by photograph")[1]
 
     import cbr_sweep
 
