@@ -10,7 +10,8 @@
 #
 # With NPROC > 1 each step trains on NPROC x the preset's batch (one batch per GPU), in the same budget.
 # PHOTOS: the folder ../shared/data/photos.sh builds (a segments.npz beside the photographs' run folder is
-# reused: put one in OUT/train to skip segmenting). MINUTES: the training budget (default: the gpu preset's).
+# reused: put one in OUT/train to skip segmenting). MINUTES: the training budget (default: the preset's, gpu 6,
+# gpu-refine 8).
 # Writes OUT/lamsc-default.{safetensors,json} (fp16 weights, what ships in semcom/default_model/),
 # OUT/curves.png, OUT/history.json and OUT/train.json; the run itself (resumable) stays in OUT/train.
 # ABLATION=1: lamsc's codec with ASI and ASC off (--segments 0 --levels 1) and 8 channels, every feature sent
@@ -18,8 +19,9 @@
 # (benchmarks/results/ablation.md). Give it its own OUT: a run folder resumes only the model it began.
 # STEPS: the steps per stage as given (the budget is not fitted; give STEPS or MINUTES): a matched pair trains
 # the default and the ablation with one STEPS, e.g. the shipped default's GPU stage's (its JSON, last init_trained).
-# INIT: the shipped default's last step (the gpu-refine preset: encoder and decoder of INIT on the block-mean
-# depth maps, mask network fixed; 8 minutes unless MINUTES), what a GPU holder runs to improve the default.
+# INIT: a further round of the shipped default's last step on INIT (the gpu-refine preset: its encoder and decoder
+# on the block-mean depth maps, mask network fixed; 8 minutes unless MINUTES; with STEPS give asc=N only), what a
+# GPU holder runs to improve the default.
 set -eu
 photos=${1:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
 out=${2:?usage: gpu_train.sh PHOTOS OUT [MINUTES]}
@@ -38,14 +40,14 @@ variant=""
 preset=gpu
 if [ -n "${INIT:-}" ]; then
   preset=gpu-refine
-  variant="--init $INIT"
 fi
 if [ "${ABLATION:-0}" = 1 ]; then
   [ -z "${INIT:-}" ] || { echo "gpu_train.sh: ABLATION trains a new plain codec; leave INIT out" >&2; exit 2; }
   name=lamsc-plain
   variant="--channels 8 --segments 0 --levels 1"
 fi
-$launch -m lamsc.cli train --preset $preset --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 $variant \
+$launch -m lamsc.cli train --preset "$preset" --data "$photos" --device "${DEVICE:-cuda}" --precision fp32 $variant \
+  ${INIT:+--init "$INIT"} \
   ${3:+--minutes "$3"} ${STEPS:+--steps "$STEPS" --minutes 0} --out "$out/train" --json >"$out/train.json"
 $py - "$out" "$name" <<'PY'
 import shutil, sys

@@ -527,9 +527,14 @@ class TrainJob:
         unknown = (set(self.reinit) | set(parts or ()) | set(self.parts)) - set(MODEL_PARTS)
         if unknown:
             raise UserError(f"no model part {', '.join(sorted(unknown))}; the parts are {', '.join(MODEL_PARTS)}")
-        if (self.parts or parts) and self.init is None:
-            raise UserError(f"training only {', '.join(self.parts or parts)} leaves the rest of a new model at its "
-                            "random start: give the model to fine-tune with --init (TrainJob(init=...))")
+        trained = self.parts or parts
+        if trained and self.init is None:
+            raise UserError(f"training only {', '.join(trained)} leaves the rest of a new model at its random "
+                            "start: give the model to fine-tune with --init (TrainJob(init=...))")
+        fixed = set(self.reinit) - set(trained or MODEL_PARTS)
+        if fixed:
+            raise UserError(f"--reinit {', '.join(sorted(fixed))} starts it afresh but only {', '.join(trained)} "
+                            "train: add it to the trained parts (--train-part) or leave it out of --reinit")
         if not 0 <= self.segments <= 8:
             raise UserError(f"{self.segments} segments: give 0 (no ASI) to 8 (the training cache packs at most 8)")
         if self.num_levels < 1 or self.channels % self.num_levels:

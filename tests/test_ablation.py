@@ -84,10 +84,11 @@ def test_importance_weights_are_the_mean_segment_weight_over_covering_segments(p
 
 
 def test_per_image_margins_count_photographs_not_means():
-    # one photograph far below (the mean loses) while lamsc is above on the other two
+    # one photograph far below (the mean loses) while lamsc is above on the other two; lamsc-no-asc, at about
+    # twice the channel uses, is no comparison at equal uses
     rows = [{"snr_db": 0.0, "image": i, "link": link, "psnr": p}
             for i, ours, theirs in (("a", 25.0, 24.0), ("b", 26.0, 25.5), ("c", 32.0, 38.0))
-            for link, p in (("lamsc", ours), ("separation", theirs))]
+            for link, p in (("lamsc", ours), ("separation", theirs), ("lamsc-no-asc", ours + 1))]
     (m,) = snr_sweep.per_image_margins(rows)
     assert (m["link"], m["above"], m["images"], m["worst"]) == ("separation", 2, 3, "c")
     assert m["median_db"] == pytest.approx(0.5) and m["worst_db"] == pytest.approx(-6.0)

@@ -193,16 +193,17 @@ def test_gpu_train_sh_refines_a_given_model_with_the_gpu_refine_preset(tmp_path)
     for k, item in enumerate(make_shapes(3)):
         Image.fromarray(item.pixels).save(photos / f"{k}.png")
     torch.manual_seed(0)
-    LamscModel(ModelConfig(width=16)).save(tmp_path / "start")  # photographs: a model without task heads
-    env = {**os.environ, "INIT": str(tmp_path / "start"), "STEPS": "asc=1", "DEVICE": "cpu", "PYTHON": sys.executable}
+    LamscModel(ModelConfig(width=16)).save(tmp_path / "start model")  # photographs: a model without task heads
+    env = {**os.environ, "INIT": str(tmp_path / "start model"), "STEPS": "asc=1", "DEVICE": "cpu",
+           "PYTHON": sys.executable}
     script = Path(__file__).parents[1] / "benchmarks" / "gpu_train.sh"
     run = subprocess.run(["sh", str(script), str(photos), str(tmp_path / "out")], env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     refined = LamscModel.load(tmp_path / "out" / "lamsc-default")
     trained = refined.config.trained
-    assert trained["preset"] == "gpu-refine" and trained["init"] == f"{tmp_path.name}/start"
-    start = LamscModel.load(tmp_path / "start").mask_net.state_dict()  # the mask network stays fixed
+    assert trained["preset"] == "gpu-refine" and trained["init"] == f"{tmp_path.name}/start model"
+    start = LamscModel.load(tmp_path / "start model").mask_net.state_dict()  # the mask network stays fixed
     assert all(torch.equal(v.float(), start[k].half().float()) for k, v in refined.mask_net.state_dict().items())
 
 
@@ -231,6 +232,10 @@ def test_training_only_the_named_parts_leaves_the_rest_as_it_was(tmp_path):
         TrainJob(recipe=replace(TrainConfig(), parts=("coder",)))
     with pytest.raises(UserError, match="no model part coder"):
         TrainJob(parts=("coder",))  # the job's override, as `lamsc train --train-part` passes it
+    with pytest.raises(UserError, match="give the model to fine-tune with --init"):
+        TrainJob(parts=("decoder",))  # a new model's encoder and ASC would stay random
+    with pytest.raises(UserError, match="--reinit mask_net starts it afresh but only decoder train"):
+        TrainJob(init="m", reinit=("mask_net",), parts=("decoder",))
 
 
 def test_curves_plot_long_histories(tmp_path):
