@@ -232,6 +232,11 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
         result = transmit(item.pixels, tx, rx, channel, seed)
         got = dict(bits=result.bits, uses=result.channel_uses, psnr=result.psnr, ssim=result.ssim,
                    lost=result.reconstruction.lost)
+    # what a Retriever used for the image the PSNR scores: the timed receives below decode the payload as sent,
+    # without the channel's noise, and would overwrite it; a lost image reached no retrieval (``last`` is older)
+    retriever = getattr(rx, "refine", None)
+    retrieved = (dict(retriever.last) if retriever is not None and getattr(retriever, "last", None)
+                 and not got["lost"] else None)
     rx_times, rx_gpu = [], []
     for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
@@ -260,10 +265,9 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
         # what was sent, byte for byte: two installs or backends agree when these do
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
-    retriever = getattr(rx, "refine", None)
-    if retriever is not None and hasattr(retriever, "last"):  # a Retriever: what the last receive used, and its seconds
-        ours["kb"] = {"used": retriever.last["used"], "agreement": retriever.last["agreement"],
-                      "score": retriever.last["score"], "seconds": retriever.last["seconds"]}
+    if retrieved is not None:  # a Retriever: what the link's receive used, and its seconds
+        ours["kb"] = {"used": retrieved["used"], "agreement": retrieved["agreement"], "score": retrieved["score"],
+                      "seconds": retrieved["seconds"]}
     data, quality, psnr = jpeg_matched(item.pixels, got["psnr"])
     jpeg_runs, jpeg_j, _, _ = repeat_measured(lambda: jpeg_matched_encode(item.pixels, quality), meter, repeats, 1)
     mcs = radio_mcs(radio, channel.snr_db)
