@@ -80,9 +80,9 @@ PRESETS = {
     # The shipped default's recipe: a wall-clock budget on one GPU, steps in these proportions.
     "gpu": TrainConfig(steps={"asi": 300, "codec": 20000, "asc": 8000}, crop=192, batch=32, rate_target=0.25,
                        checkpoint_every=1000, scales=(1.0, 0.75, 0.5), minutes=6.0),
-    # The shipped default's last step (benchmarks/results/default_model.md, step 7), from a trained model
+    # The shipped default's last steps (benchmarks/results/default_model.md, steps 7 and 8), from a trained model
     # (--init): encoder and decoder on the block-mean depth maps the link sends, at kept fractions in
-    # 0.15-1.0, the mask network fixed; about 70 minutes on 2 cores with AVX-512 BF16.
+    # 0.15-1.0, the mask network fixed; its 13,000 steps take about 70 minutes on 2 cores with AVX-512 BF16.
     "refine": TrainConfig(steps={"asi": 0, "codec": 0, "asc": 13000}, lr=1.0e-4, rate_target=0.25, rates=(0.15, 1.0),
                           scales=(1.0, 0.75, 0.5), parts=("encoder", "decoder"), seed=3),
     # The same step in a wall-clock budget on one GPU (steps fitted to it), at the gpu preset's crops and batch.
