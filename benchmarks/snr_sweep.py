@@ -61,6 +61,8 @@ RULES = ("Every link at lamsc's channel uses (complex; CBR = uses / 3HW) and SNR
          "separation over 5G LDPC + QAM, ideal at Shannon capacity (no real code, so no coded bits). "
          f"Separation: {SCORING_RULE}.")
 ABLATION = "plain-jscc"  # the row of --ablation: lamsc's codec trained without ASI and ASC, every feature sent
+# lamsc itself, and lamsc sending everything at about twice its channel uses: no comparison at equal uses
+NOT_COMPARED = ("lamsc", "lamsc-no-asc")
 WEIGHTED_RULE = ("PSNR-w: PSNR with each pixel's squared error weighted by ASI's segment importance (the mean "
                  "attention weight of the SKB segments covering it, 0 where none does), from the lamsc model's ASI; "
                  "the same weights for every link (lamsc.semcom.metrics.weighted_psnr).")
@@ -234,7 +236,7 @@ def crossing_points(table: list[dict]) -> dict:
 
     ours = curve("lamsc")
     out = {}
-    for link in dict.fromkeys(t["link"] for t in table if t["link"] not in ("lamsc", "lamsc-no-asc")):
+    for link in dict.fromkeys(t["link"] for t in table if t["link"] not in NOT_COMPARED):
         theirs = curve(link)
         snrs = sorted(set(ours) & set(theirs))
         d = [ours[s] - theirs[s] for s in snrs]
@@ -253,8 +255,7 @@ def per_image_margins(rows: list[dict]) -> list[dict]:
     out = []
     for snr in sorted({r["snr_db"] for r in rows}):
         ours = {r["image"]: r["psnr"] for r in rows if r["snr_db"] == snr and r["link"] == "lamsc"}
-        # lamsc-no-asc spends about twice the channel uses: not a comparison at equal uses
-        links = sorted({r["link"] for r in rows if r["snr_db"] == snr} - {"lamsc", "lamsc-no-asc"}, key=link_order)
+        links = sorted({r["link"] for r in rows if r["snr_db"] == snr} - set(NOT_COMPARED), key=link_order)
         for link in links:
             gap = {r["image"]: ours[r["image"]] - r["psnr"] for r in rows
                    if r["snr_db"] == snr and r["link"] == link and r["image"] in ours}

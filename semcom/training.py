@@ -74,21 +74,22 @@ class TrainConfig:
     parts: tuple[str, ...] | None = None  # the only MODEL_PARTS trained, the rest fixed (stage_parameters); None: all
 
 
+# The shipped default's last steps (benchmarks/results/default_model.md, steps 7 and 8), from a trained model
+# (--init): encoder and decoder on the block-mean depth maps the link sends, at kept fractions in 0.15-1.0, the
+# mask network fixed; its 13,000 steps take about 70 minutes on 2 cores with AVX-512 BF16.
+REFINE = TrainConfig(steps={"asi": 0, "codec": 0, "asc": 13000}, lr=1.0e-4, rate_target=0.25, rates=(0.15, 1.0),
+                     scales=(1.0, 0.75, 0.5), parts=("encoder", "decoder"), seed=3)
+
 PRESETS = {
     # CPU-sized: real photographs, about an hour on 2 idle cores.
     "default": TrainConfig(),
     # The shipped default's recipe: a wall-clock budget on one GPU, steps in these proportions.
     "gpu": TrainConfig(steps={"asi": 300, "codec": 20000, "asc": 8000}, crop=192, batch=32, rate_target=0.25,
                        checkpoint_every=1000, scales=(1.0, 0.75, 0.5), minutes=6.0),
-    # The shipped default's last steps (benchmarks/results/default_model.md, steps 7 and 8), from a trained model
-    # (--init): encoder and decoder on the block-mean depth maps the link sends, at kept fractions in
-    # 0.15-1.0, the mask network fixed; its 13,000 steps take about 70 minutes on 2 cores with AVX-512 BF16.
-    "refine": TrainConfig(steps={"asi": 0, "codec": 0, "asc": 13000}, lr=1.0e-4, rate_target=0.25, rates=(0.15, 1.0),
-                          scales=(1.0, 0.75, 0.5), parts=("encoder", "decoder"), seed=3),
+    "refine": REFINE,
     # The same step in a wall-clock budget on one GPU (steps fitted to it), at the gpu preset's crops and batch.
-    "gpu-refine": TrainConfig(steps={"asi": 0, "codec": 0, "asc": 20000}, crop=192, batch=32, lr=1.0e-4,
-                              rate_target=0.25, rates=(0.15, 1.0), scales=(1.0, 0.75, 0.5),
-                              parts=("encoder", "decoder"), checkpoint_every=1000, minutes=8.0),
+    "gpu-refine": replace(REFINE, steps={"asi": 0, "codec": 0, "asc": 20000}, crop=192, batch=32, seed=0,
+                          checkpoint_every=1000, minutes=8.0),
     # Seconds on a CPU: for tests and smoke runs, not for quality.
     "tiny": TrainConfig(steps={"asi": 5, "codec": 10, "asc": 10}, crop=64, batch=4, checkpoint_every=5),
 }
