@@ -495,6 +495,8 @@ class TrainJob:
     distortion: str | None = None         # overrides the recipe's: mse | psnr (reconstruction_loss)
     minutes: float | None = None          # overrides the recipe's wall-clock budget (steps fitted to it; 0: none)
     parts: tuple[str, ...] = ()           # overrides the recipe's: the only parts trained
+    seed: int | None = None               # overrides the recipe's: crops, SNRs, noise and a new model's weights
+    lr: float | None = None               # overrides the recipe's peak learning rate (cosine to 0 over each stage)
     out: Path | str = Path("lamsc-out/train")
     sam_checkpoint: Path | str | None = None  # SKB for the segments; None: the fallback segmenter
     importance: Path | str | None = None  # folder of experience maps <image>.png for the ASI stage
@@ -520,6 +522,10 @@ class TrainJob:
         if self.minutes is not None and not self.minutes >= 0:
             raise UserError(f"a training budget of {self.minutes} minutes: give a positive number of minutes, or 0 "
                             "for none (the recipe's steps as given)")
+        if self.seed is not None and self.seed < 0:
+            raise UserError(f"seed {self.seed}: give a seed of 0 or more")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise UserError(f"learning rate {self.lr}: give one between 0 and 1 (the recipes use 1e-4 to 3e-4)")
         if self.reinit and self.init is None:
             raise UserError("--reinit names parts of a model to fine-tune: give the model with --init")
         parts = self.recipe_config.parts
@@ -581,7 +587,9 @@ def _train_model(job: TrainJob, progress, segmented, device: torch.device) -> Tr
     cfg = replace(cfg, steps={**cfg.steps, **job.steps}, **({"precision": job.precision} if job.precision else {}),
                   **({"distortion": job.distortion} if job.distortion else {}),
                   **({"minutes": job.minutes} if job.minutes is not None else {}),
-                  **({"parts": tuple(job.parts)} if job.parts else {}))
+                  **({"parts": tuple(job.parts)} if job.parts else {}),
+                  **({"seed": job.seed} if job.seed is not None else {}),
+                  **({"lr": job.lr} if job.lr is not None else {}))
     images = list(iter_images([Path(d) for d in job.data])) if job.data else []
     if job.bundled:
         images += bundled_photos()

@@ -170,12 +170,15 @@ def test_the_refine_preset_trains_encoder_and_decoder_of_the_given_model(trained
     """The shipped default's last step as one command: from --init, only the encoder and decoder move."""
     out = tmp_path / "refine"
     status = main(["train", "--synthetic", "12", "--preset", "refine", "--steps", "asc=1", "--init",
-                   str(trained / "model"), "--out", str(out)])
+                   str(trained / "model"), "--seed", "5", "--lr", "5e-5", "--out", str(out)])
     assert status == 0
     start, tuned = LamscModel.load(trained / "model"), LamscModel.load(out / "model")
     moved = {k.split(".")[0] for k, v in tuned.state_dict().items() if not torch.equal(v, start.state_dict()[k])}
     assert moved == {"encoder", "decoder"}
-    assert tuned.config.trained["preset"] == "refine" and tuned.config.trained["recipe"]["rates"] == [0.15, 1.0]
+    recipe = tuned.config.trained["recipe"]
+    assert tuned.config.trained["preset"] == "refine" and recipe["rates"] == [0.15, 1.0]
+    assert (recipe["seed"], recipe["lr"]) == (5, 5e-5)  # the command line's, over the preset's 3 and 1e-4
+    assert json.loads((out / "recipe.json").read_text())["lr"] == 5e-5  # what a resumed run continues with
     capsys.readouterr()
     # without a model to start from, the mask network and ASI would stay at their random start
     assert main(["train", "--synthetic", "4", "--preset", "refine", "--out", str(tmp_path / "new")]) == 2
@@ -236,6 +239,10 @@ def test_training_only_the_named_parts_leaves_the_rest_as_it_was(tmp_path):
         TrainJob(parts=("decoder",))  # a new model's encoder and ASC would stay random
     with pytest.raises(UserError, match="--reinit mask_net starts it afresh but only decoder train"):
         TrainJob(init="m", reinit=("mask_net",), parts=("decoder",))
+    with pytest.raises(UserError, match="learning rate 3.0: give one between 0 and 1"):
+        TrainJob(lr=3.0)
+    with pytest.raises(UserError, match="seed -1: give a seed of 0 or more"):
+        TrainJob(seed=-1)
 
 
 def test_curves_plot_long_histories(tmp_path):

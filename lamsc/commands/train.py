@@ -44,13 +44,17 @@ def train(
     minutes: Optional[float] = typer.Option(None, help="Wall-clock budget: the recipe's steps scaled to fill "
                                             "it on this device (gpu: 6 by default, gpu-refine: 8; 0: none, the steps "
                                             "as given)."),
+    seed: Optional[int] = typer.Option(None, help="The recipe's seed: crops, SNRs, channel noise and a new "
+                                       "model's weights."),
+    lr: Optional[float] = typer.Option(None, help="The recipe's peak learning rate (a cosine to 0 over each "
+                                       "stage)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Train the LAM-SC codec in three steps; resumable, with progress and a loss/PSNR curve. Under
     `torchrun --nproc_per_node N` it trains on N processes (N GPUs), each step on N x the recipe's batch."""
     job = TrainJob(data=data, bundled=bundled, synthetic=synthetic, recipe=preset,
                    steps=_parse_steps(steps) if steps else {}, precision=precision, distortion=distortion,
-                   minutes=minutes, out=out, parts=tuple(train_part),
+                   minutes=minutes, out=out, parts=tuple(train_part), seed=seed, lr=lr,
                    sam_checkpoint=checkpoint, importance=importance, init=init, reinit=tuple(reinit),
                    channels=channels, width=width, segments=segments, num_levels=levels, device=device)
     if not launched().main:  # torchrun's other processes train alongside rank 0, which draws and prints
