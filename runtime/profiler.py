@@ -36,7 +36,7 @@ from lamsc.runtime.latency import Latency, stage_latencies
 from lamsc.runtime.radio import RULE as RADIO_RULE, Radio, radio as radio_preset
 from lamsc.semcom import metrics
 from lamsc.semcom.image_codecs import MAX_SIDE
-from lamsc.semcom.mcs import choose_mcs, symbols_needed
+from lamsc.semcom.mcs import TransportBlock, choose_mcs
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, nearest_step
 from lamsc.semcom.images import NamedImage, bundled_photos, iter_images
@@ -225,7 +225,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
         reaches = math.isfinite(radio.link_airtime_s(channel.snr_db, bits, 0))
         rec = (rx.receive(payload, h, w) if reaches else
                lost_image(h, w, f"{channel.snr_db:g} dB is below the radio's most robust MCS"))
-        got = dict(bits=bits, uses=symbols_needed(len(payload), radio_mcs(radio, channel.snr_db)),
+        got = dict(bits=bits, uses=TransportBlock.carrying(len(payload), radio_mcs(radio, channel.snr_db)).channel_uses,
                    psnr=float(metrics.psnr(item.pixels, rec.image)),
                    ssim=float(metrics.ssim(item.pixels, rec.image)), lost=rec.lost)
     else:
@@ -271,7 +271,7 @@ def profile_image(item: NamedImage, tx, rx, channel: Channel, meter: EnergyMeter
     data, quality, psnr = jpeg_matched(item.pixels, got["psnr"])
     jpeg_runs, jpeg_j, _, _ = repeat_measured(lambda: jpeg_matched_encode(item.pixels, quality), meter, repeats, 1)
     mcs = radio_mcs(radio, channel.snr_db)
-    jpeg_uses = symbols_needed(len(data), mcs)
+    jpeg_uses = TransportBlock.carrying(len(data), mcs).channel_uses
     jpeg_radio = radio.link_energy_j(channel.snr_db, 8 * len(data), jpeg_uses)
     baseline = {"codec": "jpeg", "quality": quality, "bits": 8 * len(data), "psnr": psnr,
                 "ssim": float(metrics.ssim(item.pixels, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))),

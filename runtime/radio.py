@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from lamsc.errors import UserError
 import math
 
-from lamsc.semcom.mcs import MCS_TABLE, choose_mcs, symbols_needed
+from lamsc.semcom.mcs import MCS_TABLE, TransportBlock, choose_mcs
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Radio:
         if self.bits_per_use(snr_db) == 0:
             return float("inf")
         mcs = choose_mcs(snr_db, self.max_bits_per_use)
-        return symbols_needed(math.ceil(message_bits / 8), mcs) / self.resource_elements_per_s
+        return TransportBlock.carrying(math.ceil(message_bits / 8), mcs).channel_uses / self.resource_elements_per_s
 
     def link_energy_j(self, snr_db: float, message_bits: int, channel_uses: int) -> float:
         """Joules of one image's link under RULE (see link_airtime_s)."""

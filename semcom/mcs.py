@@ -1,16 +1,20 @@
 """The coded digital link: 5G NR LDPC + QAM (Sionna), its modulation and coding schemes (MCS) and their
 measured thresholds, and a transport block sent over it.
 
-A message (bytes) is a transport block: it gets a CRC-24A, is cut into code blocks of ``k - 24`` bits that
-each get a CRC-24B and are LDPC-encoded into ``CODEWORD`` = 4800 coded bits (3GPP TS 38.212, 5.1-5.3; here
-every block carries its CRC-24B, also when there is only one), mapped onto Gray-coded QAM and sent over
+A message (bytes) is a transport block: it gets a CRC-24A and is cut into code blocks of ``k - 24`` bits
+that each get a CRC-24B and are LDPC-encoded and rate-matched to ``n`` coded bits (3GPP TS 38.212, 5.1-5.4;
+here every block carries its CRC-24B, also when there is only one), mapped onto Gray-coded QAM and sent over
 the channel (lamsc.semcom.channels.analog: AWGN, or Rayleigh equalised with perfect CSI). The receiver
 demaps to LLRs (APP demapper), runs 20 belief-propagation iterations and checks each block's CRC.
+``TransportBlock`` segments a block the way TS 38.212 5.4.2.1 shares a number of channel uses among its code
+blocks: as many code blocks as hold ``CODEWORD`` = 4800 coded bits, each rate-matched to an equal share of
+the uses, so that no use is left idle but under one QAM symbol per block.
 
 ``MCS_TABLE`` thresholds: the lowest SNR (Es/N0 per complex symbol, AWGN, on a 0.5 dB grid) at which a
 4800-bit codeword of that scheme fails at most 2 times in 200 (block error rate <= 1%), measured with
 this module's own ``ldpc_qam`` (Sionna 2.2) by ``benchmarks/mcs_bler.py``; the measured rates are in
-benchmarks/results/mcs_bler.md.
+benchmarks/results/mcs_bler.md, which also checks the longest codeword rate matching makes (just under
+twice as long) at each threshold: a longer code of the same rate decodes at least as well.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from lamsc.semcom.channels import Channel, analog
 
-CODEWORD = 4800   # LDPC codeword length in coded bits
+CODEWORD = 4800   # the shortest LDPC codeword (coded bits) a code block is rate-matched to
 CRC_BITS = 24     # CRC-24A per transport block, CRC-24B per code block (TS 38.212, 5.1)
 ITERATIONS = 20   # belief-propagation iterations of the decoder
 
@@ -40,8 +44,12 @@ class MCS:
 
     @property
     def k(self) -> int:
-        """Information bits per codeword (CRC-24B included)."""
-        return int(CODEWORD * self.rate)
+        """Information bits (CRC-24B included) of a ``CODEWORD``-bit codeword."""
+        return self.information_bits(CODEWORD)
+
+    def information_bits(self, n: int) -> int:
+        """Information bits (CRC-24B included) of an ``n``-bit codeword at this code rate, rounded down."""
+        return int(n * Fraction(self.rate).limit_denominator(64))
 
     @property
     def efficiency(self) -> float:
@@ -110,44 +118,71 @@ def mcs_by_name(name: str) -> MCS:
     raise KeyError(name)
 
 
-def blocks_within(channel_uses: int, mcs: MCS) -> int:
-    """Whole codewords that ``channel_uses`` complex channel uses carry at ``mcs``."""
-    return max(0, channel_uses) * mcs.bits_per_symbol // CODEWORD
+@dataclass(frozen=True)
+class TransportBlock:
+    """A transport block's code block segmentation at ``mcs``: ``blocks`` code blocks, each of ``k``
+    information bits (its CRC-24B included) LDPC-coded and rate-matched to ``n`` coded bits, ``n`` a whole
+    number of QAM symbols from ``CODEWORD`` to just under twice that (TS 38.212 5.2.2, 5.4.2.1: equal shares
+    of the transport block's coded bits, the remainder under one symbol per block left idle)."""
+
+    mcs: MCS
+    blocks: int
+    n: int
+
+    @property
+    def k(self) -> int:
+        return self.mcs.information_bits(self.n)
+
+    @property
+    def message_bits(self) -> int:
+        """The longest message it carries: every block's bits but their CRC-24B, less the CRC-24A."""
+        return self.blocks * (self.k - CRC_BITS) - CRC_BITS
+
+    @property
+    def coded_bits(self) -> int:
+        return self.blocks * self.n
+
+    @property
+    def channel_uses(self) -> int:
+        """Complex channel uses on the air: ``n / bits_per_symbol`` per block."""
+        return self.coded_bits // self.mcs.bits_per_symbol
+
+    @classmethod
+    def filling(cls, channel_uses: int, mcs: MCS) -> TransportBlock | None:
+        """The segmentation that fills ``channel_uses`` complex uses: as many blocks as hold ``CODEWORD`` coded
+        bits, each given an equal share of the uses; None when the uses hold no ``CODEWORD``-bit codeword."""
+        q = mcs.bits_per_symbol
+        blocks = max(0, channel_uses) * q // CODEWORD
+        return cls(mcs, blocks, q * (channel_uses // blocks)) if blocks else None
+
+    @classmethod
+    def carrying(cls, num_bytes: int, mcs: MCS) -> TransportBlock:
+        """The segmentation of the fewest channel uses that carries a message of ``num_bytes`` bytes."""
+        need = 8 * num_bytes
+        uses = -(-CODEWORD // mcs.bits_per_symbol)
+        while True:
+            tb = cls.filling(uses, mcs)
+            if tb.message_bits >= need:
+                return tb
+            # d more uses add at most efficiency x (d + blocks) + blocks bits (each block's k rounds down):
+            # a step short of the shortfall never passes the first number of uses that carries the message
+            short = need - tb.message_bits - tb.blocks * (1 + mcs.efficiency)
+            uses += max(1, int(short / mcs.efficiency))
 
 
-def message_bytes(blocks: int, mcs: MCS) -> int:
-    """The longest message (bytes) that ``blocks`` code blocks carry, after the transport block's CRC and
-    each block's CRC; 0 when nothing fits."""
-    return max(0, (blocks * (mcs.k - CRC_BITS) - CRC_BITS) // 8)
-
-
-def blocks_needed(num_bytes: int, mcs: MCS) -> int:
-    """Code blocks of a message of ``num_bytes`` bytes (with its CRCs)."""
-    return -(-(8 * num_bytes + CRC_BITS) // (mcs.k - CRC_BITS))
-
-
-def channel_uses_of(blocks: int, mcs: MCS) -> int:
-    """Complex channel uses of ``blocks`` codewords: ``CODEWORD / bits_per_symbol`` each."""
-    return blocks * CODEWORD // mcs.bits_per_symbol
-
-
-def symbols_needed(num_bytes: int, mcs: MCS) -> int:
-    """Complex channel uses of a message of ``num_bytes`` bytes sent as a transport block at ``mcs``."""
-    return channel_uses_of(blocks_needed(num_bytes, mcs), mcs)
-
-
-def ldpc_qam(info, mcs: MCS, channel: Channel, generator=None):
+def ldpc_qam(info, mcs: MCS, channel: Channel, generator=None, n: int = CODEWORD):
     """Information bits (B, k) in {0, 1}, a torch tensor -> the decoder's hard decisions (B, k) after LDPC
-    encoding, QAM mapping, ``channel`` (noise from the torch.Generator ``generator``) and APP demapping with
-    the channel's noise variance. Sionna's encoder and decoder (3GPP TS 38.212 base graphs, rate matching to
-    ``CODEWORD``); Sionna runs on torch, which the simulated coded link (not the MCS table) needs."""
+    encoding rate-matched to ``n`` coded bits, ``mcs``'s QAM mapping, ``channel`` (noise from the
+    torch.Generator ``generator``) and APP demapping with the channel's noise variance. Sionna's encoder and
+    decoder (3GPP TS 38.212 base graphs and rate matching); Sionna runs on torch, which the simulated coded
+    link (not the MCS table) needs."""
     import torch
     from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
 
     from lamsc.semcom.distributed import intra_op_threads
     from sionna.phy.mapping import Demapper, Mapper
 
-    encoder = LDPC5GEncoder(mcs.k, CODEWORD)
+    encoder = LDPC5GEncoder(info.shape[-1], n)
     decoder = LDPC5GDecoder(encoder, num_iter=ITERATIONS)
     codewords = encoder(info.float())
     symbols = Mapper("qam", mcs.bits_per_symbol)(codewords)
@@ -175,10 +210,9 @@ class Delivered:
 
 
 def coded_link(message: bytes, mcs: MCS, channel: Channel, seed: int | None = None) -> Delivered:
-    """Send ``message`` as one transport block at ``mcs`` over ``channel`` (noise seeded by ``seed``).
-
-    Uses ``symbols_needed(len(message), mcs)`` channel uses. Raises ValueError on a digital ``channel``:
-    this link does its own modulation over an analog one.
+    """Send ``message`` as one transport block at ``mcs`` over ``channel`` (noise seeded by ``seed``), in
+    the channel uses of ``TransportBlock.carrying(len(message), mcs)``. Raises ValueError on a digital
+    ``channel``: this link does its own modulation over an analog one.
     """
     import torch
     from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
@@ -188,12 +222,12 @@ def coded_link(message: bytes, mcs: MCS, channel: Channel, seed: int | None = No
     tb_crc, cb_crc = CRCEncoder("CRC24A"), CRCEncoder("CRC24B")
     bits = torch.from_numpy(np.unpackbits(np.frombuffer(message, np.uint8)).astype(np.float32))
     tb = tb_crc(bits[None])[0]
-    per_block = mcs.k - CRC_BITS
-    blocks = blocks_needed(len(message), mcs)
+    segments = TransportBlock.carrying(len(message), mcs)
+    blocks, per_block = segments.blocks, segments.k - CRC_BITS
     padded = torch.zeros(blocks * per_block)
     padded[: len(tb)] = tb
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    decided = ldpc_qam(cb_crc(padded.view(blocks, per_block)), mcs, channel, g)
+    decided = ldpc_qam(cb_crc(padded.view(blocks, per_block)), mcs, channel, g, segments.n)
     block_bits, ok = CRCDecoder(cb_crc)(decided)
     ok = ok.reshape(-1).numpy().astype(bool)
     failed = int((~ok).sum())

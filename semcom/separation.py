@@ -2,12 +2,13 @@
 coded digital link (the practical separation baseline), and over a capacity-achieving one (the ideal).
 
 Practical: the MCS with the most bits per use whose measured threshold the design SNR reaches
-(lamsc.semcom.mcs); as many whole 4800-bit codewords as the channel uses hold; the best file of the codecs
-that fits what they carry (lamsc.semcom.image_codecs: downscaled when the full size does not fit, scaled
-back up at the receiver); then 5G LDPC + QAM over the channel. Scoring rule: the picture is scored as the
-receiver shows it. When every code block passes its CRC that is the file's picture; when one fails, the
-receiver decodes the file up to the first failed block (JPEG shows the rows it got; formats that cannot
-decode a cut file show nothing) and shows mid-grey where it has no picture.
+(lamsc.semcom.mcs); the channel uses shared among as many code blocks as hold 4800 coded bits each
+(lamsc.semcom.mcs.TransportBlock); the best file of the codecs that fits what they carry
+(lamsc.semcom.image_codecs: downscaled when the full size does not fit, scaled back up at the receiver); then
+5G LDPC + QAM over the channel. Scoring rule: the picture is scored as the receiver shows it. When every code
+block passes its CRC that is the file's picture; when one fails, the receiver decodes the file up to the first
+failed block (JPEG shows the rows it got; formats that cannot decode a cut file show nothing) and shows
+mid-grey where it has no picture.
 
 Ideal: the same codecs given C = uses x log2(1 + SNR) bits (Shannon; on Rayleigh fading the ergodic
 capacity E[log2(1 + |h|^2 SNR)]), delivered without error: the bound no digital link crosses.
@@ -24,8 +25,7 @@ from scipy.special import exp1
 from lamsc.semcom import metrics
 from lamsc.semcom.channels import Channel
 from lamsc.semcom.image_codecs import CODECS, CodecSearch, decode
-from lamsc.semcom.mcs import (CODEWORD, blocks_within, channel_uses_of, choose_mcs, coded_link, message_bytes,
-                              blocks_needed)
+from lamsc.semcom.mcs import CODEWORD, TransportBlock, choose_mcs, coded_link
 from lamsc.semcom.transmission import LinkResult, Reconstruction, lost_image
 
 SCORING_RULE = ("a failed code block is scored as what the receiver shows: the file decoded up to the first "
@@ -64,24 +64,24 @@ def practical_separation(image: np.ndarray, channel_uses: int, channel: Channel,
     channel's SNR, the baseline's best case); noise seeded by ``seed``. ``search``: a CodecSearch of this
     image to reuse encodes across calls.
 
-    Reports the file's bits (``bits``), the coded bits (whole codewords) and the channel uses they take
-    (at most ``channel_uses``). A row that cannot be sent is lost and says why. Source: 3GPP TS 38.212 (LDPC,
+    Reports the file's bits (``bits``), the coded bits and the channel uses they take (at most
+    ``channel_uses``). A row that cannot be sent is lost and says why. Source: 3GPP TS 38.212 (LDPC,
     CRC), the MCS table measured in lamsc.semcom.mcs.
     """
     t0 = time.perf_counter()
     h, w = image.shape[:2]
     mcs = choose_mcs(channel.snr_db if design_snr_db is None else design_snr_db)
     name = _link_name(codecs, "practical")
-    blocks = blocks_within(channel_uses, mcs)
-    budget = message_bytes(blocks, mcs)
+    room = TransportBlock.filling(channel_uses, mcs)
+    budget = max(0, room.message_bits // 8) if room else 0
     found = (search or CodecSearch(image)).best(budget, codecs) if budget > 0 else None
     if found is None:
-        why = (f"{channel_uses} channel uses hold no whole {CODEWORD}-bit codeword at {mcs.name}" if budget <= 0 else
-               f"no {'/'.join(codecs)} file of this image fits {budget} bytes ({blocks} codewords at {mcs.name}),"
-               " even downscaled")
+        why = (f"{channel_uses} channel uses hold no {CODEWORD}-bit codeword at {mcs.name}" if budget <= 0 else
+               f"no {'/'.join(codecs)} file of this image fits {budget} bytes ({room.blocks} code blocks at "
+               f"{mcs.name}), even downscaled")
         return _result(name, image, lost_image(h, w, why), 0, 0, 0, mcs.name, why, time.perf_counter() - t0)
     got = coded_link(found.data, mcs, channel, seed)
-    used = blocks_needed(len(found.data), mcs)
+    used = TransportBlock.carrying(len(found.data), mcs)
     detail = f"{found.describe((h, w))}; {got.blocks - got.failed}/{got.blocks} blocks decoded"
     if got.complete:
         rec = Reconstruction(decode(got.data, found.codec, h, w))
@@ -90,8 +90,8 @@ def practical_separation(image: np.ndarray, channel_uses: int, channel: Channel,
         reason = (f"{got.failed} of {got.blocks} code blocks failed their CRC at {mcs.name}; shown: "
                   + ("the file up to the first failed block" if shown is not None else "mid-grey (no picture)"))
         rec = lost_image(h, w, reason) if shown is None else Reconstruction(shown, lost=True, reason=reason)
-    return _result(name, image, rec, 8 * len(found.data), used * CODEWORD, channel_uses_of(used, mcs), mcs.name,
-                   detail, time.perf_counter() - t0)
+    return _result(name, image, rec, 8 * len(found.data), used.coded_bits, used.channel_uses, mcs.name, detail,
+                   time.perf_counter() - t0)
 
 
 def ideal_separation(image: np.ndarray, channel_uses: int, channel: Channel, codecs: tuple[str, ...] = CODECS,

@@ -35,8 +35,8 @@ from lamsc.semcom.backend import Backend
 from lamsc.semcom.channels import Channel, analog_form, analog_real, transmit_bits
 from lamsc.semcom.config import ModelConfig, cbr, pad_to_multiple, power_normalise
 from lamsc.semcom.entropy import DigitalMode, EntropyModel, decode_features, effective_snr, encode_features
-from lamsc.semcom.mcs import (CODEWORD, MCS, Delivered, analog_channel_uses, blocks_needed, channel_uses,
-                              channel_uses_of, choose_mcs, coded_link, side_channel_uses)
+from lamsc.semcom.mcs import (MCS, Delivered, TransportBlock, analog_channel_uses, channel_uses, choose_mcs,
+                              coded_link, side_channel_uses)
 from lamsc.semcom.payload import (FLAG_ENTROPY, Features, Parsed, PayloadError, Unpacked, assemble, depth_map_section,
                                   parse, side_bits, unpack)
 from lamsc.semcom.segmenter import Segmenter
@@ -565,10 +565,10 @@ def transmit(image: np.ndarray, transmitter: Transmitter, receiver: Receiver, ch
     bits = metrics.bits(sent.payload)
     if transmitter.digital is not None:
         mcs = choose_mcs(channel.snr_db)
-        blocks = blocks_needed(len(sent.payload), mcs)
-        uses = channel_uses_of(blocks, mcs)
-        crossed = dict(link="digital", coded_bits=blocks * CODEWORD, mcs=mcs.name,
-                       detail=f"step {transmitter.digital.step:g}; {blocks} code blocks")
+        block = TransportBlock.carrying(len(sent.payload), mcs)
+        uses = block.channel_uses
+        crossed = dict(link="digital", coded_bits=block.coded_bits, mcs=mcs.name,
+                       detail=f"step {transmitter.digital.step:g}; {block.blocks} code blocks of {block.n} bits")
     else:
         uses = channel_uses(channel, bits, sent.value_count, sent.side_bits)
         crossed = (dict(link="digital", coded_bits=bits, mcs=f"{channel.name.split('-')[1]}-uncoded")

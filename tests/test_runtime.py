@@ -150,9 +150,11 @@ def test_radio_airtime_and_energy_closed_forms():
 
 def test_radio_energy_rule_charges_digital_radios_coded_bits_and_analog_ones_channel_uses():
     wifi, sdr, lora = radio("wifi"), radio("sdr"), radio("lora")
-    # 12,000 message bits at 8 dB: 16-QAM 1/2 codewords of 2400 bits less 24 CRC bits each, plus a 24-bit CRC
-    blocks = math.ceil((12_000 + 24) / (2400 - 24))
-    assert wifi.link_airtime_s(8.0, 12_000, channel_uses=999) == pytest.approx(blocks * 4800 / 4 / 13e6)
+    # 12,000 message bits at 8 dB, 16-QAM 1/2: 5 code blocks (5 x 4800 coded bits is 6000 uses, 6 would need 7200)
+    # of n coded bits each, n / 2 information bits less a 24-bit CRC each, and a 24-bit CRC over the whole:
+    # n = 4860, the least multiple of 4 (one 16-QAM symbol) with 5 x (n / 2 - 24) - 24 >= 12,000
+    n = 4 * math.ceil(2 * ((12_000 + 24) / 5 + 24) / 4)
+    assert n == 4860 and wifi.link_airtime_s(8.0, 12_000, channel_uses=999) == pytest.approx(5 * n / 4 / 13e6)
     assert sdr.link_airtime_s(8.0, 12_000, channel_uses=999) == pytest.approx(999 / 13e6)
     assert lora.link_airtime_s(8.0, 5469, channel_uses=999) == pytest.approx(1.0)
     assert wifi.link_energy_j(-5.0, 100, 10) == float("inf")
@@ -209,7 +211,7 @@ def test_profile_sends_the_digital_mode_over_a_digital_radio_and_analog_over_sdr
     from lamsc.semcom.config import DEFAULT_MODEL
     from lamsc.semcom.entropy import DEFAULT_STEP, DigitalMode, load_entropy_model
     from lamsc.semcom.images import NamedImage
-    from lamsc.semcom.mcs import choose_mcs, symbols_needed
+    from lamsc.semcom.mcs import TransportBlock, choose_mcs
 
     image = [NamedImage("coffee", photo)]
     wifi, sdr = (profile_link(ProfileConfig(images=image, energy="model", radio=r, repeats=1, out=tmp_path / r))
@@ -222,7 +224,8 @@ def test_profile_sends_the_digital_mode_over_a_digital_radio_and_analog_over_sdr
     decoded = Receiver(model, entropy=entropy).receive(sent.payload, *photo.shape[:2])
     assert got["psnr"] == pytest.approx(float(metrics.psnr(photo, decoded.image)), abs=1e-9)
     wifi_radio = radio("wifi")
-    assert got["channel_uses"] == symbols_needed(len(sent.payload), choose_mcs(10.0, wifi_radio.max_bits_per_use))
+    block = TransportBlock.carrying(len(sent.payload), choose_mcs(10.0, wifi_radio.max_bits_per_use))
+    assert got["channel_uses"] == block.channel_uses
     assert got["energy"]["radio_j"] == pytest.approx(wifi_radio.link_energy_j(10.0, got["bits"], got["channel_uses"]))
     analog = sdr.images[0]["lamsc"]
     assert analog["energy"]["radio_j"] == pytest.approx(radio("sdr").link_energy_j(10.0, analog["bits"],
